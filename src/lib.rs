@@ -1,0 +1,26 @@
+//! nv-ipam: IP address management for Kubernetes secondary networks, API-compatible with
+//! nvidia-k8s-ipam.
+//!
+//! Crate map. Pure modules decide and never touch files, sockets, clocks or threads; shells act.
+//!
+//! | module       | kind  | owns |
+//! |--------------|-------|------|
+//! | [`ip`]       | pure  | address math: u128 offsets, ranges, merging, subnet carving, gateways |
+//! | [`api`]      | pure  | IPPool/CIDRPool/Node serde types (wire names kept), manifest decoding, validation |
+//! | [`alloc`]    | pure  | block/prefix planners, node pool configs, the container-IP allocator |
+//! | [`store`]    | shell | the node's allocation store: flock, journal, atomic snapshots |
+//! | [`protocol`] | shell | the length-prefixed JSON protocol between `nv-ipam` and `ipam-node` |
+//! | [`node`]     | shell | `ipam-node`: socket server, request handling, CNI install, pools file |
+//! | [`cni`]      | shell | the `nv-ipam` CNI plugin: env, config layering, results, errors |
+//! | [`controller`] | shell | `ipam-controller`: offline `plan` |
+//! | [`logging`]  | shell | the stderr/file logger behind the `log` facade (text or JSON lines) |
+
+pub mod alloc;
+pub mod api;
+pub mod cni;
+pub mod controller;
+pub mod ip;
+pub mod logging;
+pub mod node;
+pub mod protocol;
+pub mod store;
