@@ -95,3 +95,4 @@ pub struct NodePool {
     pub routes: Vec<IpNet>,
     pub default_gateway: bool,
 }
+pub mod allocator;
