@@ -35,18 +35,41 @@ pub enum Request {
 /// Why no address could be chosen. Display says what the user can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllocError {
-    Exhausted { pool: PoolKey, range: IpRange },
+    Exhausted {
+        pool: PoolKey,
+        range: IpRange,
+    },
     /// A static address, index or the gateway is held by another attachment.
-    Taken { pool: PoolKey, ip: IpAddr },
+    Taken {
+        pool: PoolKey,
+        ip: IpAddr,
+    },
     /// A static address outside the pool's subnet (or node prefix).
-    OutsideSubnet { pool: PoolKey, ip: IpAddr, subnet: IpNet },
+    OutsideSubnet {
+        pool: PoolKey,
+        ip: IpAddr,
+        subnet: IpNet,
+    },
     /// A static address that is the subnet's network or broadcast address.
-    Unusable { pool: PoolKey, ip: IpAddr, subnet: IpNet },
-    IndexOutOfRange { pool: PoolKey, index: u32, range: IpRange },
+    Unusable {
+        pool: PoolKey,
+        ip: IpAddr,
+        subnet: IpNet,
+    },
+    IndexOutOfRange {
+        pool: PoolKey,
+        index: u32,
+        range: IpRange,
+    },
     /// A static address or index that lands on the gateway.
-    IsGateway { pool: PoolKey, ip: IpAddr },
+    IsGateway {
+        pool: PoolKey,
+        ip: IpAddr,
+    },
     /// `allocateDefaultGateway` on a pool without a gateway.
-    NoGateway { pool: PoolKey },
+    NoGateway {
+        pool: PoolKey,
+    },
 }
 
 impl fmt::Display for AllocError {
@@ -96,7 +119,8 @@ pub fn choose(
     is_reserved: impl Fn(IpAddr) -> bool,
 ) -> Result<IpAddr, AllocError> {
     let key = || pool.key.clone();
-    let claim = |ip: IpAddr| if is_reserved(ip) { Err(AllocError::Taken { pool: key(), ip }) } else { Ok(ip) };
+    let claim =
+        |ip: IpAddr| if is_reserved(ip) { Err(AllocError::Taken { pool: key(), ip }) } else { Ok(ip) };
     match request {
         Request::Next => next_free(pool, last_reserved, &is_reserved),
         Request::Gateway => claim(pool.gateway.ok_or_else(|| AllocError::NoGateway { pool: key() })?),
@@ -167,7 +191,8 @@ fn next_free(
                 }
             }
             if Some(cur) != gateway {
-                let addr = ip::from_u128(cur, family).expect("cur lies inside the pool's range of this family");
+                let addr =
+                    ip::from_u128(cur, family).expect("cur lies inside the pool's range of this family");
                 if !is_reserved(addr) {
                     return Ok(addr);
                 }
@@ -189,11 +214,13 @@ pub fn routes(pool: &NodePool, gateway: Option<IpAddr>) -> Vec<IpNet> {
     }
     let mut out: Vec<IpNet> = pool.routes.clone();
     if pool.default_gateway {
-        out.push(match Family::of_net(&pool.subnet) {
-            Family::V4 => IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-            Family::V6 => IpNet::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
-        }
-        .expect("prefix length 0 is valid"));
+        out.push(
+            match Family::of_net(&pool.subnet) {
+                Family::V4 => IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+                Family::V6 => IpNet::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+            }
+            .expect("prefix length 0 is valid"),
+        );
     }
     out.sort_by(|a, b| ip::cmp(a.addr(), b.addr()).then(a.prefix_len().cmp(&b.prefix_len())));
     out.dedup();
@@ -298,15 +325,26 @@ mod tests {
                 .unwrap_or_else(|e| e.to_string())
         };
         assert_eq!(case(p29(), None, &[]), "10.0.0.2");
-        let v6 = pool("2001:db8:1::/64", "2001:db8:1::1", "2001:db8:1::ffff:ffff:ffff:ffff", Some("2001:db8:1::1"));
+        let v6 = pool(
+            "2001:db8:1::/64",
+            "2001:db8:1::1",
+            "2001:db8:1::ffff:ffff:ffff:ffff",
+            Some("2001:db8:1::1"),
+        );
         assert_eq!(case(v6, None, &[]), "2001:db8:1::2");
-        assert_eq!(case(pool("10.0.0.0/30", "10.0.0.1", "10.0.0.2", Some("10.0.0.1")), None, &[]), "10.0.0.2");
+        assert_eq!(
+            case(pool("10.0.0.0/30", "10.0.0.1", "10.0.0.2", Some("10.0.0.1")), None, &[]),
+            "10.0.0.2"
+        );
         assert_eq!(case(p29(), None, &["10.0.0.2"]), "10.0.0.3");
         assert_eq!(case(p29(), Some("10.0.0.5"), &[]), "10.0.0.6");
         assert_eq!(case(p29(), Some("10.0.0.3"), &["10.0.0.4", "10.0.0.5"]), "10.0.0.6");
         assert_eq!(case(p29(), Some("10.0.0.5"), &["10.0.0.6"]), "10.0.0.2");
         assert_eq!(case(p29(), Some("10.0.0.128"), &["10.0.0.2"]), "10.0.0.3");
-        assert_eq!(case(p29(), Some("10.0.0.3"), &["10.0.0.2", "10.0.0.4", "10.0.0.5", "10.0.0.6"]), "10.0.0.3");
+        assert_eq!(
+            case(p29(), Some("10.0.0.3"), &["10.0.0.2", "10.0.0.4", "10.0.0.5", "10.0.0.6"]),
+            "10.0.0.3"
+        );
         assert_eq!(
             case(pool("10.0.2.0/30", "10.0.2.1", "10.0.2.2", Some("10.0.2.1")), Some("10.33.33.1"), &[]),
             "10.0.2.2"
@@ -385,7 +423,10 @@ mod tests {
             Err(AllocError::IsGateway { .. })
         ));
         let taken = |a: IpAddr| a == ipa("192.168.0.3");
-        assert!(matches!(choose(&p, Request::Static(ipa("192.168.0.3")), None, taken), Err(AllocError::Taken { .. })));
+        assert!(matches!(
+            choose(&p, Request::Static(ipa("192.168.0.3")), None, taken),
+            Err(AllocError::Taken { .. })
+        ));
     }
 
     // Worked example 49.
@@ -397,7 +438,10 @@ mod tests {
         assert!(e.to_string().contains("requested IP index 253 is outside of the node's range"), "{e}");
         let p = pool("10.100.0.0/16", "10.100.0.1", "10.100.0.254", Some("10.100.0.5"));
         let e = choose(&p, Request::Index(4), None, |_| false).expect_err("gateway");
-        assert!(e.to_string().contains("is the actual gateway, use the allocateDefaultGateway feature instead"), "{e}");
+        assert!(
+            e.to_string().contains("is the actual gateway, use the allocateDefaultGateway feature instead"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,87 @@
+//! What the store records: reservations, and the operations a journal line carries.
+//!
+//! Owns: the serde shapes of the store's lines (part of the on-disk format, see `store` docs).
+//! Must not: do I/O.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// One address held by one attachment in one pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reservation {
+    /// Pool key: `name` (IPPool) or `cidrpool/name` (CIDRPool).
+    pub pool: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub ip: IpAddr,
+    /// The CNI network name the ADD came from; empty for entries imported from the reference.
+    #[serde(default)]
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// Seconds since the Unix epoch when the reservation was made.
+    pub created: u64,
+}
+
+/// An attachment's identity inside one pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttachmentKey {
+    pub pool: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl Reservation {
+    pub fn key(&self) -> AttachmentKey {
+        AttachmentKey {
+            pool: self.pool.clone(),
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+        }
+    }
+}
+
+/// One change. A journal line holds the operations of one request, applied all or nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Op {
+    Reserve(Reservation),
+    #[serde(rename_all = "camelCase")]
+    Release {
+        pool: String,
+        container_id: String,
+        ifname: String,
+    },
+    /// Moves a pool's round-robin cursor (the reference's `last_reserved_ip`).
+    Cursor {
+        pool: String,
+        ip: IpAddr,
+    },
+}
+
+/// The first line of every store file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub format: String,
+    pub version: u32,
+    /// Incremented at every compaction; `store.prev` holds generation - 1.
+    pub generation: u64,
+}
+
+/// Every other line: the operations of one committed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub seq: u64,
+    pub ops: Vec<Op>,
+}
+
+pub const FORMAT_NAME: &str = "nv-ipam-store";
+pub const FORMAT_VERSION: u32 = 1;
