@@ -1,1 +1,41 @@
-fn main() {}
+//! `ipam-node`: parse flags, set up logging, run the daemon, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use nv_ipam::logging::{self, LogFormat, LogTarget};
+use nv_ipam::node::{self, Command};
+
+fn main() -> ExitCode {
+    let cfg = match node::config::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Version) => {
+            println!("ipam-node {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Help) => {
+            print!("{}", node::config::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ipam-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let level = match cfg.verbosity {
+        0 => log::LevelFilter::Info,
+        1..=3 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let format = if cfg.json_logs { LogFormat::Json } else { LogFormat::Text };
+    if let Err(e) = logging::init(level, format, LogTarget::Stderr) {
+        eprintln!("ipam-node: cannot set up logging: {e:?}");
+    }
+    match node::run(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("ipam-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! Request handling of `ipam-node`: turns protocol requests into allocator decisions and store
+//! commits.
+//!
+//! Owns: multi-pool all-or-nothing, idempotent allocate, check against the runtime's addresses,
+//! release by attachment, GC by network, status. Must not: touch sockets (see `server`) or hold
+//! the store lock across anything slower than a local fsync.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::alloc::allocator::{self, AllocError};
+use crate::alloc::{NodePool, PoolKey, PoolType};
+use crate::ip::{self, Family};
+use crate::protocol::{
+    Allocation, AllocateRequest, Attachment, CheckRequest, ErrorCode, GcRequest, PoolStatus, ReleaseRequest, Reply,
+    Request, StatusRequest,
+};
+use crate::store::{AttachmentKey, Op, Reservation, Store, StoreError};
+
+use super::pools::PoolSet;
+
+/// A failed request as the daemon reports it: a stable code and a message that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ServiceError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> ServiceError {
+        ServiceError { code, message: message.into() }
+    }
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl From<AllocError> for ServiceError {
+    fn from(e: AllocError) -> ServiceError {
+        let code = match e {
+            AllocError::Exhausted { .. } => ErrorCode::PoolExhausted,
+            AllocError::Taken { .. } => ErrorCode::IpUnavailable,
+            AllocError::OutsideSubnet { .. } | AllocError::IndexOutOfRange { .. } => ErrorCode::IpOutOfRange,
+            AllocError::Unusable { .. } | AllocError::IsGateway { .. } | AllocError::NoGateway { .. } => {
+                ErrorCode::InvalidRequest
+            }
+        };
+        ServiceError::new(code, e.to_string())
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> ServiceError {
+        let code = match e {
+            StoreError::Inconsistent(_) => ErrorCode::Internal,
+            _ => ErrorCode::StoreFailed,
+        };
+        ServiceError::new(code, e.to_string())
+    }
+}
+
+/// The daemon's shared state: the store (one writer at a time) and the current pool configs.
+pub struct Service {
+    node: String,
+    store: Mutex<Store>,
+    pools: RwLock<Arc<PoolSet>>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    ServiceError::new(ErrorCode::InvalidRequest, message)
+}
+
+fn require(field: &str, value: &str) -> Result<(), ServiceError> {
+    if value.is_empty() {
+        return Err(invalid(format!("{field} must not be empty")));
+    }
+    Ok(())
+}
+
+/// Pool keys of a request: one or two distinct, non-empty names.
+fn pool_keys(pools: &[String], pool_type: PoolType) -> Result<Vec<PoolKey>, ServiceError> {
+    if pools.is_empty() || pools.len() > 2 {
+        return Err(invalid(format!("pools must name one or two pools (one per IP family), got {}", pools.len())));
+    }
+    if pools.iter().any(String::is_empty) {
+        return Err(invalid("pools must not contain an empty name"));
+    }
+    if pools.len() == 2 && pools[0] == pools[1] {
+        return Err(invalid(format!("pools names \"{}\" twice; name two different pools for dual-stack", pools[0])));
+    }
+    Ok(pools.iter().map(|p| PoolKey::new(pool_type, p.clone())).collect())
+}
+
+impl Service {
+    pub fn new(node: String, store: Store, pools: PoolSet) -> Service {
+        Service { node, store: Mutex::new(store), pools: RwLock::new(Arc::new(pools)) }
+    }
+
+    /// Replaces the pool configs (pools file re-read, or a status change in the cluster).
+    pub fn set_pools(&self, pools: PoolSet) {
+        *self.pools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pools);
+    }
+
+    pub fn pools(&self) -> Arc<PoolSet> {
+        self.pools.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn lock_store(&self) -> std::sync::MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave the store half-applied: commit applies
+        // in memory only what reached the disk. So a poisoned mutex is still consistent.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn handle(&self, request: Request) -> Result<Reply, ServiceError> {
+        match request {
+            Request::Allocate(r) => self.allocate(r),
+            Request::Check(r) => self.check(r),
+            Request::Release(r) => self.release(r),
+            Request::Gc(r) => self.gc(r),
+            Request::Status(r) => self.status(r),
+        }
+    }
+
+    fn config<'a>(&self, pools: &'a PoolSet, key: &PoolKey) -> Result<&'a NodePool, ServiceError> {
+        pools.get(key).ok_or_else(|| {
+            ServiceError::new(
+                ErrorCode::PoolNotFound,
+                format!(
+                    "configuration for pool \"{}\", poolType \"{}\" not found on node \"{}\"; check that the pool exists and that its status.allocations has an entry for this node",
+                    key.name, key.pool_type, self.node
+                ),
+            )
+        })
+    }
+
+    fn allocate(&self, r: AllocateRequest) -> Result<Reply, ServiceError> {
+        require("network", &r.network)?;
+        require("containerId", &r.container_id)?;
+        require("ifname", &r.ifname)?;
+        let keys = pool_keys(&r.pools, r.pool_type)?;
+        if r.allocate_default_gateway && (!r.requested_ips.is_empty() || r.allocate_ip_with_index.is_some()) {
+            return Err(invalid(
+                "allocateDefaultGateway cannot be combined with static IPs or allocateIPWithIndex; use one of them",
+            ));
+        }
+        let pools = self.pools();
+        let configs: Vec<&NodePool> = keys.iter().map(|k| self.config(&pools, k)).collect::<Result<_, _>>()?;
+
+        // Each pool takes the first requested address of its subnet; all must be used.
+        let mut wants = Vec::with_capacity(configs.len());
+        let mut used = vec![false; r.requested_ips.len()];
+        for cfg in &configs {
+            let want = if let Some(i) = r.requested_ips.iter().position(|ip| cfg.subnet.contains(ip)) {
+                used[i] = true;
+                allocator::Request::Static(r.requested_ips[i])
+            } else if let Some(index) = r.allocate_ip_with_index {
+                allocator::Request::Index(index)
+            } else if r.allocate_default_gateway {
+                allocator::Request::Gateway
+            } else {
+                allocator::Request::Next
+            };
+            wants.push(want);
+        }
+        if let Some(i) = used.iter().position(|u| !u) {
+            let subnets: Vec<String> = configs.iter().map(|c| c.subnet.to_string()).collect();
+            return Err(ServiceError::new(
+                ErrorCode::IpOutOfRange,
+                format!(
+                    "not all requested static IPs can be allocated: {} is in none of the requested pools' subnets ({}); request addresses inside them",
+                    r.requested_ips[i],
+                    subnets.join(", ")
+                ),
+            ));
+        }
+
+        let mut store = self.lock_store();
+        let state = store.state();
+        let mut ops = Vec::new();
+        let mut chosen = Vec::with_capacity(configs.len());
+        for (cfg, want) in configs.iter().zip(&wants) {
+            let pool = cfg.key.to_string();
+            let key = AttachmentKey { pool: pool.clone(), container_id: r.container_id.clone(), ifname: r.ifname.clone() };
+            if let Some(existing) = state.get(&key) {
+                // Idempotent ADD: the attachment keeps what it has.
+                if let allocator::Request::Static(ip) = want
+                    && *ip != existing.ip
+                {
+                    return Err(ServiceError::new(
+                        ErrorCode::IpUnavailable,
+                        format!(
+                            "pool \"{pool}\": attachment {}/{} already holds {}, not the requested {ip}; DEL it first",
+                            r.container_id, r.ifname, existing.ip
+                        ),
+                    ));
+                }
+                chosen.push(existing.ip);
+                continue;
+            }
+            let ip = allocator::choose(cfg, *want, state.cursor(&pool), |a| state.is_held(&pool, a))?;
+            ops.push(Op::Reserve(Reservation {
+                pool: pool.clone(),
+                container_id: r.container_id.clone(),
+                ifname: r.ifname.clone(),
+                ip,
+                network: r.network.clone(),
+                pod_name: r.pod.name.clone(),
+                pod_namespace: r.pod.namespace.clone(),
+                pod_uid: r.pod.uid.clone(),
+                device_id: r.device_id.clone(),
+                created: now_secs(),
+            }));
+            if *want == allocator::Request::Next {
+                ops.push(Op::Cursor { pool, ip });
+            }
+            chosen.push(ip);
+        }
+        store.commit(ops)?;
+        drop(store);
+        let allocations = configs
+            .iter()
+            .zip(chosen)
+            .map(|(cfg, ip)| {
+                let (addr, gateway, routes) = allocator::lease(cfg, ip);
+                Allocation { pool: cfg.key.name.clone(), pool_type: cfg.key.pool_type, ip: addr, gateway, routes }
+            })
+            .collect();
+        Ok(Reply { allocations, ..Reply::default() })
+    }
+
+    fn check(&self, r: CheckRequest) -> Result<Reply, ServiceError> {
+        require("containerId", &r.container_id)?;
+        require("ifname", &r.ifname)?;
+        let keys = pool_keys(&r.pools, r.pool_type)?;
+        let store = self.lock_store();
+        let mut held = Vec::new();
+        for k in &keys {
+            let key = AttachmentKey { pool: k.to_string(), container_id: r.container_id.clone(), ifname: r.ifname.clone() };
+            match store.state().get(&key) {
+                Some(res) => held.push(res.ip),
+                None => {
+                    return Err(ServiceError::new(
+                        ErrorCode::NotAllocated,
+                        format!("pool \"{k}\": no reservation for attachment {}/{}", r.container_id, r.ifname),
+                    ));
+                }
+            }
+        }
+        let want: HashSet<IpAddr> = r.ips.iter().copied().collect();
+        let have: HashSet<IpAddr> = held.iter().copied().collect();
+        if !r.ips.is_empty() && want != have {
+            let mut h: Vec<String> = held.iter().map(IpAddr::to_string).collect();
+            let mut w: Vec<String> = r.ips.iter().map(IpAddr::to_string).collect();
+            h.sort();
+            w.sort();
+            return Err(ServiceError::new(
+                ErrorCode::Mismatch,
+                format!(
+                    "attachment {}/{} holds [{}] but the runtime's result lists [{}]",
+                    r.container_id,
+                    r.ifname,
+                    h.join(", "),
+                    w.join(", ")
+                ),
+            ));
+        }
+        Ok(Reply::default())
+    }
+
+    fn release(&self, r: ReleaseRequest) -> Result<Reply, ServiceError> {
+        require("containerId", &r.container_id)?;
+        require("ifname", &r.ifname)?;
+        let mut store = self.lock_store();
+        // The named pools, plus any pool this network allocated from for the attachment: a pool
+        // renamed in the config between ADD and DEL must not leak its address.
+        let named: HashSet<String> =
+            r.pools.iter().filter(|p| !p.is_empty()).map(|p| PoolKey::new(r.pool_type, p.clone()).to_string()).collect();
+        let ops: Vec<Op> = store
+            .state()
+            .reservations()
+            .filter(|res| {
+                res.container_id == r.container_id
+                    && res.ifname == r.ifname
+                    && (named.contains(&res.pool) || (!r.network.is_empty() && res.network == r.network))
+            })
+            .map(|res| Op::Release {
+                pool: res.pool.clone(),
+                container_id: res.container_id.clone(),
+                ifname: res.ifname.clone(),
+            })
+            .collect();
+        let released = ops.len() as u64;
+        store.commit(ops)?;
+        Ok(Reply { released: Some(released), ..Reply::default() })
+    }
+
+    fn gc(&self, r: GcRequest) -> Result<Reply, ServiceError> {
+        require("network", &r.network)?;
+        let valid: HashSet<&Attachment> = r.valid_attachments.iter().collect();
+        let mut store = self.lock_store();
+        let ops: Vec<Op> = store
+            .state()
+            .reservations()
+            .filter(|res| {
+                res.network == r.network
+                    && !valid.contains(&Attachment { container_id: res.container_id.clone(), ifname: res.ifname.clone() })
+            })
+            .map(|res| Op::Release {
+                pool: res.pool.clone(),
+                container_id: res.container_id.clone(),
+                ifname: res.ifname.clone(),
+            })
+            .collect();
+        let released = ops.len() as u64;
+        store.commit(ops)?;
+        if released > 0 {
+            log::info!("gc released {released} reservations of network {}", r.network);
+        }
+        Ok(Reply { released: Some(released), ..Reply::default() })
+    }
+
+    fn status(&self, r: StatusRequest) -> Result<Reply, ServiceError> {
+        let pools = self.pools();
+        let keys: Vec<PoolKey> = if r.pools.is_empty() {
+            pools.keys().cloned().collect()
+        } else {
+            r.pools.iter().map(|p| PoolKey::new(r.pool_type, p.clone())).collect()
+        };
+        let configs: Vec<&NodePool> = keys.iter().map(|k| self.config(&pools, k)).collect::<Result<_, _>>()?;
+        let store = self.lock_store();
+        let mut out = Vec::new();
+        for cfg in configs {
+            let pool = cfg.key.to_string();
+            let held: Vec<IpAddr> =
+                store.state().reservations().filter(|res| res.pool == pool).map(|res| res.ip).collect();
+            let free = free_count(cfg, &held);
+            out.push(PoolStatus {
+                pool: cfg.key.name.clone(),
+                pool_type: cfg.key.pool_type,
+                allocated: held.len() as u64,
+                free: u64::try_from(free).unwrap_or(u64::MAX),
+            });
+        }
+        drop(store);
+        if !r.pools.is_empty()
+            && let Some(full) = out.iter().find(|s| s.free == 0)
+        {
+            return Err(ServiceError::new(
+                ErrorCode::PoolExhausted,
+                format!("pool \"{}\" has no free addresses on node \"{}\"", full.pool, self.node),
+            ));
+        }
+        Ok(Reply { pools: out, ..Reply::default() })
+    }
+}
+
+/// Addresses the allocator could still hand out: range minus exclusions, gateway and held.
+pub fn free_count(cfg: &NodePool, held: &[IpAddr]) -> u128 {
+    let excluded = ip::covered_count(&cfg.exclusions, &cfg.range);
+    let in_play = |a: IpAddr| cfg.range.contains(a) && ip::find_containing(&cfg.exclusions, a).is_none();
+    let gw = cfg.gateway.filter(|g| Family::of(*g) == cfg.range.family() && in_play(*g)).is_some() as u128;
+    let held_candidates = held.iter().filter(|a| in_play(**a) && Some(**a) != cfg.gateway).count() as u128;
+    cfg.range.len().saturating_sub(excluded).saturating_sub(gw).saturating_sub(held_candidates)
+}
