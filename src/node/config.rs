@@ -102,7 +102,9 @@ pub fn socket_path(flag: &str, addr: &str) -> Result<PathBuf, FlagError> {
         )));
     }
     if !path.starts_with('/') {
-        return Err(FlagError(format!("--{flag}: {addr:?} must be an absolute unix socket path (unix:///path)")));
+        return Err(FlagError(format!(
+            "--{flag}: {addr:?} must be an absolute unix socket path (unix:///path)"
+        )));
     }
     Ok(PathBuf::from(path))
 }
@@ -143,20 +145,22 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
                 c.cni_skip_binary_copy = parse_bool("cni-skip-nv-ipam-binary-copy", p.optional_value())?
             }
             Long("cni-skip-nv-ipam-config-creation") => {
-                c.cni_skip_config_creation = parse_bool("cni-skip-nv-ipam-config-creation", p.optional_value())?
+                c.cni_skip_config_creation =
+                    parse_bool("cni-skip-nv-ipam-config-creation", p.optional_value())?
             }
             Long("cni-conf-dir") => c.cni_conf_dir = s(&mut p)?.into(),
             Long("cni-daemon-socket") => c.cni_daemon_socket = s(&mut p)?,
             Long("cni-daemon-call-timeout") => {
                 let v = s(&mut p)?;
-                c.cni_daemon_call_timeout = v
-                    .trim_end_matches('s')
-                    .parse()
-                    .map_err(|_| FlagError(format!("--cni-daemon-call-timeout: {v:?} is not a number of seconds")))?;
+                c.cni_daemon_call_timeout = v.trim_end_matches('s').parse().map_err(|_| {
+                    FlagError(format!("--cni-daemon-call-timeout: {v:?} is not a number of seconds"))
+                })?;
             }
             Long("cni-log-file") => c.cni_log_file = s(&mut p)?,
             Long("cni-log-level") => c.cni_log_level = s(&mut p)?,
-            Long("cni-force-pool-name") => c.cni_force_pool_name = parse_bool("cni-force-pool-name", p.optional_value())?,
+            Long("cni-force-pool-name") => {
+                c.cni_force_pool_name = parse_bool("cni-force-pool-name", p.optional_value())?
+            }
             Short('v') | Long("v") => {
                 let v = s(&mut p)?;
                 c.verbosity = v
@@ -168,7 +172,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
                 c.json_logs = match s(&mut p)?.as_str() {
                     "text" => false,
                     "json" => true,
-                    other => return Err(FlagError(format!("--logging-format: {other:?} must be text or json"))),
+                    other => {
+                        return Err(FlagError(format!("--logging-format: {other:?} must be text or json")));
+                    }
                 }
             }
             Long("version") => return Ok(Command::Version),
@@ -229,7 +235,10 @@ mod tests {
         let e = run(&[]).expect_err("no node");
         assert!(e.to_string().contains("--node-name is required"), "{e}");
         let e = run(&["--node-name", "n", "--bind-address", "tcp://1.2.3.4:5"]).expect_err("tcp");
-        assert!(e.to_string().contains("--bind-address") && e.to_string().contains("only unix sockets"), "{e}");
+        assert!(
+            e.to_string().contains("--bind-address") && e.to_string().contains("only unix sockets"),
+            "{e}"
+        );
         let e = run(&["--node-name", "n", "--logging-format", "xml"]).expect_err("format");
         assert!(e.to_string().contains("--logging-format"), "{e}");
     }

@@ -44,7 +44,11 @@ pub struct PluginConf {
     pub force_pool_name: bool,
 }
 
-fn write_atomically(dest: &Path, mode: u32, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<(), InstallError> {
+fn write_atomically(
+    dest: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), InstallError> {
     let err = |action, source| InstallError { action, path: dest.to_path_buf(), source };
     let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
@@ -68,7 +72,8 @@ fn write_atomically(dest: &Path, mode: u32, fill: impl FnOnce(&mut File) -> io::
 /// Copies the plugin binary `src` to `<bin_dir>/nv-ipam` (mode 0755).
 pub fn install_binary(src: &Path, bin_dir: &Path) -> Result<PathBuf, InstallError> {
     let dest = bin_dir.join("nv-ipam");
-    let mut input = File::open(src).map_err(|source| InstallError { action: "read", path: src.to_path_buf(), source })?;
+    let mut input =
+        File::open(src).map_err(|source| InstallError { action: "read", path: src.to_path_buf(), source })?;
     write_atomically(&dest, 0o755, |f| io::copy(&mut input, f).map(|_| ()))?;
     Ok(dest)
 }

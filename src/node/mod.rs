@@ -52,17 +52,14 @@ impl std::error::Error for NodeError {}
 /// Runs the daemon until a stop signal; returns after in-flight requests finished.
 pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
     let store = Store::open(&cfg.store_file).map_err(NodeError::Store)?;
-    log::info!(
-        "store {} loaded: {} reservations",
-        cfg.store_file.display(),
-        store.state().len()
-    );
+    log::info!("store {} loaded: {} reservations", cfg.store_file.display(), store.state().len());
     let pools_path = cfg.pools_file.clone().ok_or(NodeError::NoPoolSource)?;
     let (pools, skipped) = pools_file::load(&pools_path, &cfg.node_name).map_err(NodeError::Pools)?;
     pools_file::log_loaded(&pools, &skipped);
 
     if !cfg.cni_skip_binary_copy {
-        let dest = install::install_binary(&cfg.cni_nv_ipam_bin_file, &cfg.cni_bin_dir).map_err(NodeError::Install)?;
+        let dest = install::install_binary(&cfg.cni_nv_ipam_bin_file, &cfg.cni_bin_dir)
+            .map_err(NodeError::Install)?;
         log::info!("installed CNI plugin {}", dest.display());
     }
     if !cfg.cni_skip_config_creation {
@@ -81,8 +78,9 @@ pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
     let listener = server::bind(&cfg.bind_socket).map_err(NodeError::Server)?;
     let stop = server::stop_handle(&cfg.bind_socket);
 
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(NodeError::Signals)?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+            .map_err(NodeError::Signals)?;
     let on_signal = stop.clone();
     thread::Builder::new()
         .name("signals".into())

@@ -30,7 +30,7 @@ pub const MAX_POOLS_FILE_BYTES: u64 = 16 << 20;
 pub enum PoolsFileError {
     Read { path: PathBuf, source: io::Error },
     TooLarge { path: PathBuf, len: u64 },
-    Decode { path: PathBuf, source: api::ManifestError },
+    Decode { path: PathBuf, source: Box<api::ManifestError> },
 }
 
 impl fmt::Display for PoolsFileError {
@@ -61,13 +61,14 @@ pub fn load(path: &Path, node: &str) -> Result<(PoolSet, Vec<String>), PoolsFile
     }
     let mut text = String::new();
     f.take(MAX_POOLS_FILE_BYTES).read_to_string(&mut text).map_err(read_err)?;
-    let manifest = api::decode(&text).map_err(|source| PoolsFileError::Decode { path: path.to_path_buf(), source })?;
+    let manifest = api::decode(&text)
+        .map_err(|e| PoolsFileError::Decode { path: path.to_path_buf(), source: Box::new(e) })?;
     let mut pools = Vec::new();
     let mut skipped = Vec::new();
     for p in manifest.ip_pools() {
         match validate_ip_pool(p) {
             Err(e) => skipped.push(e.to_string()),
-            Ok(v) => match ip_pool_for_node(&v, node, p.status.as_ref().map(|s| s.allocations())) {
+            Ok(v) => match ip_pool_for_node(&v, node, p.status.as_ref().map(|s| s.allocations.as_slice())) {
                 Ok(cfg) => pools.push(cfg),
                 Err(e) => skipped.push(e.to_string()),
             },
@@ -76,10 +77,12 @@ pub fn load(path: &Path, node: &str) -> Result<(PoolSet, Vec<String>), PoolsFile
     for p in manifest.cidr_pools() {
         match validate_cidr_pool(p) {
             Err(e) => skipped.push(e.to_string()),
-            Ok(v) => match cidr_pool_for_node(&v, node, p.status.as_ref().map(|s| s.allocations())) {
-                Ok(cfg) => pools.push(cfg),
-                Err(e) => skipped.push(e.to_string()),
-            },
+            Ok(v) => {
+                match cidr_pool_for_node(&v, node, p.status.as_ref().map(|s| s.allocations.as_slice())) {
+                    Ok(cfg) => pools.push(cfg),
+                    Err(e) => skipped.push(e.to_string()),
+                }
+            }
         }
     }
     Ok((PoolSet::new(pools), skipped))

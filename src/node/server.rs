@@ -51,7 +51,11 @@ impl fmt::Display for ServerError {
                 path.display()
             ),
             ServerError::Bind { path, source } => {
-                write!(f, "cannot listen on {}: {source}; check --bind-address and its directory", path.display())
+                write!(
+                    f,
+                    "cannot listen on {}: {source}; check --bind-address and its directory",
+                    path.display()
+                )
             }
         }
     }
@@ -156,7 +160,8 @@ pub fn serve(listener: UnixListener, path: &Path, service: Arc<Service>, stop: &
             }
         };
         if !inflight.try_enter() {
-            let busy = ResponseFrame::error(ErrorCode::NotReady, "ipam-node is at its connection limit; retry");
+            let busy =
+                ResponseFrame::error(ErrorCode::NotReady, "ipam-node is at its connection limit; retry");
             let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
             let _ = frame::write_frame(&mut stream, &busy);
             continue;
@@ -192,17 +197,23 @@ fn decode_request(body: &[u8]) -> Result<RequestFrame, ResponseFrame> {
         Some(v) => {
             return Err(ResponseFrame::error(
                 ErrorCode::UnsupportedVersion,
-                format!("protocol version {v} is not supported, this ipam-node speaks {PROTOCOL_VERSION}; install matching nv-ipam and ipam-node"),
+                format!(
+                    "protocol version {v} is not supported, this ipam-node speaks {PROTOCOL_VERSION}; install matching nv-ipam and ipam-node"
+                ),
             ));
         }
-        None => return Err(ResponseFrame::error(ErrorCode::BadFrame, "request has no numeric \"version\" field")),
+        None => {
+            return Err(ResponseFrame::error(ErrorCode::BadFrame, "request has no numeric \"version\" field"));
+        }
     }
     serde_json::from_value(value)
         .map_err(|e| ResponseFrame::error(ErrorCode::InvalidRequest, format!("malformed request: {e}")))
 }
 
 fn handle_connection(mut stream: UnixStream, service: &Service, stop: &StopHandle) {
-    if stream.set_read_timeout(Some(IDLE_TIMEOUT)).is_err() || stream.set_write_timeout(Some(IDLE_TIMEOUT)).is_err() {
+    if stream.set_read_timeout(Some(IDLE_TIMEOUT)).is_err()
+        || stream.set_write_timeout(Some(IDLE_TIMEOUT)).is_err()
+    {
         return;
     }
     loop {
@@ -215,13 +226,18 @@ fn handle_connection(mut stream: UnixStream, service: &Service, stop: &StopHandl
             }
             Err(e) => {
                 // Too large, truncated: answer once (the peer may still read) and close.
-                let _ = frame::write_frame(&mut stream, &ResponseFrame::error(ErrorCode::BadFrame, e.to_string()));
+                let _ = frame::write_frame(
+                    &mut stream,
+                    &ResponseFrame::error(ErrorCode::BadFrame, e.to_string()),
+                );
                 return;
             }
         };
         let reply = match decode_request(&body) {
             Err(reply) => reply,
-            Ok(_) if stop.is_stopping() => ResponseFrame::error(ErrorCode::NotReady, "ipam-node is stopping; retry"),
+            Ok(_) if stop.is_stopping() => {
+                ResponseFrame::error(ErrorCode::NotReady, "ipam-node is stopping; retry")
+            }
             Ok(req) => {
                 let op = req.request.op_name();
                 let started = Instant::now();

@@ -15,8 +15,8 @@ use crate::alloc::allocator::{self, AllocError};
 use crate::alloc::{NodePool, PoolKey, PoolType};
 use crate::ip::{self, Family};
 use crate::protocol::{
-    Allocation, AllocateRequest, Attachment, CheckRequest, ErrorCode, GcRequest, PoolStatus, ReleaseRequest, Reply,
-    Request, StatusRequest,
+    AllocateRequest, Allocation, Attachment, CheckRequest, ErrorCode, GcRequest, PoolStatus, ReleaseRequest,
+    Reply, Request, StatusRequest,
 };
 use crate::store::{AttachmentKey, Op, Reservation, Store, StoreError};
 
@@ -90,13 +90,19 @@ fn require(field: &str, value: &str) -> Result<(), ServiceError> {
 /// Pool keys of a request: one or two distinct, non-empty names.
 fn pool_keys(pools: &[String], pool_type: PoolType) -> Result<Vec<PoolKey>, ServiceError> {
     if pools.is_empty() || pools.len() > 2 {
-        return Err(invalid(format!("pools must name one or two pools (one per IP family), got {}", pools.len())));
+        return Err(invalid(format!(
+            "pools must name one or two pools (one per IP family), got {}",
+            pools.len()
+        )));
     }
     if pools.iter().any(String::is_empty) {
         return Err(invalid("pools must not contain an empty name"));
     }
     if pools.len() == 2 && pools[0] == pools[1] {
-        return Err(invalid(format!("pools names \"{}\" twice; name two different pools for dual-stack", pools[0])));
+        return Err(invalid(format!(
+            "pools names \"{}\" twice; name two different pools for dual-stack",
+            pools[0]
+        )));
     }
     Ok(pools.iter().map(|p| PoolKey::new(pool_type, p.clone())).collect())
 }
@@ -154,7 +160,8 @@ impl Service {
             ));
         }
         let pools = self.pools();
-        let configs: Vec<&NodePool> = keys.iter().map(|k| self.config(&pools, k)).collect::<Result<_, _>>()?;
+        let configs: Vec<&NodePool> =
+            keys.iter().map(|k| self.config(&pools, k)).collect::<Result<_, _>>()?;
 
         // Each pool takes the first requested address of its subnet; all must be used.
         let mut wants = Vec::with_capacity(configs.len());
@@ -190,7 +197,11 @@ impl Service {
         let mut chosen = Vec::with_capacity(configs.len());
         for (cfg, want) in configs.iter().zip(&wants) {
             let pool = cfg.key.to_string();
-            let key = AttachmentKey { pool: pool.clone(), container_id: r.container_id.clone(), ifname: r.ifname.clone() };
+            let key = AttachmentKey {
+                pool: pool.clone(),
+                container_id: r.container_id.clone(),
+                ifname: r.ifname.clone(),
+            };
             if let Some(existing) = state.get(&key) {
                 // Idempotent ADD: the attachment keeps what it has.
                 if let allocator::Request::Static(ip) = want
@@ -232,7 +243,13 @@ impl Service {
             .zip(chosen)
             .map(|(cfg, ip)| {
                 let (addr, gateway, routes) = allocator::lease(cfg, ip);
-                Allocation { pool: cfg.key.name.clone(), pool_type: cfg.key.pool_type, ip: addr, gateway, routes }
+                Allocation {
+                    pool: cfg.key.name.clone(),
+                    pool_type: cfg.key.pool_type,
+                    ip: addr,
+                    gateway,
+                    routes,
+                }
             })
             .collect();
         Ok(Reply { allocations, ..Reply::default() })
@@ -245,13 +262,20 @@ impl Service {
         let store = self.lock_store();
         let mut held = Vec::new();
         for k in &keys {
-            let key = AttachmentKey { pool: k.to_string(), container_id: r.container_id.clone(), ifname: r.ifname.clone() };
+            let key = AttachmentKey {
+                pool: k.to_string(),
+                container_id: r.container_id.clone(),
+                ifname: r.ifname.clone(),
+            };
             match store.state().get(&key) {
                 Some(res) => held.push(res.ip),
                 None => {
                     return Err(ServiceError::new(
                         ErrorCode::NotAllocated,
-                        format!("pool \"{k}\": no reservation for attachment {}/{}", r.container_id, r.ifname),
+                        format!(
+                            "pool \"{k}\": no reservation for attachment {}/{}",
+                            r.container_id, r.ifname
+                        ),
                     ));
                 }
             }
@@ -283,8 +307,12 @@ impl Service {
         let mut store = self.lock_store();
         // The named pools, plus any pool this network allocated from for the attachment: a pool
         // renamed in the config between ADD and DEL must not leak its address.
-        let named: HashSet<String> =
-            r.pools.iter().filter(|p| !p.is_empty()).map(|p| PoolKey::new(r.pool_type, p.clone()).to_string()).collect();
+        let named: HashSet<String> = r
+            .pools
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| PoolKey::new(r.pool_type, p.clone()).to_string())
+            .collect();
         let ops: Vec<Op> = store
             .state()
             .reservations()
@@ -313,7 +341,10 @@ impl Service {
             .reservations()
             .filter(|res| {
                 res.network == r.network
-                    && !valid.contains(&Attachment { container_id: res.container_id.clone(), ifname: res.ifname.clone() })
+                    && !valid.contains(&Attachment {
+                        container_id: res.container_id.clone(),
+                        ifname: res.ifname.clone(),
+                    })
             })
             .map(|res| Op::Release {
                 pool: res.pool.clone(),
@@ -336,7 +367,8 @@ impl Service {
         } else {
             r.pools.iter().map(|p| PoolKey::new(r.pool_type, p.clone())).collect()
         };
-        let configs: Vec<&NodePool> = keys.iter().map(|k| self.config(&pools, k)).collect::<Result<_, _>>()?;
+        let configs: Vec<&NodePool> =
+            keys.iter().map(|k| self.config(&pools, k)).collect::<Result<_, _>>()?;
         let store = self.lock_store();
         let mut out = Vec::new();
         for cfg in configs {

@@ -412,7 +412,7 @@ impl Store {
                 lines += 1;
             }
             let mut res: Vec<&Reservation> = self.state.reservations().collect();
-            res.sort_by(|a, b| a.key().cmp(&b.key()));
+            res.sort_by_key(|r| r.key());
             for r in res {
                 seq += 1;
                 buf.extend(encode_line(&Txn { seq, ops: vec![Op::Reserve(r.clone())] }));
