@@ -12,6 +12,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::ip::IpRange;
 
+pub mod cidrpool_planner;
+pub mod ippool_planner;
+pub mod node_pool;
+
+pub use cidrpool_planner::{AllocationError, CidrPlan, plan_cidr_pool, validate_allocation};
+pub use ippool_planner::{IpPlan, plan_ip_pool};
+pub use node_pool::{
+    NodePoolError, cidr_node_pool, cidr_pool_for_node, ip_node_pool, ip_pool_for_node,
+    standalone_cidr_node_pool, standalone_ip_node_pool,
+};
+
 /// The two kinds of pool. Serialized lower-case (`ippool`, `cidrpool`) as in the CNI config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

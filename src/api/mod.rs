@@ -1,1 +1,45 @@
-//! (being written)
+//! The Kubernetes-facing data: IPPool, CIDRPool and Node as serde types with the reference's
+//! wire names (`nv-ipam.nvidia.com/v1alpha1`), manifest decoding, and validation into types
+//! that cannot be wrong.
+//!
+//! Owns: the raw wire shapes ([`IpPool`], [`CidrPool`], [`Node`]), the parse step from raw to
+//! validated ([`validate`]), node selection ([`selector`]) and reading manifests
+//! ([`manifest`]). Must not: plan allocations (that is `alloc`), or do any I/O; callers pass
+//! text in and get values out.
+
+pub mod cidrpool;
+pub mod exclusion;
+pub mod ippool;
+pub mod manifest;
+pub mod meta;
+pub mod node;
+pub mod route;
+pub mod selector;
+pub mod validate;
+
+pub use cidrpool::{CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, StaticAllocation};
+pub use exclusion::{ExcludeIndexRange, ExcludeRange, IndexRange};
+pub use ippool::{IpAllocation, IpPool, IpPoolSpec, IpPoolStatus};
+pub use manifest::{Manifest, ManifestError, Object, decode};
+pub use meta::ObjectMeta;
+pub use node::Node;
+pub use route::Route;
+pub use selector::{NodeSelector, ValidNodeSelector};
+pub use validate::{
+    FieldError, PoolErrors, ValidCidrPool, ValidIpPool, ValidStaticAllocation, validate_cidr_pool,
+    validate_ip_pool,
+};
+
+/// The API group and version of both pool kinds.
+pub const API_VERSION: &str = "nv-ipam.nvidia.com/v1alpha1";
+/// `kind` of an IPPool object.
+pub const KIND_IPPOOL: &str = "IPPool";
+/// `kind` of a CIDRPool object.
+pub const KIND_CIDRPOOL: &str = "CIDRPool";
+/// `kind` of a core/v1 Node object.
+pub const KIND_NODE: &str = "Node";
+
+/// serde helper: skip `false` booleans so optional flags round-trip as absent.
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}

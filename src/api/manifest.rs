@@ -1,0 +1,278 @@
+//! Manifest decoding: text holding IPPool, CIDRPool and Node objects, as JSON or YAML, in any
+//! of the shapes `kubectl` reads or writes.
+//!
+//! Accepted shapes, which may nest: one object; a JSON/YAML array of objects; a `kind: List`
+//! (or any `*List` kind) with `items`; several YAML documents separated by `---`. Empty YAML
+//! documents are skipped. Unknown kinds are an error naming the document, item and kind:
+//! silently dropping a mistyped pool would plan without it.
+//!
+//! Owns: [`decode`], [`Object`], [`Manifest`], [`ManifestError`]. Must not: read files or
+//! validate specs (see `validate`).
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{CidrPool, IpPool, KIND_CIDRPOOL, KIND_IPPOOL, KIND_NODE, Node};
+
+/// Largest nesting of lists inside lists that is followed; deeper input is refused rather than
+/// recursing without bound.
+pub const MAX_LIST_DEPTH: usize = 8;
+
+/// One decoded object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    IpPool(IpPool),
+    CidrPool(CidrPool),
+    Node(Node),
+}
+
+/// The objects of a manifest, in input order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Manifest {
+    pub objects: Vec<Object>,
+}
+
+impl Manifest {
+    pub fn ip_pools(&self) -> impl Iterator<Item = &IpPool> {
+        self.objects.iter().filter_map(|o| match o {
+            Object::IpPool(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    pub fn cidr_pools(&self) -> impl Iterator<Item = &CidrPool> {
+        self.objects.iter().filter_map(|o| match o {
+            Object::CidrPool(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.objects.iter().filter_map(|o| match o {
+            Object::Node(n) => Some(n),
+            _ => None,
+        })
+    }
+}
+
+/// Where an object sits: the YAML document (0-based) and the item path inside lists.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Position {
+    pub document: usize,
+    pub items: Vec<usize>,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "document {}", self.document)?;
+        for i in &self.items {
+            write!(f, " item {i}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a manifest could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestError {
+    /// Not JSON or YAML.
+    Syntax { document: usize, message: String },
+    /// An element is not a mapping (a string, a number...).
+    NotAnObject { at: Position },
+    /// An object without `kind`.
+    MissingKind { at: Position },
+    /// A kind this program does not handle.
+    UnknownKind { at: Position, kind: String },
+    /// A `*List` without an `items` array.
+    ListWithoutItems { at: Position, kind: String },
+    /// Lists nested deeper than [`MAX_LIST_DEPTH`].
+    TooDeep { at: Position },
+    /// A field of a known kind has the wrong type (serde's message names it).
+    BadField { at: Position, kind: String, name: String, message: String },
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManifestError::Syntax { document, message } => {
+                write!(f, "document {document}: not valid JSON or YAML: {message}")
+            }
+            ManifestError::NotAnObject { at } => {
+                write!(f, "{at}: expected an object with apiVersion and kind")
+            }
+            ManifestError::MissingKind { at } => {
+                write!(f, "{at}: has no kind: set kind to IPPool, CIDRPool or Node")
+            }
+            ManifestError::UnknownKind { at, kind } => {
+                write!(f, "{at}: kind {kind:?} is not handled: use IPPool, CIDRPool, Node or a List of them")
+            }
+            ManifestError::ListWithoutItems { at, kind } => {
+                write!(f, "{at}: {kind} has no items array: add items")
+            }
+            ManifestError::TooDeep { at } => {
+                write!(f, "{at}: lists nested deeper than {MAX_LIST_DEPTH}: flatten them")
+            }
+            ManifestError::BadField { at, kind, name, message } => {
+                write!(f, "{at}: {} {name:?}: {message}", kind.to_lowercase())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+/// Decodes `text` (JSON or YAML, any shape above) into its objects, in input order.
+pub fn decode(text: &str) -> Result<Manifest, ManifestError> {
+    let mut out = Manifest::default();
+    // JSON is YAML, so one parser serves both; JSON first only for its better error messages.
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        collect(v, Position::default(), 0, &mut out)?;
+        return Ok(out);
+    }
+    for (document, de) in yaml_serde::Deserializer::from_str(text).enumerate() {
+        let v =
+            Value::deserialize(de).map_err(|e| ManifestError::Syntax { document, message: e.to_string() })?;
+        collect(v, Position { document, items: Vec::new() }, 0, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn collect(v: Value, at: Position, depth: usize, out: &mut Manifest) -> Result<(), ManifestError> {
+    if depth > MAX_LIST_DEPTH {
+        return Err(ManifestError::TooDeep { at });
+    }
+    let items = match v {
+        Value::Null => return Ok(()), // an empty YAML document, e.g. after a trailing `---`
+        Value::Array(items) => items,
+        Value::Object(ref m) => {
+            let kind = match m.get("kind") {
+                Some(Value::String(k)) => k.clone(),
+                _ => return Err(ManifestError::MissingKind { at }),
+            };
+            if kind.ends_with("List") {
+                match v {
+                    Value::Object(mut m) => match m.remove("items") {
+                        Some(Value::Array(items)) => items,
+                        Some(Value::Null) => Vec::new(),
+                        _ => return Err(ManifestError::ListWithoutItems { at, kind }),
+                    },
+                    _ => unreachable!("matched as an object above"),
+                }
+            } else {
+                out.objects.push(object(v, kind, at)?);
+                return Ok(());
+            }
+        }
+        _ => return Err(ManifestError::NotAnObject { at }),
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let mut p = at.clone();
+        p.items.push(i);
+        collect(item, p, depth + 1, out)?;
+    }
+    Ok(())
+}
+
+fn object(v: Value, kind: String, at: Position) -> Result<Object, ManifestError> {
+    let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let bad = |e: serde_json::Error, kind: &str| ManifestError::BadField {
+        at: at.clone(),
+        kind: kind.to_string(),
+        name: name.clone(),
+        message: e.to_string(),
+    };
+    match kind.as_str() {
+        KIND_IPPOOL => serde_json::from_value(v).map(Object::IpPool).map_err(|e| bad(e, &kind)),
+        KIND_CIDRPOOL => serde_json::from_value(v).map(Object::CidrPool).map_err(|e| bad(e, &kind)),
+        KIND_NODE => serde_json::from_value(v).map(Object::Node).map_err(|e| bad(e, &kind)),
+        _ => Err(ManifestError::UnknownKind { at, kind }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POOL_YAML: &str = "apiVersion: nv-ipam.nvidia.com/v1alpha1
+kind: IPPool
+metadata:
+  name: pool1
+  namespace: kube-system
+spec:
+  subnet: 192.168.0.0/16
+  perNodeBlockSize: 4
+  gateway: 192.168.0.1
+";
+
+    fn names(m: &Manifest) -> Vec<String> {
+        m.objects
+            .iter()
+            .map(|o| match o {
+                Object::IpPool(p) => format!("ippool/{}", p.metadata.name),
+                Object::CidrPool(p) => format!("cidrpool/{}", p.metadata.name),
+                Object::Node(n) => format!("node/{}", n.name()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn single_yaml_object_round_trips_metadata() {
+        let m = decode(POOL_YAML).expect("decodes");
+        assert_eq!(names(&m), ["ippool/pool1"]);
+        let Object::IpPool(p) = &m.objects[0] else { panic!("not an ippool") };
+        assert_eq!(p.spec.per_node_block_size, 4);
+        let json = serde_json::to_value(p).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "apiVersion": "nv-ipam.nvidia.com/v1alpha1", "kind": "IPPool",
+                "metadata": {"name": "pool1", "namespace": "kube-system"},
+                "spec": {"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "gateway": "192.168.0.1"}
+            })
+        );
+    }
+
+    #[test]
+    fn multi_document_lists_and_arrays() {
+        let text = format!(
+            "{POOL_YAML}---\nkind: NodeList\nitems:\n- kind: Node\n  metadata: {{name: n1, labels: {{a: b}}}}\n\
+             - kind: List\n  items: [{{kind: Node, metadata: {{name: n2}}}}]\n---\n---\n\
+             - {{kind: CIDRPool, metadata: {{name: c1}}, spec: {{cidr: 10.0.0.0/8}}}}\n"
+        );
+        let m = decode(&text).expect("decodes");
+        assert_eq!(names(&m), ["ippool/pool1", "node/n1", "node/n2", "cidrpool/c1"]);
+        assert_eq!(m.nodes().next().map(|n| n.labels().len()), Some(1));
+        let json = r#"{"apiVersion":"v1","kind":"List","items":[{"kind":"Node","metadata":{"name":"x"}}]}"#;
+        assert_eq!(names(&decode(json).expect("json list")), ["node/x"]);
+        assert_eq!(names(&decode("").expect("empty")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn errors_name_the_document_and_item() {
+        let e = decode("kind: Node\nmetadata: {name: a}\n---\nkind: List\nitems:\n- kind: Pod\n")
+            .expect_err("unknown kind");
+        assert_eq!(
+            e.to_string(),
+            "document 1 item 0: kind \"Pod\" is not handled: use IPPool, CIDRPool, Node or a List of them"
+        );
+        assert_eq!(
+            decode("- 5").expect_err("scalar").to_string(),
+            "document 0 item 0: expected an object with apiVersion and kind"
+        );
+        assert_eq!(
+            decode("metadata: {name: a}").expect_err("no kind").to_string(),
+            "document 0: has no kind: set kind to IPPool, CIDRPool or Node"
+        );
+        assert_eq!(
+            decode("kind: List").expect_err("no items").to_string(),
+            "document 0: List has no items array: add items"
+        );
+        let e =
+            decode("kind: IPPool\nmetadata: {name: p}\nspec: {perNodeBlockSize: many}\n").expect_err("type");
+        assert!(e.to_string().starts_with("document 0: ippool \"p\": invalid type: string \"many\""), "{e}");
+        let e = decode("a: [\n").expect_err("syntax");
+        assert!(e.to_string().starts_with("document 0: not valid JSON or YAML: "), "{e}");
+    }
+}
