@@ -203,7 +203,10 @@ fn decode_request(body: &[u8]) -> Result<RequestFrame, ResponseFrame> {
             ));
         }
         None => {
-            return Err(ResponseFrame::error(ErrorCode::BadFrame, "request has no numeric \"version\" field"));
+            return Err(ResponseFrame::error(
+                ErrorCode::BadFrame,
+                "request has no numeric \"version\" field",
+            ));
         }
     }
     serde_json::from_value(value)

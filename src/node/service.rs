@@ -404,3 +404,181 @@ pub fn free_count(cfg: &NodePool, held: &[IpAddr]) -> u128 {
     let held_candidates = held.iter().filter(|a| in_play(**a) && Some(**a) != cfg.gateway).count() as u128;
     cfg.range.len().saturating_sub(excluded).saturating_sub(gw).saturating_sub(held_candidates)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::ip::IpRange;
+    use crate::protocol::PodRef;
+
+    fn tempdir() -> std::path::PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "nv-ipam-service-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn ipa(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn pool(name: &str, subnet: &str, start: &str, end: &str, gw: Option<&str>) -> NodePool {
+        NodePool {
+            key: PoolKey::new(PoolType::IpPool, name),
+            subnet: subnet.parse().expect("subnet"),
+            range: IpRange::new(ipa(start), ipa(end)).expect("range"),
+            gateway: gw.map(ipa),
+            exclusions: Vec::new(),
+            routes: Vec::new(),
+            default_gateway: true,
+        }
+    }
+
+    fn service(pools: Vec<NodePool>) -> Service {
+        let store = Store::open(&tempdir().join("store")).expect("store");
+        Service::new("node1".into(), store, PoolSet::new(pools))
+    }
+
+    fn add(cid: &str, pools: &[&str]) -> AllocateRequest {
+        AllocateRequest {
+            network: "net1".into(),
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            pools: pools.iter().map(|p| p.to_string()).collect(),
+            pool_type: PoolType::IpPool,
+            requested_ips: Vec::new(),
+            allocate_default_gateway: false,
+            allocate_ip_with_index: None,
+            pod: PodRef::default(),
+            device_id: None,
+        }
+    }
+
+    fn ips(reply: &Reply) -> Vec<String> {
+        reply.allocations.iter().map(|a| a.ip.to_string()).collect()
+    }
+
+    fn v4v6() -> Vec<NodePool> {
+        vec![
+            pool("v4", "192.168.0.0/16", "192.168.0.1", "192.168.0.4", Some("192.168.0.1")),
+            pool("v6", "fd00::/64", "fd00::1", "fd00::3", None),
+        ]
+    }
+
+    #[test]
+    fn seed_example_first_pod_and_idempotent_add() {
+        let s = service(v4v6());
+        let r = s.allocate(add("c1", &["v4"])).expect("add");
+        assert_eq!(ips(&r), ["192.168.0.2/16"]);
+        assert_eq!(r.allocations[0].gateway, Some(ipa("192.168.0.1")));
+        assert_eq!(r.allocations[0].routes.iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["0.0.0.0/0"]);
+        let again = s.allocate(add("c1", &["v4"])).expect("add again");
+        assert_eq!(ips(&again), ["192.168.0.2/16"]);
+        assert_eq!(s.lock_store().state().len(), 1);
+    }
+
+    #[test]
+    fn dual_stack_is_all_or_nothing() {
+        let s = service(v4v6());
+        for c in ["a", "b"] {
+            s.allocate(add(c, &["v6"])).expect("fill v6");
+        }
+        // v6 has ::2 and ::3 only (no gateway, ::1 free too): fill it.
+        s.allocate(add("c", &["v6"])).expect("fill v6");
+        let e = s.allocate(add("d", &["v4", "v6"])).expect_err("v6 exhausted");
+        assert_eq!(e.code, ErrorCode::PoolExhausted);
+        assert_eq!(s.lock_store().state().count_in_pool("v4"), 0, "v4 address rolled back");
+    }
+
+    #[test]
+    fn static_requests_must_all_be_used() {
+        let s = service(v4v6());
+        let mut r = add("c1", &["v4"]);
+        r.requested_ips = vec![ipa("10.0.0.1")];
+        let e = s.allocate(r).expect_err("outside");
+        assert_eq!(e.code, ErrorCode::IpOutOfRange);
+        assert!(e.message.contains("not all requested static IPs can be allocated"), "{}", e.message);
+        let mut r = add("c1", &["v4", "v6"]);
+        r.requested_ips = vec![ipa("192.168.3.3")];
+        let got = s.allocate(r).expect("static v4, dynamic v6");
+        assert_eq!(ips(&got), ["192.168.3.3/16", "fd00::1/64"]);
+        let mut r = add("c2", &["v4"]);
+        r.requested_ips = vec![ipa("192.168.3.3")];
+        assert_eq!(s.allocate(r).expect_err("taken").code, ErrorCode::IpUnavailable);
+    }
+
+    #[test]
+    fn check_release_gc() {
+        let s = service(v4v6());
+        s.allocate(add("c1", &["v4"])).expect("add");
+        s.allocate(add("c2", &["v4"])).expect("add");
+        let check = |cid: &str, ips: Vec<IpAddr>| {
+            s.check(CheckRequest {
+                network: "net1".into(),
+                container_id: cid.into(),
+                ifname: "eth0".into(),
+                pools: vec!["v4".into()],
+                pool_type: PoolType::IpPool,
+                ips,
+            })
+        };
+        check("c1", vec![ipa("192.168.0.2")]).expect("check ok");
+        assert_eq!(check("c1", vec![ipa("192.168.0.3")]).expect_err("mismatch").code, ErrorCode::Mismatch);
+        let gc = s
+            .gc(GcRequest {
+                network: "net1".into(),
+                valid_attachments: vec![Attachment { container_id: "c1".into(), ifname: "eth0".into() }],
+            })
+            .expect("gc");
+        assert_eq!(gc.released, Some(1));
+        assert_eq!(check("c2", vec![]).expect_err("gone").code, ErrorCode::NotAllocated);
+        let rel = |cid: &str| {
+            s.release(ReleaseRequest {
+                network: "net1".into(),
+                container_id: cid.into(),
+                ifname: "eth0".into(),
+                pools: vec!["v4".into()],
+                pool_type: PoolType::IpPool,
+            })
+        };
+        assert_eq!(rel("c1").expect("del").released, Some(1));
+        assert_eq!(rel("c1").expect("del again").released, Some(0));
+        assert_eq!(rel("never").expect("del unknown").released, Some(0));
+    }
+
+    #[test]
+    fn unknown_pool_and_bad_requests() {
+        let s = service(v4v6());
+        let e = s.allocate(add("c1", &["nope"])).expect_err("unknown");
+        assert_eq!(e.code, ErrorCode::PoolNotFound);
+        assert!(e.message.contains("\"nope\"") && e.message.contains("node1"), "{}", e.message);
+        assert_eq!(
+            s.allocate(add("c1", &["a", "b", "c"])).expect_err("three").code,
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(s.allocate(add("c1", &["v4", "v4"])).expect_err("twice").code, ErrorCode::InvalidRequest);
+        assert_eq!(s.allocate(add("", &["v4"])).expect_err("empty id").code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn status_reports_free_and_exhaustion() {
+        let s = service(v4v6());
+        let st = s
+            .status(StatusRequest { pools: vec!["v4".into()], pool_type: PoolType::IpPool })
+            .expect("status");
+        assert_eq!((st.pools[0].allocated, st.pools[0].free), (0, 3));
+        for c in ["a", "b", "c"] {
+            s.allocate(add(c, &["v4"])).expect("fill");
+        }
+        let e = s
+            .status(StatusRequest { pools: vec!["v4".into()], pool_type: PoolType::IpPool })
+            .expect_err("full");
+        assert_eq!(e.code, ErrorCode::PoolExhausted);
+    }
+}

@@ -1,0 +1,607 @@
+//! The network configuration on stdin, the `ipam` section, and its layering with
+//! `<confDir>/nv-ipam.conf`.
+//!
+//! ```text
+//! value = stdin ipam.<field>        (a non-empty value wins)
+//!       | <confDir>/nv-ipam.conf    (fills what stdin left empty; written by ipam-node)
+//!       | default                   (DEFAULT_* below)
+//! pools = args.cni.poolNames | ipam.poolName | file poolName | network name (unless forcePoolName)
+//! type  = args.cni.poolType  | ipam.poolType | file poolType | ippool
+//! static IPs (ADD only) = runtimeConfig.ips | args.cni.ips | CNI_ARGS IP=   (first non-empty source)
+//! ```
+//!
+//! Owns: decoding stdin into a JSON object, the typed reading of every field the plugin
+//! uses (errors name the field: `ipam.poolType`, `args.cni.ips[1]`, or the conf file's path),
+//! the defaults, and the ADD-only request parameters. Tolerates every key it does not use:
+//! the main plugin's keys, `capabilities`, `runtimeConfig.*`, `args` without `cni` (the
+//! reference crashes on that, W17), `prevResult`, `cni.dev/*`.
+//! Must not: talk to the daemon or print. The only I/O is [`read_conf_file`].
+
+use std::fmt;
+use std::io::{self, Read};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+use serde_json::{Map, Value};
+
+use super::args::{self, CniArgs};
+use super::env::is_valid_id;
+use super::version::{IMPLIED, Version};
+use crate::alloc::PoolType;
+use crate::logging;
+use crate::protocol::Attachment;
+
+/// The daemon's socket when neither stdin nor the conf file names one (the reference's).
+pub const DEFAULT_DAEMON_SOCKET: &str = "/var/lib/cni/nv-ipam/daemon.sock";
+/// Per daemon call (the reference's `daemonCallTimeoutSeconds` default).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound on `daemonCallTimeoutSeconds`: ten minutes is already longer than any runtime
+/// waits for a CNI call (kubelet's CRI call deadline is 4 minutes), so a larger value is a typo.
+pub const MAX_CALL_TIMEOUT_SECONDS: i64 = 600;
+/// Where `nv-ipam.conf` lives when stdin has no `ipam.confDir` (the reference's).
+pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d/nv-ipam.d";
+/// The layered conf file's name inside `confDir`.
+pub const CONF_FILE_NAME: &str = "nv-ipam.conf";
+pub const DEFAULT_LOG_FILE: &str = "/var/log/nv-ipam-cni.log";
+pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
+/// One pool, or two for dual stack (the reference's limit; the daemon allocates one address
+/// per pool).
+pub const MAX_POOLS: usize = 2;
+/// The conf file is a few hundred bytes; anything above 1 MiB is not ours.
+pub const MAX_CONF_FILE_BYTES: u64 = 1 << 20;
+
+/// stdin cannot be decoded at all. CNI code 6.
+#[derive(Debug)]
+pub enum DecodeError {
+    BadJson(serde_json::Error),
+    NotAnObject,
+    VersionNotAString,
+    BadVersionString { value: String },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::BadJson(e) => write!(f, "stdin is not valid JSON: {e}"),
+            DecodeError::NotAnObject => write!(f, "stdin must be a JSON object (the network configuration)"),
+            DecodeError::VersionNotAString => write!(f, "cniVersion must be a string such as \"1.0.0\""),
+            DecodeError::BadVersionString { value } => {
+                write!(
+                    f,
+                    "cniVersion {value:?} is not a version; expected major.minor.patch such as \"1.0.0\""
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// The network configuration is invalid. CNI code 7.
+#[derive(Debug)]
+pub enum ConfigError {
+    MissingName,
+    InvalidName { name: String },
+    MissingIpam,
+    WrongType { field: String, expected: &'static str },
+    NoPool,
+    TooManyPools { field: String, count: usize },
+    EmptyPoolName { field: String },
+    UnknownPoolType { field: String, value: String },
+    SocketNotUnix { field: String, value: String },
+    SocketNotAbsolute { field: String, value: String },
+    BadTimeout { field: String, value: i64 },
+    BadLogLevel { field: String, value: String },
+    ConfFileUnreadable { path: PathBuf, source: io::Error },
+    ConfFileTooLarge { path: PathBuf },
+    ConfFileInvalid { path: PathBuf, source: serde_json::Error },
+    ConfFileNotAnObject { path: PathBuf },
+    BadStaticIp { field: String, value: String },
+    IndexOutOfRange { value: i64 },
+    DefaultGatewayWithStaticIps,
+    DefaultGatewayWithIndex,
+    MissingPrevResult,
+    BadPrevResultAddress { field: String, value: String },
+    MissingAttachments,
+    BadAttachment { field: String, problem: &'static str },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::MissingName => write!(f, "network config has no name; set the top-level \"name\""),
+            ConfigError::InvalidName { name } => {
+                write!(f, "network name {name:?} is invalid: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+            }
+            ConfigError::MissingIpam => {
+                write!(f, "network config has no \"ipam\" object; add one with \"type\":\"nv-ipam\"")
+            }
+            ConfigError::WrongType { field, expected } => write!(f, "{field} must be {expected}"),
+            ConfigError::NoPool => write!(
+                f,
+                "no pool provided: forcePoolName is set, so set ipam.poolName or args.cni.poolNames"
+            ),
+            ConfigError::TooManyPools { field, count } => {
+                write!(f, "{field} names {count} pools; at most {MAX_POOLS} are allowed (one per IP family)")
+            }
+            ConfigError::EmptyPoolName { field } => {
+                write!(f, "{field} contains an empty pool name; remove it")
+            }
+            ConfigError::UnknownPoolType { field, value } => {
+                write!(f, "{field} {value:?} is not a pool type; use \"ippool\" or \"cidrpool\"")
+            }
+            ConfigError::SocketNotUnix { field, value } => write!(
+                f,
+                "{field} {value:?} is not a unix socket; use unix:///path or an absolute path (tcp is refused: the root-only socket file is the access control)"
+            ),
+            ConfigError::SocketNotAbsolute { field, value } => {
+                write!(f, "{field} {value:?} must be an absolute path")
+            }
+            ConfigError::BadTimeout { field, value } => write!(
+                f,
+                "{field} {value} is out of range; use 1 to {MAX_CALL_TIMEOUT_SECONDS} seconds, or 0 for the default"
+            ),
+            ConfigError::BadLogLevel { field, value } => write!(
+                f,
+                "{field} {value:?} is not a log level; use verbose, debug, info, warning, error or panic"
+            ),
+            ConfigError::ConfFileUnreadable { path, source } => {
+                write!(f, "cannot read {}: {source}; fix its permissions or remove it", path.display())
+            }
+            ConfigError::ConfFileTooLarge { path } => {
+                write!(
+                    f,
+                    "{} is larger than {MAX_CONF_FILE_BYTES} bytes; it is not an nv-ipam conf file",
+                    path.display()
+                )
+            }
+            ConfigError::ConfFileInvalid { path, source } => {
+                write!(f, "{} is not valid JSON: {source}; fix or remove it", path.display())
+            }
+            ConfigError::ConfFileNotAnObject { path } => {
+                write!(f, "{} must hold one JSON object; fix or remove it", path.display())
+            }
+            ConfigError::BadStaticIp { field, value } => {
+                write!(f, "{field} {value:?} is not an IP address; use <ip> or <ip>/<len>")
+            }
+            ConfigError::IndexOutOfRange { value } => write!(
+                f,
+                "args.cni.allocateIPWithIndex {value} is out of range: it can't be negative and must fit in int32"
+            ),
+            ConfigError::DefaultGatewayWithStaticIps => write!(
+                f,
+                "args.cni.allocateDefaultGateway can't be combined with static IPs; drop one of them"
+            ),
+            ConfigError::DefaultGatewayWithIndex => write!(
+                f,
+                "args.cni.allocateDefaultGateway can't be combined with args.cni.allocateIPWithIndex; drop one of them"
+            ),
+            ConfigError::MissingPrevResult => {
+                write!(f, "CHECK needs prevResult (the ADD result) in the network config")
+            }
+            ConfigError::BadPrevResultAddress { field, value } => {
+                write!(f, "{field} {value:?} is not an address in CIDR notation")
+            }
+            ConfigError::MissingAttachments => write!(
+                f,
+                "GC needs cni.dev/valid-attachments (or cni.dev/attachments) in the network config; refusing to release everything"
+            ),
+            ConfigError::BadAttachment { field, problem } => write!(f, "{field} {problem}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Decodes stdin into the top-level object.
+pub fn decode(stdin: &[u8]) -> Result<Map<String, Value>, DecodeError> {
+    match serde_json::from_slice::<Value>(stdin).map_err(DecodeError::BadJson)? {
+        Value::Object(obj) => Ok(obj),
+        _ => Err(DecodeError::NotAnObject),
+    }
+}
+
+/// `cniVersion` as sent (for echoing) and parsed. Missing means 0.1.0 (spec).
+pub fn cni_version(obj: &Map<String, Value>) -> Result<(String, Version), DecodeError> {
+    match present(obj, "cniVersion") {
+        None => Ok((IMPLIED.to_string(), IMPLIED)),
+        Some(Value::String(s)) => match Version::parse(s) {
+            Some(v) => Ok((s.clone(), v)),
+            None => Err(DecodeError::BadVersionString { value: s.clone() }),
+        },
+        Some(_) => Err(DecodeError::VersionNotAString),
+    }
+}
+
+/// The `cniVersion` string for echoing in an error, read leniently from raw stdin (any
+/// string, even one we cannot parse). `None` when stdin has none.
+pub fn echo_version(stdin: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(stdin).ok()?;
+    v.get("cniVersion")?.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+/// The network name: the key of the allocation space.
+pub fn network_name(obj: &Map<String, Value>) -> Result<String, ConfigError> {
+    let name = opt_str(obj, "name", "name")?.ok_or(ConfigError::MissingName)?;
+    if !is_valid_id(name) {
+        return Err(ConfigError::InvalidName { name: name.to_string() });
+    }
+    Ok(name.to_string())
+}
+
+/// One source's `ipam` fields, before layering. Empty strings count as absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawIpam {
+    pub pool_name: Option<String>,
+    pub pool_type: Option<String>,
+    pub force_pool_name: Option<bool>,
+    pub daemon_socket: Option<String>,
+    pub daemon_call_timeout_seconds: Option<i64>,
+    pub conf_dir: Option<String>,
+    pub log_file: Option<String>,
+    pub log_level: Option<String>,
+}
+
+impl RawIpam {
+    /// Reads the fields of one object; `field` turns a key into the name errors use.
+    fn from_object(obj: &Map<String, Value>, field: &dyn Fn(&str) -> String) -> Result<RawIpam, ConfigError> {
+        let s = |key: &str| -> Result<Option<String>, ConfigError> {
+            Ok(opt_str(obj, key, &field(key))?.filter(|v| !v.is_empty()).map(str::to_string))
+        };
+        Ok(RawIpam {
+            pool_name: s("poolName")?,
+            pool_type: s("poolType")?,
+            force_pool_name: opt_bool(obj, "forcePoolName", &field("forcePoolName"))?,
+            daemon_socket: s("daemonSocket")?,
+            daemon_call_timeout_seconds: opt_int(
+                obj,
+                "daemonCallTimeoutSeconds",
+                &field("daemonCallTimeoutSeconds"),
+            )?,
+            conf_dir: s("confDir")?,
+            log_file: s("logFile")?,
+            log_level: s("logLevel")?,
+        })
+    }
+}
+
+/// The stdin `ipam` section.
+pub fn stdin_ipam(obj: &Map<String, Value>) -> Result<RawIpam, ConfigError> {
+    match present(obj, "ipam") {
+        None => Err(ConfigError::MissingIpam),
+        Some(Value::Object(ipam)) => RawIpam::from_object(ipam, &|k| format!("ipam.{k}")),
+        Some(_) => Err(ConfigError::WrongType { field: "ipam".into(), expected: "an object" }),
+    }
+}
+
+/// The conf file's directory: stdin's `ipam.confDir` or the default (the file cannot move
+/// itself).
+pub fn conf_dir(stdin: &RawIpam) -> PathBuf {
+    PathBuf::from(stdin.conf_dir.as_deref().unwrap_or(DEFAULT_CONF_DIR))
+}
+
+/// Reads `<dir>/nv-ipam.conf`. A missing file is `Ok(None)`; an unreadable or invalid one is
+/// an error naming the file (a half-read config would silently talk to the wrong socket).
+pub fn read_conf_file(dir: &Path) -> Result<Option<RawIpam>, ConfigError> {
+    let path = dir.join(CONF_FILE_NAME);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ConfigError::ConfFileUnreadable { path, source }),
+    };
+    let mut bytes = Vec::new();
+    if let Err(source) = file.take(MAX_CONF_FILE_BYTES + 1).read_to_end(&mut bytes) {
+        return Err(ConfigError::ConfFileUnreadable { path, source });
+    }
+    if bytes.len() as u64 > MAX_CONF_FILE_BYTES {
+        return Err(ConfigError::ConfFileTooLarge { path });
+    }
+    parse_conf_file(&path, &bytes).map(Some)
+}
+
+/// Parses the conf file's bytes (split out so the layering tests need no files).
+pub fn parse_conf_file(path: &Path, bytes: &[u8]) -> Result<RawIpam, ConfigError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|source| ConfigError::ConfFileInvalid { path: path.to_path_buf(), source })?;
+    let Value::Object(obj) = value else {
+        return Err(ConfigError::ConfFileNotAnObject { path: path.to_path_buf() });
+    };
+    RawIpam::from_object(&obj, &|k| format!("{k} in {}", path.display()))
+}
+
+/// The `args.cni` keys every command uses (pool selection).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArgsCni {
+    pub pool_names: Option<Vec<String>>,
+    pub pool_type: Option<String>,
+}
+
+/// `args.cni`, when present. `args` or `args.cni` of another shape is ignored: it is reserved
+/// metadata that other tools fill, not our config.
+fn args_cni_object(obj: &Map<String, Value>) -> Option<&Map<String, Value>> {
+    present(obj, "args")?.as_object()?.get("cni")?.as_object()
+}
+
+pub fn args_cni(obj: &Map<String, Value>) -> Result<ArgsCni, ConfigError> {
+    let Some(cni) = args_cni_object(obj) else {
+        return Ok(ArgsCni::default());
+    };
+    Ok(ArgsCni {
+        pool_names: opt_str_list(cni, "poolNames", "args.cni.poolNames")?.filter(|l| !l.is_empty()),
+        pool_type: opt_str(cni, "poolType", "args.cni.poolType")?
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    })
+}
+
+/// The resolved plugin settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpamConf {
+    pub pools: Vec<String>,
+    pub pool_type: PoolType,
+    pub daemon_socket: PathBuf,
+    pub call_timeout: Duration,
+    pub log_file: PathBuf,
+    pub log_level: LevelFilter,
+}
+
+/// Layers stdin over the conf file over the defaults; `args.cni` overrides pool selection.
+pub fn resolve(
+    network: &str,
+    stdin: &RawIpam,
+    file: Option<&RawIpam>,
+    args: &ArgsCni,
+    conf_path: &Path,
+) -> Result<IpamConf, ConfigError> {
+    let empty = RawIpam::default();
+    let file = file.unwrap_or(&empty);
+    let in_file = |k: &str| format!("{k} in {}", conf_path.display());
+    // The field name of whichever source supplied the value, for errors.
+    let pick = |s: &Option<String>, f: &Option<String>, key: &str| -> Option<(String, String)> {
+        match (s, f) {
+            (Some(v), _) => Some((v.clone(), format!("ipam.{key}"))),
+            (None, Some(v)) => Some((v.clone(), in_file(key))),
+            (None, None) => None,
+        }
+    };
+
+    let force = stdin.force_pool_name.or(file.force_pool_name).unwrap_or(false);
+    let pools = if let Some(list) = &args.pool_names {
+        check_pools(list.clone(), "args.cni.poolNames")?
+    } else if let Some((value, field)) = pick(&stdin.pool_name, &file.pool_name, "poolName") {
+        check_pools(value.split(',').map(|p| p.trim().to_string()).collect(), &field)?
+    } else if force {
+        return Err(ConfigError::NoPool);
+    } else {
+        vec![network.to_string()]
+    };
+
+    let pool_type = match args
+        .pool_type
+        .clone()
+        .map(|v| (v, "args.cni.poolType".to_string()))
+        .or_else(|| pick(&stdin.pool_type, &file.pool_type, "poolType"))
+    {
+        None => PoolType::default(),
+        Some((value, field)) => {
+            PoolType::parse(&value).ok_or(ConfigError::UnknownPoolType { field, value })?
+        }
+    };
+
+    let daemon_socket = match pick(&stdin.daemon_socket, &file.daemon_socket, "daemonSocket") {
+        None => PathBuf::from(DEFAULT_DAEMON_SOCKET),
+        Some((value, field)) => parse_socket(&value, &field)?,
+    };
+
+    let call_timeout = match (stdin.daemon_call_timeout_seconds, file.daemon_call_timeout_seconds) {
+        // 0 counts as unset, as in the reference (Go's zero value).
+        (Some(v), _) if v != 0 => timeout(v, "ipam.daemonCallTimeoutSeconds".into())?,
+        (_, Some(v)) if v != 0 => timeout(v, in_file("daemonCallTimeoutSeconds"))?,
+        _ => DEFAULT_CALL_TIMEOUT,
+    };
+
+    let log_file = pick(&stdin.log_file, &file.log_file, "logFile")
+        .map_or_else(|| PathBuf::from(DEFAULT_LOG_FILE), |(v, _)| PathBuf::from(v));
+    let log_level = match pick(&stdin.log_level, &file.log_level, "logLevel") {
+        None => DEFAULT_LOG_LEVEL,
+        Some((value, field)) => {
+            logging::parse_level(&value).ok_or(ConfigError::BadLogLevel { field, value })?
+        }
+    };
+
+    Ok(IpamConf { pools, pool_type, daemon_socket, call_timeout, log_file, log_level })
+}
+
+fn check_pools(list: Vec<String>, field: &str) -> Result<Vec<String>, ConfigError> {
+    if list.iter().any(|p| p.trim().is_empty()) {
+        return Err(ConfigError::EmptyPoolName { field: field.to_string() });
+    }
+    if list.len() > MAX_POOLS {
+        return Err(ConfigError::TooManyPools { field: field.to_string(), count: list.len() });
+    }
+    Ok(list)
+}
+
+fn timeout(v: i64, field: String) -> Result<Duration, ConfigError> {
+    match u64::try_from(v) {
+        Ok(secs) if v <= MAX_CALL_TIMEOUT_SECONDS => Ok(Duration::from_secs(secs)),
+        _ => Err(ConfigError::BadTimeout { field, value: v }),
+    }
+}
+
+/// `unix:///path` or `/path`. Anything else (`tcp://`, relative paths) is refused.
+pub fn parse_socket(value: &str, field: &str) -> Result<PathBuf, ConfigError> {
+    let path = match value.strip_prefix("unix://") {
+        Some(p) => p,
+        None if value.contains("://") => {
+            return Err(ConfigError::SocketNotUnix { field: field.into(), value: value.into() });
+        }
+        None => value,
+    };
+    if !path.starts_with('/') {
+        return Err(ConfigError::SocketNotAbsolute { field: field.into(), value: value.into() });
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// What an ADD asks for beyond the attachment and pools.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddParams {
+    pub requested_ips: Vec<IpAddr>,
+    pub allocate_default_gateway: bool,
+    pub allocate_ip_with_index: Option<u32>,
+    pub device_id: Option<String>,
+}
+
+/// Reads the ADD-only fields. Kept out of the other commands so that a DEL never fails
+/// over a request parameter it does not use.
+pub fn add_params(obj: &Map<String, Value>, cni_args: &CniArgs) -> Result<AddParams, ConfigError> {
+    let runtime = present(obj, "runtimeConfig").and_then(Value::as_object);
+    let cni = args_cni_object(obj);
+
+    let mut requested_ips = match runtime {
+        Some(rc) => ip_list(rc, "ips", "runtimeConfig.ips")?,
+        None => Vec::new(),
+    };
+    if requested_ips.is_empty()
+        && let Some(cni) = cni
+    {
+        requested_ips = ip_list(cni, "ips", "args.cni.ips")?;
+    }
+    if requested_ips.is_empty() {
+        requested_ips = cni_args.ips.clone();
+    }
+
+    let (allocate_default_gateway, index) = match cni {
+        Some(cni) => (
+            opt_bool(cni, "allocateDefaultGateway", "args.cni.allocateDefaultGateway")?.unwrap_or(false),
+            opt_int(cni, "allocateIPWithIndex", "args.cni.allocateIPWithIndex")?,
+        ),
+        None => (false, None),
+    };
+    let allocate_ip_with_index = match index {
+        None => None,
+        Some(v) if (0..=i64::from(i32::MAX)).contains(&v) => {
+            Some(u32::try_from(v).expect("0..=i32::MAX fits in u32"))
+        }
+        Some(value) => return Err(ConfigError::IndexOutOfRange { value }),
+    };
+    if allocate_default_gateway && !requested_ips.is_empty() {
+        return Err(ConfigError::DefaultGatewayWithStaticIps);
+    }
+    if allocate_default_gateway && allocate_ip_with_index.is_some() {
+        return Err(ConfigError::DefaultGatewayWithIndex);
+    }
+
+    // The reference reads the top-level deviceID (multus puts it there for SR-IOV); the
+    // `deviceID` capability puts it under runtimeConfig.
+    let device_id = match opt_str(obj, "deviceID", "deviceID")? {
+        Some(d) if !d.is_empty() => Some(d.to_string()),
+        _ => match runtime {
+            Some(rc) => opt_str(rc, "deviceID", "runtimeConfig.deviceID")?
+                .filter(|d| !d.is_empty())
+                .map(str::to_string),
+            None => None,
+        },
+    };
+    Ok(AddParams { requested_ips, allocate_default_gateway, allocate_ip_with_index, device_id })
+}
+
+fn ip_list(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Vec<IpAddr>, ConfigError> {
+    let Some(list) = opt_str_list(obj, key, field)? else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            args::parse_ip(s.trim())
+                .ok_or_else(|| ConfigError::BadStaticIp { field: format!("{field}[{i}]"), value: s.clone() })
+        })
+        .collect()
+}
+
+/// GC's list of attachments to keep: `cni.dev/valid-attachments`, or the legacy
+/// `cni.dev/attachments` when only that is present.
+pub fn valid_attachments(obj: &Map<String, Value>) -> Result<Vec<Attachment>, ConfigError> {
+    let (key, value) = match present(obj, "cni.dev/valid-attachments") {
+        Some(v) => ("cni.dev/valid-attachments", v),
+        None => match present(obj, "cni.dev/attachments") {
+            Some(v) => ("cni.dev/attachments", v),
+            None => return Err(ConfigError::MissingAttachments),
+        },
+    };
+    let Value::Array(list) = value else {
+        return Err(ConfigError::WrongType {
+            field: key.into(),
+            expected: "a list of {containerID, ifname}",
+        });
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let field = format!("{key}[{i}]");
+            let Value::Object(e) = entry else {
+                return Err(ConfigError::BadAttachment { field, problem: "must be an object" });
+            };
+            let get =
+                |k: &str| e.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+            match (get("containerID"), get("ifname")) {
+                (Some(container_id), Some(ifname)) => Ok(Attachment { container_id, ifname }),
+                (None, _) => {
+                    Err(ConfigError::BadAttachment { field, problem: "needs a non-empty containerID" })
+                }
+                (_, None) => Err(ConfigError::BadAttachment { field, problem: "needs a non-empty ifname" }),
+            }
+        })
+        .collect()
+}
+
+/// A key's value, `None` when missing or `null` (JSON null means "not set" in every CNI config
+/// we have seen).
+pub(crate) fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, field: &str) -> Result<Option<&'a str>, ConfigError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ConfigError::WrongType { field: field.into(), expected: "a string" }),
+    }
+}
+
+fn opt_bool(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<bool>, ConfigError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ConfigError::WrongType { field: field.into(), expected: "true or false" }),
+    }
+}
+
+fn opt_int(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<i64>, ConfigError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(v) => {
+            v.as_i64().map(Some).ok_or(ConfigError::WrongType { field: field.into(), expected: "an integer" })
+        }
+    }
+}
+
+fn opt_str_list(
+    obj: &Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or(ConfigError::WrongType { field: field.into(), expected: "a list of strings" }),
+        Some(_) => Err(ConfigError::WrongType { field: field.into(), expected: "a list of strings" }),
+    }
+}
