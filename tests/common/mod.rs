@@ -1,0 +1,232 @@
+//! Shared fixtures for the end-to-end tests: a sandbox directory per test, `wait_until` with a
+//! deadline, the real `ipam-node` daemon ([`daemon::Daemon`]), the real `nv-ipam` plugin run
+//! with a clean environment ([`cni`]), and network namespaces / links the test owns
+//! ([`netns`]). Every name is unique per process and per call, so tests run in parallel.
+//!
+//! Not every test file uses every helper.
+#![allow(dead_code)]
+
+pub mod daemon;
+pub mod netns;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The CNI versions the plugin claims and the tests exercise IPAM-only.
+pub const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A short token unique in this process and (through the pid) across concurrently running
+/// test binaries: `<pid base36><counter base36>`. Used for dirs, netns and link names.
+pub fn unique() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{}{}", base36(std::process::id() as usize), base36(n))
+}
+
+fn base36(mut n: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[n % 36]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii digits")
+}
+
+/// A directory owned by one test, removed (with its contents) on drop.
+pub struct Sandbox {
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = std::env::temp_dir().join(format!("nv-ipam-e2e-{}", unique()));
+        fs::create_dir_all(&dir).expect("create the sandbox dir");
+        Sandbox { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::new()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `cond` until it holds; panics naming `what` when `deadline` passes first.
+pub fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() >= end {
+            panic!("timed out after {deadline:?} waiting until {what}");
+        }
+        std::thread::sleep(pause); // a poll interval, not a synchronisation guess
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// What one plugin run produced.
+#[derive(Debug, Clone)]
+pub struct CniOut {
+    /// Exit status (-1 when killed by a signal).
+    pub exit: i32,
+    pub stdout: String,
+    /// stdout parsed as JSON, `Value::Null` when empty or not JSON.
+    pub json: Value,
+    pub stderr: String,
+    /// Human-readable description of the call for failure messages.
+    pub call: String,
+}
+
+impl CniOut {
+    /// Panics with the whole output unless the call exited 0.
+    pub fn ok(self) -> CniOut {
+        assert_eq!(self.exit, 0, "expected success, got:\n{self}");
+        self
+    }
+
+    /// Panics unless the call failed with CNI error `code` (stdout JSON `code`, non-zero exit).
+    pub fn fails_with(self, code: u64) -> CniOut {
+        assert_ne!(self.exit, 0, "expected error {code}, got success:\n{self}");
+        assert_eq!(self.json["code"].as_u64(), Some(code), "expected error code {code}, got:\n{self}");
+        self
+    }
+
+    /// `ips[].address` of a success result.
+    pub fn addresses(&self) -> Vec<String> {
+        self.json["ips"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|ip| ip["address"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for CniOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "  call: {}\n  exit: {}\n  stdout: {}\n  stderr: {}", self.call, self.exit, self.stdout, self.stderr)
+    }
+}
+
+/// Runs `binary` as a CNI plugin: clean environment (only PATH), `CNI_COMMAND=cmd`, the given
+/// variables, `config` on stdin.
+pub fn run_plugin(binary: &Path, cmd: &str, config: &Value, env: &[(&str, &str)]) -> CniOut {
+    let stdin = serde_json::to_vec(config).expect("serialise the config");
+    run_plugin_raw(binary, cmd, &stdin, env)
+}
+
+pub fn run_plugin_raw(binary: &Path, cmd: &str, stdin: &[u8], env: &[(&str, &str)]) -> CniOut {
+    let mut c = Command::new(binary);
+    c.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+    {
+        let mut w = child.stdin.take().expect("stdin is piped");
+        // A plugin that fails early may close stdin; that is its answer, not a test error.
+        let _ = w.write_all(stdin);
+    }
+    let out = child.wait_with_output().expect("wait for the plugin");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    CniOut {
+        exit: out.status.code().unwrap_or(-1),
+        json,
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        call: format!(
+            "{} CNI_COMMAND={cmd} {} <<< {}",
+            binary.display(),
+            vars.join(" "),
+            String::from_utf8_lossy(stdin)
+        ),
+    }
+}
+
+/// The plugin under test, built by cargo for this test run.
+pub fn nv_ipam_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nv-ipam"))
+}
+
+/// Runs the real `nv-ipam` plugin.
+pub fn cni(cmd: &str, config: &Value, env: &[(&str, &str)]) -> CniOut {
+    run_plugin(&nv_ipam_bin(), cmd, config, env)
+}
+
+/// The usual attachment environment for an IPAM-only call (a netns path that does not exist:
+/// an IPAM plugin never opens it), containerd-style CNI_ARGS.
+pub fn attachment_env(container: &str, ifname: &str) -> Vec<(String, String)> {
+    vec![
+        ("CNI_CONTAINERID".into(), container.into()),
+        ("CNI_NETNS".into(), format!("/var/run/netns/nvt-absent-{container}")),
+        ("CNI_IFNAME".into(), ifname.into()),
+        ("CNI_PATH".into(), "/nonexistent-cni-path".into()),
+        (
+            "CNI_ARGS".into(),
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod-{container};K8S_POD_UID=uid-{container}"),
+        ),
+    ]
+}
+
+/// Borrowed view of an owned env list.
+pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Runs a command that must succeed (for `ip`, `mount`, ...); panics with its output otherwise.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {} failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Same as [`sh`] but tolerates failure (cleanup paths); returns whether it succeeded.
+pub fn sh_quiet(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
