@@ -502,7 +502,8 @@ fn daemon_socket_missing_is_code_11() {
     let mut d = Daemon::start(&big("p"), "node1");
     let mut cfg = d.config("1.0.0", "net1", "p");
     let added = d.call("ADD", &cfg, "c1", "eth0").ok();
-    d.stop();
+    let st = d.stop();
+    assert!(st.success(), "graceful stop: {st}");
     assert!(!d.socket.exists(), "a graceful stop removes the socket {}", d.socket.display());
     d.call("ADD", &cfg, "c2", "eth0").fails_with(11);
     // DEL while the daemon is down: error 11, so the runtime retries (the reference's choice)
@@ -629,4 +630,63 @@ fn disk_full_while_committing_is_107_and_recovers() {
     }
     drop(d);
     drop(fs_);
+}
+
+#[test]
+fn socket_mode_is_0600_and_sigterm_exits_zero() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = Daemon::start(&big("p"), "node1");
+    let mode = fs::metadata(&d.socket).expect("socket exists").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket {} mode: expected 0600, got {mode:o}", d.socket.display());
+    let st = d.stop();
+    assert!(st.success(), "SIGTERM should be a graceful stop with exit 0, got {st}:\n{}", d.stderr());
+}
+
+#[test]
+fn hung_daemon_is_code_11_within_the_call_timeout() {
+    // A socket that accepts but never answers: the plugin must give up after
+    // daemonCallTimeoutSeconds and answer 11, not hang the runtime.
+    let d = Daemon::start(&big("p"), "node1");
+    let sock = d.sandbox.path("hung.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind hung socket");
+    let mut cfg = d.config("1.0.0", "net1", "p");
+    cfg["ipam"]["daemonSocket"] = json!(format!("unix://{}", sock.display()));
+    cfg["ipam"]["daemonCallTimeoutSeconds"] = json!(1);
+    let t = std::time::Instant::now();
+    let out = d.call("ADD", &cfg, "c1", "eth0").fails_with(11);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(5), "expected an answer within ~1 s, took {took:?}:\n{out}");
+    drop(listener);
+}
+
+#[test]
+fn concurrent_adds_get_distinct_addresses_and_dels_free_the_pool() {
+    let d = Daemon::start(&big("p"), "node1");
+    let cfg = d.config("1.0.0", "net1", "p");
+    let n = 64;
+    let outs: Vec<CniOut> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|i| {
+                let (d, cfg) = (&d, &cfg);
+                s.spawn(move || d.call("ADD", cfg, &format!("par{i}"), "eth0"))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let mut addrs: Vec<String> = outs.into_iter().map(|o| one_ip(&o.ok())).collect();
+    addrs.sort();
+    let before = addrs.len();
+    addrs.dedup();
+    assert_eq!(addrs.len(), before, "an address was handed out twice: {addrs:?}");
+    std::thread::scope(|s| {
+        for i in 0..n {
+            let (d, cfg) = (&d, &cfg);
+            s.spawn(move || d.call("DEL", cfg, &format!("par{i}"), "eth0").ok());
+        }
+    });
+    // fully free again: 99 addresses (10.1.0.2-10.1.0.100) fit, the 100th does not
+    for i in 0..99 {
+        d.call("ADD", &cfg, &format!("refill{i}"), "eth0").ok();
+    }
+    d.call("ADD", &cfg, "refill-over", "eth0").fails_with(102);
 }
