@@ -2,8 +2,9 @@
 //! (shared/reference/cni.md §5 cases 1–10, 19, 23, 24, 26, 34, 38 and config errors).
 //!
 //! Each test gets its own temp dir holding `confDir` (so /etc is never read), `logFile` and
-//! the daemon socket path. Must not: depend on a running ipam-node (the ADD success cases live
-//! with the daemon's tests).
+//! the daemon socket path. A one-shot stand-in on that socket checks the plugin's side of the
+//! wire (request fields, result per version, error pass-through). Must not: depend on a running
+//! ipam-node (allocation itself is tested with the daemon).
 
 mod common;
 
@@ -13,6 +14,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::tempdir::TempDir;
+use nv_ipam::alloc::PoolType;
+use nv_ipam::protocol::frame;
+use nv_ipam::protocol::{Allocation, ErrorCode, Reply, Request, RequestFrame, ResponseFrame};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nv-ipam");
@@ -313,4 +317,87 @@ fn gc_with_daemon_socket_missing_is_11() {
 fn oversized_stdin_is_refused() {
     let r = run(&with("ADD", &[], &[]), &vec![b' '; (1 << 20) + 1]);
     assert_error(&r, 5, "larger than 1048576 bytes");
+}
+
+/// A one-shot stand-in for ipam-node on the sandbox socket: reads one request frame, answers
+/// `reply`, and hands the request back. It checks the plugin's side of the wire, not allocation.
+fn serve_once(s: &Sandbox, reply: ResponseFrame) -> std::thread::JoinHandle<RequestFrame> {
+    let listener = UnixListener::bind(s.socket()).expect("bind stand-in socket");
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let request: RequestFrame = frame::read_frame(&mut conn).expect("one request frame");
+        frame::write_frame(&mut conn, &reply).expect("write reply");
+        request
+    })
+}
+
+fn allocation_reply() -> ResponseFrame {
+    ResponseFrame::ok(Reply {
+        allocations: vec![Allocation {
+            pool: "net1".into(),
+            pool_type: PoolType::IpPool,
+            ip: "192.168.0.7/16".parse().expect("net"),
+            gateway: Some("192.168.0.1".parse().expect("gw")),
+            routes: vec!["0.0.0.0/0".parse().expect("dst")],
+        }],
+        ..Reply::default()
+    })
+}
+
+#[test]
+fn add_over_the_socket_at_every_version() {
+    for v in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let s = Sandbox::new("cli-add-ok");
+        let daemon = serve_once(&s, allocation_reply());
+        let r = run(&with("ADD", &[], &[]), &bytes(&s.conf(v, json!({}))));
+        assert_eq!(r.status, 0, "{v}: {}", r.stdout);
+        let mut ip = json!({"address": "192.168.0.7/16", "gateway": "192.168.0.1"});
+        if v.starts_with("0.") {
+            ip["version"] = json!("4");
+        }
+        assert_eq!(
+            r.json,
+            json!({"cniVersion": v, "ips": [ip], "routes": [{"dst": "0.0.0.0/0", "gw": "192.168.0.1"}]}),
+            "{v}"
+        );
+        assert_eq!(r.stdout.lines().count(), 1, "stdout holds only the result");
+        let Request::Allocate(req) = daemon.join().expect("stand-in").request else {
+            panic!("not an allocate")
+        };
+        assert_eq!(
+            (req.network.as_str(), req.container_id.as_str(), req.ifname.as_str()),
+            ("net1", "c1", "eth0")
+        );
+        assert_eq!(req.pools, vec!["net1".to_string()], "pool defaults to the network name");
+        assert_eq!(req.pod.name.as_deref(), Some("p"));
+    }
+}
+
+#[test]
+fn del_and_check_over_the_socket_print_nothing() {
+    let s = Sandbox::new("cli-del-ok");
+    let daemon = serve_once(&s, ResponseFrame::ok(Reply { released: Some(1), ..Reply::default() }));
+    let r = run(&with("DEL", &[], &["CNI_NETNS"]), &bytes(&s.conf("1.0.0", json!({}))));
+    assert_eq!((r.status, r.stdout.as_str()), (0, ""), "{}", r.stdout);
+    assert!(matches!(daemon.join().expect("stand-in").request, Request::Release(_)));
+
+    let s = Sandbox::new("cli-check-ok");
+    let daemon = serve_once(&s, ResponseFrame::ok(Reply::default()));
+    let mut c = s.conf("0.4.0", json!({}));
+    c["prevResult"] = json!({"cniVersion": "0.4.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+        "ips": [{"version": "4", "interface": 0, "address": "192.168.0.7/16"}]});
+    let r = run(&with("CHECK", &[], &[]), &bytes(&c));
+    assert_eq!((r.status, r.stdout.as_str()), (0, ""), "{}", r.stdout);
+    let Request::Check(req) = daemon.join().expect("stand-in").request else { panic!("not a check") };
+    assert_eq!(req.ips, vec!["192.168.0.7".parse::<std::net::IpAddr>().expect("ip")]);
+}
+
+#[test]
+fn daemon_error_reply_reaches_the_runtime() {
+    let s = Sandbox::new("cli-refused");
+    let daemon =
+        serve_once(&s, ResponseFrame::error(ErrorCode::PoolExhausted, "pool \"net1\": no free addresses"));
+    let r = run(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))));
+    assert_error(&r, u64::from(ErrorCode::PoolExhausted.cni_code()), "no free addresses");
+    daemon.join().expect("stand-in");
 }
