@@ -605,3 +605,280 @@ fn opt_str_list(
         Some(_) => Err(ConfigError::WrongType { field: field.into(), expected: "a list of strings" }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(o) => o,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    /// Resolves a stdin config with an optional conf file body, as the plugin does.
+    fn resolve_with(stdin: Value, file: Option<Value>) -> Result<IpamConf, ConfigError> {
+        let o = obj(stdin);
+        let name = network_name(&o)?;
+        let path = Path::new("/conf/nv-ipam.conf");
+        let file = match file {
+            Some(f) => Some(parse_conf_file(path, f.to_string().as_bytes())?),
+            None => None,
+        };
+        resolve(&name, &stdin_ipam(&o)?, file.as_ref(), &args_cni(&o)?, path)
+    }
+
+    #[test]
+    fn defaults_from_a_bare_config() {
+        // reference example 54: {"name":"my-net","ipam":{}} -> pool my-net, ippool, info
+        let c = resolve_with(json!({"name":"my-net","ipam":{}}), None).expect("valid");
+        assert_eq!(
+            c,
+            IpamConf {
+                pools: vec!["my-net".into()],
+                pool_type: PoolType::IpPool,
+                daemon_socket: PathBuf::from(DEFAULT_DAEMON_SOCKET),
+                call_timeout: Duration::from_secs(5),
+                log_file: PathBuf::from(DEFAULT_LOG_FILE),
+                log_level: LevelFilter::Info,
+            }
+        );
+    }
+
+    #[test]
+    fn stdin_wins_file_fills() {
+        let c = resolve_with(
+            json!({"name":"n","ipam":{"logLevel":"error","poolName":""}}),
+            Some(json!({"logLevel":"debug","daemonSocket":"unix:///run/x.sock","daemonCallTimeoutSeconds":9,
+                        "poolType":"CIDRPool","logFile":"/tmp/f.log"})),
+        )
+        .expect("valid");
+        assert_eq!(c.log_level, LevelFilter::Error, "stdin logLevel wins");
+        assert_eq!(c.daemon_socket, PathBuf::from("/run/x.sock"));
+        assert_eq!(c.call_timeout, Duration::from_secs(9));
+        assert_eq!(c.pool_type, PoolType::CidrPool, "file poolType, case-insensitive");
+        assert_eq!(c.log_file, PathBuf::from("/tmp/f.log"));
+        assert_eq!(c.pools, vec!["n".to_string()], "empty poolName falls back to the network name");
+    }
+
+    #[test]
+    fn pool_selection() {
+        let c = resolve_with(json!({"name":"n","ipam":{"poolName":"a, b"}}), None).expect("two");
+        assert_eq!(c.pools, vec!["a".to_string(), "b".to_string()]);
+        let c = resolve_with(
+            json!({"name":"n","ipam":{"poolName":"x","poolType":"ippool"},
+                   "args":{"cni":{"poolNames":["a","b"],"poolType":"cidrpool"}}}),
+            None,
+        )
+        .expect("args win");
+        assert_eq!((c.pools, c.pool_type), (vec!["a".to_string(), "b".to_string()], PoolType::CidrPool));
+
+        let e =
+            resolve_with(json!({"name":"n","ipam":{"poolName":"pool1,pool2,pool3"}}), None).expect_err("3");
+        assert_eq!(e.to_string(), "ipam.poolName names 3 pools; at most 2 are allowed (one per IP family)");
+        let e = resolve_with(json!({"name":"n","ipam":{"poolName":"a,,b"}}), None).expect_err("empty item");
+        assert!(matches!(e, ConfigError::EmptyPoolName { .. }), "{e}");
+        let e = resolve_with(json!({"name":"n","ipam":{},"args":{"cni":{"poolNames":["a",""]}}}), None)
+            .expect_err("empty item");
+        assert_eq!(e.to_string(), "args.cni.poolNames contains an empty pool name; remove it");
+    }
+
+    #[test]
+    fn force_pool_name() {
+        let e = resolve_with(json!({"name":"n","ipam":{"forcePoolName":true}}), None).expect_err("no pool");
+        assert!(matches!(e, ConfigError::NoPool));
+        let e = resolve_with(json!({"name":"n","ipam":{}}), Some(json!({"forcePoolName":true})))
+            .expect_err("file");
+        assert!(matches!(e, ConfigError::NoPool));
+        let c =
+            resolve_with(json!({"name":"n","ipam":{"forcePoolName":true,"poolName":"p"}}), None).expect("ok");
+        assert_eq!(c.pools, vec!["p".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            (json!({"name":"n","ipam":{"poolType":"foobar"}}), "ipam.poolType \"foobar\" is not a pool type"),
+            (
+                json!({"name":"n","ipam":{"daemonSocket":"tcp://1.2.3.4:9"}}),
+                "ipam.daemonSocket \"tcp://1.2.3.4:9\" is not a unix socket",
+            ),
+            (
+                json!({"name":"n","ipam":{"daemonSocket":"run/x.sock"}}),
+                "ipam.daemonSocket \"run/x.sock\" must be an absolute path",
+            ),
+            (
+                json!({"name":"n","ipam":{"daemonCallTimeoutSeconds":-1}}),
+                "ipam.daemonCallTimeoutSeconds -1 is out of range",
+            ),
+            (
+                json!({"name":"n","ipam":{"daemonCallTimeoutSeconds":601}}),
+                "ipam.daemonCallTimeoutSeconds 601 is out of range",
+            ),
+            (
+                json!({"name":"n","ipam":{"daemonCallTimeoutSeconds":"5"}}),
+                "ipam.daemonCallTimeoutSeconds must be an integer",
+            ),
+            (json!({"name":"n","ipam":{"logLevel":"loud"}}), "ipam.logLevel \"loud\" is not a log level"),
+            (json!({"name":"n","ipam":{"forcePoolName":"yes"}}), "ipam.forcePoolName must be true or false"),
+            (
+                json!({"name":"n","ipam":{},"args":{"cni":{"poolNames":"a"}}}),
+                "args.cni.poolNames must be a list of strings",
+            ),
+            (json!({"name":"n"}), "network config has no \"ipam\" object"),
+            (json!({"name":"n","ipam":[]}), "ipam must be an object"),
+        ];
+        for (stdin, want) in cases {
+            let e = resolve_with(stdin.clone(), None).expect_err(&stdin.to_string());
+            assert!(e.to_string().starts_with(want), "{stdin}: got {e}");
+        }
+        let e = resolve_with(json!({"name":"n","ipam":{}}), Some(json!({"poolType":"x"}))).expect_err("file");
+        assert!(e.to_string().starts_with("poolType in /conf/nv-ipam.conf \"x\""), "{e}");
+    }
+
+    #[test]
+    fn socket_forms() {
+        assert_eq!(parse_socket("unix:///a/b.sock", "f").expect("unix"), PathBuf::from("/a/b.sock"));
+        assert_eq!(parse_socket("/a/b.sock", "f").expect("bare"), PathBuf::from("/a/b.sock"));
+        assert!(matches!(parse_socket("unix://rel", "f"), Err(ConfigError::SocketNotAbsolute { .. })));
+        assert!(matches!(parse_socket("http://x", "f"), Err(ConfigError::SocketNotUnix { .. })));
+    }
+
+    #[test]
+    fn tolerates_foreign_keys() {
+        // W17: args without cni; also the main plugin's keys, capabilities, prevResult, cni.dev/*.
+        let c = resolve_with(
+            json!({"cniVersion":"1.0.0","name":"n","type":"macvlan","master":"eth1","mode":"bridge",
+                   "capabilities":{"ips":true},"args":{"other":1},"prevResult":{"ips":[]},
+                   "cni.dev/valid-attachments":[],"runtimeConfig":{"mac":"x"},"dns":{},
+                   "ipam":{"type":"nv-ipam","unknownKey":{"deep":[1,2]}}}),
+            None,
+        )
+        .expect("tolerant");
+        assert_eq!(c.pools, vec!["n".to_string()]);
+        for args in [json!("x"), json!({"cni":"x"}), json!({"cni":null}), json!(null)] {
+            let o = obj(json!({"name":"n","ipam":{},"args":args}));
+            assert_eq!(args_cni(&o).expect("ignored"), ArgsCni::default());
+            assert_eq!(add_params(&o, &CniArgs::default()).expect("ignored"), AddParams::default());
+        }
+    }
+
+    #[test]
+    fn names_and_versions() {
+        assert!(matches!(network_name(&obj(json!({}))), Err(ConfigError::MissingName)));
+        assert!(matches!(network_name(&obj(json!({"name":""}))), Err(ConfigError::InvalidName { .. })));
+        assert!(matches!(
+            network_name(&obj(json!({"name":"bad/name"}))),
+            Err(ConfigError::InvalidName { .. })
+        ));
+        assert!(matches!(network_name(&obj(json!({"name":1}))), Err(ConfigError::WrongType { .. })));
+        assert_eq!(cni_version(&obj(json!({}))).expect("implied"), ("0.1.0".to_string(), IMPLIED));
+        assert!(matches!(
+            cni_version(&obj(json!({"cniVersion":"abc"}))),
+            Err(DecodeError::BadVersionString { .. })
+        ));
+        assert!(matches!(cni_version(&obj(json!({"cniVersion":1}))), Err(DecodeError::VersionNotAString)));
+        assert!(matches!(decode(b"[1]"), Err(DecodeError::NotAnObject)));
+        assert!(matches!(decode(b"garbage"), Err(DecodeError::BadJson(_))));
+        assert_eq!(echo_version(br#"{"cniVersion":"9.9"}"#).as_deref(), Some("9.9"));
+        assert_eq!(echo_version(b"garbage"), None);
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().expect("ip")).collect()
+    }
+
+    #[test]
+    fn static_ip_priority() {
+        let cni_args = args::parse("IP=192.168.77.52").expect("args");
+        let both = obj(json!({"args":{"cni":{"ips":["192.168.77.51"]}}}));
+        assert_eq!(add_params(&both, &cni_args).expect("ok").requested_ips, ips(&["192.168.77.51"]));
+        let all =
+            obj(json!({"runtimeConfig":{"ips":["1.1.1.1","2.2.2.2/24"]},"args":{"cni":{"ips":["3.3.3.3"]}}}));
+        assert_eq!(add_params(&all, &cni_args).expect("ok").requested_ips, ips(&["1.1.1.1", "2.2.2.2"]));
+        let only_env = obj(json!({"runtimeConfig":{"ips":[]},"args":{"cni":{}}}));
+        assert_eq!(add_params(&only_env, &cni_args).expect("ok").requested_ips, ips(&["192.168.77.52"]));
+        let bad = obj(json!({"runtimeConfig":{"ips":["1.1.1.1","nope"]}}));
+        let e = add_params(&bad, &CniArgs::default()).expect_err("bad");
+        assert_eq!(
+            e.to_string(),
+            "runtimeConfig.ips[1] \"nope\" is not an IP address; use <ip> or <ip>/<len>"
+        );
+    }
+
+    #[test]
+    fn index_and_default_gateway() {
+        let p = add_params(&obj(json!({"args":{"cni":{"allocateIPWithIndex":5}}})), &CniArgs::default())
+            .expect("ok");
+        assert_eq!(p.allocate_ip_with_index, Some(5));
+        let e = add_params(&obj(json!({"args":{"cni":{"allocateIPWithIndex":-1}}})), &CniArgs::default())
+            .expect_err("negative");
+        assert!(e.to_string().contains("can't be negative"), "{e}");
+        let e = add_params(
+            &obj(json!({"args":{"cni":{"allocateIPWithIndex":2147483648_i64}}})),
+            &CniArgs::default(),
+        )
+        .expect_err("too large");
+        assert!(matches!(e, ConfigError::IndexOutOfRange { .. }));
+        let gw = json!({"args":{"cni":{"allocateDefaultGateway":true,"ips":["10.0.0.5"]}}});
+        assert!(matches!(
+            add_params(&obj(gw), &CniArgs::default()),
+            Err(ConfigError::DefaultGatewayWithStaticIps)
+        ));
+        let gw_env = obj(json!({"args":{"cni":{"allocateDefaultGateway":true}}}));
+        let cni_args = args::parse("IP=10.0.0.5").expect("args");
+        assert!(matches!(add_params(&gw_env, &cni_args), Err(ConfigError::DefaultGatewayWithStaticIps)));
+        let gw_idx = json!({"args":{"cni":{"allocateDefaultGateway":true,"allocateIPWithIndex":0}}});
+        assert!(matches!(
+            add_params(&obj(gw_idx), &CniArgs::default()),
+            Err(ConfigError::DefaultGatewayWithIndex)
+        ));
+        let p = add_params(&gw_env, &CniArgs::default()).expect("gateway alone");
+        assert!(p.allocate_default_gateway);
+    }
+
+    #[test]
+    fn device_id_sources() {
+        let p = add_params(
+            &obj(json!({"deviceID":"0000:03:00.1","runtimeConfig":{"deviceID":"x"}})),
+            &CniArgs::default(),
+        )
+        .expect("ok");
+        assert_eq!(p.device_id.as_deref(), Some("0000:03:00.1"));
+        let p = add_params(&obj(json!({"runtimeConfig":{"deviceID":"x"}})), &CniArgs::default()).expect("ok");
+        assert_eq!(p.device_id.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn gc_attachments() {
+        let both = obj(json!({"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}],
+                              "cni.dev/attachments":[{"containerID":"c2","ifname":"eth0"}]}));
+        let got = valid_attachments(&both).expect("valid");
+        assert_eq!(got, vec![Attachment { container_id: "c1".into(), ifname: "eth0".into() }]);
+        let legacy = obj(json!({"cni.dev/attachments":[{"containerID":"c2","ifname":"net1"}]}));
+        assert_eq!(valid_attachments(&legacy).expect("legacy")[0].container_id, "c2");
+        assert_eq!(valid_attachments(&obj(json!({"cni.dev/valid-attachments":[]}))).expect("empty"), vec![]);
+        assert!(matches!(valid_attachments(&obj(json!({}))), Err(ConfigError::MissingAttachments)));
+        let e = valid_attachments(&obj(json!({"cni.dev/valid-attachments":[{"containerID":"c1"}]})))
+            .expect_err("x");
+        assert_eq!(e.to_string(), "cni.dev/valid-attachments[0] needs a non-empty ifname");
+    }
+
+    #[test]
+    fn conf_file_on_disk() {
+        let dir = std::env::temp_dir().join(format!("nv-ipam-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        assert_eq!(read_conf_file(&dir).expect("missing is fine"), None);
+        std::fs::write(dir.join(CONF_FILE_NAME), br#"{"logLevel":"debug"}"#).expect("write");
+        assert_eq!(read_conf_file(&dir).expect("valid").and_then(|r| r.log_level).as_deref(), Some("debug"));
+        std::fs::write(dir.join(CONF_FILE_NAME), b"{not json").expect("write");
+        let e = read_conf_file(&dir).expect_err("invalid");
+        assert!(
+            e.to_string().starts_with(&format!("{} is not valid JSON", dir.join(CONF_FILE_NAME).display())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
