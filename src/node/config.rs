@@ -73,7 +73,7 @@ pub const USAGE: &str = "usage: ipam-node --node-name NAME [flags]
   --cni-skip-nv-ipam-binary-copy      do not install the plugin binary
   --cni-skip-nv-ipam-config-creation  do not write <cni-conf-dir>/nv-ipam.conf
   --cni-conf-dir DIR                  plugin config dir (default /etc/cni/net.d/nv-ipam.d)
-  --cni-daemon-socket ADDR            socket the plugin dials (default unix:///var/lib/cni/nv-ipam/daemon.sock)
+  --cni-daemon-socket ADDR            socket the plugin dials (default: the --bind-address)
   --cni-daemon-call-timeout SECONDS   plugin call timeout (default 5)
   --cni-log-file PATH                 plugin log file (default /var/log/nv-ipam-cni.log)
   --cni-log-level LEVEL               plugin log level (default info)
@@ -113,6 +113,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
     let mut p = lexopt::Parser::from_args(args);
     let mut node_name = std::env::var("NODE_NAME").unwrap_or_default();
     let mut bind = DEFAULT_BIND_ADDRESS.to_string();
+    let mut cni_socket: Option<String> = None;
     let mut c = NodeConfig {
         node_name: String::new(),
         bind_socket: PathBuf::new(),
@@ -149,7 +150,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
                     parse_bool("cni-skip-nv-ipam-config-creation", p.optional_value())?
             }
             Long("cni-conf-dir") => c.cni_conf_dir = s(&mut p)?.into(),
-            Long("cni-daemon-socket") => c.cni_daemon_socket = s(&mut p)?,
+            Long("cni-daemon-socket") => cni_socket = Some(s(&mut p)?),
             Long("cni-daemon-call-timeout") => {
                 let v = s(&mut p)?;
                 c.cni_daemon_call_timeout = v.trim_end_matches('s').parse().map_err(|_| {
@@ -187,6 +188,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
     }
     c.node_name = node_name;
     c.bind_socket = socket_path("bind-address", &bind)?;
+    // Unset, the plugin dials where the daemon listens.
+    c.cni_daemon_socket = cni_socket.unwrap_or(bind);
     socket_path("cni-daemon-socket", &c.cni_daemon_socket)?;
     Ok(Command::Run(Box::new(c)))
 }

@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod netns;
+pub mod tempdir;
 
 use std::fs;
 use std::io::Write;
