@@ -442,6 +442,13 @@ fn routes_and_default_gateway_in_result() {
             "at {v}: expected routes 0.0.0.0/0 and 10.50.0.0/16, got {dsts:?}:\n{out}"
         );
         assert_eq!(out.json["ips"][0]["gateway"], "10.3.0.1", "{out}");
+        for r in &routes {
+            let keys: Vec<&String> = r.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+            assert!(
+                keys.iter().all(|k| *k == "dst" || *k == "gw"),
+                "at {v}: no route extras unless configured, got {r}:\n{out}"
+            );
+        }
     }
 }
 
@@ -483,10 +490,12 @@ fn bad_input_changes_nothing() {
         ),
     ];
     for (what, cfg, code) in cases {
-        store_unchanged(&d, what, || {
-            d.call("ADD", &cfg, "bad", "eth0").fails_with(code);
-        });
+        let out = store_unchanged(&d, what, || d.call("ADD", &cfg, "bad", "eth0").fails_with(code));
+        assert_eq!(out.json["cniVersion"], "1.0.0", "{what}: the error echoes the request's version:\n{out}");
+        assert!(out.json["msg"].as_str().is_some_and(|m| !m.is_empty()), "{what}: error needs a msg:\n{out}");
     }
+    let log = fs::read_to_string(&d.cni_log).unwrap_or_default();
+    assert!(!log.is_empty(), "the plugin should log to ipam.logFile {}", d.cni_log.display());
     let tb = d.config("1.0.0", "net1", "b");
     for i in 0..3 {
         d.call("ADD", &tb, &format!("b{i}"), "eth0").ok();
