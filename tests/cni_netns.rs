@@ -225,3 +225,29 @@ fn bridge_1_1_0_is_refused_by_debian_bridge_with_code_1() {
     assert!(before == d.store_bytes(), "nv-ipam must not have been reached");
     assert!(!ns.has_link("eth0"));
 }
+
+#[test]
+fn bridge_attachment_survives_daemon_kill9() {
+    // A pod attached through bridge keeps its reservation across a daemon crash: CHECK after
+    // the restart passes, DEL releases, and the address is not handed out meanwhile.
+    debian_plugin("bridge");
+    let mut d = Daemon::start(POOL, "node1");
+    let br = HostLink::bridge();
+    let ns = Netns::new();
+    let env = runtime_env(&d, &ns, "crash", "eth0");
+    let cfg = bridge_config(&d, "1.0.0", &br, "e2e");
+    let out = call("bridge", "ADD", &cfg, &env).ok();
+    let addr = assert_address_in_netns(&out, &ns, "eth0");
+    d.kill9();
+    call("bridge", "CHECK", &with_prev(&cfg, &out.json), &env).fails_with(11);
+    d.spawn();
+    call("bridge", "CHECK", &with_prev(&cfg, &out.json), &env).ok();
+    let ns2 = Netns::new();
+    let env2 = runtime_env(&d, &ns2, "crash2", "eth0");
+    let out2 = call("bridge", "ADD", &cfg, &env2).ok();
+    assert_ne!(assert_address_in_netns(&out2, &ns2, "eth0"), addr, "an address was handed out twice");
+    for (e, o, n) in [(&env, &out, &ns), (&env2, &out2, &ns2)] {
+        call("bridge", "DEL", &with_prev(&cfg, &o.json), e).ok();
+        assert!(!n.has_link("eth0"));
+    }
+}
