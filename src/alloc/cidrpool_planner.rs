@@ -37,6 +37,10 @@ pub struct ValidCidrAllocation {
 /// Why a CIDRPool status entry is not usable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllocationError {
+    /// The caller asked about an entry the status does not have.
+    NoSuchEntry {
+        index: usize,
+    },
     EmptyNodeName,
     EmptyPrefix,
     BadPrefix {
@@ -78,6 +82,7 @@ impl fmt::Display for AllocationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let gw = |g: &Option<IpAddr>| g.map_or_else(|| "none".to_string(), |g| g.to_string());
         match self {
+            AllocationError::NoSuchEntry { index } => write!(f, "status has no entry {index}"),
             AllocationError::EmptyNodeName => f.write_str("nodeName is empty"),
             AllocationError::EmptyPrefix => f.write_str("prefix is empty"),
             AllocationError::BadPrefix { prefix } => write!(f, "prefix {prefix} is not a CIDR"),
@@ -112,7 +117,56 @@ pub fn validate_allocation(
     entries: &[CidrAllocation],
     index: usize,
 ) -> Result<ValidCidrAllocation, AllocationError> {
+    let e = entries.get(index).ok_or(AllocationError::NoSuchEntry { index })?;
+    check_entry(pool, e, || find_conflict(entries, index))
+}
+
+/// The first other entry sharing `entries[index]`'s prefix, node or (non-empty) gateway.
+fn find_conflict(entries: &[CidrAllocation], index: usize) -> Option<usize> {
     let e = &entries[index];
+    entries.iter().enumerate().position(|(j, o)| {
+        j != index
+            && (o.prefix == e.prefix
+                || o.node_name == e.node_name
+                || (!e.gateway.is_empty() && o.gateway == e.gateway))
+    })
+}
+
+/// How often each node, prefix and gateway occurs in a status: makes the conflict check O(1)
+/// per entry when the planner validates a whole status (a linear scan each would be O(n^2)).
+struct StatusCounts<'a> {
+    nodes: HashMap<&'a str, usize>,
+    prefixes: HashMap<&'a str, usize>,
+    gateways: HashMap<&'a str, usize>,
+}
+
+impl<'a> StatusCounts<'a> {
+    fn new(entries: &'a [CidrAllocation]) -> StatusCounts<'a> {
+        let mut c =
+            StatusCounts { nodes: HashMap::new(), prefixes: HashMap::new(), gateways: HashMap::new() };
+        for e in entries {
+            *c.nodes.entry(&e.node_name).or_default() += 1;
+            *c.prefixes.entry(&e.prefix).or_default() += 1;
+            if !e.gateway.is_empty() {
+                *c.gateways.entry(&e.gateway).or_default() += 1;
+            }
+        }
+        c
+    }
+
+    fn shared(&self, e: &CidrAllocation) -> bool {
+        let many = |m: &HashMap<&str, usize>, k: &str| m.get(k).copied().unwrap_or(0) > 1;
+        many(&self.nodes, &e.node_name)
+            || many(&self.prefixes, &e.prefix)
+            || (!e.gateway.is_empty() && many(&self.gateways, &e.gateway))
+    }
+}
+
+fn check_entry(
+    pool: &ValidCidrPool,
+    e: &CidrAllocation,
+    conflict: impl FnOnce() -> Option<usize>,
+) -> Result<ValidCidrAllocation, AllocationError> {
     if e.node_name.is_empty() {
         return Err(AllocationError::EmptyNodeName);
     }
@@ -154,13 +208,7 @@ pub fn validate_allocation(
     if gateway != expected {
         return Err(AllocationError::WrongGateway { prefix, expected, got: gateway });
     }
-    let conflict = entries.iter().enumerate().find(|(j, o)| {
-        *j != index
-            && (o.prefix == e.prefix
-                || o.node_name == e.node_name
-                || (!e.gateway.is_empty() && o.gateway == e.gateway))
-    });
-    if let Some((other, _)) = conflict {
+    if let Some(other) = conflict() {
         return Err(AllocationError::Conflict { node: e.node_name.clone(), other });
     }
     Ok(ValidCidrAllocation { prefix, gateway })
@@ -189,13 +237,15 @@ pub fn plan_cidr_pool(pool: &ValidCidrPool, nodes: &[String], previous: &[CidrAl
     names.dedup();
     let wanted: HashSet<&str> = names.iter().copied().collect();
 
+    let counts = StatusCounts::new(previous);
     let mut keep: HashMap<String, ValidCidrAllocation> = HashMap::new();
     let mut taken: HashSet<IpNet> = HashSet::new();
     for (i, e) in previous.iter().enumerate() {
         if !wanted.contains(e.node_name.as_str()) || keep.contains_key(&e.node_name) {
             continue;
         }
-        match validate_allocation(pool, previous, i) {
+        let conflict = || counts.shared(e).then(|| find_conflict(previous, i)).flatten();
+        match check_entry(pool, e, conflict) {
             Ok(v) if !prefix_fully_excluded(pool, &v.prefix) => {
                 taken.insert(v.prefix);
                 keep.insert(e.node_name.clone(), v);

@@ -20,7 +20,8 @@ pub use cidrpool_planner::{AllocationError, CidrPlan, plan_cidr_pool, validate_a
 pub use ippool_planner::{IpPlan, plan_ip_pool};
 pub use node_pool::{
     NodePoolError, cidr_node_pool, cidr_pool_for_node, ip_node_pool, ip_pool_for_node,
-    standalone_cidr_node_pool, standalone_ip_node_pool,
+    node_pool_from_cidr_pool, node_pool_from_ip_pool, node_pools, standalone_cidr_node_pool,
+    standalone_ip_node_pool,
 };
 
 /// The two kinds of pool. Serialized lower-case (`ippool`, `cidrpool`) as in the CNI config.

@@ -15,7 +15,10 @@ use ipnet::IpNet;
 use super::cidrpool_planner::{AllocationError, plan_cidr_pool, validate_allocation};
 use super::ippool_planner::plan_ip_pool;
 use super::{NodePool, PoolKey, PoolType};
-use crate::api::{CidrAllocation, IpAllocation, ValidCidrPool, ValidIpPool};
+use crate::api::{
+    CidrAllocation, CidrPool, IpAllocation, IpPool, Manifest, Object, PoolErrors, ValidCidrPool, ValidIpPool,
+    validate_cidr_pool, validate_ip_pool,
+};
 use crate::ip::{self, IpRange};
 
 /// Why a node has no configuration for a pool.
@@ -29,6 +32,8 @@ pub enum NodePoolError {
     InvalidAllocation { pool: PoolKey, node: String, reason: AllocationError },
     /// Standalone planning found no free block/prefix for this node.
     NoFreeBlock { pool: PoolKey, node: String },
+    /// The pool's spec breaks a CRD rule; the node serves nothing from it.
+    InvalidPool { errors: PoolErrors },
 }
 
 impl fmt::Display for NodePoolError {
@@ -48,6 +53,7 @@ impl fmt::Display for NodePoolError {
                 f,
                 "pool {pool}: allocation of node {node} is invalid ({reason}): let ipam-controller re-plan it"
             ),
+            NodePoolError::InvalidPool { errors } => write!(f, "{errors}"),
             NodePoolError::NoFreeBlock { pool, node } => {
                 write!(f, "pool {pool}: no free block for node {node}: enlarge the pool or shrink its blocks")
             }
@@ -181,6 +187,40 @@ pub fn cidr_pool_for_node(
         Some(s) => cidr_node_pool(pool, node, s),
         None => standalone_cidr_node_pool(pool, node),
     }
+}
+
+/// The node's configuration for a raw IPPool: validated, then from its status, or standalone
+/// when the pool has no `status` at all (an empty status means "planned, not for this node").
+pub fn node_pool_from_ip_pool(pool: &IpPool, node: &str) -> Result<NodePool, NodePoolError> {
+    let v = validate_ip_pool(pool).map_err(|errors| NodePoolError::InvalidPool { errors })?;
+    ip_pool_for_node(&v, node, pool.status.as_ref().map(|s| s.allocations.as_slice()))
+}
+
+/// The node's configuration for a raw CIDRPool, as [`node_pool_from_ip_pool`].
+pub fn node_pool_from_cidr_pool(pool: &CidrPool, node: &str) -> Result<NodePool, NodePoolError> {
+    let v = validate_cidr_pool(pool).map_err(|errors| NodePoolError::InvalidPool { errors })?;
+    cidr_pool_for_node(&v, node, pool.status.as_ref().map(|s| s.allocations.as_slice()))
+}
+
+/// Every pool of a manifest for `node`: the configurations it can serve, and why each other
+/// pool gives it nothing (a pool that does not select this node shows up as `NoAllocation`).
+/// Node selectors are not applied here: in a cluster the status already reflects them, and in
+/// standalone mode the node's labels are not known.
+pub fn node_pools(manifest: &Manifest, node: &str) -> (Vec<NodePool>, Vec<NodePoolError>) {
+    let mut pools = Vec::new();
+    let mut errors = Vec::new();
+    for o in &manifest.objects {
+        let r = match o {
+            Object::IpPool(p) => node_pool_from_ip_pool(p, node),
+            Object::CidrPool(p) => node_pool_from_cidr_pool(p, node),
+            Object::Node(_) => continue,
+        };
+        match r {
+            Ok(p) => pools.push(p),
+            Err(e) => errors.push(e),
+        }
+    }
+    (pools, errors)
 }
 
 #[cfg(test)]

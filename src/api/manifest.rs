@@ -12,9 +12,14 @@
 use std::fmt;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{CidrPool, IpPool, KIND_CIDRPOOL, KIND_IPPOOL, KIND_NODE, Node};
+use super::node::NodeMeta;
+use super::{
+    CidrPool, CidrPoolSpec, CidrPoolStatus, IpPool, IpPoolSpec, IpPoolStatus, KIND_CIDRPOOL, KIND_IPPOOL,
+    KIND_NODE, Node, ObjectMeta,
+};
 
 /// Largest nesting of lists inside lists that is followed; deeper input is refused rather than
 /// recursing without bound.
@@ -89,8 +94,9 @@ pub enum ManifestError {
     ListWithoutItems { at: Position, kind: String },
     /// Lists nested deeper than [`MAX_LIST_DEPTH`].
     TooDeep { at: Position },
-    /// A field of a known kind has the wrong type (serde's message names it).
-    BadField { at: Position, kind: String, name: String, message: String },
+    /// A field of a known kind has the wrong type; `field` is its path when it could be found
+    /// (down to the second level, e.g. `spec.perNodeBlockSize`).
+    BadField { at: Position, kind: &'static str, name: String, field: Option<String>, message: String },
 }
 
 impl fmt::Display for ManifestError {
@@ -114,8 +120,12 @@ impl fmt::Display for ManifestError {
             ManifestError::TooDeep { at } => {
                 write!(f, "{at}: lists nested deeper than {MAX_LIST_DEPTH}: flatten them")
             }
-            ManifestError::BadField { at, kind, name, message } => {
-                write!(f, "{at}: {} {name:?}: {message}", kind.to_lowercase())
+            ManifestError::BadField { at, kind, name, field, message } => {
+                write!(f, "{at}: {} {name:?}: ", kind.to_lowercase())?;
+                if let Some(field) = field {
+                    write!(f, "{field}: ")?;
+                }
+                f.write_str(message)
             }
         }
     }
@@ -177,18 +187,55 @@ fn collect(v: Value, at: Position, depth: usize, out: &mut Manifest) -> Result<(
 
 fn object(v: Value, kind: String, at: Position) -> Result<Object, ManifestError> {
     let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-    let bad = |e: serde_json::Error, kind: &str| ManifestError::BadField {
+    let bad = |kind: &'static str, e: serde_json::Error, field: Option<String>| ManifestError::BadField {
         at: at.clone(),
-        kind: kind.to_string(),
+        kind,
         name: name.clone(),
+        field,
         message: e.to_string(),
     };
     match kind.as_str() {
-        KIND_IPPOOL => serde_json::from_value(v).map(Object::IpPool).map_err(|e| bad(e, &kind)),
-        KIND_CIDRPOOL => serde_json::from_value(v).map(Object::CidrPool).map_err(|e| bad(e, &kind)),
-        KIND_NODE => serde_json::from_value(v).map(Object::Node).map_err(|e| bad(e, &kind)),
+        KIND_IPPOOL => serde_json::from_value(v.clone())
+            .map(Object::IpPool)
+            .map_err(|e| bad(KIND_IPPOOL, e, locate::<IpPool, ObjectMeta, IpPoolSpec, IpPoolStatus>(&v))),
+        KIND_CIDRPOOL => serde_json::from_value(v.clone()).map(Object::CidrPool).map_err(|e| {
+            bad(KIND_CIDRPOOL, e, locate::<CidrPool, ObjectMeta, CidrPoolSpec, CidrPoolStatus>(&v))
+        }),
+        KIND_NODE => serde_json::from_value(v.clone())
+            .map(Object::Node)
+            .map_err(|e| bad(KIND_NODE, e, locate::<Node, NodeMeta, NodeMeta, NodeMeta>(&v))),
         _ => Err(ManifestError::UnknownKind { at, kind }),
     }
+}
+
+/// The path of the field that failed to decode: serde_json's `from_value` errors carry no
+/// path, so each key is retried alone (every field of our raw types has a default, so only the
+/// bad one fails). Runs on the error path only.
+fn locate<T: DeserializeOwned, M: DeserializeOwned, S: DeserializeOwned, U: DeserializeOwned>(
+    v: &Value,
+) -> Option<String> {
+    let top = failing_key::<T>(v)?;
+    let inner = match top.as_str() {
+        "spec" => v.get("spec").and_then(failing_key::<S>),
+        "status" => v.get("status").and_then(failing_key::<U>),
+        "metadata" => v.get("metadata").and_then(failing_key::<M>),
+        _ => None,
+    };
+    Some(match inner {
+        Some(i) => format!("{top}.{i}"),
+        None => top,
+    })
+}
+
+fn failing_key<T: DeserializeOwned>(v: &Value) -> Option<String> {
+    let m = v.as_object()?;
+    m.iter()
+        .find(|(k, val)| {
+            let mut one = serde_json::Map::new();
+            one.insert((*k).clone(), (*val).clone());
+            serde_json::from_value::<T>(Value::Object(one)).is_err()
+        })
+        .map(|(k, _)| k.clone())
 }
 
 #[cfg(test)]
@@ -271,7 +318,15 @@ spec:
         );
         let e =
             decode("kind: IPPool\nmetadata: {name: p}\nspec: {perNodeBlockSize: many}\n").expect_err("type");
-        assert!(e.to_string().starts_with("document 0: ippool \"p\": invalid type: string \"many\""), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "document 0: ippool \"p\": spec.perNodeBlockSize: invalid type: string \"many\", expected i64"
+        );
+        let e = decode("kind: Node\nmetadata: {name: n, labels: [a]}\n").expect_err("type");
+        assert_eq!(
+            e.to_string(),
+            "document 0: node \"n\": metadata.labels: invalid type: sequence, expected a map"
+        );
         let e = decode("a: [\n").expect_err("syntax");
         assert!(e.to_string().starts_with("document 0: not valid JSON or YAML: "), "{e}");
     }

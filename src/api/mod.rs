@@ -24,7 +24,7 @@ pub use manifest::{Manifest, ManifestError, Object, decode};
 pub use meta::ObjectMeta;
 pub use node::Node;
 pub use route::Route;
-pub use selector::{NodeSelector, ValidNodeSelector};
+pub use selector::{NodeSelector, ValidNodeSelector, select_nodes};
 pub use validate::{
     FieldError, PoolErrors, ValidCidrPool, ValidIpPool, ValidStaticAllocation, validate_cidr_pool,
     validate_ip_pool,

@@ -249,6 +249,13 @@ fn check_cidr_part(pool: &CidrPool, errs: &mut Vec<FieldError>) -> Option<CidrPa
         errs.push(FieldError::new("spec.gatewayIndex", format!("{i} must not be negative")));
         return None;
     }
+    if let Some(i) = spec.gateway_index
+        && i > i64::from(i32::MAX)
+    {
+        // int32 in the CRD: the API server would refuse it, so we do too.
+        errs.push(FieldError::new("spec.gatewayIndex", format!("{i} is larger than {} (int32)", i32::MAX)));
+        return None;
+    }
     let bits = cidr.max_prefix_len();
     let lo = cidr.prefix_len().max(1);
     let p = spec.per_node_network_prefix;
@@ -440,6 +447,11 @@ fn check_per_node(
         for (v, f) in [(e.start_index, "startIndex"), (e.end_index, "endIndex")] {
             if v < 0 {
                 errs.push(FieldError::new(format!("{path}.{f}"), format!("{v} must not be negative")));
+            } else if v > i64::from(i32::MAX) {
+                errs.push(FieldError::new(
+                    format!("{path}.{f}"),
+                    format!("{v} is larger than {} (int32)", i32::MAX),
+                ));
             } else if let Some((m, why)) = &max
                 && v as u128 > *m
             {

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use serde_json::{Map, Value};
 
 use super::args;
@@ -106,25 +106,16 @@ pub fn del(call: &Call<'_>, att: &AttachmentEnv) -> Result<(), CniError> {
         pools: call.ipam.pools.clone(),
         pool_type: call.ipam.pool_type,
     });
-    match call.ask(request) {
-        Ok(reply) => {
-            info!(
-                "released network={} container={} ifname={} count={}",
-                call.network,
-                att.container_id,
-                att.ifname,
-                reply.released.unwrap_or(0)
-            );
-            Ok(())
-        }
-        Err(e) => {
-            warn!(
-                "release failed network={} container={} ifname={}: {e}",
-                call.network, att.container_id, att.ifname
-            );
-            Err(e)
-        }
-    }
+    // A failure is logged once, with its code, where the outcome is made (cni::run_with).
+    let reply = call.ask(request)?;
+    info!(
+        "released network={} container={} ifname={} count={}",
+        call.network,
+        att.container_id,
+        att.ifname,
+        reply.released.unwrap_or(0)
+    );
+    Ok(())
 }
 
 /// CHECK: the daemon confirms the reservation exists and holds exactly prevResult's addresses.

@@ -54,8 +54,15 @@ impl Outcome {
         Outcome { stdout: value.map(|v| v.to_string()).unwrap_or_default(), success: true }
     }
 
-    fn error(cni_version: &str, e: &CniError) -> Outcome {
-        log::error!("{e}");
+    fn error(env: &Env, cni_version: &str, e: &CniError) -> Outcome {
+        let var = |name| env.get(name).unwrap_or("-");
+        log::error!(
+            "command={} container={} ifname={} code={}: {e}",
+            var("CNI_COMMAND"),
+            var("CNI_CONTAINERID"),
+            var("CNI_IFNAME"),
+            e.code()
+        );
         Outcome { stdout: e.to_json(cni_version).to_string(), success: false }
     }
 }
@@ -69,13 +76,13 @@ pub fn run(env: &Env, stdin: &mut dyn Read) -> Outcome {
 pub fn run_with(env: &Env, stdin: &mut dyn Read, daemon: &dyn Daemon) -> Outcome {
     let bytes = match read_stdin(stdin) {
         Ok(b) => b,
-        Err(e) => return Outcome::error(&LATEST.to_string(), &e),
+        Err(e) => return Outcome::error(env, &LATEST.to_string(), &e),
     };
     // Errors echo the request's cniVersion when it sent one, whatever it is.
     let echo = config::echo_version(&bytes).unwrap_or_else(|| LATEST.to_string());
     match dispatch(env, &bytes, &echo, daemon) {
         Ok(value) => Outcome::ok(value),
-        Err(e) => Outcome::error(&echo, &e),
+        Err(e) => Outcome::error(env, &echo, &e),
     }
 }
 

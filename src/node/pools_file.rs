@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crate::alloc::{cidr_pool_for_node, ip_pool_for_node};
-use crate::api::{self, validate_cidr_pool, validate_ip_pool};
+use crate::alloc;
+use crate::api;
 
 use super::pools::PoolSet;
 use super::server::StopHandle;
@@ -63,28 +63,8 @@ pub fn load(path: &Path, node: &str) -> Result<(PoolSet, Vec<String>), PoolsFile
     f.take(MAX_POOLS_FILE_BYTES).read_to_string(&mut text).map_err(read_err)?;
     let manifest = api::decode(&text)
         .map_err(|e| PoolsFileError::Decode { path: path.to_path_buf(), source: Box::new(e) })?;
-    let mut pools = Vec::new();
-    let mut skipped = Vec::new();
-    for p in manifest.ip_pools() {
-        match validate_ip_pool(p) {
-            Err(e) => skipped.push(e.to_string()),
-            Ok(v) => match ip_pool_for_node(&v, node, p.status.as_ref().map(|s| s.allocations.as_slice())) {
-                Ok(cfg) => pools.push(cfg),
-                Err(e) => skipped.push(e.to_string()),
-            },
-        }
-    }
-    for p in manifest.cidr_pools() {
-        match validate_cidr_pool(p) {
-            Err(e) => skipped.push(e.to_string()),
-            Ok(v) => {
-                match cidr_pool_for_node(&v, node, p.status.as_ref().map(|s| s.allocations.as_slice())) {
-                    Ok(cfg) => pools.push(cfg),
-                    Err(e) => skipped.push(e.to_string()),
-                }
-            }
-        }
-    }
+    let (pools, errors) = alloc::node_pools(&manifest, node);
+    let skipped = errors.iter().map(ToString::to_string).collect();
     Ok((PoolSet::new(pools), skipped))
 }
 

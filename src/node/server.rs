@@ -210,7 +210,7 @@ fn decode_request(body: &[u8]) -> Result<RequestFrame, ResponseFrame> {
         }
     }
     serde_json::from_value(value)
-        .map_err(|e| ResponseFrame::error(ErrorCode::InvalidRequest, format!("malformed request: {e}")))
+        .map_err(|e| ResponseFrame::error(ErrorCode::BadFrame, format!("malformed request: {e}")))
 }
 
 fn handle_connection(mut stream: UnixStream, service: &Service, stop: &StopHandle) {
@@ -237,7 +237,11 @@ fn handle_connection(mut stream: UnixStream, service: &Service, stop: &StopHandl
             }
         };
         let reply = match decode_request(&body) {
-            Err(reply) => reply,
+            Err(reply) => {
+                // A peer that sends garbage or another protocol gets one answer, then the door.
+                let _ = frame::write_frame(&mut stream, &reply);
+                return;
+            }
             Ok(_) if stop.is_stopping() => {
                 ResponseFrame::error(ErrorCode::NotReady, "ipam-node is stopping; retry")
             }

@@ -134,7 +134,8 @@ impl Daemon {
     pub fn run_to_exit(&self) -> (ExitStatus, String) {
         let err = self.sandbox.path("run-to-exit.stderr");
         let f = fs::File::create(&err).expect("create stderr file");
-        let mut child = self.command().stdin(Stdio::null()).stdout(Stdio::null()).stderr(f).spawn().expect("spawn");
+        let mut child =
+            self.command().stdin(Stdio::null()).stdout(Stdio::null()).stderr(f).spawn().expect("spawn");
         let mut status = None;
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             wait_until(START_DEADLINE, "ipam-node exits", || {

@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod netns;
+pub mod tempdir;
 
 use std::fs;
 use std::io::Write;
@@ -127,7 +128,11 @@ impl CniOut {
 
 impl std::fmt::Display for CniOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "  call: {}\n  exit: {}\n  stdout: {}\n  stderr: {}", self.call, self.exit, self.stdout, self.stderr)
+        write!(
+            f,
+            "  call: {}\n  exit: {}\n  stdout: {}\n  stderr: {}",
+            self.call, self.exit, self.stdout, self.stderr
+        )
     }
 }
 
@@ -193,7 +198,9 @@ pub fn attachment_env(container: &str, ifname: &str) -> Vec<(String, String)> {
         ("CNI_PATH".into(), "/nonexistent-cni-path".into()),
         (
             "CNI_ARGS".into(),
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod-{container};K8S_POD_UID=uid-{container}"),
+            format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod-{container};K8S_POD_UID=uid-{container}"
+            ),
         ),
     ]
 }
@@ -205,10 +212,8 @@ pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 
 /// Runs a command that must succeed (for `ip`, `mount`, ...); panics with its output otherwise.
 pub fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let out =
+        Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     assert!(
         out.status.success(),
         "{program} {} failed ({}):\n{}{}",

@@ -208,3 +208,14 @@ fn huge_ipv6_pools_skip_exclusions_arithmetically() {
     let plan = plan_cidr_pool(&valid(&q), &nodes(&["a", "b"]), &[]);
     assert_eq!(plan.unallocated, ["a", "b"]);
 }
+
+#[test]
+fn large_status_replans_unchanged() {
+    // 10k nodes: the status is validated with counted conflicts, not pairwise scans.
+    let p = valid(&pool("10.0.0.0/8", 24, Some(1)));
+    let all: Vec<String> = (0..10_000).map(|i| format!("node{i:05}")).collect();
+    let plan = plan_cidr_pool(&p, &all, &[]);
+    assert_eq!(plan.allocations.len(), 10_000);
+    assert_eq!(plan.allocations[9_999].prefix, "10.39.15.0/24");
+    assert_eq!(plan_cidr_pool(&p, &all, &plan.allocations), plan);
+}

@@ -144,3 +144,29 @@ fn standalone_mode_plans_this_node_alone() {
     assert_eq!(np.exclusions, [r("192.100.0.1", "192.100.0.10")]);
     assert!(cidr_pool_for_node(&c, "n9", Some(&[])).is_err());
 }
+
+#[test]
+fn node_pools_from_a_manifest() {
+    let m = crate::api::decode(
+        "kind: IPPool\nmetadata: {name: a}\nspec: {subnet: 10.0.0.0/24, perNodeBlockSize: 10}\n---\n\
+         kind: CIDRPool\nmetadata: {name: a}\nspec: {cidr: 10.1.0.0/16, perNodeNetworkPrefix: 24, gatewayIndex: 1}\n\
+         status: {allocations: [{nodeName: n1, prefix: 10.1.7.0/24, gateway: 10.1.7.1}]}\n---\n\
+         kind: IPPool\nmetadata: {name: bad}\nspec: {subnet: 10.0.0.0/24}\n",
+    )
+    .expect("decodes");
+    let (pools, errors) = node_pools(&m, "n1");
+    assert_eq!(pools.len(), 2);
+    assert_eq!(pools[0].key.to_string(), "a");
+    assert_eq!(pools[0].range, r("10.0.0.1", "10.0.0.10")); // standalone: no status
+    assert_eq!(pools[1].key.to_string(), "cidrpool/a");
+    assert_eq!(pools[1].range, r("10.1.7.1", "10.1.7.254"));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].to_string(), "ippool \"bad\": spec.perNodeBlockSize: must be at least 1");
+    let (pools, errors) = node_pools(&m, "n2");
+    assert_eq!(pools.len(), 1);
+    assert_eq!(
+        errors[0].to_string(),
+        "pool cidrpool/a: status has no allocation for node n2: check the pool's nodeSelector and that \
+         ipam-controller runs"
+    );
+}

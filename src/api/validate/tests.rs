@@ -201,11 +201,16 @@ fn per_node_exclusion_rules() {
         }))
     };
     assert!(v6(2147483647).is_empty());
+    let big = ip_errors(&ippool("p", |s| {
+        s.subnet = "2001:db8::/64".into();
+        s.gateway = String::new();
+        s.per_node_block_size = 1 << 40;
+        s.per_node_exclusions = vec![idx(0, 1 << 31)];
+    }));
+    assert_eq!(big, ["spec.perNodeExclusions[0].endIndex: 2147483648 is larger than 2147483647 (int32)"]);
     assert_eq!(
         v6(2147483648),
-        [
-            "spec.perNodeExclusions[0].endIndex: 2147483648 is larger than the largest index 2147483647 (2^64 - 1)"
-        ]
+        ["spec.perNodeExclusions[0].endIndex: 2147483648 is larger than 2147483647 (int32)"]
     );
 }
 
@@ -310,6 +315,10 @@ fn cidr_checks_stop_early() {
             s.exclusions = vec![ex("1.1.1.1", "1.1.1.2")];
         })),
         ["spec.gatewayIndex: -1 must not be negative"]
+    );
+    assert_eq!(
+        cidr_errors(&cidrpool(|s| s.gateway_index = Some(1 << 31))),
+        ["spec.gatewayIndex: 2147483648 is larger than 2147483647 (int32)"]
     );
     for p in [0, -4, 15, 33] {
         assert_eq!(
