@@ -346,8 +346,15 @@ fn storm(
 fn sigkill_during_a_64_way_storm_loses_no_acknowledged_work() {
     let mut d = Daemon::start(POOLS, NODE);
     let known: Mutex<HashMap<String, Known>> = Mutex::new(HashMap::new());
-    let mut rng = XorShift::from_time();
+    // CRASH_SEED=0x... replays a failing run's kill timings (printed at the end and on failure).
+    let mut rng = match std::env::var("CRASH_SEED") {
+        Ok(v) => {
+            XorShift(u64::from_str_radix(v.trim_start_matches("0x"), 16).expect("CRASH_SEED is hex") | 1)
+        }
+        Err(_) => XorShift::from_time(),
+    };
     let seed = rng.0;
+    eprintln!("crash test seed {seed:#x} (replay with CRASH_SEED={seed:#x})");
     let started = Instant::now();
     let mut rounds_done = 0;
     let mut total_missed = 0;
