@@ -18,7 +18,7 @@ use crate::protocol::{
     AllocateRequest, Allocation, Attachment, CheckRequest, ErrorCode, GcRequest, PoolStatus, ReleaseRequest,
     Reply, Request, StatusRequest,
 };
-use crate::store::{AttachmentKey, Op, Reservation, Store, StoreError};
+use crate::store::{AttachmentKey, Durability, Op, Reservation, Store, StoreError, Ticket};
 
 use super::pools::PoolSet;
 
@@ -69,6 +69,7 @@ impl From<StoreError> for ServiceError {
 pub struct Service {
     node: String,
     store: Mutex<Store>,
+    durability: Arc<Durability>,
     pools: RwLock<Arc<PoolSet>>,
 }
 
@@ -109,7 +110,8 @@ fn pool_keys(pools: &[String], pool_type: PoolType) -> Result<Vec<PoolKey>, Serv
 
 impl Service {
     pub fn new(node: String, store: Store, pools: PoolSet) -> Service {
-        Service { node, store: Mutex::new(store), pools: RwLock::new(Arc::new(pools)) }
+        let durability = store.durability();
+        Service { node, store: Mutex::new(store), durability, pools: RwLock::new(Arc::new(pools)) }
     }
 
     /// Replaces the pool configs (pools file re-read, or a status change in the cluster).
@@ -119,6 +121,17 @@ impl Service {
 
     pub fn pools(&self) -> Arc<PoolSet> {
         self.pools.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until `ticket` is on disk; another request's sync may cover it (group commit).
+    /// A failed sync leaves the file's content unknown: the process exits so that its
+    /// supervisor restarts it and the store is read back from what really is on disk.
+    fn durable(&self, ticket: Ticket) -> Result<(), ServiceError> {
+        if let Err(e) = self.durability.wait(ticket) {
+            log::error!("store sync failed: {e}; exiting so that the store is reloaded from disk");
+            std::process::exit(74);
+        }
+        Ok(())
     }
 
     fn lock_store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -236,8 +249,9 @@ impl Service {
             }
             chosen.push(ip);
         }
-        store.commit(ops)?;
+        let ticket = store.commit_deferred(ops)?;
         drop(store);
+        self.durable(ticket)?;
         let allocations = configs
             .iter()
             .zip(chosen)
@@ -280,6 +294,11 @@ impl Service {
                 }
             }
         }
+        let ticket = store.ticket();
+        drop(store);
+        // The reservation may still be on its way to disk (a concurrent ADD): confirm only
+        // what a crash cannot take back.
+        self.durable(ticket)?;
         let want: HashSet<IpAddr> = r.ips.iter().copied().collect();
         let have: HashSet<IpAddr> = held.iter().copied().collect();
         if !r.ips.is_empty() && want != have {
@@ -328,7 +347,9 @@ impl Service {
             })
             .collect();
         let released = ops.len() as u64;
-        store.commit(ops)?;
+        let ticket = store.commit_deferred(ops)?;
+        drop(store);
+        self.durable(ticket)?;
         Ok(Reply { released: Some(released), ..Reply::default() })
     }
 
@@ -353,7 +374,9 @@ impl Service {
             })
             .collect();
         let released = ops.len() as u64;
-        store.commit(ops)?;
+        let ticket = store.commit_deferred(ops)?;
+        drop(store);
+        self.durable(ticket)?;
         if released > 0 {
             log::info!("gc released {released} reservations of network {}", r.network);
         }

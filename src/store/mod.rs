@@ -29,6 +29,7 @@
 //! Owns: the files above and their durability. Must not: decide allocations (see `alloc`) or
 //! be shared across processes except through the lock.
 
+mod durability;
 mod legacy;
 pub mod record;
 pub mod state;
@@ -38,7 +39,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+pub use durability::{Durability, Ticket};
 pub use record::{AttachmentKey, Header, Op, Reservation, Txn};
 pub use state::{StateError, StoreState};
 
@@ -129,8 +132,9 @@ pub struct Store {
     path: PathBuf,
     dir: PathBuf,
     _lock: File,
-    journal: File,
+    journal: Arc<File>,
     journal_len: u64,
+    durability: Arc<Durability>,
     journal_lines: usize,
     next_seq: u64,
     generation: u64,
@@ -239,8 +243,9 @@ impl Store {
             path: path.to_path_buf(),
             dir,
             _lock: lock,
-            journal: File::open("/dev/null").map_err(io_err("open", Path::new("/dev/null")))?,
+            journal: Arc::new(File::open("/dev/null").map_err(io_err("open", Path::new("/dev/null")))?),
             journal_len: 0,
+            durability: Arc::new(Durability::default()),
             journal_lines: 0,
             next_seq: 1,
             generation: 0,
@@ -323,8 +328,10 @@ impl Store {
             journal.set_len(valid_end as u64).map_err(io_err("truncate torn line of", &self.path))?;
             journal.sync_all().map_err(io_err("sync", &self.path))?;
         }
-        self.journal = journal;
+        self.journal = Arc::new(journal);
         self.journal_len = valid_end as u64;
+        // Everything replayed was on disk already (it was read back from it).
+        self.durability.reset(self.journal.clone(), self.journal_len);
         self.compact_at = COMPACT_MIN_LINES.max(self.state.len());
         Ok(())
     }
@@ -337,13 +344,33 @@ impl Store {
         &self.state
     }
 
-    /// Makes `ops` durable, then applies them. On any failure nothing changes, in memory or on
-    /// disk, and the caller may tell its client so.
+    /// The durability tracker: callers wait on a [`Ticket`] after releasing their lock on the
+    /// store, so that concurrent requests share one `fdatasync` (group commit).
+    pub fn durability(&self) -> Arc<Durability> {
+        self.durability.clone()
+    }
+
+    /// A ticket for everything written so far: a reader that answers from the in-memory state
+    /// waits on it, so it never acknowledges a change that could still be lost.
+    pub fn ticket(&self) -> Ticket {
+        self.durability.ticket()
+    }
+
+    /// Applies `ops` and makes them durable before returning. On any failure nothing changes,
+    /// in memory or on disk.
     pub fn commit(&mut self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let ticket = self.commit_deferred(ops)?;
+        self.durability.wait(ticket).map_err(|source| StoreError::Commit { path: self.path.clone(), source })
+    }
+
+    /// Applies `ops` and writes them to the journal without waiting for the disk; the change
+    /// may be acknowledged only after `durability().wait(ticket)` succeeded. Later requests may
+    /// build on it at once: the journal is sequential, so their own ticket covers it.
+    pub fn commit_deferred(&mut self, ops: Vec<Op>) -> Result<Ticket, StoreError> {
         if ops.is_empty() {
-            return Ok(());
+            return Ok(self.ticket());
         }
-        if self.poisoned {
+        if self.poisoned || self.durability.failed() {
             return Err(StoreError::Poisoned { path: self.path.clone() });
         }
         let undo = self.state.apply_all(&ops).map_err(StoreError::Inconsistent)?;
@@ -354,21 +381,20 @@ impl Store {
         }
         self.next_seq += 1;
         self.journal_lines += 1;
+        let ticket = self.durability.written(self.journal_len);
         if self.journal_lines > self.compact_at {
             self.compact();
         }
-        Ok(())
+        Ok(ticket)
     }
 
-    /// Appends one line and waits for it to reach the disk; on failure cuts the file back.
+    /// Appends one line (not yet synced); on failure cuts the file back to where it was.
     fn append(&mut self, line: &[u8]) -> io::Result<()> {
-        let result = self.journal.write_all(line).and_then(|()| self.journal.sync_data());
-        if let Err(e) = result {
+        if let Err(e) = (&*self.journal).write_all(line) {
             // A partial line would read as a torn write; remove it so the file stays clean.
-            let cut = self.journal.set_len(self.journal_len).and_then(|()| self.journal.sync_data());
-            if cut.is_err() {
+            if let Err(cut) = self.journal.set_len(self.journal_len) {
                 self.poisoned = true;
-                log::error!("store {}: could not undo a failed append: {e}", self.path.display());
+                log::error!("store {}: could not undo a failed append ({e}): {cut}", self.path.display());
             }
             return Err(e);
         }
@@ -440,8 +466,10 @@ impl Store {
             .map_err(|source| StoreError::Commit { path: self.path.clone(), source })?;
         // Without the directory fsync the rename itself may be lost on power failure.
         sync_dir(&self.dir).map_err(io_err("sync directory", &self.dir))?;
-        self.journal = open_private(&self.path, true).map_err(io_err("open", &self.path))?;
+        self.journal = Arc::new(open_private(&self.path, true).map_err(io_err("open", &self.path))?);
         self.journal_len = len;
+        // The new generation was fsynced whole: every ticket issued so far is durable.
+        self.durability.reset(self.journal.clone(), len);
         self.journal_lines = lines;
         self.next_seq = lines as u64 + 1;
         self.generation = generation;
@@ -587,6 +615,36 @@ mod tests {
         let s = Store::open(&p).expect("reopen");
         assert_eq!(s.state().len(), (COMPACT_MIN_LINES + 10) / 2);
         assert!(!d.join("store.tmp").exists());
+    }
+
+    #[test]
+    fn deferred_commits_from_many_threads_are_durable_after_wait() {
+        let d = tempdir();
+        let p = d.join("store");
+        let store = std::sync::Arc::new(std::sync::Mutex::new(Store::open(&p).expect("open")));
+        let durability = store.lock().expect("lock").durability();
+        let threads: Vec<_> = (0..32)
+            .map(|i| {
+                let (store, durability) = (store.clone(), durability.clone());
+                std::thread::spawn(move || {
+                    let ticket = store
+                        .lock()
+                        .expect("lock")
+                        .commit_deferred(vec![Op::Reserve(res(
+                            &format!("c{i}"),
+                            &format!("10.0.1.{}", i + 1),
+                        ))])
+                        .expect("commit");
+                    durability.wait(ticket).expect("durable");
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        drop(store);
+        let s = Store::open(&p).expect("reopen");
+        assert_eq!(s.state().len(), 32);
     }
 
     #[test]
