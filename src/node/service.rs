@@ -15,8 +15,8 @@ use crate::alloc::allocator::{self, AllocError};
 use crate::alloc::{NodePool, PoolKey, PoolType};
 use crate::ip::{self, Family};
 use crate::protocol::{
-    AllocateRequest, Allocation, Attachment, CheckRequest, ErrorCode, GcRequest, PoolStatus, ReleaseRequest,
-    Reply, Request, StatusRequest,
+    AllocateRequest, Allocation, CheckRequest, ErrorCode, GcRequest, PoolStatus, ReleaseRequest, Reply,
+    Request, StatusRequest,
 };
 use crate::store::{AttachmentKey, Durability, Op, Reservation, Store, StoreError, Ticket};
 
@@ -323,7 +323,6 @@ impl Service {
     fn release(&self, r: ReleaseRequest) -> Result<Reply, ServiceError> {
         require("containerId", &r.container_id)?;
         require("ifname", &r.ifname)?;
-        let mut store = self.lock_store();
         // The named pools, plus any pool this network allocated from for the attachment: a pool
         // renamed in the config between ADD and DEL must not leak its address.
         let named: HashSet<String> = r
@@ -332,41 +331,34 @@ impl Service {
             .filter(|p| !p.is_empty())
             .map(|p| PoolKey::new(r.pool_type, p.clone()).to_string())
             .collect();
-        let ops: Vec<Op> = store
-            .state()
-            .reservations()
-            .filter(|res| {
-                res.container_id == r.container_id
-                    && res.ifname == r.ifname
-                    && (named.contains(&res.pool) || (!r.network.is_empty() && res.network == r.network))
-            })
-            .map(|res| Op::Release {
-                pool: res.pool.clone(),
-                container_id: res.container_id.clone(),
-                ifname: res.ifname.clone(),
-            })
-            .collect();
-        let released = ops.len() as u64;
-        let ticket = store.commit_deferred(ops)?;
-        drop(store);
-        self.durable(ticket)?;
+        let released = self.release_where(|res| {
+            res.container_id == r.container_id
+                && res.ifname == r.ifname
+                && (named.contains(&res.pool) || (!r.network.is_empty() && res.network == r.network))
+        })?;
         Ok(Reply { released: Some(released), ..Reply::default() })
     }
 
     fn gc(&self, r: GcRequest) -> Result<Reply, ServiceError> {
         require("network", &r.network)?;
-        let valid: HashSet<&Attachment> = r.valid_attachments.iter().collect();
+        let valid: HashSet<(&str, &str)> =
+            r.valid_attachments.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
+        let released = self.release_where(|res| {
+            res.network == r.network && !valid.contains(&(res.container_id.as_str(), res.ifname.as_str()))
+        })?;
+        if released > 0 {
+            log::info!("gc released {released} reservations of network {}", r.network);
+        }
+        Ok(Reply { released: Some(released), ..Reply::default() })
+    }
+
+    /// Releases every reservation matching `pred` in one commit; returns how many.
+    fn release_where(&self, pred: impl Fn(&Reservation) -> bool) -> Result<u64, ServiceError> {
         let mut store = self.lock_store();
         let ops: Vec<Op> = store
             .state()
             .reservations()
-            .filter(|res| {
-                res.network == r.network
-                    && !valid.contains(&Attachment {
-                        container_id: res.container_id.clone(),
-                        ifname: res.ifname.clone(),
-                    })
-            })
+            .filter(|res| pred(res))
             .map(|res| Op::Release {
                 pool: res.pool.clone(),
                 container_id: res.container_id.clone(),
@@ -377,10 +369,7 @@ impl Service {
         let ticket = store.commit_deferred(ops)?;
         drop(store);
         self.durable(ticket)?;
-        if released > 0 {
-            log::info!("gc released {released} reservations of network {}", r.network);
-        }
-        Ok(Reply { released: Some(released), ..Reply::default() })
+        Ok(released)
     }
 
     fn status(&self, r: StatusRequest) -> Result<Reply, ServiceError> {
@@ -434,7 +423,7 @@ mod tests {
 
     use super::*;
     use crate::ip::IpRange;
-    use crate::protocol::PodRef;
+    use crate::protocol::{Attachment, PodRef};
 
     fn tempdir() -> std::path::PathBuf {
         static N: AtomicUsize = AtomicUsize::new(0);
