@@ -79,13 +79,14 @@ if [[ ! -x $KOUT/kube-apiserver ]]; then
   need_go
   # Version stamping as upstream hack/lib/version.sh does it: without it the
   # server reports v0.0.0-master. buildDate is the tag's time from the proxy,
-  # so the binary does not depend on when it was built.
+  # so the binary does not depend on when it was built. The proxy does not
+  # tell the git commit; an empty gitCommit beats the "$Format:%H$" placeholder.
   btime=$(cd "$KDIR" && GOTOOLCHAIN=local go list -m -f '{{with .Time}}{{.UTC.Format "2006-01-02T15:04:05Z"}}{{end}}' "$KMOD")
   [[ $KVER =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "unexpected kubernetes version $KVER"
   x=""
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     x+=" -X $p.gitVersion=$KVER -X $p.gitMajor=${BASH_REMATCH[1]} -X $p.gitMinor=${BASH_REMATCH[2]}"
-    x+=" -X $p.gitTreeState=clean -X $p.buildDate=${btime:-1970-01-01T00:00:00Z}"
+    x+=" -X $p.gitTreeState=clean -X $p.buildDate=${btime:-1970-01-01T00:00:00Z} -X $p.gitCommit="
   done
   go_build "$KDIR" "$KMOD/cmd/kube-apiserver" "$KOUT/kube-apiserver" "-s -w$x"
 else

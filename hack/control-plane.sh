@@ -425,14 +425,18 @@ if [[ -n $CRDS ]]; then
 fi
 
 # -- run CMD -----------------------------------------------------------------
-# CMD runs in the background (stdin kept) so that SIGTERM reaches our trap at
-# once. SIGINT from a terminal reaches CMD as well (same process group); we
-# follow CMD: when it exits, we tear down. SIGTERM is forwarded to CMD, then
-# we tear down.
-trap 'kill -INT "$CMD_PID" 2>/dev/null || true' INT
+# CMD runs in the background (stdin kept) so that SIGINT/SIGTERM reach our
+# traps at once; teardown then stops CMD (SIGTERM, SIGKILL after 10 s) and the
+# daemons.
+trap 'exit 130' INT
 trap 'exit 143' TERM
 set +e
-"$@" <&0 &
+# Async commands of a non-interactive shell start with SIGINT/SIGQUIT ignored;
+# give CMD the default handling back (an explicit <&0 keeps stdin).
+(
+  trap - INT QUIT
+  exec "$@"
+) <&0 &
 CMD_PID=$!
 while :; do
   wait "$CMD_PID"
