@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The project's full test command: ./hack/test.sh
+#
+# Works on a fresh Debian 12 machine as root (installs the apt packages the
+# tests need, skipping apt when they are all present), with Go >= 1.26 and
+# Rust already installed. Steps: build the control-plane binaries (cached,
+# hack/build-testbins.sh), cargo fmt --check, cargo clippy, then the whole
+# cargo test suite under a real etcd + kube-apiserver (hack/control-plane.sh).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# Debian packages: CNI plugins and iproute2 for the CNI/netns tests; jq,
+# openssl, curl for hack/control-plane.sh; util-linux (setsid, flock), perl
+# (free ports) and coreutils are in every Debian base image.
+PKGS=(containernetworking-plugins iproute2 jq openssl curl ca-certificates util-linux perl-base)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  step "installing ${missing[*]}"
+  ((EUID == 0)) || die "missing Debian packages: ${missing[*]} (run as root, or install them)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+command -v go >/dev/null 2>&1 ||
+  die "'go' not found in PATH: Go >= 1.26 (and the Go module proxy) are needed to build kube-apiserver and etcd for the tests"
+command -v cargo >/dev/null 2>&1 || die "'cargo' not found in PATH"
+
+step "test binaries (kube-apiserver, etcd)"
+start=$SECONDS
+NV_IPAM_TESTBINS=$(hack/build-testbins.sh)
+export NV_IPAM_TESTBINS
+printf 'test binaries in %s (%d s)\n' "$NV_IPAM_TESTBINS" $((SECONDS - start)) >&2
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+
+# Build the tests before the control plane starts, so the two don't fight for
+# the cores and the apiserver is not idle-waiting through a compile.
+step "cargo test (build)"
+cargo test --locked --all-targets --no-run
+
+step "cargo test under a real control plane"
+CRD_ARGS=()
+if [[ -d deploy/crds ]] && compgen -G 'deploy/crds/*.y*ml' >/dev/null; then
+  CRD_ARGS=(--crds deploy/crds)
+fi
+hack/control-plane.sh "${CRD_ARGS[@]}" -- cargo test --locked --all-targets

@@ -1,0 +1,311 @@
+//! A minimal Kubernetes REST client for integration tests, on the project's real client stack
+//! (ureq 3 + rustls with ring), talking to the control plane of `hack/control-plane.sh`.
+//!
+//! [`Kube::from_env`] reads `$KUBECONFIG` (token + embedded CA); [`Kube::from_cp_kubeconfig`]
+//! picks one of the other identities (`controller`, `node`) from `$NV_IPAM_CP_DIR`. Requests
+//! return the HTTP status and the JSON body (a `Status` object for errors), never an error for
+//! 4xx/5xx, so tests can assert on both.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::Value;
+use ureq::tls::{PemItem, RootCerts, TlsConfig};
+
+/// How a test learns that it is not running under the control plane.
+pub const NOT_UNDER_CONTROL_PLANE: &str =
+    "KUBECONFIG and NV_IPAM_CP_DIR must be set: run under hack/control-plane.sh; hack/test.sh does this";
+
+/// One identity (token) on one API server.
+#[derive(Clone)]
+pub struct Kube {
+    agent: ureq::Agent,
+    tls: TlsConfig,
+    /// Base URL, e.g. `https://127.0.0.1:41234`.
+    pub server: String,
+    token: String,
+}
+
+/// A response: HTTP status and the body parsed as JSON (`Value::Null` if empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The body, if the status is `want`; otherwise a panic that shows the status and body.
+    pub fn expect_status(self, want: u16, what: &str) -> Value {
+        assert_eq!(self.status, want, "{what}: unexpected status, body: {}", self.body);
+        self.body
+    }
+}
+
+#[derive(Deserialize)]
+struct KubeConfig {
+    #[serde(rename = "current-context")]
+    current_context: String,
+    clusters: Vec<NamedCluster>,
+    users: Vec<NamedUser>,
+    contexts: Vec<NamedContext>,
+}
+
+#[derive(Deserialize)]
+struct NamedCluster {
+    name: String,
+    cluster: Cluster,
+}
+
+#[derive(Deserialize)]
+struct Cluster {
+    server: String,
+    #[serde(rename = "certificate-authority-data")]
+    certificate_authority_data: Option<String>,
+    #[serde(rename = "certificate-authority")]
+    certificate_authority: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct NamedUser {
+    name: String,
+    user: User,
+}
+
+#[derive(Deserialize)]
+struct User {
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NamedContext {
+    name: String,
+    context: Context,
+}
+
+#[derive(Deserialize)]
+struct Context {
+    cluster: String,
+    user: String,
+}
+
+/// `$NV_IPAM_CP_DIR`, or a panic telling how to run the tests.
+pub fn cp_dir() -> PathBuf {
+    match std::env::var_os("NV_IPAM_CP_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => panic!("{NOT_UNDER_CONTROL_PLANE}"),
+    }
+}
+
+/// A name unique to this process and call, for namespaces and objects (DNS-1123 label).
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{:x}-{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Kube {
+    /// The admin client of `$KUBECONFIG`; panics with [`NOT_UNDER_CONTROL_PLANE`] if the test
+    /// does not run under `hack/control-plane.sh`.
+    pub fn from_env() -> Kube {
+        let _ = cp_dir();
+        let path = match std::env::var_os("KUBECONFIG") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => panic!("{NOT_UNDER_CONTROL_PLANE}"),
+        };
+        Kube::from_kubeconfig(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The client for `$NV_IPAM_CP_DIR/<who>.kubeconfig` (`admin`, `controller`, `node`).
+    pub fn from_cp_kubeconfig(who: &str) -> Kube {
+        let path = cp_dir().join(format!("{who}.kubeconfig"));
+        Kube::from_kubeconfig(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Reads a token-based kubeconfig (current context, CA data or file).
+    pub fn from_kubeconfig(path: &Path) -> Result<Kube, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("read: {e}"))?;
+        let cfg: KubeConfig = yaml_serde::from_str(&text).map_err(|e| format!("parse: {e}"))?;
+        let ctx = cfg
+            .contexts
+            .iter()
+            .find(|c| c.name == cfg.current_context)
+            .ok_or_else(|| format!("no context {:?}", cfg.current_context))?;
+        let cluster = &cfg
+            .clusters
+            .iter()
+            .find(|c| c.name == ctx.context.cluster)
+            .ok_or_else(|| format!("no cluster {:?}", ctx.context.cluster))?
+            .cluster;
+        let user = &cfg
+            .users
+            .iter()
+            .find(|u| u.name == ctx.context.user)
+            .ok_or_else(|| format!("no user {:?}", ctx.context.user))?
+            .user;
+        let token = user.token.clone().ok_or("user has no token")?;
+        let ca_pem = match (&cluster.certificate_authority_data, &cluster.certificate_authority) {
+            (Some(data), _) => base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| format!("certificate-authority-data: {e}"))?,
+            (None, Some(file)) => std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?,
+            (None, None) => return Err("cluster has no certificate authority".into()),
+        };
+        Kube::new(cluster.server.trim_end_matches('/'), &ca_pem, &token)
+    }
+
+    /// A client for `server`, trusting only the CA certificates of `ca_pem`.
+    pub fn new(server: &str, ca_pem: &[u8], token: &str) -> Result<Kube, String> {
+        // Several tests of one binary race to install it; losing the race is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(ca_pem) {
+            if let PemItem::Certificate(c) = item.map_err(|e| format!("CA PEM: {e}"))? {
+                certs.push(c);
+            }
+        }
+        if certs.is_empty() {
+            return Err("no certificate in the CA PEM".into());
+        }
+        let tls = TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(certs))).build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls.clone())
+            .http_status_as_error(false)
+            .https_only(true)
+            .proxy(None)
+            .user_agent("nv-ipam-tests")
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_recv_response(Some(Duration::from_secs(30)))
+            .timeout_per_read(Some(Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        Ok(Kube { agent, tls, server: server.to_string(), token: token.to_string() })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server)
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn reply(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Reply {
+        let mut resp = res.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .unwrap_or_else(|e| panic!("{what}: reading the body: {e}"));
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, body }
+    }
+
+    /// `GET path` (e.g. `/api/v1/namespaces/default`).
+    pub fn get(&self, path: &str) -> Reply {
+        let res = self.agent.get(self.url(path)).header("Authorization", self.auth()).call();
+        Kube::reply(res, &format!("GET {path}"))
+    }
+
+    /// `POST path` with a JSON body (create).
+    pub fn post(&self, path: &str, body: &Value) -> Reply {
+        let res = self.agent.post(self.url(path)).header("Authorization", self.auth()).send_json(body);
+        Kube::reply(res, &format!("POST {path}"))
+    }
+
+    /// `PUT path` with a JSON body (replace; carries `metadata.resourceVersion`).
+    pub fn put(&self, path: &str, body: &Value) -> Reply {
+        let res = self.agent.put(self.url(path)).header("Authorization", self.auth()).send_json(body);
+        Kube::reply(res, &format!("PUT {path}"))
+    }
+
+    /// `DELETE path`.
+    pub fn delete(&self, path: &str) -> Reply {
+        let res = self.agent.delete(self.url(path)).header("Authorization", self.auth()).call();
+        Kube::reply(res, &format!("DELETE {path}"))
+    }
+
+    /// Starts a watch on the collection `path` from `resource_version`. Returns once the
+    /// apiserver has answered with the response headers, i.e. the watch is established.
+    /// Each read waits at most `idle`; the server ends the watch after `idle` as well.
+    pub fn watch(&self, path: &str, resource_version: &str, idle: Duration) -> Watch {
+        let what = format!("WATCH {path}");
+        // a watch gets its own agent, so it holds a connection of its own and can be dropped
+        let agent = ureq::Agent::config_builder()
+            .tls_config(self.tls.clone())
+            .http_status_as_error(false)
+            .https_only(true)
+            .proxy(None)
+            .user_agent("nv-ipam-tests")
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_recv_response(Some(Duration::from_secs(30)))
+            .timeout_per_read(Some(idle + Duration::from_secs(5)))
+            .build()
+            .new_agent();
+        let resp = agent
+            .get(self.url(path))
+            .header("Authorization", self.auth())
+            .query("watch", "1")
+            .query("resourceVersion", resource_version)
+            .query("timeoutSeconds", idle.as_secs().max(1).to_string())
+            .call()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let body = Kube::reply(Ok(resp), &what).body;
+            panic!("{what}: status {status}, body: {body}");
+        }
+        Watch { what, reader: BufReader::new(Box::new(resp.into_body().into_reader())) }
+    }
+}
+
+/// An open watch: one JSON event per line.
+pub struct Watch {
+    what: String,
+    reader: BufReader<Box<dyn std::io::Read + Send>>,
+}
+
+impl Watch {
+    /// The next event (`{"type": ..., "object": ...}`), or `None` when the server ended the
+    /// watch. Panics on a read error, including the per-read timeout.
+    pub fn next_event(&mut self) -> Option<Value> {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut line)
+                .unwrap_or_else(|e| panic!("{}: read: {e}", self.what));
+            if n == 0 {
+                return None;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let ev = serde_json::from_slice(&line).unwrap_or_else(|e| {
+                panic!("{}: bad event {}: {e}", self.what, String::from_utf8_lossy(&line))
+            });
+            return Some(ev);
+        }
+    }
+
+    /// Reads events until `pred` accepts one (returned) or `deadline` passes (panic). The
+    /// deadline is checked between events; each read is bounded by the watch's idle timeout.
+    pub fn wait_for(&mut self, deadline: Instant, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            match self.next_event() {
+                Some(ev) if pred(&ev) => return ev,
+                Some(ev) => seen.push(ev["type"].as_str().unwrap_or("?").to_string()),
+                None => panic!("{}: server ended the watch; events seen: {seen:?}", self.what),
+            }
+        }
+        panic!("{}: deadline passed; events seen: {seen:?}", self.what)
+    }
+}
