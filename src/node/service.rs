@@ -419,22 +419,10 @@ pub fn free_count(cfg: &NodePool, held: &[IpAddr]) -> u128 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use super::*;
     use crate::ip::IpRange;
     use crate::protocol::{Attachment, PodRef};
-
-    fn tempdir() -> std::path::PathBuf {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "nv-ipam-service-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
+    use crate::store::tests::TempDir;
 
     fn ipa(s: &str) -> IpAddr {
         s.parse().expect("ip")
@@ -452,9 +440,23 @@ mod tests {
         }
     }
 
-    fn service(pools: Vec<NodePool>) -> Service {
-        let store = Store::open(&tempdir().join("store")).expect("store");
-        Service::new("node1".into(), store, PoolSet::new(pools))
+    /// A service over a store in its own temp dir (removed when the fixture drops).
+    struct Fixture {
+        svc: Service,
+        _dir: TempDir,
+    }
+
+    impl std::ops::Deref for Fixture {
+        type Target = Service;
+        fn deref(&self) -> &Service {
+            &self.svc
+        }
+    }
+
+    fn service(pools: Vec<NodePool>) -> Fixture {
+        let dir = TempDir::new("service-test");
+        let store = Store::open(&dir.join("store")).expect("store");
+        Fixture { svc: Service::new("node1".into(), store, PoolSet::new(pools)), _dir: dir }
     }
 
     fn add(cid: &str, pools: &[&str]) -> AllocateRequest {
