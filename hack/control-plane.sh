@@ -19,7 +19,6 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SELF=$ROOT/hack/control-plane.sh
 START_TIMEOUT=${NV_IPAM_CP_START_TIMEOUT:-90} # seconds, for the apiserver (2 busy cores)
 
 log() { printf 'control-plane: %s\n' "$*" >&2; }
@@ -196,7 +195,8 @@ touch "$D/.nv-ipam-cp"
 CMD_PID=""
 teardown() {
   local rc=$?
-  trap - EXIT INT TERM
+  trap - EXIT INT TERM USR1
+  rm -f "$D/control-plane.pid"
   if [[ -n $CMD_PID ]] && alive "$CMD_PID"; then
     # we are stopping early (SIGTERM, error): stop CMD first, SIGKILL after 10 s
     kill -TERM "$CMD_PID" 2>/dev/null || true
@@ -456,8 +456,8 @@ handle_ctl() {
   echo "$rc" >"$D/ctl.result.tmp"
   mv -f "$D/ctl.result.tmp" "$D/ctl.result"
 }
-echo $$ >"$D/control-plane.pid"
 trap handle_ctl USR1
+echo $$ >"$D/control-plane.pid"
 
 # CMD runs in the background (stdin kept) so that SIGINT/SIGTERM reach our
 # traps at once; teardown then stops CMD (SIGTERM, SIGKILL after 10 s) and the
