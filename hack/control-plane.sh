@@ -290,7 +290,7 @@ apply_crds() {
   n=0
   for f in "${files[@]}"; do
     # split multi-document files; keep documents with content
-    awk -v out="$D/crds/$(basename "$f")" '
+    awk -v out="$D/crds/$(basename "$f")" 'BEGIN { i = 0 }
       /^---/ { i++; next }
       NF && !/^[[:space:]]*#/ { has[i] = 1 }
       { lines[i] = lines[i] $0 "\n" }
