@@ -312,6 +312,57 @@ fn metadata_only_list_and_watch_of_nodes() {
     }
 }
 
+/// The status subresource, on Nodes (the CRDs' status is tested with the CRDs): a merge patch
+/// and a PUT of `/status` change the status, and a PUT of `/status` ignores spec changes.
+#[test]
+fn status_subresource_of_a_node() {
+    let _g = shared();
+    let client = admin();
+    let name = unique_name("kc-status");
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {"podCIDR": "10.244.9.0/24"}});
+    let _: Value = client.create(&NODES, None, &node).unwrap();
+    let _guard = NodeGuard { client: client.clone(), name: name.clone() };
+
+    let patched: Value = client
+        .patch_status_merge(&NODES, None, &name, &json!({"status": {"capacity": {"pods": "7"}}}))
+        .unwrap();
+    assert_eq!(patched["status"]["capacity"]["pods"], "7", "{patched}");
+
+    let mut obj = patched.clone();
+    obj["status"]["capacity"]["pods"] = json!("9");
+    obj["spec"]["unschedulable"] = json!(true);
+    let replaced: Value = client.replace_status(&NODES, None, &name, &obj).unwrap();
+    assert_eq!(replaced["status"]["capacity"]["pods"], "9", "{replaced}");
+    assert!(replaced["spec"].get("unschedulable").is_none(), "spec changed through /status: {replaced}");
+    let e = client.replace_status::<Value>(&NODES, None, &name, &patched).unwrap_err();
+    assert!(e.is_conflict(), "stale resourceVersion on /status: {e}");
+    assert!(e.to_string().starts_with(&format!("put /api/v1/nodes/{name}/status: ")), "{e}");
+}
+
+/// `Client::shutdown` ends a watch blocked in a read at once (the process-exit path).
+#[test]
+fn shutdown_unblocks_a_watch() {
+    let _g = shared();
+    let ns = Ns::new(&admin());
+    // its own agent: shutdown closes every clone of this client for good
+    let client = admin().with_watch_timeout_secs(120, 120);
+    let watch = client.watch::<Value>(&CONFIGMAPS, Some(&ns.name), &ListOptions::default(), "").unwrap();
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let last = watch.last();
+        let _ = tx.send((last, Instant::now()));
+    });
+    let shutdown_at = Instant::now();
+    client.shutdown();
+    let (last, ended_at) =
+        rx.recv_timeout(WAIT).unwrap_or_else(|_| panic!("watch still blocked {WAIT:?} after shutdown"));
+    t.join().unwrap();
+    assert!(ended_at >= shutdown_at, "the watch ended before shutdown: {last:?}");
+    assert!(matches!(last, Some(Err(KubeError::Transport { .. })) | None), "{last:?}");
+    let e = client.get::<Value>(&NAMESPACES, None, "default").unwrap_err();
+    assert!(matches!(e, KubeError::Transport { .. }), "a request after shutdown: {e:?}");
+}
+
 /// The server ends a watch after `timeoutSeconds` and sends a bookmark first; the bookmark's
 /// resourceVersion is past the one we started from once the cluster has moved on.
 #[test]
