@@ -658,6 +658,41 @@ mod tests {
     }
 
     #[test]
+    fn token_file_is_cached_and_survives_a_missing_file() {
+        let dir = std::env::temp_dir().join(format!("nv-ipam-kube-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let cfg = ClusterConfig {
+            server: "https://127.0.0.1:1".into(),
+            ca_pem: None,
+            auth: Auth::TokenFile(path.clone()),
+            insecure_skip_tls_verify: true,
+        };
+        let c = Client::new(cfg, "t").unwrap();
+        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer first"));
+        // within TOKEN_REFRESH the file is not read again
+        std::fs::write(&path, "second").unwrap();
+        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer first"));
+        // an expired cache with an unreadable file keeps the previous token
+        std::fs::remove_file(&path).unwrap();
+        if let Credentials::TokenFile { cached, .. } = &*c.creds {
+            let mut g = cached.lock().unwrap();
+            let tok = g.as_ref().unwrap().0.clone();
+            *g = Some((tok, Instant::now().checked_sub(TOKEN_REFRESH * 2).unwrap()));
+        }
+        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer first"));
+        std::fs::write(&path, "third").unwrap();
+        if let Credentials::TokenFile { cached, .. } = &*c.creds {
+            let mut g = cached.lock().unwrap();
+            let tok = g.as_ref().unwrap().0.clone();
+            *g = Some((tok, Instant::now().checked_sub(TOKEN_REFRESH * 2).unwrap()));
+        }
+        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer third"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn construction_checks_tls_material() {
         let cfg = |ca: Option<Vec<u8>>, auth: Auth| ClusterConfig {
             server: "https://127.0.0.1:1".into(),
