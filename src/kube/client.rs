@@ -295,7 +295,7 @@ impl Client {
         ns: Option<&str>,
         name: &str,
     ) -> Result<T, KubeError> {
-        let path = r.object_path(ns, name);
+        let path = object_path("get", r, ns, name)?;
         let resp = self.call_no_body("get", &path, &[], "application/json", READ_TIMEOUT)?;
         read_json("get", &path, resp)
     }
@@ -359,7 +359,7 @@ impl Client {
         name: &str,
         obj: &T,
     ) -> Result<T, KubeError> {
-        self.send_json("put", &r.object_path(ns, name), "application/json", obj)
+        self.send_json("put", &object_path("put", r, ns, name)?, "application/json", obj)
     }
 
     /// PUT of the status subresource.
@@ -370,7 +370,12 @@ impl Client {
         name: &str,
         obj: &T,
     ) -> Result<T, KubeError> {
-        self.send_json("put", &r.status_path(ns, name), "application/json", obj)
+        self.send_json(
+            "put",
+            &format!("{}/status", object_path("put", r, ns, name)?),
+            "application/json",
+            obj,
+        )
     }
 
     /// JSON merge patch (RFC 7386).
@@ -381,7 +386,7 @@ impl Client {
         name: &str,
         patch: &Value,
     ) -> Result<T, KubeError> {
-        self.send_json("patch", &r.object_path(ns, name), "application/merge-patch+json", patch)
+        self.send_json("patch", &object_path("patch", r, ns, name)?, "application/merge-patch+json", patch)
     }
 
     /// JSON merge patch of the status subresource.
@@ -392,12 +397,17 @@ impl Client {
         name: &str,
         patch: &Value,
     ) -> Result<T, KubeError> {
-        self.send_json("patch", &r.status_path(ns, name), "application/merge-patch+json", patch)
+        self.send_json(
+            "patch",
+            &format!("{}/status", object_path("patch", r, ns, name)?),
+            "application/merge-patch+json",
+            patch,
+        )
     }
 
     /// DELETE; 200 and 202 (deletion pending, e.g. finalizers) are success, 404 is an error.
     pub fn delete(&self, r: &Resource, ns: Option<&str>, name: &str) -> Result<(), KubeError> {
-        let path = r.object_path(ns, name);
+        let path = object_path("delete", r, ns, name)?;
         let resp = self.call_no_body("delete", &path, &[], "application/json", READ_TIMEOUT)?;
         let _: Value = read_json("delete", &path, resp)?;
         Ok(())
@@ -432,6 +442,21 @@ impl Client {
         let reader: Box<dyn Read + Send> = Box::new(resp.into_body().into_reader());
         Ok(WatchStream { path, reader: BufReader::new(reader), done: false, _t: PhantomData })
     }
+}
+
+/// The path of one object, refusing names that would address something else: an empty name
+/// makes `DELETE .../configmaps/` a collection request, a `/` a subresource.
+fn object_path(verb: &'static str, r: &Resource, ns: Option<&str>, name: &str) -> Result<String, KubeError> {
+    let bad = |s: &str| s.is_empty() || s.contains('/') || s == "." || s == "..";
+    if bad(name) || ns.is_some_and(|n| r.namespaced && bad(n)) {
+        return Err(KubeError::InvalidName {
+            verb,
+            resource: r.plural,
+            namespace: ns.unwrap_or_default().to_string(),
+            name: name.to_string(),
+        });
+    }
+    Ok(r.object_path(ns, name))
 }
 
 fn selector_query(opts: &ListOptions) -> Vec<(&'static str, String)> {
@@ -690,6 +715,22 @@ mod tests {
         }
         assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer third"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_names_never_reach_the_server() {
+        use crate::kube::resource::{CONFIGMAPS, NODES};
+        assert_eq!(object_path("get", &NODES, None, "n1").unwrap(), "/api/v1/nodes/n1");
+        for (ns, name) in [(None, ""), (None, "a/b"), (Some(""), "a"), (Some("x/y"), "a"), (None, "..")] {
+            let e = object_path("delete", &CONFIGMAPS, ns, name).unwrap_err();
+            assert!(matches!(e, KubeError::InvalidName { .. }), "{e:?}");
+            assert!(!e.is_transient());
+        }
+        let e = object_path("delete", &CONFIGMAPS, Some("ns1"), "").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "delete configmaps \"\" in namespace \"ns1\": not a valid object or namespace name; names are non-empty and contain no '/'"
+        );
     }
 
     #[test]
