@@ -12,6 +12,7 @@
 //! | [`protocol`] | shell | the length-prefixed JSON protocol between `nv-ipam` and `ipam-node` |
 //! | [`node`]     | shell | `ipam-node`: socket server, request handling, CNI install, pools file |
 //! | [`cni`]      | shell | the `nv-ipam` CNI plugin: env, config layering, results, errors |
+//! | [`kube`]     | shell | Kubernetes API: kubeconfig/in-cluster config, HTTPS client, list-then-watch reflector |
 //! | [`controller`] | shell | `ipam-controller`: offline `plan` |
 //! | [`health`]   | shell | the `/healthz`, `/readyz`, `/metrics` HTTP server of both daemons |
 //! | [`metrics`]  | pure  | Prometheus text format rendering |
@@ -23,6 +24,7 @@ pub mod cni;
 pub mod controller;
 pub mod health;
 pub mod ip;
+pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod node;
