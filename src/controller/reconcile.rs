@@ -254,6 +254,33 @@ pub fn reconcile(input: &Input) -> Outcome {
     }
 }
 
+/// A change to one node: its labels before and after (`None`: absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeChange {
+    pub name: String,
+    pub before: Option<BTreeMap<String, String>>,
+    pub after: Option<BTreeMap<String, String>>,
+}
+
+/// Whether any of `changes` can change this pool's outcome: the node matched the pool's
+/// selector before or after, or holds an entry in its status. An invalid pool's outcome does
+/// not depend on nodes. This is what keeps one pool's nodes from re-planning every other pool.
+pub fn nodes_matter(pool: &PoolInput, changes: &[NodeChange]) -> bool {
+    let selector = match pool {
+        PoolInput::Ip(p) => validate_ip_pool(p).map(|v| v.node_selector),
+        PoolInput::Cidr(p) => validate_cidr_pool(p).map(|v| v.node_selector),
+    };
+    let Ok(selector) = selector else { return false };
+    let allocated = pool.allocated_nodes();
+    changes.iter().any(|c| {
+        allocated.contains(&c.name.as_str())
+            || [&c.before, &c.after].into_iter().flatten().any(|labels| {
+                let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                selector.as_ref().is_none_or(|s| s.matches(&Node::new(c.name.clone(), &l)))
+            })
+    })
+}
+
 enum Valid {
     Ip(ValidIpPool),
     Cidr(ValidCidrPool),

@@ -8,8 +8,9 @@
 //!   http-*            /healthz /readyz /metrics                                 │
 //!   main              the reconcile worker: pops pool keys, decides, writes <───┘
 //! ```
-//! Triggers: a pool whose generation or status (other than the status we wrote) changed; any
-//! change to the set of node names or to any node's labels (every pool); a hold expiring
+//! Triggers: a pool whose generation or status (other than the status we wrote) changed; a
+//! node added, deleted or relabelled that the pool selects (before or after) or holds an entry
+//! for (only those pools); a hold expiring
 //! (timer); becoming leader (every pool). Node heartbeats change neither names nor labels and
 //! trigger nothing. The queue is a set, so a burst of changes is one reconcile per pool.
 //!
@@ -30,7 +31,7 @@ use serde_json::{Value, json};
 
 use super::args::ClusterArgs;
 use super::leader;
-use super::reconcile::{Condition, Event, Input, Outcome, PoolInput, reconcile};
+use super::reconcile::{Condition, Event, Input, NodeChange, Outcome, PoolInput, nodes_matter, reconcile};
 use crate::alloc::PoolType;
 use crate::api::{API_VERSION, KIND_CIDRPOOL, KIND_IPPOOL, Node};
 use crate::health::{self, HealthError, Probe};
@@ -370,32 +371,59 @@ fn node_labels(v: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Caches names and labels; enqueues every pool only when names or labels changed.
+/// Caches names and labels; enqueues the pools a name or label change matters to
+/// ([`nodes_matter`]). Heartbeats change neither and enqueue nothing.
 fn nodes_changed(shared: &Shared, ch: Change<Value>) {
     let mut c = shared.lock();
-    let changed = match ch {
+    let mut changes = Vec::new();
+    match ch {
         Change::Reset(items) => {
             let fresh: BTreeMap<String, BTreeMap<String, String>> =
                 items.iter().map(|v| (pool_name(v), node_labels(v))).collect();
-            let changed = fresh != c.nodes || !c.synced_nodes;
+            for (name, before) in &c.nodes {
+                if fresh.get(name) != Some(before) {
+                    changes.push(NodeChange {
+                        name: name.clone(),
+                        before: Some(before.clone()),
+                        after: fresh.get(name).cloned(),
+                    });
+                }
+            }
+            for (name, after) in &fresh {
+                if !c.nodes.contains_key(name) {
+                    changes.push(NodeChange { name: name.clone(), before: None, after: Some(after.clone()) });
+                }
+            }
             c.nodes = fresh;
             c.synced_nodes = true;
-            changed
         }
         Change::Applied(v) => {
             let (name, labels) = (pool_name(&v), node_labels(&v));
-            let changed = c.nodes.get(&name) != Some(&labels);
-            c.nodes.insert(name, labels);
-            changed
+            let before = c.nodes.insert(name.clone(), labels.clone());
+            if before.as_ref() != Some(&labels) {
+                changes.push(NodeChange { name, before, after: Some(labels) });
+            }
         }
-        Change::Deleted(v) => c.nodes.remove(&pool_name(&v)).is_some(),
-    };
-    if changed {
-        let keys: Vec<Key> = c.pools.keys().cloned().collect();
+        Change::Deleted(v) => {
+            let name = pool_name(&v);
+            if let Some(before) = c.nodes.remove(&name) {
+                changes.push(NodeChange { name, before: Some(before), after: None });
+            }
+        }
+    }
+    if changes.is_empty() {
+        log::trace!("node change without name or label change ignored");
+        return;
+    }
+    let keys: Vec<Key> = c
+        .pools
+        .iter()
+        .filter(|((t, _), raw)| nodes_matter(&pool_input(*t, raw), &changes))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !keys.is_empty() {
         c.queue.extend(keys);
         shared.wake.notify_all();
-    } else {
-        log::trace!("node change without name or label change ignored");
     }
 }
 
@@ -528,10 +556,7 @@ fn decide(
     holds: &BTreeMap<String, SystemTime>,
     grace: Duration,
 ) -> Outcome {
-    let pool = match t {
-        PoolType::IpPool => PoolInput::Ip(serde_json::from_value(raw.clone()).unwrap_or_default()),
-        PoolType::CidrPool => PoolInput::Cidr(serde_json::from_value(raw.clone()).unwrap_or_default()),
-    };
+    let pool = pool_input(t, raw);
     let conditions: Vec<Condition> =
         serde_json::from_value(raw["status"]["conditions"].clone()).unwrap_or_default();
     reconcile(&Input {
@@ -543,6 +568,15 @@ fn decide(
         now: SystemTime::now(),
         grace,
     })
+}
+
+/// The typed pool of a cached object. An object serde cannot read (a wrong type in a field)
+/// becomes an empty pool, which fails validation and so keeps its status unchanged.
+fn pool_input(t: PoolType, raw: &Value) -> PoolInput {
+    match t {
+        PoolType::IpPool => PoolInput::Ip(serde_json::from_value(raw.clone()).unwrap_or_default()),
+        PoolType::CidrPool => PoolInput::Cidr(serde_json::from_value(raw.clone()).unwrap_or_default()),
+    }
 }
 
 /// Stores what the next reconcile and the metrics need.

@@ -207,3 +207,21 @@ fn huge_ipv6_saturates() {
 fn rfc3339_has_seconds_resolution() {
     assert_eq!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)), "1970-01-01T00:00:01Z");
 }
+
+#[test]
+fn only_nodes_the_pool_selects_or_holds_matter() {
+    let p = pool(SEED);
+    let labels = |v: &str| Some([("pool".to_string(), v.to_string())].into_iter().collect());
+    let change = |name: &str, before, after| NodeChange { name: name.into(), before, after };
+    assert!(nodes_matter(&p, &[change("x", None, labels("a"))]), "a new matching node");
+    assert!(nodes_matter(&p, &[change("x", labels("a"), labels("b"))]), "unlabelled");
+    assert!(!nodes_matter(&p, &[change("x", None, labels("b"))]), "another pool's node");
+    assert!(!nodes_matter(&p, &[change("x", labels("b"), None)]), "another pool's node deleted");
+    let o = run(&p, &labelled(&["node1"]), &BTreeMap::new(), 0, 0);
+    let p = with_status(&p, &o);
+    assert!(nodes_matter(&p, &[change("node1", labels("b"), labels("c"))]), "holds an entry");
+    let all = pool("kind: IPPool\nmetadata: {name: all}\nspec: {subnet: 10.0.0.0/24, perNodeBlockSize: 4}\n");
+    assert!(nodes_matter(&all, &[change("x", None, labels("b"))]), "no selector: every node");
+    let bad = pool("kind: IPPool\nmetadata: {name: bad}\nspec: {subnet: 10.0.0.0/24}\n");
+    assert!(!nodes_matter(&bad, &[change("x", None, labels("b"))]), "invalid: nodes do not matter");
+}
