@@ -13,7 +13,7 @@
 //! | [`node`]     | shell | `ipam-node`: socket server, request handling, CNI install, pools file |
 //! | [`cni`]      | shell | the `nv-ipam` CNI plugin: env, config layering, results, errors |
 //! | [`kube`]     | shell | Kubernetes API: kubeconfig/in-cluster config, HTTPS client, list-then-watch reflector |
-//! | [`controller`] | shell | `ipam-controller`: offline `plan` |
+//! | [`controller`] | shell | `ipam-controller`: offline `plan`, cluster mode (pure `reconcile`, leader election, status writes) |
 //! | [`health`]   | shell | the `/healthz`, `/readyz`, `/metrics` HTTP server of both daemons |
 //! | [`metrics`]  | pure  | Prometheus text format rendering |
 //! | [`logging`]  | shell | the stderr/file logger behind the `log` facade (text or JSON lines) |

@@ -627,3 +627,25 @@ fn leader_election_one_reconciles_kill_and_release_hand_over() {
         .expect_status(200, "get lease");
     assert!(lease["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()));
 }
+
+#[test]
+fn restart_writes_nothing_when_nothing_changed() {
+    let w = World::new("it-ctl-restart");
+    w.create_node("node1", "a");
+    w.create_node("node2", "a");
+    w.create_pool(
+        "ippools",
+        "IPPool",
+        "p",
+        json!({"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "nodeSelector": w.selector("a")}),
+    );
+    let mut c = w.start("first", &[]);
+    wait_until(SETTLE, "two blocks", || w.ip_allocations("p").len() == 2);
+    c.signal("-TERM");
+    assert_eq!(c.wait_exit(Duration::from_secs(20)), Some(0));
+    let rv = w.pool("ippools", "p")["metadata"]["resourceVersion"].clone();
+    // status.allocations is the only truth: a new process decides the same and writes nothing
+    let c2 = w.start("second", &[]);
+    wait_until(SETTLE, "the new process reconciled the pool", || c2.reconciles() >= 1.0);
+    assert_eq!(w.pool("ippools", "p")["metadata"]["resourceVersion"], rv, "the pool was rewritten");
+}

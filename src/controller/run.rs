@@ -295,7 +295,8 @@ fn spawn_pool_reflector(
         .map_err(|source| RunError::Thread { name, source })
 }
 
-fn pool_name(v: &Value) -> String {
+/// `metadata.name` of a pool or node object.
+fn object_name(v: &Value) -> String {
     v["metadata"]["name"].as_str().unwrap_or_default().to_string()
 }
 
@@ -304,7 +305,7 @@ fn pool_changed(shared: &Shared, t: PoolType, ch: Change<Value>) {
     let mut c = shared.lock();
     match ch {
         Change::Reset(items) => {
-            let fresh: BTreeMap<Key, Value> = items.into_iter().map(|v| ((t, pool_name(&v)), v)).collect();
+            let fresh: BTreeMap<Key, Value> = items.into_iter().map(|v| ((t, object_name(&v)), v)).collect();
             let gone: Vec<Key> =
                 c.pools.keys().filter(|k| k.0 == t && !fresh.contains_key(k)).cloned().collect();
             for k in gone {
@@ -320,18 +321,25 @@ fn pool_changed(shared: &Shared, t: PoolType, ch: Change<Value>) {
             }
         }
         Change::Applied(v) => {
-            let k = (t, pool_name(&v));
+            let k = (t, object_name(&v));
             let old = c.pools.get(&k);
             let same_gen = old.is_some_and(|o| o["metadata"]["generation"] == v["metadata"]["generation"]);
             let own_echo = c.written.get(&k).is_some_and(|w| *w == v["status"]);
             let same_status = old.is_some_and(|o| o["status"] == v["status"]);
             if !(same_gen && (own_echo || same_status)) {
+                log::debug!(
+                    "pool {} {:?} changed (generation changed: {}, status: {}): queued",
+                    k.0,
+                    k.1,
+                    !same_gen,
+                    if same_status { "same" } else { "changed" }
+                );
                 c.queue.insert(k.clone());
             }
             c.pools.insert(k, v);
         }
         Change::Deleted(v) => {
-            let k = (t, pool_name(&v));
+            let k = (t, object_name(&v));
             forget(&mut c, &k);
         }
     }
@@ -379,7 +387,7 @@ fn nodes_changed(shared: &Shared, ch: Change<Value>) {
     match ch {
         Change::Reset(items) => {
             let fresh: BTreeMap<String, BTreeMap<String, String>> =
-                items.iter().map(|v| (pool_name(v), node_labels(v))).collect();
+                items.iter().map(|v| (object_name(v), node_labels(v))).collect();
             for (name, before) in &c.nodes {
                 if fresh.get(name) != Some(before) {
                     changes.push(NodeChange {
@@ -398,14 +406,14 @@ fn nodes_changed(shared: &Shared, ch: Change<Value>) {
             c.synced_nodes = true;
         }
         Change::Applied(v) => {
-            let (name, labels) = (pool_name(&v), node_labels(&v));
+            let (name, labels) = (object_name(&v), node_labels(&v));
             let before = c.nodes.insert(name.clone(), labels.clone());
             if before.as_ref() != Some(&labels) {
                 changes.push(NodeChange { name, before, after: Some(labels) });
             }
         }
         Change::Deleted(v) => {
-            let name = pool_name(&v);
+            let name = object_name(&v);
             if let Some(before) = c.nodes.remove(&name) {
                 changes.push(NodeChange { name, before: Some(before), after: None });
             }
@@ -422,6 +430,11 @@ fn nodes_changed(shared: &Shared, ch: Change<Value>) {
         .map(|(k, _)| k.clone())
         .collect();
     if !keys.is_empty() {
+        log::debug!(
+            "nodes {:?} added, deleted or relabelled: {} pools queued",
+            changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            keys.len()
+        );
         c.queue.extend(keys);
         shared.wake.notify_all();
     }
@@ -516,6 +529,8 @@ fn reconcile_pool(
         status.insert("allocations".into(), outcome.allocations.to_json());
         status.insert("conditions".into(), serde_json::to_value(&outcome.conditions).unwrap_or(json!([])));
         obj["status"] = Value::Object(status);
+        // recorded before the PUT: the watch may deliver the echo before the PUT answer
+        shared.lock().written.insert(k.clone(), obj["status"].clone());
         match client.replace_status::<Value>(resource(k.0), Some(ns), &k.1, &obj) {
             Ok(stored) => {
                 log::info!(
