@@ -107,6 +107,10 @@ impl Client {
     /// fine), and rejects an empty CA bundle or a certificate/key pair that does not match.
     pub fn new(cfg: ClusterConfig, user_agent: &str) -> Result<Client, KubeError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // bearer tokens never travel in clear text; ureq would refuse later with a vaguer error
+        if !cfg.server.starts_with("https://") {
+            return Err(config_err(format!("server {:?} must be an https:// URL", cfg.server)));
+        }
         let mut tls = TlsConfig::builder();
         match (&cfg.ca_pem, cfg.insecure_skip_tls_verify) {
             (_, true) => {
@@ -291,7 +295,7 @@ impl Client {
         ns: Option<&str>,
         name: &str,
     ) -> Result<T, KubeError> {
-        let path = r.object_path(ns, name);
+        let path = object_path("get", r, ns, name)?;
         let resp = self.call_no_body("get", &path, &[], "application/json", READ_TIMEOUT)?;
         read_json("get", &path, resp)
     }
@@ -355,7 +359,7 @@ impl Client {
         name: &str,
         obj: &T,
     ) -> Result<T, KubeError> {
-        self.send_json("put", &r.object_path(ns, name), "application/json", obj)
+        self.send_json("put", &object_path("put", r, ns, name)?, "application/json", obj)
     }
 
     /// PUT of the status subresource.
@@ -366,7 +370,12 @@ impl Client {
         name: &str,
         obj: &T,
     ) -> Result<T, KubeError> {
-        self.send_json("put", &r.status_path(ns, name), "application/json", obj)
+        self.send_json(
+            "put",
+            &format!("{}/status", object_path("put", r, ns, name)?),
+            "application/json",
+            obj,
+        )
     }
 
     /// JSON merge patch (RFC 7386).
@@ -377,7 +386,7 @@ impl Client {
         name: &str,
         patch: &Value,
     ) -> Result<T, KubeError> {
-        self.send_json("patch", &r.object_path(ns, name), "application/merge-patch+json", patch)
+        self.send_json("patch", &object_path("patch", r, ns, name)?, "application/merge-patch+json", patch)
     }
 
     /// JSON merge patch of the status subresource.
@@ -388,12 +397,17 @@ impl Client {
         name: &str,
         patch: &Value,
     ) -> Result<T, KubeError> {
-        self.send_json("patch", &r.status_path(ns, name), "application/merge-patch+json", patch)
+        self.send_json(
+            "patch",
+            &format!("{}/status", object_path("patch", r, ns, name)?),
+            "application/merge-patch+json",
+            patch,
+        )
     }
 
     /// DELETE; 200 and 202 (deletion pending, e.g. finalizers) are success, 404 is an error.
     pub fn delete(&self, r: &Resource, ns: Option<&str>, name: &str) -> Result<(), KubeError> {
-        let path = r.object_path(ns, name);
+        let path = object_path("delete", r, ns, name)?;
         let resp = self.call_no_body("delete", &path, &[], "application/json", READ_TIMEOUT)?;
         let _: Value = read_json("delete", &path, resp)?;
         Ok(())
@@ -428,6 +442,21 @@ impl Client {
         let reader: Box<dyn Read + Send> = Box::new(resp.into_body().into_reader());
         Ok(WatchStream { path, reader: BufReader::new(reader), done: false, _t: PhantomData })
     }
+}
+
+/// The path of one object, refusing names that would address something else: an empty name
+/// makes `DELETE .../configmaps/` a collection request, a `/` a subresource.
+fn object_path(verb: &'static str, r: &Resource, ns: Option<&str>, name: &str) -> Result<String, KubeError> {
+    let bad = |s: &str| s.is_empty() || s.contains('/') || s == "." || s == "..";
+    if bad(name) || ns.is_some_and(|n| r.namespaced && bad(n)) {
+        return Err(KubeError::InvalidName {
+            verb,
+            resource: r.plural,
+            namespace: ns.unwrap_or_default().to_string(),
+            name: name.to_string(),
+        });
+    }
+    Ok(r.object_path(ns, name))
 }
 
 fn selector_query(opts: &ListOptions) -> Vec<(&'static str, String)> {
@@ -467,8 +496,12 @@ fn status_error(verb: &'static str, path: &str, mut resp: ureq::http::Response<u
 /// A `Status` object (HTTP error body or the object of a watch ERROR event) as an error.
 /// `fallback_code` is used when the object carries no code.
 pub fn status_from_value(verb: &str, path: &str, fallback_code: u16, v: &Value) -> KubeError {
-    let code =
-        v.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok()).unwrap_or(fallback_code);
+    let code = v
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| *c != 0)
+        .unwrap_or(fallback_code);
     let reason = v.get("reason").and_then(Value::as_str).unwrap_or_default().to_string();
     let msg = v.get("message").and_then(Value::as_str).unwrap_or("no message");
     KubeError::Status { code, reason, message: format!("{verb} {path}: {msg}") }
@@ -650,6 +683,57 @@ mod tests {
     }
 
     #[test]
+    fn token_file_is_cached_and_survives_a_missing_file() {
+        let dir = std::env::temp_dir().join(format!("nv-ipam-kube-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let cfg = ClusterConfig {
+            server: "https://127.0.0.1:1".into(),
+            ca_pem: None,
+            auth: Auth::TokenFile(path.clone()),
+            insecure_skip_tls_verify: true,
+        };
+        let c = Client::new(cfg, "t").unwrap();
+        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer first"));
+        // within TOKEN_REFRESH the file is not read again
+        std::fs::write(&path, "second").unwrap();
+        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer first"));
+        // an expired cache with an unreadable file keeps the previous token
+        std::fs::remove_file(&path).unwrap();
+        if let Credentials::TokenFile { cached, .. } = &*c.creds {
+            let mut g = cached.lock().unwrap();
+            let tok = g.as_ref().unwrap().0.clone();
+            *g = Some((tok, Instant::now().checked_sub(TOKEN_REFRESH * 2).unwrap()));
+        }
+        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer first"));
+        std::fs::write(&path, "third").unwrap();
+        if let Credentials::TokenFile { cached, .. } = &*c.creds {
+            let mut g = cached.lock().unwrap();
+            let tok = g.as_ref().unwrap().0.clone();
+            *g = Some((tok, Instant::now().checked_sub(TOKEN_REFRESH * 2).unwrap()));
+        }
+        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer third"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_names_never_reach_the_server() {
+        use crate::kube::resource::{CONFIGMAPS, NODES};
+        assert_eq!(object_path("get", &NODES, None, "n1").unwrap(), "/api/v1/nodes/n1");
+        for (ns, name) in [(None, ""), (None, "a/b"), (Some(""), "a"), (Some("x/y"), "a"), (None, "..")] {
+            let e = object_path("delete", &CONFIGMAPS, ns, name).unwrap_err();
+            assert!(matches!(e, KubeError::InvalidName { .. }), "{e:?}");
+            assert!(!e.is_transient());
+        }
+        let e = object_path("delete", &CONFIGMAPS, Some("ns1"), "").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "delete configmaps \"\" in namespace \"ns1\": not a valid object or namespace name; names are non-empty and contain no '/'"
+        );
+    }
+
+    #[test]
     fn construction_checks_tls_material() {
         let cfg = |ca: Option<Vec<u8>>, auth: Auth| ClusterConfig {
             server: "https://127.0.0.1:1".into(),
@@ -663,6 +747,9 @@ mod tests {
         assert!(e.to_string().contains("certificate authority: no certificate"), "{e}");
         let mut c = cfg(None, Auth::Token("x".into()));
         c.insecure_skip_tls_verify = true;
-        assert!(Client::new(c, "t").is_ok());
+        assert!(Client::new(c.clone(), "t").is_ok());
+        c.server = "http://127.0.0.1:8080".into();
+        let e = Client::new(c, "t").err().unwrap();
+        assert!(e.to_string().contains("must be an https:// URL"), "{e}");
     }
 }

@@ -30,6 +30,9 @@ pub enum KubeError {
     Decode { verb: &'static str, path: String, detail: String },
     /// The API server answered with an error status (or a watch `ERROR` event).
     Status { code: u16, reason: String, message: String },
+    /// A name or namespace that would address a different path (empty, `/`, `..`); refused
+    /// before sending, e.g. an empty name would turn a delete into a collection delete.
+    InvalidName { verb: &'static str, resource: &'static str, namespace: String, name: String },
 }
 
 impl KubeError {
@@ -61,7 +64,7 @@ impl KubeError {
         match self {
             KubeError::Transport { .. } | KubeError::Timeout { .. } => true,
             KubeError::Status { code, .. } => matches!(code, 429 | 500 | 502 | 503 | 504),
-            KubeError::Config { .. } | KubeError::Decode { .. } => false,
+            KubeError::Config { .. } | KubeError::Decode { .. } | KubeError::InvalidName { .. } => false,
         }
     }
 }
@@ -89,7 +92,7 @@ impl fmt::Display for KubeError {
             }
             KubeError::Transport { verb, path, detail } => write!(
                 f,
-                "{verb} {path}: cannot reach the apiserver: {detail}; check the server address, network and CA"
+                "{verb} {path}: connection to the apiserver failed: {detail}; check the server address, network and CA"
             ),
             KubeError::Timeout { verb, path, detail } => {
                 write!(f, "{verb} {path}: timed out ({detail}); the apiserver is slow or unreachable, retry")
@@ -98,6 +101,13 @@ impl fmt::Display for KubeError {
                 f,
                 "{verb} {path}: unexpected answer: {detail}; check that the apiserver and CRD versions match"
             ),
+            KubeError::InvalidName { verb, resource, namespace, name } => {
+                write!(f, "{verb} {resource} {name:?}")?;
+                if !namespace.is_empty() {
+                    write!(f, " in namespace {namespace:?}")?;
+                }
+                write!(f, ": not a valid object or namespace name; names are non-empty and contain no '/'")
+            }
             KubeError::Status { code, reason, message } => {
                 let reason = if reason.is_empty() { "status" } else { reason.as_str() };
                 write!(f, "{message} ({code} {reason}); {}", status_hint(*code))

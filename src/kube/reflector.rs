@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::backoff::Backoff;
-use super::client::Client;
+use super::client::{Client, WatchStream};
 use super::error::KubeError;
-use super::resource::{ListOptions, Resource, WatchEvent};
+use super::resource::{ListOptions, ObjectList, Resource, WatchEvent};
 
 /// A change to the caller's view.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +42,8 @@ const MIN_HEALTHY_WATCH: Duration = Duration::from_secs(1);
 
 /// Lists, then watches from the list's resourceVersion, forever: see the module docs. Returns
 /// when `stop` is set (checked between events and during backoff; a blocked read ends at the
-/// server's watch timeout or at `Client::shutdown`).
+/// server's watch timeout or at `Client::shutdown`: at process exit set `stop`, then call
+/// `shutdown`).
 pub fn reflect<T: DeserializeOwned>(
     client: &Client,
     r: &Resource,
@@ -66,29 +67,66 @@ pub fn reflect_from<T: DeserializeOwned>(
     stop: &AtomicBool,
     on_change: &mut dyn FnMut(Change<T>),
 ) {
-    let mut st = State {
-        what: format!(
-            "{}{}",
-            r.collection_path(ns),
-            opts.label_selector.as_deref().map(|s| format!("?labelSelector={s}")).unwrap_or_default()
-        ),
-        backoff: Backoff::new(seed()),
-        last_warn: None,
-        failing: false,
-    };
+    let what = format!(
+        "{}{}",
+        r.collection_path(ns),
+        opts.label_selector.as_deref().map(|s| format!("?labelSelector={s}")).unwrap_or_default()
+    );
+    run(&ClientSource { client, r, ns, opts }, what, resource_version, stop, on_change)
+}
+
+/// Where the reflector's lists and watches come from: the API server, or a script in tests.
+trait Source {
+    type Stream: Iterator<Item = Result<WatchEvent<Value>, KubeError>>;
+    fn list(&self) -> Result<ObjectList<Value>, KubeError>;
+    fn watch(&self, resource_version: &str) -> Result<Self::Stream, KubeError>;
+}
+
+struct ClientSource<'a> {
+    client: &'a Client,
+    r: &'a Resource,
+    ns: Option<&'a str>,
+    opts: &'a ListOptions,
+}
+
+impl Source for ClientSource<'_> {
+    type Stream = WatchStream<Value>;
+
+    fn list(&self) -> Result<ObjectList<Value>, KubeError> {
+        self.client.list(self.r, self.ns, self.opts)
+    }
+
+    fn watch(&self, resource_version: &str) -> Result<WatchStream<Value>, KubeError> {
+        self.client.watch(self.r, self.ns, self.opts, resource_version)
+    }
+}
+
+fn run<T: DeserializeOwned>(
+    source: &impl Source,
+    what: String,
+    resource_version: &str,
+    stop: &AtomicBool,
+    on_change: &mut dyn FnMut(Change<T>),
+) {
+    let mut st = State { what, backoff: Backoff::new(seed()), last_warn: None, failing: false, lists: 0 };
     let mut rv: Option<String> = Some(resource_version.to_string()).filter(|s| !s.is_empty());
     while !stop.load(Ordering::Relaxed) {
         let Some(from) = rv.clone() else {
-            match client.list::<Value>(r, ns, opts) {
+            match source.list() {
                 Ok(list) => {
                     let items =
                         list.items.into_iter().filter_map(|v| convert(&st.what, v)).collect::<Vec<T>>();
-                    log::debug!(
-                        "reflector {}: listed {} items at resourceVersion {}",
-                        st.what,
-                        items.len(),
-                        list.resource_version
-                    );
+                    if st.lists == 0 {
+                        log::info!("reflector {}: synced {} items; watching", st.what, items.len());
+                    } else {
+                        log::debug!(
+                            "reflector {}: relisted {} items at resourceVersion {}",
+                            st.what,
+                            items.len(),
+                            list.resource_version
+                        );
+                    }
+                    st.lists += 1;
                     on_change(Change::Reset(items));
                     st.recovered("listed");
                     rv = Some(list.resource_version);
@@ -98,7 +136,7 @@ pub fn reflect_from<T: DeserializeOwned>(
             continue;
         };
         let started = Instant::now();
-        let stream = match client.watch::<Value>(r, ns, opts, &from) {
+        let stream = match source.watch(&from) {
             Ok(s) => s,
             Err(e) if e.is_gone() => {
                 log::info!("reflector {}: resourceVersion {from} is gone; relisting", st.what);
@@ -151,7 +189,7 @@ pub fn reflect_from<T: DeserializeOwned>(
             None if events == 0 && started.elapsed() < MIN_HEALTHY_WATCH => {
                 let e = KubeError::Transport {
                     verb: "watch",
-                    path: r.collection_path(ns),
+                    path: st.what.clone(),
                     detail: "the server ended the watch at once".into(),
                 };
                 st.fail(stop, "watch", &e);
@@ -169,6 +207,8 @@ struct State {
     backoff: Backoff,
     last_warn: Option<Instant>,
     failing: bool,
+    /// Successful lists so far: the first is logged at info, relists at debug.
+    lists: u32,
 }
 
 impl State {
@@ -230,4 +270,182 @@ fn convert<T: DeserializeOwned>(what: &str, v: Value) -> Option<T> {
 fn seed() -> u64 {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     nanos ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    use serde_json::json;
+
+    use super::*;
+
+    type Events = Vec<Result<WatchEvent<Value>, KubeError>>;
+
+    enum Step {
+        List(Result<ObjectList<Value>, KubeError>),
+        Watch(Result<Events, KubeError>),
+    }
+
+    /// Plays `steps` in order, records each call, and sets `stop` when the script runs out.
+    struct Script<'a> {
+        steps: RefCell<VecDeque<Step>>,
+        calls: RefCell<Vec<String>>,
+        stop: &'a AtomicBool,
+    }
+
+    impl Script<'_> {
+        fn next(&self, call: String) -> Option<Step> {
+            self.calls.borrow_mut().push(call);
+            let s = self.steps.borrow_mut().pop_front();
+            if s.is_none() {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            s
+        }
+    }
+
+    fn ended() -> KubeError {
+        KubeError::Transport { verb: "watch", path: "/x".into(), detail: "script ended".into() }
+    }
+
+    impl Source for Script<'_> {
+        type Stream = std::vec::IntoIter<Result<WatchEvent<Value>, KubeError>>;
+
+        fn list(&self) -> Result<ObjectList<Value>, KubeError> {
+            match self.next("list".into()) {
+                Some(Step::List(r)) => r,
+                Some(Step::Watch(_)) => panic!("script expected a watch, got a list"),
+                None => Err(ended()),
+            }
+        }
+
+        fn watch(&self, rv: &str) -> Result<Self::Stream, KubeError> {
+            match self.next(format!("watch {rv}")) {
+                Some(Step::Watch(r)) => r.map(Vec::into_iter),
+                Some(Step::List(_)) => panic!("script expected a list, got a watch from {rv}"),
+                None => Err(ended()),
+            }
+        }
+    }
+
+    fn obj(name: &str, rv: &str) -> Value {
+        json!({"metadata": {"name": name, "resourceVersion": rv}})
+    }
+
+    fn status(code: u16) -> KubeError {
+        KubeError::Status { code, reason: String::new(), message: "watch /x: m".into() }
+    }
+
+    fn list(rv: &str, items: Vec<Value>) -> Step {
+        Step::List(Ok(ObjectList { items, resource_version: rv.into() }))
+    }
+
+    /// Runs the script; returns the changes (as "kind name") and the calls made.
+    fn play(steps: Vec<Step>, from: &str) -> (Vec<String>, Vec<String>) {
+        let stop = AtomicBool::new(false);
+        let script =
+            Script { steps: RefCell::new(steps.into()), calls: RefCell::new(Vec::new()), stop: &stop };
+        let mut got = Vec::new();
+        let mut on_change = |c: Change<Value>| {
+            got.push(match c {
+                Change::Reset(items) => format!(
+                    "reset {}",
+                    items
+                        .iter()
+                        .map(|o| o["metadata"]["name"].as_str().unwrap())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                Change::Applied(o) => format!("applied {}", o["metadata"]["name"].as_str().unwrap()),
+                Change::Deleted(o) => format!("deleted {}", o["metadata"]["name"].as_str().unwrap()),
+            })
+        };
+        run(&script, "/x".into(), from, &stop, &mut on_change);
+        let calls = script.calls.borrow().clone();
+        (got, calls)
+    }
+
+    #[test]
+    fn list_then_watch_resumes_from_events_and_bookmarks() {
+        let (got, calls) = play(
+            vec![
+                list("10", vec![obj("a", "5")]),
+                Step::Watch(Ok(vec![
+                    Ok(WatchEvent::Added(obj("b", "11"))),
+                    Ok(WatchEvent::Modified(obj("a", "12"))),
+                    Ok(WatchEvent::Bookmark { resource_version: "15".into() }),
+                ])),
+                Step::Watch(Ok(vec![Ok(WatchEvent::Deleted(obj("b", "16")))])),
+            ],
+            "",
+        );
+        assert_eq!(got, ["reset a", "applied b", "applied a", "deleted b"]);
+        assert_eq!(calls, ["list", "watch 10", "watch 15", "watch 16"]);
+    }
+
+    #[test]
+    fn gone_relists_on_open_and_in_stream() {
+        let (got, calls) = play(
+            vec![
+                Step::Watch(Err(status(410))),
+                list("20", vec![obj("a", "19")]),
+                Step::Watch(Ok(vec![Ok(WatchEvent::Added(obj("b", "21"))), Err(status(410))])),
+                list("30", vec![]),
+            ],
+            "7",
+        );
+        assert_eq!(got, ["reset a", "applied b", "reset "]);
+        assert_eq!(calls, ["watch 7", "list", "watch 20", "list", "watch 30"]);
+    }
+
+    #[test]
+    fn other_errors_back_off_and_rewatch_from_the_same_version() {
+        let (got, calls) = play(
+            vec![
+                list("10", vec![]),
+                Step::Watch(Err(status(503))),
+                Step::Watch(Ok(vec![Err(ended())])),
+                Step::Watch(Ok(vec![Ok(WatchEvent::Added(obj("a", "11")))])),
+            ],
+            "",
+        );
+        assert_eq!(got, ["reset ", "applied a"]);
+        assert_eq!(calls, ["list", "watch 10", "watch 10", "watch 10", "watch 11"]);
+    }
+
+    #[test]
+    fn undecodable_objects_are_skipped() {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            #[allow(dead_code)]
+            metadata: Meta,
+        }
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            #[allow(dead_code)]
+            name: String,
+        }
+        let stop = AtomicBool::new(false);
+        let steps = vec![
+            list("1", vec![obj("a", "1"), json!({"metadata": {"resourceVersion": "1"}})]),
+            Step::Watch(Ok(vec![
+                Ok(WatchEvent::Added(json!({"metadata": {"resourceVersion": "2"}}))),
+                Ok(WatchEvent::Added(obj("b", "3"))),
+            ])),
+        ];
+        let script =
+            Script { steps: RefCell::new(steps.into()), calls: RefCell::new(Vec::new()), stop: &stop };
+        let mut n = Vec::new();
+        run(&script, "/x".into(), "", &stop, &mut |c: Change<Named>| {
+            n.push(match c {
+                Change::Reset(v) => v.len(),
+                _ => 100,
+            })
+        });
+        assert_eq!(n, [1, 100]);
+        assert_eq!(*script.calls.borrow(), ["list", "watch 1", "watch 3"]);
+    }
 }
