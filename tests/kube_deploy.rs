@@ -130,6 +130,19 @@ fn ensure_rbac(admin: &Kube) -> (Kube, Kube) {
     (controller, node)
 }
 
+/// Lets the controller hold its Lease in `namespace` (as for `--leader-elect-namespace`): the
+/// RoleBinding deploy/rbac/controller.yaml has for nv-ipam, in another namespace. Returns
+/// its name.
+fn bind_leader_election(admin: &Kube, namespace: &str) -> String {
+    let mut binding = yaml_docs("deploy/rbac/controller.yaml")
+        .into_iter()
+        .find(|o| o["kind"] == "RoleBinding")
+        .expect("deploy/rbac/controller.yaml has the leader-election RoleBinding");
+    binding["metadata"]["namespace"] = json!(namespace);
+    create_or_exists(admin, &binding);
+    binding["metadata"]["name"].as_str().unwrap().to_string()
+}
+
 fn ippool(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "nv-ipam.nvidia.com/v1alpha1", "kind": "IPPool", "metadata": {"name": name}, "spec": spec})
 }
@@ -470,6 +483,21 @@ fn rbac_gives_node_and_controller_exactly_their_rights() {
         controller.get("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases"),
         "controller reads leases in kube-system",
     );
+    // --leader-elect-namespace elsewhere takes one RoleBinding there (deploy/README.md).
+    let leases = format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases", ns.name);
+    assert_forbidden(controller.get(&leases), "controller reads leases before the RoleBinding");
+    let binding = bind_leader_election(&admin, &ns.name);
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "dd1643cf.nvidia.com"}, "spec": {"holderIdentity": "it"}});
+    wait_until(RBAC_PROPAGATION, "the controller may create leases in the test namespace", || {
+        allowed(
+            &controller,
+            json!({"group": "coordination.k8s.io", "resource": "leases", "namespace": ns.name, "verb": "create"}),
+        )
+    });
+    controller
+        .post(&leases, &lease)
+        .expect_status(201, &format!("controller creates a lease after {binding}"));
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
     assert_forbidden(
