@@ -253,6 +253,18 @@ impl Controller {
         self.metric("nv_ipam_reconcile_total").expect("nv_ipam_reconcile_total is exported")
     }
 
+    /// `nv_ipam_leader == 1` and `nv_ipam_reconcile_total` from one scrape.
+    fn leader_and_reconciles(&self) -> (bool, f64) {
+        let (_, body) = self.http(self.metrics, "/metrics");
+        let get = |series: &str| {
+            body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+        };
+        (
+            get("nv_ipam_leader") == Some(1.0),
+            get("nv_ipam_reconcile_total").expect("reconcile_total is exported"),
+        )
+    }
+
     fn is_leader(&self) -> bool {
         self.metric("nv_ipam_leader") == Some(1.0)
     }
@@ -648,4 +660,49 @@ fn restart_writes_nothing_when_nothing_changed() {
     let c2 = w.start("second", &[]);
     wait_until(SETTLE, "the new process reconciled the pool", || c2.reconciles() >= 1.0);
     assert_eq!(w.pool("ippools", "p")["metadata"]["resourceVersion"], rv, "the pool was rewritten");
+}
+
+#[test]
+fn a_stolen_lease_stops_reconciling_until_won_back() {
+    let w = World::new("it-ctl-stolen");
+    w.create_node("node1", "a");
+    w.create_pool(
+        "ippools",
+        "IPPool",
+        "p",
+        json!({"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "nodeSelector": w.selector("a")}),
+    );
+    let c = w.start("ctl", &["--leader-elect"]);
+    wait_until(SETTLE, "leader", || c.is_leader());
+    wait_until(SETTLE, "one block", || w.ip_allocations("p").len() == 1);
+    // another holder takes the lease (as a partitioned-then-returning peer would)
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases/dd1643cf.nvidia.com", w.ns);
+    let mut lease = w.admin.get(&path).expect_status(200, "get lease");
+    let now = lease["spec"]["renewTime"].clone();
+    lease["spec"]["holderIdentity"] = json!("intruder");
+    lease["spec"]["acquireTime"] = now;
+    w.admin.put(&path, &lease).expect_status(200, "steal lease");
+    let stolen_at = Instant::now();
+    wait_until(Duration::from_secs(10), "the controller steps down", || !c.is_leader());
+    let count = c.reconciles();
+    w.create_node("node2", "a");
+    // the intruder never renews: after the lease duration the controller takes it back
+    wait_until(Duration::from_secs(15 + 10), "the controller is leader again", || {
+        // one scrape for both values, and a second one to know the status read happened
+        // while still not leader
+        let (leader, n) = c.leader_and_reconciles();
+        if leader {
+            return true;
+        }
+        let allocated = w.ip_allocations("p").len();
+        if !c.leader_and_reconciles().0 {
+            assert_eq!(n, count, "reconciled without the lease");
+            assert_eq!(allocated, 1, "status written without the lease");
+        }
+        false
+    });
+    assert!(stolen_at.elapsed() >= Duration::from_secs(12), "took a live lease back");
+    wait_until(SETTLE, "node2 is allocated after winning the lease back", || {
+        w.ip_allocations("p").len() == 2
+    });
 }

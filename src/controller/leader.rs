@@ -7,7 +7,8 @@
 //! saw it is expired, so clocks need not agree. Writes are PUTs with the read
 //! resourceVersion, so of two candidates only one wins (the other gets 409).
 //!
-//! Losing the lease (no successful renew for [`RENEW_DEADLINE`]) stops reconciling at once
+//! Losing the lease (another holder seen with a live lease, or no successful renew for
+//! [`RENEW_DEADLINE`] because the API server cannot be reached) stops reconciling at once
 //! (`is_leader` goes false, checked before every status write) and the candidate keeps trying
 //! to get it back; the process does not exit, so its caches stay warm. On stop the leader
 //! releases the lease (empty holder, leaseDurationSeconds 1), so a follower takes over within
@@ -102,11 +103,13 @@ pub fn run_elector(
     let mut observed: Option<(String, String, Instant)> = None;
     let mut last_renew: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        let ok = match step(client, namespace, me, &mut observed) {
-            Ok(ok) => ok,
+        let (ok, other_holder) = match step(client, namespace, me, &mut observed) {
+            Ok(Held::Us) => (true, false),
+            Ok(Held::Other) => (false, true),
+            Ok(Held::Lost) => (false, false),
             Err(e) => {
                 log::debug!("leader election: lease {namespace}/{LEASE_NAME}: {e}");
-                false
+                (false, false)
             }
         };
         let now = Instant::now();
@@ -117,7 +120,7 @@ pub fn run_elector(
                 on_elected();
             }
         } else if is_leader.load(Ordering::SeqCst)
-            && last_renew.is_none_or(|t| now.duration_since(t) >= RENEW_DEADLINE)
+            && (other_holder || last_renew.is_none_or(|t| now.duration_since(t) >= RENEW_DEADLINE))
         {
             is_leader.store(false, Ordering::SeqCst);
             log::warn!(
@@ -145,13 +148,22 @@ fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) {
     }
 }
 
-/// One read-decide-write round. `Ok(true)`: we hold the lease now.
+/// Who holds the lease after one round.
+enum Held {
+    Us,
+    /// Another candidate holds a live lease.
+    Other,
+    /// Our write lost a race (409); the next round reads again.
+    Lost,
+}
+
+/// One read-decide-write round.
 fn step(
     client: &Client,
     ns: &str,
     me: &str,
     observed: &mut Option<(String, String, Instant)>,
-) -> Result<bool, KubeError> {
+) -> Result<Held, KubeError> {
     let now = SystemTime::now();
     let lease: Option<Value> = match client.get::<Value>(&LEASES, Some(ns), LEASE_NAME) {
         Ok(v) => Some(v),
@@ -197,15 +209,15 @@ fn step(
             l["spec"]["leaseTransitions"] = json!(transitions);
             won(client.replace::<Value>(&LEASES, Some(ns), LEASE_NAME, &l))
         }
-        _ => Ok(false),
+        _ => Ok(Held::Other),
     }
 }
 
-/// A 409 (someone else wrote first) or 422/409 on create is "not us", not an error.
-fn won(r: Result<Value, KubeError>) -> Result<bool, KubeError> {
+/// A 409 (someone else wrote first, or created the Lease first) is "not us", not an error.
+fn won(r: Result<Value, KubeError>) -> Result<Held, KubeError> {
     match r {
-        Ok(_) => Ok(true),
-        Err(e) if e.is_conflict() || e.status_code() == Some(409) => Ok(false),
+        Ok(_) => Ok(Held::Us),
+        Err(e) if e.is_conflict() || e.status_code() == Some(409) => Ok(Held::Lost),
         Err(e) => Err(e),
     }
 }
