@@ -42,8 +42,12 @@ use crate::metrics::{Kind, MetricsText};
 
 /// Status writes per reconcile (the first plus retries after 409 Conflict).
 pub const MAX_STATUS_ATTEMPTS: u32 = 5;
-/// When a reconcile failed (API error), try the pool again after this long.
-pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// When a reconcile failed (API error), try the pool again after this long, doubling per
+/// consecutive failure of that pool up to [`MAX_ERROR_REQUEUE`].
+pub const ERROR_REQUEUE: Duration = Duration::from_secs(1);
+/// Longest wait before retrying a failing pool (controller-runtime's rate limiter caps at 1000 s;
+/// 5 minutes keeps a fixed RBAC or API server visible sooner).
+pub const MAX_ERROR_REQUEUE: Duration = Duration::from_secs(300);
 /// The worker wakes at least this often to look at the stop flag.
 pub const WORKER_POLL: Duration = Duration::from_millis(200);
 /// User agent sent to the API server.
@@ -91,6 +95,8 @@ struct Cache {
     holds: HashMap<Key, BTreeMap<String, SystemTime>>,
     recheck: HashMap<Key, SystemTime>,
     last_events: HashMap<Key, Vec<Event>>,
+    /// Consecutive failed reconciles per pool, for the retry backoff.
+    failures: HashMap<Key, u32>,
     gauges: BTreeMap<Key, PoolGauges>,
 }
 
@@ -353,6 +359,7 @@ fn forget(c: &mut Cache, k: &Key) {
     c.holds.remove(k);
     c.recheck.remove(k);
     c.last_events.remove(k);
+    c.failures.remove(k);
     c.gauges.remove(k);
 }
 
@@ -476,14 +483,29 @@ fn worker(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool, grace: 
         };
         if let Some(k) = next {
             shared.reconciles.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = reconcile_pool(client, ns, shared, &k, grace) {
-                shared.reconcile_errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!("reconcile {} {:?}: {e}; retrying in {ERROR_REQUEUE:?}", k.0, k.1);
-                let at = SystemTime::now() + ERROR_REQUEUE;
-                shared.lock().recheck.insert(k, at);
+            match reconcile_pool(client, ns, shared, &k, grace) {
+                Ok(()) => {
+                    shared.lock().failures.remove(&k);
+                }
+                Err(e) => {
+                    shared.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                    let mut c = shared.lock();
+                    let n = c.failures.entry(k.clone()).or_insert(0);
+                    *n = n.saturating_add(1);
+                    let delay = retry_delay(*n);
+                    log::warn!("reconcile {} {:?}: {e}; retry {n} in {delay:?}", k.0, k.1);
+                    let at = SystemTime::now() + delay;
+                    c.recheck.insert(k, at);
+                }
             }
         }
     }
+}
+
+/// [`ERROR_REQUEUE`] doubled per earlier consecutive failure, capped at [`MAX_ERROR_REQUEUE`].
+fn retry_delay(failures: u32) -> Duration {
+    let factor = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+    ERROR_REQUEUE.saturating_mul(factor).min(MAX_ERROR_REQUEUE)
 }
 
 fn resource(t: PoolType) -> &'static Resource {
@@ -660,5 +682,48 @@ fn emit_events(client: &Client, ns: &str, shared: &Shared, k: &Key, raw: &Value,
         if let Err(err) = client.create::<Value>(&EVENTS, Some(ns), &ev) {
             log::warn!("cannot emit event {} for {} {:?}: {err}", e.reason, k.0, k.1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_up_to_the_cap() {
+        assert_eq!(retry_delay(1), ERROR_REQUEUE);
+        assert_eq!(retry_delay(2), ERROR_REQUEUE * 2);
+        assert_eq!(retry_delay(4), ERROR_REQUEUE * 8);
+        assert_eq!(retry_delay(40), MAX_ERROR_REQUEUE);
+        assert_eq!(retry_delay(u32::MAX), MAX_ERROR_REQUEUE);
+    }
+
+    #[test]
+    fn metrics_names_and_labels() {
+        let shared = Arc::new(Shared {
+            cache: Mutex::new(Cache::default()),
+            wake: Condvar::new(),
+            is_leader: Arc::new(AtomicBool::new(true)),
+            reconciles: AtomicU64::new(7),
+            reconcile_errors: AtomicU64::new(1),
+        });
+        shared.lock().gauges.insert(
+            (PoolType::CidrPool, "c".into()),
+            PoolGauges { allocated: 2, free: Some(254), size: None, held: 0 },
+        );
+        let text = Health(Arc::clone(&shared)).metrics();
+        for line in [
+            "nv_ipam_reconcile_total 7",
+            "nv_ipam_reconcile_errors_total 1",
+            "nv_ipam_leader 1",
+            "nv_ipam_pool_nodes_allocated{pool=\"c\",type=\"cidrpool\"} 2",
+            "nv_ipam_pool_free_blocks{pool=\"c\",type=\"cidrpool\"} 254",
+            "nv_ipam_pool_nodes_held{pool=\"c\",type=\"cidrpool\"} 0",
+            "# TYPE nv_ipam_pool_size gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("nv_ipam_pool_size{"), "an invalid pool has no size sample");
+        assert!(!Health(shared).ready(), "not ready before the reflectors listed");
     }
 }
