@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use common::kube::{Kube, cp_dir, unique_name};
@@ -27,8 +28,19 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// RBAC changes reach the authorizer through an informer; this bounds the wait for that.
 const RBAC_PROPAGATION: Duration = Duration::from_secs(30);
 
+/// Tests take this shared; a test that restarts the apiserver takes it exclusively, so the
+/// restart cannot break the others.
+static LIFECYCLE: RwLock<()> = RwLock::new(());
+
+/// A held [`LIFECYCLE`] lock.
+enum Lifecycle {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+}
+
 /// One test's world: a namespace and a label value, with the nodes it made; all deleted on drop.
 struct World {
+    _lifecycle: Lifecycle,
     admin: Kube,
     ns: String,
     group: String,
@@ -38,6 +50,17 @@ struct World {
 
 impl World {
     fn new(prefix: &str) -> World {
+        let guard = LIFECYCLE.read().unwrap_or_else(|p| p.into_inner());
+        World::with_lifecycle(prefix, Lifecycle::Shared(guard))
+    }
+
+    /// A world whose test may stop and restart the apiserver.
+    fn exclusive(prefix: &str) -> World {
+        let guard = LIFECYCLE.write().unwrap_or_else(|p| p.into_inner());
+        World::with_lifecycle(prefix, Lifecycle::Exclusive(guard))
+    }
+
+    fn with_lifecycle(prefix: &str, lifecycle: Lifecycle) -> World {
         let admin = Kube::from_env();
         let _ = cp_dir();
         ensure_rbac(&admin);
@@ -66,7 +89,7 @@ impl World {
             allowed(&controller, lease.clone())
         });
         let group = format!("g{}", unique());
-        World { admin, ns, group, nodes: Default::default(), sandbox: Sandbox::new() }
+        World { _lifecycle: lifecycle, admin, ns, group, nodes: Default::default(), sandbox: Sandbox::new() }
     }
 
     /// A node name unique to this test that sorts like `base`.
@@ -705,4 +728,29 @@ fn a_stolen_lease_stops_reconciling_until_won_back() {
     wait_until(SETTLE, "node2 is allocated after winning the lease back", || {
         w.ip_allocations("p").len() == 2
     });
+}
+
+#[test]
+fn keeps_reconciling_across_an_apiserver_restart() {
+    let w = World::exclusive("it-ctl-apirestart");
+    w.create_node("node1", "a");
+    w.create_pool(
+        "ippools",
+        "IPPool",
+        "p",
+        json!({"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "nodeSelector": w.selector("a")}),
+    );
+    let c = w.start("ctl", &[]);
+    wait_until(SETTLE, "one block", || w.ip_allocations("p").len() == 1);
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/control-plane.sh"))
+        .arg("restart-apiserver")
+        .output()
+        .expect("run hack/control-plane.sh restart-apiserver");
+    assert!(out.status.success(), "restart-apiserver: {}", String::from_utf8_lossy(&out.stderr));
+    w.create_node("node2", "a");
+    wait_until(Duration::from_secs(60), "node2 is allocated after the restart", || {
+        w.ip_allocations("p").len() == 2
+    });
+    assert_eq!(c.http(c.health, "/healthz").0, 200);
+    assert_eq!(c.http(c.health, "/readyz").0, 200);
 }
