@@ -50,6 +50,8 @@ pub const ERROR_REQUEUE: Duration = Duration::from_secs(1);
 pub const MAX_ERROR_REQUEUE: Duration = Duration::from_secs(300);
 /// The worker wakes at least this often to look at the stop flag.
 pub const WORKER_POLL: Duration = Duration::from_millis(200);
+/// Node names printed in one log line; a relist after an outage can change thousands.
+pub const MAX_LOGGED_NAMES: usize = 10;
 /// User agent sent to the API server.
 pub const USER_AGENT: &str = concat!("ipam-controller/", env!("CARGO_PKG_VERSION"));
 /// Component name on Events.
@@ -438,8 +440,9 @@ fn nodes_changed(shared: &Shared, ch: Change<Value>) {
         .collect();
     if !keys.is_empty() {
         log::debug!(
-            "nodes {:?} added, deleted or relabelled: {} pools queued",
-            changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            "{} nodes added, deleted or relabelled (first: {:?}): {} pools queued",
+            changes.len(),
+            changes.iter().take(MAX_LOGGED_NAMES).map(|c| c.name.as_str()).collect::<Vec<_>>(),
             keys.len()
         );
         c.queue.extend(keys);
