@@ -312,6 +312,23 @@ mod tests {
     }
 
     #[test]
+    fn go_style_spellings() {
+        for (args, v) in [(&["-v=2"][..], 2), (&["--v=3"][..], 3), (&["-v4"][..], 4)] {
+            let Ok(Command::Cluster(c)) = parse_str(args) else { panic!("{args:?}") };
+            assert_eq!(c.verbosity, v, "{args:?}");
+        }
+        let Ok(Command::Cluster(c)) = parse_str(&["--leader-elect=false", "--metrics-bind-address=0"]) else {
+            panic!("cluster mode")
+        };
+        assert!(!c.leader_elect);
+        assert_eq!(c.metrics_bind_address, "0");
+        assert_eq!(
+            parse_str(&["--leader-elect=maybe"]),
+            Err("--leader-elect=\"maybe\": use true or false: see --help".into())
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
