@@ -13,16 +13,20 @@
 //! | [`node`]     | shell | `ipam-node`: socket server, request handling, CNI install, pools file |
 //! | [`cni`]      | shell | the `nv-ipam` CNI plugin: env, config layering, results, errors |
 //! | [`kube`]     | shell | Kubernetes API: kubeconfig/in-cluster config, HTTPS client, list-then-watch reflector |
-//! | [`controller`] | shell | `ipam-controller`: offline `plan` |
+//! | [`controller`] | shell | `ipam-controller`: offline `plan`, cluster mode (pure `reconcile`, leader election, status writes) |
+//! | [`health`]   | shell | the `/healthz`, `/readyz`, `/metrics` HTTP server of both daemons |
+//! | [`metrics`]  | pure  | Prometheus text format rendering |
 //! | [`logging`]  | shell | the stderr/file logger behind the `log` facade (text or JSON lines) |
 
 pub mod alloc;
 pub mod api;
 pub mod cni;
 pub mod controller;
+pub mod health;
 pub mod ip;
 pub mod kube;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod store;
