@@ -11,6 +11,7 @@ pub mod pools;
 pub mod pools_file;
 pub mod server;
 pub mod service;
+pub mod stale;
 
 use std::fmt;
 use std::sync::Arc;
