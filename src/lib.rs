@@ -12,6 +12,7 @@
 //! | [`protocol`] | shell | the length-prefixed JSON protocol between `nv-ipam` and `ipam-node` |
 //! | [`node`]     | shell | `ipam-node`: socket server, request handling, CNI install, pools file |
 //! | [`cni`]      | shell | the `nv-ipam` CNI plugin: env, config layering, results, errors |
+//! | [`kube`]     | shell | Kubernetes API: kubeconfig/in-cluster config, HTTPS client, list-then-watch reflector |
 //! | [`controller`] | shell | `ipam-controller`: offline `plan` |
 //! | [`logging`]  | shell | the stderr/file logger behind the `log` facade (text or JSON lines) |
 
@@ -20,6 +21,7 @@ pub mod api;
 pub mod cni;
 pub mod controller;
 pub mod ip;
+pub mod kube;
 pub mod logging;
 pub mod node;
 pub mod protocol;
