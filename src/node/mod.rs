@@ -75,7 +75,9 @@ pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
         log::info!("wrote CNI plugin config {}", dest.display());
     }
 
-    let service = Arc::new(service::Service::new(cfg.node_name.clone(), store, pools));
+    let service = Arc::new(
+        service::Service::new(cfg.node_name.clone(), store, pools).with_cooldown(cfg.released_ip_cooldown),
+    );
     let listener = server::bind(&cfg.bind_socket).map_err(NodeError::Server)?;
     let stop = server::stop_handle(&cfg.bind_socket);
 
