@@ -7,7 +7,9 @@
 
 pub mod config;
 pub mod install;
+pub mod metrics;
 pub mod pools;
+pub mod pools_cluster;
 pub mod pools_file;
 pub mod server;
 pub mod service;

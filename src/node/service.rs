@@ -26,6 +26,7 @@ use crate::protocol::{
 };
 use crate::store::{self, AttachmentKey, Durability, Op, Reservation, Store, StoreError, Ticket};
 
+use super::metrics::NodeMetrics;
 use super::pools::PoolSet;
 
 /// A failed request as the daemon reports it: a stable code and a message that says what to do.
@@ -78,6 +79,7 @@ pub struct Service {
     durability: Arc<Durability>,
     pools: RwLock<Arc<PoolSet>>,
     cooldown: Duration,
+    metrics: NodeMetrics,
 }
 
 fn now_secs() -> u64 {
@@ -124,6 +126,7 @@ impl Service {
             durability,
             pools: RwLock::new(Arc::new(pools)),
             cooldown: Duration::ZERO,
+            metrics: NodeMetrics::default(),
         }
     }
 
@@ -131,6 +134,10 @@ impl Service {
     pub fn with_cooldown(mut self, cooldown: Duration) -> Service {
         self.cooldown = cooldown;
         self
+    }
+
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
     }
 
     pub fn node(&self) -> &str {
@@ -193,13 +200,16 @@ impl Service {
     }
 
     pub fn handle(&self, request: Request) -> Result<Reply, ServiceError> {
-        match request {
-            Request::Allocate(r) => self.allocate(r),
-            Request::Check(r) => self.check(r),
-            Request::Release(r) => self.release(r),
-            Request::Gc(r) => self.gc(r),
-            Request::Status(r) => self.status(r),
-        }
+        let started = std::time::Instant::now();
+        let (op, result) = match request {
+            Request::Allocate(r) => ("add", self.allocate(r)),
+            Request::Check(r) => ("check", self.check(r)),
+            Request::Release(r) => ("del", self.release(r)),
+            Request::Gc(r) => ("gc", self.gc(r)),
+            Request::Status(r) => ("status", self.status(r)),
+        };
+        self.metrics.observe(op, started.elapsed());
+        result
     }
 
     fn config<'a>(&self, pools: &'a PoolSet, key: &PoolKey) -> Result<&'a NodePool, ServiceError> {

@@ -164,7 +164,9 @@ pub fn pass<E: std::fmt::Display>(
             res.ifname
         );
     }
-    service.release_keys(&release)
+    let released = service.release_keys(&release)?;
+    service.metrics().add_stale_released(released);
+    Ok(released)
 }
 
 #[cfg(test)]
