@@ -257,14 +257,14 @@ impl ClusterPools {
     }
 
     /// Recomputes the PoolSet after a change; applies and caches it once both kinds are listed.
-    fn changed(&self) {
-        let view = self.view();
+    /// Runs under the view lock (taken by the caller), so that two reflectors cannot apply
+    /// their results out of order; derivation is pure and the cache write is one small file.
+    fn changed(&self, view: &View) {
         if !(view.ip_listed && view.cidr_listed) {
             return;
         }
         let ip: Vec<IpPool> = view.ip.values().cloned().collect();
         let cidr: Vec<CidrPool> = view.cidr.values().cloned().collect();
-        drop(view);
         let (pools, skipped) = derive(&ip, &cidr, &self.node);
         let first = !self.known();
         if first || *self.service.pools() != pools {
@@ -279,8 +279,8 @@ impl ClusterPools {
     }
 
     fn on_ip(&self, c: Change<IpPool>) {
+        let mut v = self.view();
         {
-            let mut v = self.view();
             match c {
                 Change::Reset(items) => {
                     v.ip = items.into_iter().map(|p| (p.metadata.name.clone(), p)).collect();
@@ -294,12 +294,12 @@ impl ClusterPools {
                 }
             }
         }
-        self.changed();
+        self.changed(&v);
     }
 
     fn on_cidr(&self, c: Change<CidrPool>) {
+        let mut v = self.view();
         {
-            let mut v = self.view();
             match c {
                 Change::Reset(items) => {
                     v.cidr = items.into_iter().map(|p| (p.metadata.name.clone(), p)).collect();
@@ -313,7 +313,7 @@ impl ClusterPools {
                 }
             }
         }
-        self.changed();
+        self.changed(&v);
     }
 
     /// Starts the two reflector threads; they end when `stop` is set (and the client is shut

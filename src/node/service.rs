@@ -167,10 +167,13 @@ impl Service {
             .collect()
     }
 
-    /// Releases the reservations with these keys in one commit (stale cleanup); returns how
-    /// many were still there.
-    pub fn release_keys(&self, keys: &HashSet<AttachmentKey>) -> Result<u64, ServiceError> {
-        self.release_where(|res| keys.contains(&res.key()))
+    /// Releases these reservations in one commit (stale cleanup), each only if the store still
+    /// holds exactly it: one DEL'd and re-made meanwhile under the same key is a new one and
+    /// stays. Returns how many were released.
+    pub fn release_exact(&self, snapshot: &[Reservation]) -> Result<u64, ServiceError> {
+        let by_key: std::collections::HashMap<AttachmentKey, &Reservation> =
+            snapshot.iter().map(|r| (r.key(), r)).collect();
+        self.release_where(|res| by_key.get(&res.key()).is_some_and(|s| *s == res))
     }
 
     /// Replaces the pool configs (pools file re-read, or a status change in the cluster).

@@ -19,7 +19,8 @@
 //!
 //! Owns: the counters and the decision, and one pass over the service ([`pass`]). Must not:
 //! hold the store lock while asking the API server (W2): the pass copies the candidates out
-//! first, and the release re-checks the store under the lock (a key DEL'd meanwhile is a no-op).
+//! first, and the release re-checks the store under the lock: a reservation DEL'd meanwhile is
+//! a no-op, and one re-made under the same key is a different reservation and stays.
 
 use std::collections::{HashMap, HashSet};
 
@@ -153,7 +154,8 @@ pub fn pass<E: std::fmt::Display>(
     if release.is_empty() {
         return Ok(0);
     }
-    for res in candidates.iter().filter(|r| release.contains(&r.key())) {
+    let doomed: Vec<Reservation> = candidates.into_iter().filter(|r| release.contains(&r.key())).collect();
+    for res in &doomed {
         log::info!(
             "releasing stale reservation {} in pool {} of pod {}/{} (container {}, ifname {})",
             res.ip,
@@ -164,7 +166,7 @@ pub fn pass<E: std::fmt::Display>(
             res.ifname
         );
     }
-    let released = service.release_keys(&release)?;
+    let released = service.release_exact(&doomed)?;
     service.metrics().add_stale_released(released);
     Ok(released)
 }
