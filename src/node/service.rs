@@ -693,4 +693,24 @@ mod tests {
         r.requested_ips = vec![ipa("192.168.0.1")];
         assert_eq!(ips(&s.allocate(r).expect("static may take a cooling address")), ["192.168.0.1/16"]);
     }
+
+    #[test]
+    fn release_exact_spares_a_reservation_remade_under_the_same_key() {
+        let s = service(v4v6());
+        s.allocate(add("c1", &["v4"])).expect("add");
+        let judged = s.snapshot(|_| true);
+        let del = ReleaseRequest {
+            network: "net1".into(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            pools: vec!["v4".into()],
+            pool_type: PoolType::IpPool,
+        };
+        s.release(del).expect("del");
+        s.allocate(add("c1", &["v4"])).expect("re-add under the same key, another address");
+        assert_eq!(s.release_exact(&judged).expect("release"), 0);
+        assert_eq!(s.snapshot(|_| true).len(), 1);
+        let now = s.snapshot(|_| true);
+        assert_eq!(s.release_exact(&now).expect("release"), 1);
+    }
 }
