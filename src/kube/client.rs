@@ -107,6 +107,10 @@ impl Client {
     /// fine), and rejects an empty CA bundle or a certificate/key pair that does not match.
     pub fn new(cfg: ClusterConfig, user_agent: &str) -> Result<Client, KubeError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // bearer tokens never travel in clear text; ureq would refuse later with a vaguer error
+        if !cfg.server.starts_with("https://") {
+            return Err(config_err(format!("server {:?} must be an https:// URL", cfg.server)));
+        }
         let mut tls = TlsConfig::builder();
         match (&cfg.ca_pem, cfg.insecure_skip_tls_verify) {
             (_, true) => {
@@ -467,8 +471,12 @@ fn status_error(verb: &'static str, path: &str, mut resp: ureq::http::Response<u
 /// A `Status` object (HTTP error body or the object of a watch ERROR event) as an error.
 /// `fallback_code` is used when the object carries no code.
 pub fn status_from_value(verb: &str, path: &str, fallback_code: u16, v: &Value) -> KubeError {
-    let code =
-        v.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok()).unwrap_or(fallback_code);
+    let code = v
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| *c != 0)
+        .unwrap_or(fallback_code);
     let reason = v.get("reason").and_then(Value::as_str).unwrap_or_default().to_string();
     let msg = v.get("message").and_then(Value::as_str).unwrap_or("no message");
     KubeError::Status { code, reason, message: format!("{verb} {path}: {msg}") }
@@ -663,6 +671,9 @@ mod tests {
         assert!(e.to_string().contains("certificate authority: no certificate"), "{e}");
         let mut c = cfg(None, Auth::Token("x".into()));
         c.insecure_skip_tls_verify = true;
-        assert!(Client::new(c, "t").is_ok());
+        assert!(Client::new(c.clone(), "t").is_ok());
+        c.server = "http://127.0.0.1:8080".into();
+        let e = Client::new(c, "t").err().unwrap();
+        assert!(e.to_string().contains("must be an https:// URL"), "{e}");
     }
 }

@@ -89,7 +89,7 @@ impl fmt::Display for KubeError {
             }
             KubeError::Transport { verb, path, detail } => write!(
                 f,
-                "{verb} {path}: cannot reach the apiserver: {detail}; check the server address, network and CA"
+                "{verb} {path}: connection to the apiserver failed: {detail}; check the server address, network and CA"
             ),
             KubeError::Timeout { verb, path, detail } => {
                 write!(f, "{verb} {path}: timed out ({detail}); the apiserver is slow or unreachable, retry")

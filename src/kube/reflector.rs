@@ -75,6 +75,7 @@ pub fn reflect_from<T: DeserializeOwned>(
         backoff: Backoff::new(seed()),
         last_warn: None,
         failing: false,
+        lists: 0,
     };
     let mut rv: Option<String> = Some(resource_version.to_string()).filter(|s| !s.is_empty());
     while !stop.load(Ordering::Relaxed) {
@@ -83,12 +84,17 @@ pub fn reflect_from<T: DeserializeOwned>(
                 Ok(list) => {
                     let items =
                         list.items.into_iter().filter_map(|v| convert(&st.what, v)).collect::<Vec<T>>();
-                    log::debug!(
-                        "reflector {}: listed {} items at resourceVersion {}",
-                        st.what,
-                        items.len(),
-                        list.resource_version
-                    );
+                    if st.lists == 0 {
+                        log::info!("reflector {}: synced {} items; watching", st.what, items.len());
+                    } else {
+                        log::debug!(
+                            "reflector {}: relisted {} items at resourceVersion {}",
+                            st.what,
+                            items.len(),
+                            list.resource_version
+                        );
+                    }
+                    st.lists += 1;
                     on_change(Change::Reset(items));
                     st.recovered("listed");
                     rv = Some(list.resource_version);
@@ -169,6 +175,8 @@ struct State {
     backoff: Backoff,
     last_warn: Option<Instant>,
     failing: bool,
+    /// Successful lists so far: the first is logged at info, relists at debug.
+    lists: u32,
 }
 
 impl State {
