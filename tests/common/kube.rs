@@ -213,6 +213,18 @@ impl Kube {
         Kube::reply(res, &format!("GET {path}"))
     }
 
+    /// `GET path` with an `Accept` header, e.g. `application/json;as=Table;g=meta.k8s.io;v=v1`
+    /// for the server-side table (printer columns) that kubectl shows.
+    pub fn get_accept(&self, path: &str, accept: &str) -> Reply {
+        let res = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", self.auth())
+            .header("Accept", accept)
+            .call();
+        Kube::reply(res, &format!("GET {path} (Accept: {accept})"))
+    }
+
     /// `POST path` with a JSON body (create).
     pub fn post(&self, path: &str, body: &Value) -> Reply {
         let res = self.agent.post(self.url(path)).header("Authorization", self.auth()).send_json(body);
