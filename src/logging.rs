@@ -155,7 +155,7 @@ fn render(format: LogFormat, ts: &str, level: log::Level, target: &str, msg: &st
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC. Times before 1970 (a broken clock) print as the epoch.
-fn format_utc(t: SystemTime) -> String {
+pub(crate) fn format_utc(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);

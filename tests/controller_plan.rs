@@ -137,9 +137,11 @@ fn usage_and_version() {
     let out = run(&["--version"]);
     assert_eq!(text(&out.stdout), format!("ipam-controller {}\n", env!("CARGO_PKG_VERSION")));
     assert_eq!(out.status.code(), Some(0));
-    let out = run(&[]);
+    let out = run(&["--help"]);
+    assert!(text(&out.stdout).contains("--node-release-grace-period DUR"));
+    let out = run(&["--node-release-grace-period", "soon"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("cluster mode (watching the API server) is not built yet"));
+    assert!(text(&out.stderr).contains("--node-release-grace-period \"soon\" is not a duration"));
     let out = run(&["plan", "--pools", "x"]);
     assert_eq!(text(&out.stderr), "ipam-controller: plan needs --nodes FILE\n");
     assert_eq!(out.status.code(), Some(2));

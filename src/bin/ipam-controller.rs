@@ -1,7 +1,9 @@
 //! `ipam-controller`: parse the command line, run, print, map the outcome to an exit code.
 //!
-//! Exit codes: 0 success; 1 some pool was invalid (the plan is still printed); 2 usage or file
-//! errors. Must not: decide anything; the library does.
+//! Exit codes: 0 success (cluster mode: stopped by SIGTERM/SIGINT); 1 some pool was invalid
+//! (the plan is still printed) or cluster mode could not start or run; 2 usage or file errors.
+//!
+//! Must not: decide anything; the library does.
 
 use std::process::ExitCode;
 
@@ -25,10 +27,13 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Command::Cluster => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+        Command::Cluster(c) => match nv_ipam::controller::run::run(&c) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ipam-controller: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Plan { pools, nodes } => match run_plan(&pools, &nodes) {
             Ok(report) => {
                 println!("{}", report.to_json_pretty());

@@ -1,9 +1,12 @@
-//! `ipam-controller`: today the offline `plan` command; cluster mode (watching the API server
-//! and writing status) comes later and reuses the same planning step.
+//! `ipam-controller`: the offline `plan` command and cluster mode (watch the API server, write
+//! each pool's status).
 //!
-//! Owns: command-line parsing ([`args`]) and the plan command ([`plan`]), which reads the pools
-//! and nodes files and returns what the controller would write. Must not: print; the binary
-//! reports on stdout/stderr and maps the outcome to an exit code.
+//! Owns: command-line parsing ([`args`]), the plan command ([`plan`]), the pure per-pool
+//! decision ([`reconcile`]), leader election ([`leader`]) and the cluster-mode shell ([`run`]).
+//! Must not: print; the binary reports on stdout/stderr and maps the outcome to an exit code.
 
 pub mod args;
+pub mod leader;
 pub mod plan;
+pub mod reconcile;
+pub mod run;

@@ -1,0 +1,365 @@
+//! One pool's reconcile, decided without I/O: from the pool as stored, the nodes that match it
+//! now, the nodes still held in their grace period, and the time, to the status to write and
+//! the Events to emit.
+//!
+//! Rules (each improves on the reference, upstream.md W7):
+//! - valid spec: plan for the matching nodes plus the nodes that left (deleted, unlabelled)
+//!   less than `grace` ago; a held node keeps exactly its previous entry (never a new block)
+//!   and gets no `NoFree*` Event. The previous status is the planner's input, so nothing moves.
+//! - invalid spec: `status.allocations` stays as it is; condition `SpecValid` goes `False`
+//!   (reason `InvalidSpec`, message = the field errors) and a Warning Event `InvalidSpec` says
+//!   why. When the spec is valid again the condition goes `True` (reason `Valid`).
+//! - the status is written only when allocations or conditions change; `lastTransitionTime` is
+//!   kept while a condition's status stays the same, so re-reconciling writes nothing.
+//!
+//! Holds: the shell passes `holds` (node → when it was first seen gone from this pool) and
+//! stores the returned map; a controller restart forgets holds, which only makes them longer.
+//!
+//! Owns: [`reconcile`], [`Condition`], [`Event`], [`Outcome`]. Must not: read clocks, talk to
+//! the API server or log; the caller passes `now` and acts on the outcome.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::alloc::{PoolType, plan_cidr_pool, plan_ip_pool};
+use crate::api::selector::select_nodes;
+use crate::api::{
+    CidrAllocation, CidrPool, IpAllocation, IpPool, Node, ValidCidrPool, ValidIpPool, validate_cidr_pool,
+    validate_ip_pool,
+};
+use crate::ip::{Family, host_count};
+
+/// `type` of the condition that says whether the spec is valid.
+pub const CONDITION_SPEC_VALID: &str = "SpecValid";
+/// Reason of a `False` `SpecValid` condition and of the matching Warning Event (the reference's).
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+/// Reason of a `True` `SpecValid` condition.
+pub const REASON_VALID: &str = "Valid";
+/// Event reason for an IPPool node without a block (the reference's).
+pub const REASON_NO_FREE_RANGES: &str = "NoFreeRanges";
+/// Event reason for a CIDRPool node without a prefix (the reference's).
+pub const REASON_NO_FREE_PREFIXES: &str = "NoFreePrefixes";
+/// Longest condition message kept; the API server's limit for `message` is 32768 bytes.
+pub const MAX_CONDITION_MESSAGE_BYTES: usize = 32 * 1024;
+
+/// A `metav1.Condition`, as stored in `status.conditions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    /// RFC 3339 time, seconds resolution; kept while `status` stays the same.
+    #[serde(default)]
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A core/v1 Event to emit about the pool (always `Warning` here).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Event {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// A pool as read from the API server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PoolInput {
+    Ip(IpPool),
+    Cidr(CidrPool),
+}
+
+impl PoolInput {
+    pub fn pool_type(&self) -> PoolType {
+        match self {
+            PoolInput::Ip(_) => PoolType::IpPool,
+            PoolInput::Cidr(_) => PoolType::CidrPool,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            PoolInput::Ip(p) => &p.metadata.name,
+            PoolInput::Cidr(p) => &p.metadata.name,
+        }
+    }
+
+    fn allocated_nodes(&self) -> Vec<&str> {
+        match self {
+            PoolInput::Ip(p) => p.allocations().iter().map(|a| a.node_name.as_str()).collect(),
+            PoolInput::Cidr(p) => p.allocations().iter().map(|a| a.node_name.as_str()).collect(),
+        }
+    }
+}
+
+/// The new `status.allocations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allocations {
+    Ip(Vec<IpAllocation>),
+    Cidr(Vec<CidrAllocation>),
+}
+
+impl Allocations {
+    pub fn len(&self) -> usize {
+        match self {
+            Allocations::Ip(a) => a.len(),
+            Allocations::Cidr(a) => a.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// As a JSON array for `status.allocations`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let v = match self {
+            Allocations::Ip(a) => serde_json::to_value(a),
+            Allocations::Cidr(a) => serde_json::to_value(a),
+        };
+        v.unwrap_or_else(|_| serde_json::Value::Array(Vec::new()))
+    }
+}
+
+/// Everything the pure step asks of its caller's world.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    pub pool: &'a PoolInput,
+    /// `status.conditions` as stored.
+    pub conditions: &'a [Condition],
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// Every node (names + labels); the selector is applied here.
+    pub nodes: &'a [Node],
+    /// Node → when it was first seen gone from this pool (the previous outcome's `holds`).
+    pub holds: &'a BTreeMap<String, SystemTime>,
+    pub now: SystemTime,
+    /// How long a departed node keeps its block.
+    pub grace: Duration,
+}
+
+/// What to write and say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub allocations: Allocations,
+    pub conditions: Vec<Condition>,
+    /// True when `allocations` or `conditions` differ from the stored status.
+    pub changed: bool,
+    pub events: Vec<Event>,
+    /// Nodes held in their grace period, with when they left; store for the next reconcile.
+    pub holds: BTreeMap<String, SystemTime>,
+    /// When the earliest hold expires: reconcile again then.
+    pub recheck_at: Option<SystemTime>,
+    /// Blocks/prefixes the pool has in total (exclusions ignored), saturated at u64::MAX;
+    /// `None` when the spec is invalid.
+    pub capacity: Option<u64>,
+    /// Addresses in the subnet/cidr, saturated at u64::MAX; `None` when invalid.
+    pub size: Option<u64>,
+}
+
+/// Decides one pool. Pure: same input, same outcome.
+pub fn reconcile(input: &Input) -> Outcome {
+    let pool = input.pool;
+    let validated = match pool {
+        PoolInput::Ip(p) => validate_ip_pool(p).map(Valid::Ip),
+        PoolInput::Cidr(p) => validate_cidr_pool(p).map(Valid::Cidr),
+    };
+    let valid = match validated {
+        Ok(v) => v,
+        Err(errors) => {
+            let message = truncate(errors.to_string(), MAX_CONDITION_MESSAGE_BYTES);
+            let conditions = set_condition(input, "False", REASON_INVALID_SPEC, &message);
+            let allocations = match pool {
+                PoolInput::Ip(p) => Allocations::Ip(p.allocations().to_vec()),
+                PoolInput::Cidr(p) => Allocations::Cidr(p.allocations().to_vec()),
+            };
+            return Outcome {
+                changed: conditions != input.conditions,
+                allocations,
+                conditions,
+                events: vec![Event { reason: REASON_INVALID_SPEC, message }],
+                // an invalid spec frees nothing, so holds simply carry over
+                holds: input.holds.clone(),
+                recheck_at: None,
+                capacity: None,
+                size: None,
+            };
+        }
+    };
+
+    let selector = match &valid {
+        Valid::Ip(v) => v.node_selector.as_ref(),
+        Valid::Cidr(v) => v.node_selector.as_ref(),
+    };
+    let matching: BTreeSet<String> = select_nodes(selector, input.nodes).into_iter().collect();
+    let mut holds = BTreeMap::new();
+    let mut recheck_at: Option<SystemTime> = None;
+    for node in pool.allocated_nodes() {
+        if matching.contains(node) {
+            continue;
+        }
+        let since = input.holds.get(node).copied().unwrap_or(input.now);
+        let until = since.checked_add(input.grace).unwrap_or(since);
+        if input.now < until {
+            holds.insert(node.to_string(), since);
+            recheck_at = Some(recheck_at.map_or(until, |r| r.min(until)));
+        }
+    }
+    let mut names: Vec<String> = matching.iter().cloned().collect();
+    names.extend(holds.keys().cloned());
+
+    let (allocations, unallocated, reason) = match (&valid, pool) {
+        (Valid::Ip(v), PoolInput::Ip(p)) => {
+            let plan = plan_ip_pool(v, &names, p.allocations());
+            let kept = keep_held(plan.allocations, p.allocations(), &holds, |a| &a.node_name);
+            (Allocations::Ip(kept), plan.unallocated, REASON_NO_FREE_RANGES)
+        }
+        (Valid::Cidr(v), PoolInput::Cidr(p)) => {
+            let plan = plan_cidr_pool(v, &names, p.allocations());
+            let kept = keep_held(plan.allocations, p.allocations(), &holds, |a| &a.node_name);
+            (Allocations::Cidr(kept), plan.unallocated, REASON_NO_FREE_PREFIXES)
+        }
+        // validated from the same input, so the kinds agree
+        _ => (Allocations::Ip(Vec::new()), Vec::new(), REASON_NO_FREE_RANGES),
+    };
+    let events = unallocated
+        .into_iter()
+        .filter(|n| !holds.contains_key(n))
+        .map(|n| Event { reason, message: format!("failed to allocate IPs on Node: {n}") })
+        .collect();
+    let conditions = set_condition(input, "True", REASON_VALID, "spec is valid");
+    let stored_same = match (&allocations, pool) {
+        (Allocations::Ip(a), PoolInput::Ip(p)) => a.as_slice() == p.allocations(),
+        (Allocations::Cidr(a), PoolInput::Cidr(p)) => a.as_slice() == p.allocations(),
+        _ => false,
+    };
+    let (capacity, size) = valid.capacity_and_size();
+    Outcome {
+        changed: !stored_same || conditions != input.conditions,
+        allocations,
+        conditions,
+        events,
+        holds,
+        recheck_at,
+        capacity: Some(capacity),
+        size: Some(size),
+    }
+}
+
+/// A change to one node: its labels before and after (`None`: absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeChange {
+    pub name: String,
+    pub before: Option<BTreeMap<String, String>>,
+    pub after: Option<BTreeMap<String, String>>,
+}
+
+/// Whether any of `changes` can change this pool's outcome: the node matched the pool's
+/// selector before or after, or holds an entry in its status. An invalid pool's outcome does
+/// not depend on nodes. This is what keeps one pool's nodes from re-planning every other pool.
+pub fn nodes_matter(pool: &PoolInput, changes: &[NodeChange]) -> bool {
+    let selector = match pool {
+        PoolInput::Ip(p) => validate_ip_pool(p).map(|v| v.node_selector),
+        PoolInput::Cidr(p) => validate_cidr_pool(p).map(|v| v.node_selector),
+    };
+    let Ok(selector) = selector else { return false };
+    let allocated = pool.allocated_nodes();
+    changes.iter().any(|c| {
+        allocated.contains(&c.name.as_str())
+            || [&c.before, &c.after].into_iter().flatten().any(|labels| {
+                let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                selector.as_ref().is_none_or(|s| s.matches(&Node::new(c.name.clone(), &l)))
+            })
+    })
+}
+
+enum Valid {
+    Ip(ValidIpPool),
+    Cidr(ValidCidrPool),
+}
+
+impl Valid {
+    /// (blocks or prefixes in total, addresses), both saturated at u64::MAX.
+    fn capacity_and_size(&self) -> (u64, u64) {
+        let sat = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        match self {
+            Valid::Ip(v) => {
+                let host_bits = u32::from(v.subnet.max_prefix_len() - v.subnet.prefix_len());
+                let size = 1u128.checked_shl(host_bits).unwrap_or(u128::MAX);
+                let usable = host_count(Family::of_net(&v.subnet), v.subnet.prefix_len());
+                (sat(usable / v.block_size.max(1)), sat(size))
+            }
+            Valid::Cidr(v) => {
+                let bits = u32::from(v.prefix_len.saturating_sub(v.cidr.prefix_len()));
+                let size = 1u128.checked_shl(u32::from(v.cidr.max_prefix_len() - v.cidr.prefix_len()));
+                (sat(1u128.checked_shl(bits).unwrap_or(u128::MAX)), sat(size.unwrap_or(u128::MAX)))
+            }
+        }
+    }
+}
+
+/// A held node keeps exactly its previous entry; if the planner moved it (its old entry is no
+/// longer valid for the spec) the node gets nothing rather than another node's future block.
+fn keep_held<A: Clone + PartialEq>(
+    planned: Vec<A>,
+    previous: &[A],
+    holds: &BTreeMap<String, SystemTime>,
+    node: impl Fn(&A) -> &String,
+) -> Vec<A> {
+    planned.into_iter().filter(|a| !holds.contains_key(node(a)) || previous.contains(a)).collect()
+}
+
+/// The stored conditions with `SpecValid` set; its transition time changes only with status.
+fn set_condition(input: &Input, status: &str, reason: &str, message: &str) -> Vec<Condition> {
+    let mut out: Vec<Condition> = input.conditions.to_vec();
+    let previous = out.iter().position(|c| c.type_ == CONDITION_SPEC_VALID);
+    let since = match previous.map(|i| &out[i]) {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => rfc3339(input.now),
+    };
+    let cond = Condition {
+        type_: CONDITION_SPEC_VALID.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: since,
+        observed_generation: input.generation,
+    };
+    match previous {
+        Some(i) => out[i] = cond,
+        None => out.push(cond),
+    }
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (metav1.Time's format).
+pub fn rfc3339(t: SystemTime) -> String {
+    let s = crate::logging::format_utc(t);
+    // format_utc prints milliseconds: "...:SS.mmmZ"
+    match s.rfind('.') {
+        Some(dot) => format!("{}Z", &s[..dot]),
+        None => s,
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,649 @@
+//! Cluster mode: the shell around [`reconcile`](super::reconcile).
+//!
+//! Threads (all named):
+//! ```text
+//!   reflect-ippools, reflect-cidrpools  list+watch pools in --ippools-namespace ─┐
+//!   reflect-nodes     list+watch Nodes, metadata only (names + labels) ─────────┤ cache + queue
+//!   leader-election   (with --leader-elect) keeps `is_leader` current           │ (Mutex+Condvar)
+//!   http-*            /healthz /readyz /metrics                                 │
+//!   main              the reconcile worker: pops pool keys, decides, writes <───┘
+//! ```
+//! Triggers: a pool whose generation or status (other than the status we wrote) changed; a
+//! node added, deleted or relabelled that the pool selects (before or after) or holds an entry
+//! for (only those pools); a hold expiring
+//! (timer); becoming leader (every pool). Node heartbeats change neither names nor labels and
+//! trigger nothing. The queue is a set, so a burst of changes is one reconcile per pool.
+//!
+//! Writes: `status` by PUT on the status subresource with the cached resourceVersion; on 409
+//! the pool is read again and decided again, at most [`MAX_STATUS_ATTEMPTS`] times, then
+//! requeued after [`ERROR_REQUEUE`]. Events are POSTed to core/v1 when they differ from the
+//! ones of the pool's previous reconcile, so a stuck pool does not repeat itself every time.
+//!
+//! Owns: [`run`], [`RunError`], the cache, queue and metrics. Must not: decide allocations.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use super::args::ClusterArgs;
+use super::leader;
+use super::reconcile::{Condition, Event, Input, NodeChange, Outcome, PoolInput, nodes_matter, reconcile};
+use crate::alloc::PoolType;
+use crate::api::{API_VERSION, KIND_CIDRPOOL, KIND_IPPOOL, Node};
+use crate::health::{self, HealthError, Probe};
+use crate::kube::{
+    CIDRPOOLS, Change, Client, ClusterConfig, EVENTS, IPPOOLS, KubeError, ListOptions, NODES, Resource,
+};
+use crate::metrics::{Kind, MetricsText};
+
+/// Status writes per reconcile (the first plus retries after 409 Conflict).
+pub const MAX_STATUS_ATTEMPTS: u32 = 5;
+/// When a reconcile failed (API error), try the pool again after this long.
+pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// The worker wakes at least this often to look at the stop flag.
+pub const WORKER_POLL: Duration = Duration::from_millis(200);
+/// User agent sent to the API server.
+pub const USER_AGENT: &str = concat!("ipam-controller/", env!("CARGO_PKG_VERSION"));
+/// Component name on Events.
+pub const COMPONENT: &str = "ipam-controller";
+
+/// Why cluster mode could not start or had to stop.
+#[derive(Debug)]
+pub enum RunError {
+    Logging(crate::logging::LoggingError),
+    Kube(KubeError),
+    Health { flag: &'static str, source: HealthError },
+    Signal(std::io::Error),
+    Thread { name: &'static str, source: std::io::Error },
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Logging(e) => write!(f, "logging: {e}"),
+            RunError::Kube(e) => write!(f, "{e}: check --kubeconfig or $KUBECONFIG"),
+            RunError::Health { flag, source } => write!(f, "{flag}: {source}"),
+            RunError::Signal(e) => write!(f, "cannot install the SIGTERM handler: {e}"),
+            RunError::Thread { name, source } => write!(f, "cannot start thread {name}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Key of a pool in the queue: kind and name (the namespace is fixed).
+type Key = (PoolType, String);
+
+#[derive(Default)]
+struct Cache {
+    pools: BTreeMap<Key, Value>,
+    nodes: BTreeMap<String, BTreeMap<String, String>>,
+    synced_ippools: bool,
+    synced_cidrpools: bool,
+    synced_nodes: bool,
+    queue: BTreeSet<Key>,
+    /// Status we last wrote per pool: a watch event carrying it is our own echo.
+    written: HashMap<Key, Value>,
+    holds: HashMap<Key, BTreeMap<String, SystemTime>>,
+    recheck: HashMap<Key, SystemTime>,
+    last_events: HashMap<Key, Vec<Event>>,
+    gauges: BTreeMap<Key, PoolGauges>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PoolGauges {
+    allocated: u64,
+    free: Option<u64>,
+    size: Option<u64>,
+    held: u64,
+}
+
+struct Shared {
+    cache: Mutex<Cache>,
+    wake: Condvar,
+    is_leader: Arc<AtomicBool>,
+    reconciles: AtomicU64,
+    reconcile_errors: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        // a panic elsewhere must not stop the controller; the cache is rebuilt by relists
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enqueue_all(&self) {
+        let mut c = self.lock();
+        let keys: Vec<Key> = c.pools.keys().cloned().collect();
+        c.queue.extend(keys);
+        self.wake.notify_all();
+    }
+}
+
+/// A per-pool gauge family: name, help, and how to read it from [`PoolGauges`].
+type GaugeFamily = (&'static str, &'static str, fn(&PoolGauges) -> Option<u64>);
+
+struct Health(Arc<Shared>);
+
+impl Probe for Health {
+    fn healthy(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> bool {
+        let c = self.0.lock();
+        c.synced_ippools && c.synced_cidrpools && c.synced_nodes
+    }
+
+    fn metrics(&self) -> String {
+        let s = &self.0;
+        let mut m = MetricsText::new();
+        m.counter("nv_ipam_reconcile_total", "Pool reconciles run.", s.reconciles.load(Ordering::Relaxed));
+        m.counter(
+            "nv_ipam_reconcile_errors_total",
+            "Pool reconciles that failed (API errors); the pool is retried.",
+            s.reconcile_errors.load(Ordering::Relaxed),
+        );
+        m.gauge(
+            "nv_ipam_leader",
+            "1 when this process is the leader and reconciles.",
+            if s.is_leader.load(Ordering::Relaxed) { 1.0 } else { 0.0 },
+        );
+        let c = s.lock();
+        let families: [GaugeFamily; 4] = [
+            ("nv_ipam_pool_nodes_allocated", "Nodes with a block or prefix in the pool.", |g| {
+                Some(g.allocated)
+            }),
+            (
+                "nv_ipam_pool_free_blocks",
+                "Blocks or prefixes not allocated (exclusions not subtracted; saturates at 2^64-1).",
+                |g| g.free,
+            ),
+            ("nv_ipam_pool_size", "Addresses in the subnet or cidr (saturates at 2^64-1).", |g| g.size),
+            ("nv_ipam_pool_nodes_held", "Departed nodes whose block is held for the grace period.", |g| {
+                Some(g.held)
+            }),
+        ];
+        for (name, help, get) in families {
+            m.family(name, Kind::Gauge, help);
+            for ((t, pool), g) in &c.gauges {
+                if let Some(v) = get(g) {
+                    m.sample(name, &[("pool", pool), ("type", t.as_str())], v as f64);
+                }
+            }
+        }
+        m.finish()
+    }
+}
+
+/// Runs cluster mode until SIGTERM or SIGINT.
+pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
+    let level = match args.verbosity {
+        0 => log::LevelFilter::Info,
+        1..=3 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    crate::logging::init(level, args.logging_format, crate::logging::LogTarget::Stderr)
+        .map_err(RunError::Logging)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RunError::Signal)?;
+    }
+    let cfg = ClusterConfig::load(args.kubeconfig.as_deref()).map_err(RunError::Kube)?;
+    let client = Client::new(cfg, USER_AGENT).map_err(RunError::Kube)?;
+    let is_leader =
+        if args.leader_elect { Arc::new(AtomicBool::new(false)) } else { leader::always_leader() };
+    let shared = Arc::new(Shared {
+        cache: Mutex::new(Cache::default()),
+        wake: Condvar::new(),
+        is_leader,
+        reconciles: AtomicU64::new(0),
+        reconcile_errors: AtomicU64::new(0),
+    });
+
+    let probe: Arc<dyn Probe> = Arc::new(Health(Arc::clone(&shared)));
+    let mut http = Vec::new();
+    for (flag, addr) in [
+        ("--health-probe-bind-address", &args.health_probe_bind_address),
+        ("--metrics-bind-address", &args.metrics_bind_address),
+    ] {
+        match health::serve(addr, Arc::clone(&probe), Arc::clone(&stop)) {
+            Ok(Some((bound, handle))) => {
+                log::info!("serving {flag} on {bound}");
+                http.push(handle);
+            }
+            Ok(None) => log::info!("{flag} disabled"),
+            Err(source) => return Err(RunError::Health { flag, source }),
+        }
+    }
+
+    let ns = args.ippools_namespace.clone();
+    let threads = vec![
+        spawn_pool_reflector("reflect-ippools", &client, &IPPOOLS, PoolType::IpPool, &ns, &shared, &stop)?,
+        spawn_pool_reflector(
+            "reflect-cidrpools",
+            &client,
+            &CIDRPOOLS,
+            PoolType::CidrPool,
+            &ns,
+            &shared,
+            &stop,
+        )?,
+        spawn_node_reflector(&client, &shared, &stop)?,
+    ];
+    let elector = if args.leader_elect {
+        let (client, shared2, stop2) = (client.clone(), Arc::clone(&shared), Arc::clone(&stop));
+        let lns = args.leader_elect_namespace.clone();
+        let me = leader::identity();
+        log::info!("leader election: identity={me} lease={lns}/{}", leader::LEASE_NAME);
+        Some(
+            std::thread::Builder::new()
+                .name("leader-election".into())
+                .spawn(move || {
+                    let on_elected = || shared2.enqueue_all();
+                    leader::run_elector(&client, &lns, &me, &shared2.is_leader, &stop2, &on_elected);
+                })
+                .map_err(|source| RunError::Thread { name: "leader-election", source })?,
+        )
+    } else {
+        None
+    };
+
+    log::info!(
+        "ipam-controller started namespace={ns} leader_elect={} grace={:?}",
+        args.leader_elect,
+        args.node_release_grace
+    );
+    worker(&client, &ns, &shared, &stop, args.node_release_grace);
+
+    log::info!("stopping");
+    shared.wake.notify_all();
+    if let Some(e) = elector {
+        // releases the lease; needs the client, so before shutdown
+        let _ = e.join();
+    }
+    client.shutdown();
+    for t in http {
+        let _ = t.join();
+    }
+    // reflectors end at the next event or when shutdown breaks their watch; not joined, so a
+    // stuck TLS read cannot delay exit
+    drop(threads);
+    Ok(())
+}
+
+fn spawn_pool_reflector(
+    name: &'static str,
+    client: &Client,
+    r: &'static Resource,
+    t: PoolType,
+    ns: &str,
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, RunError> {
+    let (client, shared, stop, ns) = (client.clone(), Arc::clone(shared), Arc::clone(stop), ns.to_string());
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut on_change = |ch: Change<Value>| pool_changed(&shared, t, ch);
+            crate::kube::reflect(&client, r, Some(&ns), &ListOptions::default(), &stop, &mut on_change);
+        })
+        .map_err(|source| RunError::Thread { name, source })
+}
+
+fn pool_name(v: &Value) -> String {
+    v["metadata"]["name"].as_str().unwrap_or_default().to_string()
+}
+
+/// Caches a pool change and enqueues the pool unless the change is our own status echo.
+fn pool_changed(shared: &Shared, t: PoolType, ch: Change<Value>) {
+    let mut c = shared.lock();
+    match ch {
+        Change::Reset(items) => {
+            let fresh: BTreeMap<Key, Value> = items.into_iter().map(|v| ((t, pool_name(&v)), v)).collect();
+            let gone: Vec<Key> =
+                c.pools.keys().filter(|k| k.0 == t && !fresh.contains_key(k)).cloned().collect();
+            for k in gone {
+                forget(&mut c, &k);
+            }
+            for (k, v) in fresh {
+                c.queue.insert(k.clone());
+                c.pools.insert(k, v);
+            }
+            match t {
+                PoolType::IpPool => c.synced_ippools = true,
+                PoolType::CidrPool => c.synced_cidrpools = true,
+            }
+        }
+        Change::Applied(v) => {
+            let k = (t, pool_name(&v));
+            let old = c.pools.get(&k);
+            let same_gen = old.is_some_and(|o| o["metadata"]["generation"] == v["metadata"]["generation"]);
+            let own_echo = c.written.get(&k).is_some_and(|w| *w == v["status"]);
+            let same_status = old.is_some_and(|o| o["status"] == v["status"]);
+            if !(same_gen && (own_echo || same_status)) {
+                c.queue.insert(k.clone());
+            }
+            c.pools.insert(k, v);
+        }
+        Change::Deleted(v) => {
+            let k = (t, pool_name(&v));
+            forget(&mut c, &k);
+        }
+    }
+    shared.wake.notify_all();
+}
+
+fn forget(c: &mut Cache, k: &Key) {
+    c.pools.remove(k);
+    c.queue.remove(k);
+    c.written.remove(k);
+    c.holds.remove(k);
+    c.recheck.remove(k);
+    c.last_events.remove(k);
+    c.gauges.remove(k);
+}
+
+fn spawn_node_reflector(
+    client: &Client,
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, RunError> {
+    let (client, shared, stop) = (client.clone(), Arc::clone(shared), Arc::clone(stop));
+    std::thread::Builder::new()
+        .name("reflect-nodes".into())
+        .spawn(move || {
+            let opts = ListOptions { metadata_only: true, ..ListOptions::default() };
+            let mut on_change = |ch: Change<Value>| nodes_changed(&shared, ch);
+            crate::kube::reflect(&client, &NODES, None, &opts, &stop, &mut on_change);
+        })
+        .map_err(|source| RunError::Thread { name: "reflect-nodes", source })
+}
+
+fn node_labels(v: &Value) -> BTreeMap<String, String> {
+    v["metadata"]["labels"]
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+/// Caches names and labels; enqueues the pools a name or label change matters to
+/// ([`nodes_matter`]). Heartbeats change neither and enqueue nothing.
+fn nodes_changed(shared: &Shared, ch: Change<Value>) {
+    let mut c = shared.lock();
+    let mut changes = Vec::new();
+    match ch {
+        Change::Reset(items) => {
+            let fresh: BTreeMap<String, BTreeMap<String, String>> =
+                items.iter().map(|v| (pool_name(v), node_labels(v))).collect();
+            for (name, before) in &c.nodes {
+                if fresh.get(name) != Some(before) {
+                    changes.push(NodeChange {
+                        name: name.clone(),
+                        before: Some(before.clone()),
+                        after: fresh.get(name).cloned(),
+                    });
+                }
+            }
+            for (name, after) in &fresh {
+                if !c.nodes.contains_key(name) {
+                    changes.push(NodeChange { name: name.clone(), before: None, after: Some(after.clone()) });
+                }
+            }
+            c.nodes = fresh;
+            c.synced_nodes = true;
+        }
+        Change::Applied(v) => {
+            let (name, labels) = (pool_name(&v), node_labels(&v));
+            let before = c.nodes.insert(name.clone(), labels.clone());
+            if before.as_ref() != Some(&labels) {
+                changes.push(NodeChange { name, before, after: Some(labels) });
+            }
+        }
+        Change::Deleted(v) => {
+            let name = pool_name(&v);
+            if let Some(before) = c.nodes.remove(&name) {
+                changes.push(NodeChange { name, before: Some(before), after: None });
+            }
+        }
+    }
+    if changes.is_empty() {
+        log::trace!("node change without name or label change ignored");
+        return;
+    }
+    let keys: Vec<Key> = c
+        .pools
+        .iter()
+        .filter(|((t, _), raw)| nodes_matter(&pool_input(*t, raw), &changes))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !keys.is_empty() {
+        c.queue.extend(keys);
+        shared.wake.notify_all();
+    }
+}
+
+/// Pops pool keys and reconciles them while leader, until `stop`.
+fn worker(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool, grace: Duration) {
+    while !stop.load(Ordering::Relaxed) {
+        let next = {
+            let mut c = shared.lock();
+            let now = SystemTime::now();
+            let due: Vec<Key> =
+                c.recheck.iter().filter(|(_, at)| **at <= now).map(|(k, _)| k.clone()).collect();
+            for k in due {
+                c.recheck.remove(&k);
+                c.queue.insert(k);
+            }
+            let leader = shared.is_leader.load(Ordering::SeqCst);
+            let ready = c.synced_ippools && c.synced_cidrpools && c.synced_nodes;
+            if leader
+                && ready
+                && let Some(k) = c.queue.pop_first()
+            {
+                Some(k)
+            } else {
+                if !leader {
+                    // becoming leader enqueues every pool again
+                    c.queue.clear();
+                }
+                let wait = c
+                    .recheck
+                    .values()
+                    .min()
+                    .and_then(|at| at.duration_since(now).ok())
+                    .map_or(WORKER_POLL, |d| d.min(WORKER_POLL));
+                let _ = shared.wake.wait_timeout(c, wait);
+                None
+            }
+        };
+        if let Some(k) = next {
+            shared.reconciles.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = reconcile_pool(client, ns, shared, &k, grace) {
+                shared.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("reconcile {} {:?}: {e}; retrying in {ERROR_REQUEUE:?}", k.0, k.1);
+                let at = SystemTime::now() + ERROR_REQUEUE;
+                shared.lock().recheck.insert(k, at);
+            }
+        }
+    }
+}
+
+fn resource(t: PoolType) -> &'static Resource {
+    match t {
+        PoolType::IpPool => &IPPOOLS,
+        PoolType::CidrPool => &CIDRPOOLS,
+    }
+}
+
+/// Decides one pool from the cache and writes the outcome; re-reads and re-decides on 409.
+fn reconcile_pool(
+    client: &Client,
+    ns: &str,
+    shared: &Shared,
+    k: &Key,
+    grace: Duration,
+) -> Result<(), KubeError> {
+    let (mut raw, nodes, holds) = {
+        let c = shared.lock();
+        let Some(raw) = c.pools.get(k).cloned() else { return Ok(()) };
+        let nodes: Vec<Node> = c
+            .nodes
+            .iter()
+            .map(|(n, l)| {
+                let labels: Vec<(&str, &str)> = l.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                Node::new(n.clone(), &labels)
+            })
+            .collect();
+        (raw, nodes, c.holds.get(k).cloned().unwrap_or_default())
+    };
+    for attempt in 1..=MAX_STATUS_ATTEMPTS {
+        let outcome = decide(k.0, &raw, &nodes, &holds, grace);
+        if !outcome.changed {
+            record(shared, k, &raw, &outcome, None);
+            emit_events(client, ns, shared, k, &raw, &outcome.events);
+            return Ok(());
+        }
+        if !shared.is_leader.load(Ordering::SeqCst) {
+            return Ok(()); // lost the lease meanwhile: the new leader decides
+        }
+        let mut obj = raw.clone();
+        let mut status = obj["status"].as_object().cloned().unwrap_or_default();
+        status.insert("allocations".into(), outcome.allocations.to_json());
+        status.insert("conditions".into(), serde_json::to_value(&outcome.conditions).unwrap_or(json!([])));
+        obj["status"] = Value::Object(status);
+        match client.replace_status::<Value>(resource(k.0), Some(ns), &k.1, &obj) {
+            Ok(stored) => {
+                log::info!(
+                    "pool status written type={} pool={} nodes={} conditions={}",
+                    k.0,
+                    k.1,
+                    outcome.allocations.len(),
+                    outcome
+                        .conditions
+                        .iter()
+                        .map(|c| format!("{}={}", c.type_, c.status))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                record(shared, k, &raw, &outcome, Some(stored));
+                emit_events(client, ns, shared, k, &raw, &outcome.events);
+                return Ok(());
+            }
+            Err(e) if e.is_conflict() && attempt < MAX_STATUS_ATTEMPTS => {
+                log::debug!(
+                    "status of {} {:?} changed meanwhile (attempt {attempt}); reading it again",
+                    k.0,
+                    k.1
+                );
+                raw = client.get(resource(k.0), Some(ns), &k.1)?;
+            }
+            Err(e) if e.is_not_found() => return Ok(()), // deleted meanwhile
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn decide(
+    t: PoolType,
+    raw: &Value,
+    nodes: &[Node],
+    holds: &BTreeMap<String, SystemTime>,
+    grace: Duration,
+) -> Outcome {
+    let pool = pool_input(t, raw);
+    let conditions: Vec<Condition> =
+        serde_json::from_value(raw["status"]["conditions"].clone()).unwrap_or_default();
+    reconcile(&Input {
+        pool: &pool,
+        conditions: &conditions,
+        generation: raw["metadata"]["generation"].as_i64(),
+        nodes,
+        holds,
+        now: SystemTime::now(),
+        grace,
+    })
+}
+
+/// The typed pool of a cached object. An object serde cannot read (a wrong type in a field)
+/// becomes an empty pool, which fails validation and so keeps its status unchanged.
+fn pool_input(t: PoolType, raw: &Value) -> PoolInput {
+    match t {
+        PoolType::IpPool => PoolInput::Ip(serde_json::from_value(raw.clone()).unwrap_or_default()),
+        PoolType::CidrPool => PoolInput::Cidr(serde_json::from_value(raw.clone()).unwrap_or_default()),
+    }
+}
+
+/// Stores what the next reconcile and the metrics need.
+fn record(shared: &Shared, k: &Key, raw: &Value, o: &Outcome, stored: Option<Value>) {
+    let mut c = shared.lock();
+    if let Some(stored) = stored {
+        c.written.insert(k.clone(), stored["status"].clone());
+        // the PUT answer is at least as new as the cache; the watch echo is then ignored
+        if c.pools.contains_key(k) {
+            c.pools.insert(k.clone(), stored);
+        }
+    } else if c
+        .pools
+        .get(k)
+        .is_some_and(|p| p["metadata"]["resourceVersion"] == raw["metadata"]["resourceVersion"])
+    {
+        c.written.insert(k.clone(), raw["status"].clone());
+    }
+    c.holds.insert(k.clone(), o.holds.clone());
+    match o.recheck_at {
+        Some(at) => {
+            c.recheck.insert(k.clone(), at);
+        }
+        None => {
+            c.recheck.remove(k);
+        }
+    }
+    let allocated = o.allocations.len() as u64;
+    c.gauges.insert(
+        k.clone(),
+        PoolGauges {
+            allocated,
+            free: o.capacity.map(|cap| cap.saturating_sub(allocated)),
+            size: o.size,
+            held: o.holds.len() as u64,
+        },
+    );
+}
+
+/// POSTs the events that were not emitted by the pool's previous reconcile.
+fn emit_events(client: &Client, ns: &str, shared: &Shared, k: &Key, raw: &Value, events: &[Event]) {
+    let fresh: Vec<Event> = {
+        let mut c = shared.lock();
+        let before = c.last_events.insert(k.clone(), events.to_vec()).unwrap_or_default();
+        events.iter().filter(|e| !before.contains(e)).cloned().collect()
+    };
+    let kind = match k.0 {
+        PoolType::IpPool => KIND_IPPOOL,
+        PoolType::CidrPool => KIND_CIDRPOOL,
+    };
+    for e in fresh {
+        let now = super::reconcile::rfc3339(SystemTime::now());
+        let ev = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": format!("{}.", k.1), "namespace": ns},
+            "involvedObject": {
+                "apiVersion": API_VERSION, "kind": kind, "name": k.1, "namespace": ns,
+                "uid": raw["metadata"]["uid"], "resourceVersion": raw["metadata"]["resourceVersion"],
+            },
+            "reason": e.reason, "message": e.message, "type": "Warning",
+            "source": {"component": COMPONENT},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "reportingComponent": COMPONENT, "reportingInstance": leader::identity(),
+        });
+        log::warn!("pool {} {:?}: {}: {}", k.0, k.1, e.reason, e.message);
+        if let Err(err) = client.create::<Value>(&EVENTS, Some(ns), &ev) {
+            log::warn!("cannot emit event {} for {} {:?}: {err}", e.reason, k.0, k.1);
+        }
+    }
+}

@@ -1,0 +1,629 @@
+//! `ipam-controller` in cluster mode against the real kube-apiserver of `hack/control-plane.sh`:
+//! the real binary, as the controller's service-account token with deploy/rbac applied.
+//! Fails (never skips) when not run under the control plane.
+//!
+//! Isolation: each test has its own namespace (pools, Lease, Events) and its own node label
+//! value, and its pools select only nodes with that value, so tests sharing the apiserver never
+//! see each other's Nodes. Every wait is bounded (`wait_until`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::kube::{Kube, cp_dir, unique_name};
+use common::{Sandbox, unique, wait_until};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const API: &str = "/apis/nv-ipam.nvidia.com/v1alpha1";
+/// Label key every test node carries; the value is unique per test.
+const LABEL: &str = "nv-ipam.test/group";
+/// Bound for a status to appear after a change (watch + reconcile + write, on a busy machine).
+const SETTLE: Duration = Duration::from_secs(30);
+/// RBAC changes reach the authorizer through an informer; this bounds the wait for that.
+const RBAC_PROPAGATION: Duration = Duration::from_secs(30);
+
+/// One test's world: a namespace and a label value, with the nodes it made; all deleted on drop.
+struct World {
+    admin: Kube,
+    ns: String,
+    group: String,
+    nodes: std::cell::RefCell<Vec<String>>,
+    sandbox: Sandbox,
+}
+
+impl World {
+    fn new(prefix: &str) -> World {
+        let admin = Kube::from_env();
+        let _ = cp_dir();
+        ensure_rbac(&admin);
+        let ns = unique_name(prefix);
+        admin
+            .post(
+                "/api/v1/namespaces",
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+            .expect_status(201, "create namespace");
+        // the Lease rights are granted per namespace (deploy/rbac/controller.yaml)
+        let rb = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "nv-ipam-controller-leader-election", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "nv-ipam-controller-leader-election"},
+            "subjects": [{"kind": "ServiceAccount", "name": "nv-ipam-controller", "namespace": "nv-ipam"}],
+        });
+        admin
+            .post(&format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"), &rb)
+            .expect_status(201, "create lease rolebinding");
+        let controller = Kube::from_cp_kubeconfig("controller");
+        let lease =
+            json!({"group": "coordination.k8s.io", "resource": "leases", "namespace": ns, "verb": "update"});
+        wait_until(RBAC_PROPAGATION, "the controller may update leases in the test namespace", || {
+            allowed(&controller, lease.clone())
+        });
+        let group = format!("g{}", unique());
+        World { admin, ns, group, nodes: Default::default(), sandbox: Sandbox::new() }
+    }
+
+    /// A node name unique to this test that sorts like `base`.
+    fn node_name(&self, base: &str) -> String {
+        format!("{}-{base}", self.group)
+    }
+
+    fn create_node(&self, base: &str, sel: &str) -> String {
+        let name = self.node_name(base);
+        let node = json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {LABEL: format!("{}-{sel}", self.group)}}});
+        self.admin.post("/api/v1/nodes", &node).expect_status(201, "create node");
+        self.nodes.borrow_mut().push(name.clone());
+        name
+    }
+
+    fn delete_node(&self, name: &str) {
+        self.admin.delete(&format!("/api/v1/nodes/{name}")).expect_status(200, "delete node");
+        self.nodes.borrow_mut().retain(|n| n != name);
+    }
+
+    fn set_node_label(&self, name: &str, value: Option<&str>) {
+        let path = format!("/api/v1/nodes/{name}");
+        let mut node = self.admin.get(&path).expect_status(200, "get node");
+        match value {
+            Some(v) => node["metadata"]["labels"][LABEL] = json!(format!("{}-{v}", self.group)),
+            None => {
+                if let Some(l) = node["metadata"]["labels"].as_object_mut() {
+                    l.remove(LABEL);
+                }
+            }
+        }
+        self.admin.put(&path, &node).expect_status(200, "update node labels");
+    }
+
+    /// A nodeSelector for nodes labelled with `sel` in this test.
+    fn selector(&self, sel: &str) -> Value {
+        json!({"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": LABEL, "operator": "In", "values": [format!("{}-{sel}", self.group)]}]}]})
+    }
+
+    fn create_pool(&self, plural: &str, kind: &str, name: &str, spec: Value) {
+        let obj = json!({"apiVersion": "nv-ipam.nvidia.com/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": self.ns}, "spec": spec});
+        self.admin
+            .post(&format!("{API}/namespaces/{}/{plural}", self.ns), &obj)
+            .expect_status(201, "create pool");
+    }
+
+    fn pool(&self, plural: &str, name: &str) -> Value {
+        self.admin
+            .get(&format!("{API}/namespaces/{}/{plural}/{name}", self.ns))
+            .expect_status(200, "get pool")
+    }
+
+    fn update_pool(&self, plural: &str, name: &str, f: impl Fn(&mut Value)) {
+        let path = format!("{API}/namespaces/{}/{plural}/{name}", self.ns);
+        let mut p = self.admin.get(&path).expect_status(200, "get pool");
+        f(&mut p);
+        self.admin.put(&path, &p).expect_status(200, "update pool");
+    }
+
+    /// `status.allocations` as (node without the test prefix, a, b) triples.
+    fn ip_allocations(&self, name: &str) -> Vec<(String, String, String)> {
+        let p = self.pool("ippools", name);
+        let prefix = format!("{}-", self.group);
+        p["status"]["allocations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        let n = e["nodeName"].as_str().unwrap_or("").trim_start_matches(&prefix).to_string();
+                        (
+                            n,
+                            e["startIP"].as_str().unwrap_or("").into(),
+                            e["endIP"].as_str().unwrap_or("").into(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn cidr_allocations(&self, name: &str) -> Vec<(String, String, String)> {
+        let p = self.pool("cidrpools", name);
+        let prefix = format!("{}-", self.group);
+        p["status"]["allocations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        let n = e["nodeName"].as_str().unwrap_or("").trim_start_matches(&prefix).to_string();
+                        (
+                            n,
+                            e["prefix"].as_str().unwrap_or("").into(),
+                            e["gateway"].as_str().unwrap_or("").into(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        let r = self
+            .admin
+            .get(&format!("/api/v1/namespaces/{}/events", self.ns))
+            .expect_status(200, "list events");
+        r["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn start(&self, name: &str, extra: &[&str]) -> Controller {
+        let (health, metrics) = (free_port(), free_port());
+        let log = self.sandbox.path(&format!("{name}.log"));
+        let kubeconfig = cp_dir().join("controller.kubeconfig");
+        let mut args: Vec<String> = vec![
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--ippools-namespace".into(),
+            self.ns.clone(),
+            "--leader-elect-namespace".into(),
+            self.ns.clone(),
+            "--health-probe-bind-address".into(),
+            format!("127.0.0.1:{health}"),
+            "--metrics-bind-address".into(),
+            format!("127.0.0.1:{metrics}"),
+            "-v".into(),
+            "2".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(env!("CARGO_BIN_EXE_ipam-controller"))
+            .args(&args)
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create log file"))
+            .spawn()
+            .expect("start ipam-controller");
+        let c = Controller { child: Some(child), health, metrics, log: log.display().to_string() };
+        wait_until(SETTLE, "the controller is ready (/readyz)", || c.http(c.health, "/readyz").0 == 200);
+        c
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for n in self.nodes.borrow().iter() {
+            let _ = self.admin.delete(&format!("/api/v1/nodes/{n}"));
+        }
+        let _ = self.admin.delete(&format!("/api/v1/namespaces/{}", self.ns));
+    }
+}
+
+/// A running controller process; killed on drop (its log printed if the test failed).
+struct Controller {
+    child: Option<Child>,
+    health: u16,
+    metrics: u16,
+    log: String,
+}
+
+impl Controller {
+    /// (status, body) of a GET, or (0, "") when nothing answers.
+    fn http(&self, port: u16, path: &str) -> (u16, String) {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).is_err() {
+            return (0, String::new());
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// The value of the sample line starting with `series` (name plus labels), if any.
+    fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.http(self.metrics, "/metrics");
+        body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    fn reconciles(&self) -> f64 {
+        self.metric("nv_ipam_reconcile_total").expect("nv_ipam_reconcile_total is exported")
+    }
+
+    fn is_leader(&self) -> bool {
+        self.metric("nv_ipam_leader") == Some(1.0)
+    }
+
+    fn signal(&mut self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok =
+                Command::new("kill").args([sig, &c.id().to_string()]).status().expect("run kill").success();
+            assert!(ok, "kill {sig} {}", c.id());
+        }
+    }
+
+    /// Waits for the process to end; its exit code.
+    fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let end = Instant::now() + deadline;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return st.code();
+            }
+            assert!(Instant::now() < end, "controller did not exit within {deadline:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- controller log {} ---\n{}",
+                self.log,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+fn allowed(kube: &Kube, attrs: Value) -> bool {
+    let review = json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": attrs},
+    });
+    let r = kube.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", &review);
+    r.expect_status(201, "self subject access review")["status"]["allowed"] == true
+}
+
+fn yaml_docs(rel: &str) -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    yaml_serde::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Applies deploy/namespace.yaml and deploy/rbac/controller.yaml as admin, accepting
+/// AlreadyExists (tests share the apiserver), and waits until the controller may write status.
+fn ensure_rbac(admin: &Kube) {
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    for rel in ["deploy/namespace.yaml", "deploy/rbac/controller.yaml"] {
+        for obj in yaml_docs(rel) {
+            let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
+            let coll = match obj["kind"].as_str().unwrap_or("") {
+                "Namespace" => "/api/v1/namespaces".to_string(),
+                "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+                "ClusterRole" => format!("{rbac}/clusterroles"),
+                "ClusterRoleBinding" => format!("{rbac}/clusterrolebindings"),
+                "RoleBinding" => format!("{rbac}/namespaces/{ns}/rolebindings"),
+                other => panic!("no collection known for kind {other:?}"),
+            };
+            let r = admin.post(&coll, &obj);
+            let exists = r.status == 409 && r.body["reason"] == "AlreadyExists";
+            assert!(r.status == 201 || exists, "create {}: {} {}", obj["metadata"]["name"], r.status, r.body);
+        }
+    }
+    let controller = Kube::from_cp_kubeconfig("controller");
+    let status = json!({"group": "nv-ipam.nvidia.com", "resource": "ippools", "subresource": "status", "verb": "update"});
+    wait_until(RBAC_PROPAGATION, "the controller may update ippools/status", || {
+        allowed(&controller, status.clone())
+    });
+}
+
+fn triple(n: &str, a: &str, b: &str) -> (String, String, String) {
+    (n.into(), a.into(), b.into())
+}
+
+#[test]
+fn seed_and_reference_examples_come_out_exactly() {
+    let w = World::new("it-ctl-seed");
+    for n in ["node1", "node2"] {
+        w.create_node(n, "a");
+    }
+    for n in ["n1", "n2", "n3", "n4"] {
+        w.create_node(n, "b");
+    }
+    for n in ["node-1", "node-2"] {
+        w.create_node(n, "c");
+    }
+    w.create_pool(
+        "ippools",
+        "IPPool",
+        "pool1",
+        json!({"subnet": "192.168.0.0/16", "gateway": "192.168.0.1", "perNodeBlockSize": 4, "nodeSelector": w.selector("a")}),
+    );
+    w.create_pool(
+        "cidrpools",
+        "CIDRPool",
+        "pool1",
+        json!({"cidr": "192.168.0.0/16", "gatewayIndex": 1, "perNodeNetworkPrefix": 24, "nodeSelector": w.selector("a")}),
+    );
+    // upstream.md §4 worked example 1 and 22
+    w.create_pool(
+        "ippools",
+        "IPPool",
+        "example1",
+        json!({"subnet": "192.168.0.0/24", "gateway": "192.168.0.1", "perNodeBlockSize": 15, "nodeSelector": w.selector("b")}),
+    );
+    w.create_pool(
+        "cidrpools",
+        "CIDRPool",
+        "example22",
+        json!({"cidr": "10.10.0.0/16", "gatewayIndex": 1, "perNodeNetworkPrefix": 24, "nodeSelector": w.selector("c")}),
+    );
+    let c = w.start("ctl", &[]);
+    let want_seed =
+        vec![triple("node1", "192.168.0.1", "192.168.0.4"), triple("node2", "192.168.0.5", "192.168.0.8")];
+    wait_until(SETTLE, "IPPool pool1 has the seed allocations", || w.ip_allocations("pool1") == want_seed);
+    let want_cidr = vec![
+        triple("node1", "192.168.0.0/24", "192.168.0.1"),
+        triple("node2", "192.168.1.0/24", "192.168.1.1"),
+    ];
+    wait_until(SETTLE, "CIDRPool pool1 has the seed allocations", || {
+        w.cidr_allocations("pool1") == want_cidr
+    });
+    let want1 = vec![
+        triple("n1", "192.168.0.1", "192.168.0.15"),
+        triple("n2", "192.168.0.16", "192.168.0.30"),
+        triple("n3", "192.168.0.31", "192.168.0.45"),
+        triple("n4", "192.168.0.46", "192.168.0.60"),
+    ];
+    wait_until(SETTLE, "example 1 allocations", || w.ip_allocations("example1") == want1);
+    let want22 =
+        vec![triple("node-1", "10.10.0.0/24", "10.10.0.1"), triple("node-2", "10.10.1.0/24", "10.10.1.1")];
+    wait_until(SETTLE, "example 22 allocations", || w.cidr_allocations("example22") == want22);
+    let cond = &w.pool("ippools", "pool1")["status"]["conditions"][0];
+    assert_eq!((cond["type"].as_str(), cond["status"].as_str()), (Some("SpecValid"), Some("True")), "{cond}");
+    wait_until(SETTLE, "pool gauges are exported", || {
+        c.metric("nv_ipam_pool_nodes_allocated{pool=\"example1\",type=\"ippool\"}") == Some(4.0)
+            && c.metric("nv_ipam_pool_free_blocks{pool=\"example1\",type=\"ippool\"}") == Some(12.0)
+            && c.metric("nv_ipam_pool_size{pool=\"pool1\",type=\"cidrpool\"}") == Some(65536.0)
+    });
+    assert_eq!(c.http(c.health, "/healthz").0, 200);
+}
+
+#[test]
+fn unlabelled_node_with_zero_grace_frees_its_block_for_a_new_node() {
+    let w = World::new("it-ctl-grace0");
+    let n1 = w.create_node("node1", "a");
+    w.create_node("node2", "a");
+    w.create_pool(
+        "ippools",
+        "IPPool",
+        "p",
+        json!({"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "nodeSelector": w.selector("a")}),
+    );
+    let _c = w.start("ctl", &["--node-release-grace-period", "0s"]);
+    wait_until(SETTLE, "two blocks", || w.ip_allocations("p").len() == 2);
+    w.set_node_label(&n1, None);
+    wait_until(SETTLE, "node1's block is released", || {
+        w.ip_allocations("p") == vec![triple("node2", "192.168.0.5", "192.168.0.8")]
+    });
+    w.create_node("node3", "a");
+    wait_until(SETTLE, "node3 gets the freed block", || {
+        w.ip_allocations("p")
+            == vec![
+                triple("node2", "192.168.0.5", "192.168.0.8"),
+                triple("node3", "192.168.0.1", "192.168.0.4"),
+            ]
+    });
+}
+
+#[test]
+fn departed_node_keeps_its_block_for_the_grace_period() {
+    let w = World::new("it-ctl-grace");
+    let n1 = w.create_node("node1", "a");
+    w.create_node("node2", "a");
+    w.create_pool(
+        "ippools",
+        "IPPool",
+        "p",
+        json!({"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "nodeSelector": w.selector("a")}),
+    );
+    let c = w.start("ctl", &["--node-release-grace-period", "3s"]);
+    wait_until(SETTLE, "two blocks", || w.ip_allocations("p").len() == 2);
+    let changed_at = Instant::now();
+    w.delete_node(&n1);
+    w.create_node("node3", "a");
+    // node3 is planned while node1 is held: it must not get node1's block
+    wait_until(SETTLE, "node3 gets a block", || w.ip_allocations("p").len() == 3);
+    assert!(
+        changed_at.elapsed() < Duration::from_secs(3),
+        "too slow to observe the hold; rerun on a calmer machine"
+    );
+    assert_eq!(
+        w.ip_allocations("p"),
+        vec![
+            triple("node1", "192.168.0.1", "192.168.0.4"),
+            triple("node2", "192.168.0.5", "192.168.0.8"),
+            triple("node3", "192.168.0.9", "192.168.0.12"),
+        ],
+        "node1 is still held"
+    );
+    assert_eq!(c.metric("nv_ipam_pool_nodes_held{pool=\"p\",type=\"ippool\"}"), Some(1.0));
+    wait_until(SETTLE, "node1's block is released after the grace period", || {
+        w.ip_allocations("p").len() == 2
+    });
+    assert!(changed_at.elapsed() >= Duration::from_secs(3), "released before the grace period ended");
+    assert_eq!(
+        w.ip_allocations("p"),
+        vec![triple("node2", "192.168.0.5", "192.168.0.8"), triple("node3", "192.168.0.9", "192.168.0.12")]
+    );
+}
+
+#[test]
+fn invalid_spec_update_keeps_allocations_and_reports_why() {
+    let w = World::new("it-ctl-invalid");
+    w.create_node("node1", "a");
+    w.create_pool(
+        "ippools",
+        "IPPool",
+        "p",
+        json!({"subnet": "192.168.0.0/16", "gateway": "192.168.0.1", "perNodeBlockSize": 4, "nodeSelector": w.selector("a")}),
+    );
+    let _c = w.start("ctl", &[]);
+    let want = vec![triple("node1", "192.168.0.1", "192.168.0.4")];
+    wait_until(SETTLE, "one block", || w.ip_allocations("p") == want);
+    // schema-valid (a string) but outside the subnet: only the controller can tell
+    w.update_pool("ippools", "p", |p| p["spec"]["gateway"] = json!("10.99.0.1"));
+    wait_until(SETTLE, "SpecValid goes False", || {
+        w.pool("ippools", "p")["status"]["conditions"][0]["status"] == "False"
+    });
+    let p = w.pool("ippools", "p");
+    let cond = &p["status"]["conditions"][0];
+    assert_eq!(cond["reason"], "InvalidSpec");
+    let msg = cond["message"].as_str().unwrap_or("");
+    assert!(msg.starts_with("ippool \"p\": spec.gateway"), "{msg}");
+    assert_eq!(w.ip_allocations("p"), want, "allocations are kept");
+    wait_until(SETTLE, "an InvalidSpec Event names the field", || {
+        w.events().iter().any(|e| {
+            e["reason"] == "InvalidSpec"
+                && e["type"] == "Warning"
+                && e["involvedObject"]["name"] == "p"
+                && e["involvedObject"]["kind"] == "IPPool"
+                && e["message"].as_str() == Some(msg)
+        })
+    });
+    w.update_pool("ippools", "p", |p| p["spec"]["gateway"] = json!("192.168.0.1"));
+    wait_until(SETTLE, "SpecValid goes True again", || {
+        w.pool("ippools", "p")["status"]["conditions"][0]["status"] == "True"
+    });
+    assert_eq!(w.ip_allocations("p"), want);
+}
+
+#[test]
+fn exhausted_pool_emits_no_free_ranges() {
+    let w = World::new("it-ctl-exhausted");
+    w.create_node("n1", "a");
+    w.create_node("n2", "a");
+    w.create_pool(
+        "ippools",
+        "IPPool",
+        "small",
+        json!({"subnet": "192.168.0.0/24", "perNodeBlockSize": 200, "nodeSelector": w.selector("a")}),
+    );
+    let _c = w.start("ctl", &[]);
+    let n2 = w.node_name("n2");
+    wait_until(SETTLE, "a NoFreeRanges Event for n2", || {
+        w.events().iter().any(|e| {
+            e["reason"] == "NoFreeRanges"
+                && e["message"].as_str() == Some(&format!("failed to allocate IPs on Node: {n2}"))
+        })
+    });
+    assert_eq!(w.ip_allocations("small"), vec![triple("n1", "192.168.0.1", "192.168.0.200")]);
+}
+
+#[test]
+fn node_heartbeats_do_not_reconcile() {
+    let w = World::new("it-ctl-heartbeat");
+    let n1 = w.create_node("node1", "a");
+    w.create_pool(
+        "ippools",
+        "IPPool",
+        "p",
+        json!({"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "nodeSelector": w.selector("a")}),
+    );
+    let c = w.start("ctl", &[]);
+    wait_until(SETTLE, "one block", || w.ip_allocations("p").len() == 1);
+    // the status write's own watch echo must not trigger anything either: let the count settle
+    let mut last = c.reconciles();
+    wait_until(SETTLE, "the reconcile count is stable for 1 s", || {
+        std::thread::sleep(Duration::from_secs(1)); // a quiet window, measured, not a sync guess
+        let now = c.reconciles();
+        std::mem::replace(&mut last, now) == now
+    });
+    let before = c.reconciles();
+    for i in 0..5 {
+        let path = format!("/api/v1/nodes/{n1}/status");
+        let mut node = w.admin.get(&format!("/api/v1/nodes/{n1}")).expect_status(200, "get node");
+        node["status"]["conditions"] = json!([{"type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": format!("heartbeat {i}"), "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]);
+        w.admin.put(&path, &node).expect_status(200, "node status heartbeat");
+    }
+    // barrier: a real pool change after the heartbeats is seen after them (watches are ordered
+    // per resource; the node and pool watches are separate, so also wait for the node's last
+    // resourceVersion to be past by making the pool change after the heartbeat PUTs returned)
+    w.update_pool("ippools", "p", |p| p["spec"]["perNodeBlockSize"] = json!(8));
+    wait_until(SETTLE, "the block size change is applied", || {
+        w.ip_allocations("p").first().map(|a| a.2.clone()) == Some("192.168.0.8".into())
+    });
+    assert_eq!(c.reconciles(), before + 1.0, "heartbeats reconciled something; only the pool change may");
+}
+
+#[test]
+fn leader_election_one_reconciles_kill_and_release_hand_over() {
+    let w = World::new("it-ctl-leader");
+    w.create_node("node1", "a");
+    w.create_pool(
+        "ippools",
+        "IPPool",
+        "p",
+        json!({"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "nodeSelector": w.selector("a")}),
+    );
+    let mut a = w.start("a", &["--leader-elect"]);
+    let mut b = w.start("b", &["--leader-elect"]);
+    wait_until(SETTLE, "exactly one leader", || a.is_leader() != b.is_leader());
+    wait_until(SETTLE, "the leader allocated", || w.ip_allocations("p").len() == 1);
+    let (leader, follower) = if a.is_leader() { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    assert_eq!(follower.reconciles(), 0.0, "the follower must not reconcile");
+
+    // kill -9: the follower takes over within the lease duration (15 s) plus retry margin
+    leader.signal("-KILL");
+    let killed_at = Instant::now();
+    wait_until(Duration::from_secs(15 + 10), "the follower becomes leader", || follower.is_leader());
+    assert!(killed_at.elapsed() >= Duration::from_secs(10), "took over a live-looking lease too early");
+    w.create_node("node2", "a");
+    wait_until(SETTLE, "the new leader reconciles", || w.ip_allocations("p").len() == 2);
+
+    // a third candidate; SIGTERM on the leader releases the lease: fast hand-over
+    let c = w.start("c", &["--leader-elect"]);
+    assert!(!c.is_leader());
+    follower.signal("-TERM");
+    assert_eq!(follower.wait_exit(Duration::from_secs(20)), Some(0), "graceful exit code");
+    let released_at = Instant::now();
+    wait_until(Duration::from_secs(8), "the third candidate takes the released lease", || c.is_leader());
+    assert!(released_at.elapsed() < Duration::from_secs(8));
+    let lease = w
+        .admin
+        .get(&format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases/dd1643cf.nvidia.com", w.ns))
+        .expect_status(200, "get lease");
+    assert!(lease["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()));
+}
