@@ -19,7 +19,6 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SELF=$ROOT/hack/control-plane.sh
 START_TIMEOUT=${NV_IPAM_CP_START_TIMEOUT:-90} # seconds, for the apiserver (2 busy cores)
 
 log() { printf 'control-plane: %s\n' "$*" >&2; }
@@ -123,27 +122,33 @@ start_apiserver() {
 }
 
 # -- subcommands used from inside CMD ---------------------------------------
+# The running main script does the work (it receives the request through a file
+# and SIGUSR1), so every daemon stays its child: it reaps them, and nothing is
+# re-parented to PID 1 when the helper exits.
 case ${1:-} in
   stop-apiserver | start-apiserver | restart-apiserver)
     D=${NV_IPAM_CP_DIR:?"$1 needs NV_IPAM_CP_DIR (run it under hack/control-plane.sh)"}
-    [[ -f $D/apiserver.cmd ]] || die "$D/apiserver.cmd not found"
+    [[ -s $D/control-plane.pid ]] || die "$D/control-plane.pid not found"
+    main=$(<"$D/control-plane.pid")
     # one lifecycle change at a time
-    exec 8>"$D/.apiserver.lock"
+    exec 8>"$D/.ctl.lock"
     flock 8
-    case $1 in
-      stop-apiserver) stop_proc "$D/apiserver.pid" kube-apiserver ;;
-      start-apiserver)
-        if [[ -s $D/apiserver.pid ]] && ours "$(<"$D/apiserver.pid")" kube-apiserver; then
-          die "kube-apiserver is already running (pid $(<"$D/apiserver.pid"))"
-        fi
-        start_apiserver || { show_logs "$D"; exit 1; }
-        ;;
-      restart-apiserver)
-        stop_proc "$D/apiserver.pid" kube-apiserver
-        start_apiserver || { show_logs "$D"; exit 1; }
-        ;;
+    rm -f "$D/ctl.result"
+    echo "${1%-apiserver}" >"$D/ctl.request"
+    kill -USR1 "$main" 2>/dev/null || die "hack/control-plane.sh (pid $main) is not running"
+    dl=$((SECONDS + START_TIMEOUT + 60))
+    until [[ -s $D/ctl.result ]]; do
+      alive "$main" || die "hack/control-plane.sh (pid $main) exited"
+      ((SECONDS < dl)) || die "no answer to $1 from hack/control-plane.sh (pid $main)"
+      sleep 0.05
+    done
+    rc=$(<"$D/ctl.result")
+    rm -f "$D/ctl.result"
+    case $rc in
+      0) exit 0 ;;
+      2) die "kube-apiserver is already running" ;;
+      *) die "$1 failed (log: $D/apiserver.log)" ;;
     esac
-    exit 0
     ;;
 esac
 
@@ -190,7 +195,8 @@ touch "$D/.nv-ipam-cp"
 CMD_PID=""
 teardown() {
   local rc=$?
-  trap - EXIT INT TERM
+  trap - EXIT INT TERM USR1
+  rm -f "$D/control-plane.pid"
   if [[ -n $CMD_PID ]] && alive "$CMD_PID"; then
     # we are stopping early (SIGTERM, error): stop CMD first, SIGKILL after 10 s
     kill -TERM "$CMD_PID" 2>/dev/null || true
@@ -284,7 +290,7 @@ apply_crds() {
   n=0
   for f in "${files[@]}"; do
     # split multi-document files; keep documents with content
-    awk -v out="$D/crds/$(basename "$f")" '
+    awk -v out="$D/crds/$(basename "$f")" 'BEGIN { i = 0 }
       /^---/ { i++; next }
       NF && !/^[[:space:]]*#/ { has[i] = 1 }
       { lines[i] = lines[i] $0 "\n" }
@@ -425,6 +431,34 @@ if [[ -n $CRDS ]]; then
 fi
 
 # -- run CMD -----------------------------------------------------------------
+# Requests of `hack/control-plane.sh {stop,start,restart}-apiserver` (above).
+handle_ctl() {
+  local req rc=0
+  [[ -f $D/ctl.request ]] || return 0
+  req=$(<"$D/ctl.request")
+  rm -f "$D/ctl.request"
+  case $req in
+    stop) stop_proc "$D/apiserver.pid" kube-apiserver || rc=1 ;;
+    start)
+      if [[ -s $D/apiserver.pid ]] && ours "$(<"$D/apiserver.pid")" kube-apiserver; then
+        rc=2
+      else
+        start_apiserver || rc=1
+      fi
+      ;;
+    restart)
+      stop_proc "$D/apiserver.pid" kube-apiserver || rc=1
+      start_apiserver || rc=1
+      ;;
+    *) rc=3 ;;
+  esac
+  ((rc != 1)) || show_logs "$D"
+  echo "$rc" >"$D/ctl.result.tmp"
+  mv -f "$D/ctl.result.tmp" "$D/ctl.result"
+}
+trap handle_ctl USR1
+echo $$ >"$D/control-plane.pid"
+
 # CMD runs in the background (stdin kept) so that SIGINT/SIGTERM reach our
 # traps at once; teardown then stops CMD (SIGTERM, SIGKILL after 10 s) and the
 # daemons.

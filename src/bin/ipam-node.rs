@@ -27,14 +27,22 @@ fn main() -> ExitCode {
         _ => log::LevelFilter::Trace,
     };
     let format = if cfg.json_logs { LogFormat::Json } else { LogFormat::Text };
-    if let Err(e) = logging::init(level, format, LogTarget::Stderr) {
-        eprintln!("ipam-node: cannot set up logging: {e:?}");
-    }
+    let logging_ok = match logging::init(level, format, LogTarget::Stderr) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("ipam-node: cannot set up logging: {e}");
+            false
+        }
+    };
     match node::run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("ipam-node: {e}");
+            // The logger writes to stderr: print the reason once, through it when it works.
+            if logging_ok {
+                log::error!("{e}");
+            } else {
+                eprintln!("ipam-node: {e}");
+            }
             ExitCode::FAILURE
         }
     }

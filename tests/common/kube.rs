@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -99,6 +100,23 @@ pub fn cp_dir() -> PathBuf {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => panic!("{NOT_UNDER_CONTROL_PLANE}"),
     }
+}
+
+/// Runs `hack/control-plane.sh ACTION` with ACTION one of `stop-apiserver`, `start-apiserver`,
+/// `restart-apiserver`; start/restart return once the apiserver is ready again (same URL,
+/// certificates, tokens and etcd). Panics with the script's output on failure.
+pub fn control_plane(action: &str) {
+    let _ = cp_dir();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/control-plane.sh");
+    let out =
+        Command::new(&script).arg(action).output().unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "control-plane.sh {action}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A name unique to this process and call, for namespaces and objects (DNS-1123 label).
@@ -209,8 +227,13 @@ impl Kube {
 
     /// `GET path` (e.g. `/api/v1/namespaces/default`).
     pub fn get(&self, path: &str) -> Reply {
-        let res = self.agent.get(self.url(path)).header("Authorization", self.auth()).call();
-        Kube::reply(res, &format!("GET {path}"))
+        self.try_get(path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `GET path`, with transport errors (connection refused, timeouts) as `Err`.
+    pub fn try_get(&self, path: &str) -> Result<Reply, ureq::Error> {
+        let res = self.agent.get(self.url(path)).header("Authorization", self.auth()).call()?;
+        Ok(Kube::reply(Ok(res), &format!("GET {path}")))
     }
 
     /// `GET path` with an `Accept` header, e.g. `application/json;as=Table;g=meta.k8s.io;v=v1`
