@@ -107,10 +107,11 @@ pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
             );
             let cp = pools_cluster::ClusterPools::new(
                 cfg.node_name.clone(),
+                cfg.ippools_namespace.clone(),
                 pools_cluster::cache_path(&cfg.store_file),
                 svc.clone(),
             );
-            cp.start(&c, &cfg.ippools_namespace, halt.clone()).map_err(NodeError::Threads)?;
+            cp.start(&c, halt.clone()).map_err(NodeError::Threads)?;
             client = Some(c);
             cluster = Some(cp);
             svc

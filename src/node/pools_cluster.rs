@@ -9,8 +9,8 @@
 //! entry, or an invalid one, is left out and logged; the others work.
 //!
 //! Cache (`<store dir>/pools-cache.json`, mode 0600, written atomically: temp, fsync, rename,
-//! fsync dir): `{"format":"nv-ipam-pools-cache","version":1,"node":..,"ipPools":[..],
-//! "cidrPools":[..]}` — the pool objects of the last complete view (both kinds listed), from
+//! fsync dir): `{"format":"nv-ipam-pools-cache","version":1,"node":..,"namespace":..,
+//! "ipPools":[..],"cidrPools":[..]}` — the pool objects of the last complete view (both kinds listed), from
 //! which the PoolSet is derived again at start. It is only a fallback: the first complete view
 //! from the API server replaces it.
 //!
@@ -116,6 +116,9 @@ pub struct Cache {
     pub format: String,
     pub version: u32,
     pub node: String,
+    /// `--ippools-namespace` the objects came from; a cache of another namespace is ignored.
+    #[serde(default)]
+    pub namespace: String,
     #[serde(default)]
     pub ip_pools: Vec<IpPool>,
     #[serde(default)]
@@ -159,6 +162,7 @@ pub fn load_cache(path: &Path) -> Result<Option<Cache>, CacheError> {
 pub fn save_cache(
     path: &Path,
     node: &str,
+    namespace: &str,
     ip_pools: &[IpPool],
     cidr_pools: &[CidrPool],
 ) -> Result<(), CacheError> {
@@ -166,6 +170,7 @@ pub fn save_cache(
         format: CACHE_FORMAT.into(),
         version: CACHE_VERSION,
         node: node.into(),
+        namespace: namespace.into(),
         ip_pools: ip_pools.to_vec(),
         cidr_pools: cidr_pools.to_vec(),
     };
@@ -205,6 +210,7 @@ struct View {
 /// The running pool source: see the module docs.
 pub struct ClusterPools {
     node: String,
+    namespace: String,
     cache: PathBuf,
     service: Arc<Service>,
     view: Mutex<View>,
@@ -214,16 +220,17 @@ pub struct ClusterPools {
 
 impl ClusterPools {
     /// Loads the cache into the service when there is one (the node can serve at once).
-    pub fn new(node: String, cache: PathBuf, service: Arc<Service>) -> Arc<ClusterPools> {
+    pub fn new(node: String, namespace: String, cache: PathBuf, service: Arc<Service>) -> Arc<ClusterPools> {
         let cp = ClusterPools {
             node,
+            namespace,
             cache,
             service,
             view: Mutex::new(View::default()),
             known: AtomicBool::new(false),
         };
         match load_cache(&cp.cache) {
-            Ok(Some(c)) if c.node == cp.node => {
+            Ok(Some(c)) if c.node == cp.node && c.namespace == cp.namespace => {
                 let (pools, skipped) = derive(&c.ip_pools, &c.cidr_pools, &cp.node);
                 log::info!(
                     "pools cache {}: {} pools for node {} until the API server answers",
@@ -236,10 +243,12 @@ impl ClusterPools {
                 cp.known.store(true, Ordering::SeqCst);
             }
             Ok(Some(c)) => log::warn!(
-                "pools cache {} belongs to node {:?}, not {:?}; ignoring it",
+                "pools cache {} belongs to node {:?}, namespace {:?}, not {:?}, {:?}; ignoring it",
                 cp.cache.display(),
                 c.node,
-                cp.node
+                c.namespace,
+                cp.node,
+                cp.namespace
             ),
             Ok(None) => log::info!("no pools cache at {}; waiting for the API server", cp.cache.display()),
             Err(e) => log::warn!("{e}; waiting for the API server"),
@@ -272,7 +281,7 @@ impl ClusterPools {
             super::pools_file::log_loaded(&pools, &skipped);
             self.service.set_pools(pools);
             self.known.store(true, Ordering::SeqCst);
-            if let Err(e) = save_cache(&self.cache, &self.node, &ip, &cidr) {
+            if let Err(e) = save_cache(&self.cache, &self.node, &self.namespace, &ip, &cidr) {
                 log::warn!("{e}; the node still serves, but a restart during an API outage would not");
             }
         }
@@ -321,9 +330,9 @@ impl ClusterPools {
     pub fn start(
         self: &Arc<Self>,
         client: &Client,
-        namespace: &str,
         stop: Arc<AtomicBool>,
     ) -> io::Result<Vec<JoinHandle<()>>> {
+        let namespace = self.namespace.as_str();
         let mut threads = Vec::new();
         {
             let (me, client, ns, stop) = (self.clone(), client.clone(), namespace.to_string(), stop.clone());
@@ -394,7 +403,7 @@ mod tests {
         let path = cache_path(&dir.join("store"));
         assert!(load_cache(&path).expect("none").is_none());
         let pools = vec![ippool("a", Some(vec![("n1", "192.168.0.1", "192.168.0.10")]))];
-        save_cache(&path, "n1", &pools, &[]).expect("save");
+        save_cache(&path, "n1", "ns", &pools, &[]).expect("save");
         let c = load_cache(&path).expect("load").expect("some");
         assert_eq!((c.node.as_str(), c.ip_pools.clone()), ("n1", pools));
         use std::os::unix::fs::PermissionsExt;
