@@ -15,6 +15,18 @@ pub const DEFAULT_BIND_ADDRESS: &str = "unix:///var/lib/cni/nv-ipam/daemon.sock"
 pub const DEFAULT_STORE_FILE: &str = "/var/lib/cni/nv-ipam/store";
 /// How often the pools file is checked for changes (standalone mode).
 pub const DEFAULT_POOLS_FILE_POLL: Duration = Duration::from_secs(1);
+/// Namespace of the IPPool and CIDRPool objects (the reference's default).
+pub const DEFAULT_IPPOOLS_NAMESPACE: &str = "kube-system";
+/// `/healthz`, `/readyz` and `/metrics` in cluster mode: :8083, clear of the controller's
+/// :8080 (metrics) and :8081 (probes), which may share a host network with it. Standalone mode
+/// serves none unless the flag is given (no kubelet probes there, and no port to claim).
+pub const DEFAULT_HEALTH_PROBE_BIND_ADDRESS: &str = ":8083";
+/// How often the stale cleaner looks at reservations (the reference's hard-coded 1 min).
+pub const DEFAULT_STALE_IP_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// Consecutive stale observations before a release (the reference's hard-coded 3).
+pub const DEFAULT_STALE_IP_CHECK_COUNT: u32 = 3;
+/// Longest accepted duration flag: a day; anything longer is a typo (e.g. a missing unit).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -35,6 +47,18 @@ pub struct NodeConfig {
     pub cni_force_pool_name: bool,
     pub verbosity: u8,
     pub json_logs: bool,
+    /// Cluster mode: kubeconfig path (else $KUBECONFIG, else in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    pub ippools_namespace: String,
+    /// `HOST:PORT`, `:PORT`, or `0` (off); serves /healthz, /readyz and /metrics.
+    pub health_probe_bind_address: String,
+    /// A second listener for /metrics only when set to another address; `0` (default) = metrics
+    /// are on the health address.
+    pub metrics_bind_address: String,
+    pub stale_ip_check_interval: Duration,
+    pub stale_ip_check_count: u32,
+    /// Zero = off.
+    pub released_ip_cooldown: Duration,
 }
 
 /// What the command line asked for.
@@ -78,6 +102,13 @@ pub const USAGE: &str = "usage: ipam-node --node-name NAME [flags]
   --cni-log-file PATH                 plugin log file (default /var/log/nv-ipam-cni.log)
   --cni-log-level LEVEL               plugin log level (default info)
   --cni-force-pool-name               plugin: require poolName, no fallback to the network name
+  --kubeconfig PATH                   cluster mode: kubeconfig (default $KUBECONFIG, else in-cluster)
+  --ippools-namespace NS              cluster mode: namespace of IPPools/CIDRPools (default kube-system)
+  --health-probe-bind-address ADDR    /healthz /readyz /metrics (default :8083 in cluster mode, off standalone; 0 = off)
+  --metrics-bind-address ADDR         extra /metrics listener (default 0: metrics are on the health address)
+  --stale-ip-check-interval DUR       cluster mode: stale reservation check period (default 1m)
+  --stale-ip-check-count-before-release N  consecutive stale checks before release (default 3)
+  --released-ip-cooldown DUR          released IPs are not reused by round-robin for DUR (default 0 = off)
   -v, --v LEVEL                       log verbosity (0 info, 1-3 debug, 4+ trace)
   --logging-format text|json          log line format (default text)
   --version                           print the version and exit
@@ -109,6 +140,46 @@ pub fn socket_path(flag: &str, addr: &str) -> Result<PathBuf, FlagError> {
     Ok(PathBuf::from(path))
 }
 
+/// A Go `time.ParseDuration` subset: one or more `<number><unit>` with units `ns`, `us`, `ms`,
+/// `s`, `m`, `h` and optional decimals (`90s`, `1m30s`, `1.5h`, `500ms`); a bare `0` is zero.
+pub fn parse_duration(flag: &str, v: &str) -> Result<Duration, FlagError> {
+    let bad = || {
+        FlagError(format!(
+            "--{flag}: {v:?} is not a duration such as 90s, 1m or 500ms (units ns, us, ms, s, m, h; at most 24h)"
+        ))
+    };
+    let t = v.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = t;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += num * scale;
+        rest = &rest[unit_len..];
+    }
+    if !total.is_finite() || total > MAX_DURATION.as_secs_f64() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
 pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Command, FlagError> {
     let mut p = lexopt::Parser::from_args(args);
     let mut node_name = std::env::var("NODE_NAME").unwrap_or_default();
@@ -132,7 +203,15 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
         cni_force_pool_name: false,
         verbosity: 0,
         json_logs: false,
+        kubeconfig: None,
+        ippools_namespace: DEFAULT_IPPOOLS_NAMESPACE.into(),
+        health_probe_bind_address: String::new(),
+        metrics_bind_address: "0".into(),
+        stale_ip_check_interval: DEFAULT_STALE_IP_CHECK_INTERVAL,
+        stale_ip_check_count: DEFAULT_STALE_IP_CHECK_COUNT,
+        released_ip_cooldown: Duration::ZERO,
     };
+    let mut health: Option<String> = None;
     while let Some(arg) = p.next()? {
         let s = |p: &mut lexopt::Parser| -> Result<String, FlagError> { Ok(p.value()?.string()?) };
         match arg {
@@ -178,6 +257,27 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
                     }
                 }
             }
+            Long("kubeconfig") => c.kubeconfig = Some(s(&mut p)?.into()),
+            Long("ippools-namespace") => c.ippools_namespace = s(&mut p)?,
+            Long("health-probe-bind-address") => health = Some(s(&mut p)?),
+            Long("metrics-bind-address") => c.metrics_bind_address = s(&mut p)?,
+            Long("stale-ip-check-interval") => {
+                c.stale_ip_check_interval = parse_duration("stale-ip-check-interval", &s(&mut p)?)?;
+                if c.stale_ip_check_interval.is_zero() {
+                    return Err(FlagError("--stale-ip-check-interval must be more than 0".into()));
+                }
+            }
+            Long("stale-ip-check-count-before-release") => {
+                let v = s(&mut p)?;
+                c.stale_ip_check_count = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    FlagError(format!(
+                        "--stale-ip-check-count-before-release: {v:?} is not a count of 1 or more"
+                    ))
+                })?;
+            }
+            Long("released-ip-cooldown") => {
+                c.released_ip_cooldown = parse_duration("released-ip-cooldown", &s(&mut p)?)?
+            }
             Long("version") => return Ok(Command::Version),
             Short('h') | Long("help") => return Ok(Command::Help),
             other => return Err(other.unexpected().into()),
@@ -187,6 +287,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
         return Err(FlagError("--node-name is required (or set NODE_NAME)".into()));
     }
     c.node_name = node_name;
+    c.health_probe_bind_address = health.unwrap_or_else(|| {
+        if c.pools_file.is_some() { "0".into() } else { DEFAULT_HEALTH_PROBE_BIND_ADDRESS.into() }
+    });
     c.bind_socket = socket_path("bind-address", &bind)?;
     // Unset, the plugin dials where the daemon listens.
     c.cni_daemon_socket = cni_socket.unwrap_or(bind);
@@ -231,6 +334,37 @@ mod tests {
         assert_eq!(c.bind_socket, PathBuf::from("/tmp/x.sock"));
         assert!(c.cni_skip_binary_copy && !c.cni_skip_config_creation && c.json_logs);
         assert_eq!(c.verbosity, 4);
+    }
+
+    #[test]
+    fn cluster_flags_and_durations() {
+        let c = run(&["--node-name", "n1"]).expect("parse");
+        assert_eq!(c.ippools_namespace, "kube-system");
+        assert_eq!(c.health_probe_bind_address, ":8083");
+        assert_eq!(c.stale_ip_check_interval, Duration::from_secs(60));
+        assert_eq!((c.stale_ip_check_count, c.released_ip_cooldown), (3, Duration::ZERO));
+        let c = run(&["--node-name", "n1", "--pools-file", "/p"]).expect("parse");
+        assert_eq!(c.health_probe_bind_address, "0", "standalone: off unless asked");
+        let c = run(&[
+            "--node-name=n1",
+            "--kubeconfig=/k",
+            "--ippools-namespace=ns",
+            "--stale-ip-check-interval=1s",
+            "--stale-ip-check-count-before-release=2",
+            "--released-ip-cooldown=1m30s",
+        ])
+        .expect("parse");
+        assert_eq!(c.kubeconfig, Some(PathBuf::from("/k")));
+        assert_eq!(c.stale_ip_check_interval, Duration::from_secs(1));
+        assert_eq!((c.stale_ip_check_count, c.released_ip_cooldown), (2, Duration::from_secs(90)));
+        for (v, want) in [("500ms", 500u64), ("1.5s", 1500), ("0", 0), ("2h", 7_200_000)] {
+            assert_eq!(parse_duration("x", v).expect(v), Duration::from_millis(want), "{v}");
+        }
+        for v in ["", "5", "1d", "s", "25h", "-1s"] {
+            let e = parse_duration("released-ip-cooldown", v).expect_err(v);
+            assert!(e.to_string().contains("--released-ip-cooldown"), "{e}");
+        }
+        assert!(run(&["--node-name=n", "--stale-ip-check-count-before-release=0"]).is_err());
     }
 
     #[test]

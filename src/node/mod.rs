@@ -1,22 +1,43 @@
 //! `ipam-node`: the per-node daemon. It installs the CNI plugin, loads the store and the pools,
 //! then serves the plugin over a unix socket until SIGTERM/SIGINT.
 //!
-//! Start order (never serve before state is loaded): store (lock, load) → pools → host install
-//! → socket → serve. Threads: the accept loop (main), one per connection, the pools-file
-//! poller, the signal waiter.
+//! Two modes: standalone (`--pools-file`) and cluster (no pools file: IPPools/CIDRPools of
+//! `--ippools-namespace` from the API server, see `pools_cluster`, plus the stale cleaner).
+//!
+//! Start order (never serve before state is loaded, upstream W6): store (lock, load) → pools
+//! (standalone: the file; cluster: the pools cache if there is one, else wait — without a
+//! deadline, logging every [`POOLS_WAIT_LOG_EVERY`] — for the first complete list, while the
+//! reflectors retry in the background) → host install → socket → serve. The health server
+//! starts right after the store, so `/readyz` answers false while pools are unknown.
+//! Threads: the accept loop (main), one per connection, the pools-file poller or the pool
+//! reflectors, the pod reflector and the stale cleaner, the health server, the signal waiter.
 
+pub mod cleaner;
 pub mod config;
 pub mod install;
+pub mod metrics;
 pub mod pools;
+pub mod pools_cluster;
 pub mod pools_file;
+pub mod probe;
 pub mod server;
 pub mod service;
+pub mod stale;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
+use std::time::{Duration, Instant};
 
+use crate::health;
+use crate::kube::{self, KubeError};
 use crate::store::{Store, StoreError};
+
+/// While waiting for the first pool list, say so this often.
+pub const POOLS_WAIT_LOG_EVERY: Duration = Duration::from_secs(30);
+/// How often the pools wait looks at its condition and the stop flag.
+const POOLS_WAIT_POLL: Duration = Duration::from_millis(50);
 
 pub use config::{Command, FlagError, NodeConfig};
 
@@ -25,9 +46,11 @@ pub use config::{Command, FlagError, NodeConfig};
 pub enum NodeError {
     Store(StoreError),
     Pools(pools_file::PoolsFileError),
-    NoPoolSource,
+    Kube(KubeError),
+    Health(health::HealthError),
     Install(install::InstallError),
     Server(server::ServerError),
+    Threads(std::io::Error),
     Signals(std::io::Error),
 }
 
@@ -36,12 +59,14 @@ impl fmt::Display for NodeError {
         match self {
             NodeError::Store(e) => e.fmt(f),
             NodeError::Pools(e) => e.fmt(f),
-            NodeError::NoPoolSource => write!(
+            NodeError::Kube(e) => write!(
                 f,
-                "no pool source: pass --pools-file PATH (standalone mode); cluster mode is not part of this build yet"
+                "cluster mode: {e}; pass --kubeconfig, set KUBECONFIG, run in a pod, or use --pools-file for standalone mode"
             ),
+            NodeError::Health(e) => write!(f, "--health-probe-bind-address/--metrics-bind-address: {e}"),
             NodeError::Install(e) => e.fmt(f),
             NodeError::Server(e) => e.fmt(f),
+            NodeError::Threads(e) => write!(f, "cannot start a thread: {e}"),
             NodeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
         }
     }
@@ -53,9 +78,94 @@ impl std::error::Error for NodeError {}
 pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
     let store = Store::open(&cfg.store_file).map_err(NodeError::Store)?;
     log::info!("store {} loaded: {} reservations", cfg.store_file.display(), store.state().len());
-    let pools_path = cfg.pools_file.clone().ok_or(NodeError::NoPoolSource)?;
-    let (pools, skipped) = pools_file::load(&pools_path, &cfg.node_name).map_err(NodeError::Pools)?;
-    pools_file::log_loaded(&pools, &skipped);
+    let stop = server::stop_handle(&cfg.bind_socket);
+    let halt = stop.flag();
+
+    let mut client = None;
+    let mut cluster = None;
+    let service = match &cfg.pools_file {
+        Some(path) => {
+            let (pools, skipped) = pools_file::load(path, &cfg.node_name).map_err(NodeError::Pools)?;
+            pools_file::log_loaded(&pools, &skipped);
+            Arc::new(
+                service::Service::new(cfg.node_name.clone(), store, pools)
+                    .with_cooldown(cfg.released_ip_cooldown),
+            )
+        }
+        None => {
+            let kcfg = kube::ClusterConfig::load(cfg.kubeconfig.as_deref()).map_err(NodeError::Kube)?;
+            let c = kube::Client::new(kcfg, concat!("ipam-node/", env!("CARGO_PKG_VERSION")))
+                .map_err(NodeError::Kube)?;
+            log::info!(
+                "cluster mode: API server {}, pools in namespace {}",
+                c.server(),
+                cfg.ippools_namespace
+            );
+            let svc = Arc::new(
+                service::Service::new(cfg.node_name.clone(), store, pools::PoolSet::default())
+                    .with_cooldown(cfg.released_ip_cooldown),
+            );
+            let cp = pools_cluster::ClusterPools::new(
+                cfg.node_name.clone(),
+                cfg.ippools_namespace.clone(),
+                pools_cluster::cache_path(&cfg.store_file),
+                svc.clone(),
+            );
+            cp.start(&c, halt.clone()).map_err(NodeError::Threads)?;
+            client = Some(c);
+            cluster = Some(cp);
+            svc
+        }
+    };
+
+    let probe = Arc::new(probe::NodeProbe::new(service.clone(), cluster.clone()));
+    let mut addrs = vec![cfg.health_probe_bind_address.as_str()];
+    if cfg.metrics_bind_address != cfg.health_probe_bind_address {
+        addrs.push(cfg.metrics_bind_address.as_str());
+    }
+    for addr in addrs {
+        if let Some((bound, _)) =
+            health::serve(addr, probe.clone(), halt.clone()).map_err(NodeError::Health)?
+        {
+            log::info!("/healthz, /readyz and /metrics on http://{bound}");
+        }
+    }
+
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+            .map_err(NodeError::Signals)?;
+    let on_signal = stop.clone();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: stopping after in-flight requests");
+                on_signal.stop();
+            }
+        })
+        .map_err(NodeError::Signals)?;
+
+    if let Some(cp) = &cluster {
+        let started = Instant::now();
+        let mut next_log = started + POOLS_WAIT_LOG_EVERY;
+        while !cp.known() && !halt.load(Ordering::SeqCst) {
+            thread::sleep(POOLS_WAIT_POLL);
+            if Instant::now() >= next_log {
+                log::warn!(
+                    "no pools known after {}s: the API server has not answered the first IPPool/CIDRPool list and there is no pools cache; not serving yet",
+                    started.elapsed().as_secs()
+                );
+                next_log += POOLS_WAIT_LOG_EVERY;
+            }
+        }
+        if halt.load(Ordering::SeqCst) {
+            log::info!("stopped before pools were known");
+            if let Some(c) = &client {
+                c.shutdown();
+            }
+            return Ok(());
+        }
+    }
 
     if !cfg.cni_skip_binary_copy {
         let dest = install::install_binary(&cfg.cni_nv_ipam_bin_file, &cfg.cni_bin_dir)
@@ -74,33 +184,34 @@ pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
         log::info!("wrote CNI plugin config {}", dest.display());
     }
 
-    let service = Arc::new(service::Service::new(cfg.node_name.clone(), store, pools));
     let listener = server::bind(&cfg.bind_socket).map_err(NodeError::Server)?;
-    let stop = server::stop_handle(&cfg.bind_socket);
-
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-            .map_err(NodeError::Signals)?;
-    let on_signal = stop.clone();
-    thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                log::info!("signal {sig}: stopping after in-flight requests");
-                on_signal.stop();
-            }
-        })
-        .map_err(NodeError::Signals)?;
-    {
+    if let Some(path) = cfg.pools_file.clone() {
         let (service, stop, node, interval) =
             (service.clone(), stop.clone(), cfg.node_name.clone(), cfg.pools_file_poll);
         thread::Builder::new()
             .name("pools-file".into())
-            .spawn(move || pools_file::watch(pools_path, node, interval, service, stop))
-            .map_err(NodeError::Signals)?;
+            .spawn(move || pools_file::watch(path, node, interval, service, stop))
+            .map_err(NodeError::Threads)?;
+    }
+    if let Some(c) = &client {
+        cleaner::start(
+            c,
+            service.clone(),
+            cfg.stale_ip_check_interval,
+            cfg.stale_ip_check_count,
+            halt.clone(),
+        )
+        .map_err(NodeError::Threads)?;
     }
     log::info!("serving on {} for node {}", cfg.bind_socket.display(), cfg.node_name);
+    probe.set_serving(true);
     server::serve(listener, &cfg.bind_socket, service, &stop);
+    probe.set_serving(false);
+    halt.store(true, Ordering::SeqCst);
+    if let Some(c) = &client {
+        // Unblocks the watches of the reflector threads (process exit follows).
+        c.shutdown();
+    }
     log::info!("stopped");
     Ok(())
 }

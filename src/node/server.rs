@@ -135,6 +135,11 @@ impl StopHandle {
         let _ = UnixStream::connect(&self.path);
     }
 
+    /// The flag itself, for loops that poll it (reflectors, the health server).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.stopping.clone()
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }

@@ -2,14 +2,20 @@
 //! commits.
 //!
 //! Owns: multi-pool all-or-nothing, idempotent allocate, check against the runtime's addresses,
-//! release by attachment, GC by network, status. Must not: touch sockets (see `server`) or hold
+//! release by attachment, GC by network, status, the released-IP cooldown.
+//!
+//! Cooldown (`--released-ip-cooldown`, 0 = off): every release (DEL, GC, stale cleanup) also
+//! records `until = now + cooldown` for the address in the store, in the same commit, so it
+//! survives restarts. Round-robin (`Next`) allocation skips cooling addresses; an explicit
+//! request (static IP, `allocateIPWithIndex`, `allocateDefaultGateway`) may take one: the caller
+//! named that address on purpose, and refusing it would fail pods that re-use fixed addresses. Must not: touch sockets (see `server`) or hold
 //! the store lock across anything slower than a local fsync.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::alloc::allocator::{self, AllocError};
 use crate::alloc::{NodePool, PoolKey, PoolType};
@@ -18,8 +24,9 @@ use crate::protocol::{
     AllocateRequest, Allocation, CheckRequest, ErrorCode, GcRequest, PoolStatus, ReleaseRequest, Reply,
     Request, StatusRequest,
 };
-use crate::store::{AttachmentKey, Durability, Op, Reservation, Store, StoreError, Ticket};
+use crate::store::{self, AttachmentKey, Durability, Op, Reservation, Store, StoreError, Ticket};
 
+use super::metrics::NodeMetrics;
 use super::pools::PoolSet;
 
 /// A failed request as the daemon reports it: a stable code and a message that says what to do.
@@ -71,6 +78,8 @@ pub struct Service {
     store: Mutex<Store>,
     durability: Arc<Durability>,
     pools: RwLock<Arc<PoolSet>>,
+    cooldown: Duration,
+    metrics: NodeMetrics,
 }
 
 fn now_secs() -> u64 {
@@ -111,7 +120,60 @@ fn pool_keys(pools: &[String], pool_type: PoolType) -> Result<Vec<PoolKey>, Serv
 impl Service {
     pub fn new(node: String, store: Store, pools: PoolSet) -> Service {
         let durability = store.durability();
-        Service { node, store: Mutex::new(store), durability, pools: RwLock::new(Arc::new(pools)) }
+        Service {
+            node,
+            store: Mutex::new(store),
+            durability,
+            pools: RwLock::new(Arc::new(pools)),
+            cooldown: Duration::ZERO,
+            metrics: NodeMetrics::default(),
+        }
+    }
+
+    /// Sets the released-IP cooldown (see the module docs); zero turns it off.
+    pub fn with_cooldown(mut self, cooldown: Duration) -> Service {
+        self.cooldown = cooldown;
+        self
+    }
+
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Copies out the reservations `keep` selects, holding the store lock only for the copy:
+    /// callers that go on to ask the API server must not stall requests meanwhile.
+    pub fn snapshot(&self, keep: impl Fn(&Reservation) -> bool) -> Vec<Reservation> {
+        self.lock_store().state().reservations().filter(|r| keep(r)).cloned().collect()
+    }
+
+    /// Per pool of the current pool set: `(pool key, allocated, free)` for metrics.
+    pub fn usage(&self) -> Vec<(PoolKey, u64, u64)> {
+        let pools = self.pools();
+        let store = self.lock_store();
+        pools
+            .keys()
+            .filter_map(|k| pools.get(k))
+            .map(|cfg| {
+                let pool = cfg.key.to_string();
+                let held: Vec<IpAddr> =
+                    store.state().reservations().filter(|r| r.pool == pool).map(|r| r.ip).collect();
+                let free = u64::try_from(free_count(cfg, &held)).unwrap_or(u64::MAX);
+                (cfg.key.clone(), held.len() as u64, free)
+            })
+            .collect()
+    }
+
+    /// Releases these reservations in one commit (stale cleanup), each only if the store still
+    /// holds exactly it: one DEL'd and re-made meanwhile under the same key is a new one and
+    /// stays. Returns how many were released.
+    pub fn release_exact(&self, snapshot: &[Reservation]) -> Result<u64, ServiceError> {
+        let by_key: std::collections::HashMap<AttachmentKey, &Reservation> =
+            snapshot.iter().map(|r| (r.key(), r)).collect();
+        self.release_where(|res| by_key.get(&res.key()).is_some_and(|s| *s == res))
     }
 
     /// Replaces the pool configs (pools file re-read, or a status change in the cluster).
@@ -141,13 +203,16 @@ impl Service {
     }
 
     pub fn handle(&self, request: Request) -> Result<Reply, ServiceError> {
-        match request {
-            Request::Allocate(r) => self.allocate(r),
-            Request::Check(r) => self.check(r),
-            Request::Release(r) => self.release(r),
-            Request::Gc(r) => self.gc(r),
-            Request::Status(r) => self.status(r),
-        }
+        let started = std::time::Instant::now();
+        let (op, result) = match request {
+            Request::Allocate(r) => ("add", self.allocate(r)),
+            Request::Check(r) => ("check", self.check(r)),
+            Request::Release(r) => ("del", self.release(r)),
+            Request::Gc(r) => ("gc", self.gc(r)),
+            Request::Status(r) => ("status", self.status(r)),
+        };
+        self.metrics.observe(op, started.elapsed());
+        result
     }
 
     fn config<'a>(&self, pools: &'a PoolSet, key: &PoolKey) -> Result<&'a NodePool, ServiceError> {
@@ -206,6 +271,7 @@ impl Service {
 
         let mut store = self.lock_store();
         let state = store.state();
+        let now_ms = store::unix_ms();
         let mut ops = Vec::new();
         let mut chosen = Vec::with_capacity(configs.len());
         for (cfg, want) in configs.iter().zip(&wants) {
@@ -231,7 +297,10 @@ impl Service {
                 chosen.push(existing.ip);
                 continue;
             }
-            let ip = allocator::choose(cfg, *want, state.cursor(&pool), |a| state.is_held(&pool, a))?;
+            let round_robin = *want == allocator::Request::Next;
+            let ip = allocator::choose(cfg, *want, state.cursor(&pool), |a| {
+                state.is_held(&pool, a) || (round_robin && state.is_cooling(&pool, a, now_ms))
+            })?;
             ops.push(Op::Reserve(Reservation {
                 pool: pool.clone(),
                 container_id: r.container_id.clone(),
@@ -354,18 +423,22 @@ impl Service {
 
     /// Releases every reservation matching `pred` in one commit; returns how many.
     fn release_where(&self, pred: impl Fn(&Reservation) -> bool) -> Result<u64, ServiceError> {
+        let cooldown_ms = u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX);
+        let until_ms = store::unix_ms().saturating_add(cooldown_ms);
         let mut store = self.lock_store();
-        let ops: Vec<Op> = store
-            .state()
-            .reservations()
-            .filter(|res| pred(res))
-            .map(|res| Op::Release {
+        let mut ops = Vec::new();
+        let mut released = 0u64;
+        for res in store.state().reservations().filter(|res| pred(res)) {
+            released += 1;
+            ops.push(Op::Release {
                 pool: res.pool.clone(),
                 container_id: res.container_id.clone(),
                 ifname: res.ifname.clone(),
-            })
-            .collect();
-        let released = ops.len() as u64;
+            });
+            if cooldown_ms > 0 {
+                ops.push(Op::Cooldown { pool: res.pool.clone(), ip: res.ip, until_ms });
+            }
+        }
         let ticket = store.commit_deferred(ops)?;
         drop(store);
         self.durable(ticket)?;
@@ -594,5 +667,50 @@ mod tests {
             .status(StatusRequest { pools: vec!["v4".into()], pool_type: PoolType::IpPool })
             .expect_err("full");
         assert_eq!(e.code, ErrorCode::PoolExhausted);
+    }
+
+    #[test]
+    fn cooldown_skips_released_addresses_for_round_robin_only() {
+        let dir = TempDir::new("service-test");
+        let store = Store::open(&dir.join("store")).expect("store");
+        let one = pool("v4", "192.168.0.0/16", "192.168.0.1", "192.168.0.3", None);
+        let s = Service::new("node1".into(), store, PoolSet::new(vec![one]))
+            .with_cooldown(Duration::from_secs(3600));
+        assert_eq!(ips(&s.allocate(add("a", &["v4"])).expect("a")), ["192.168.0.1/16"]);
+        let del = ReleaseRequest {
+            network: "net1".into(),
+            container_id: "a".into(),
+            ifname: "eth0".into(),
+            pools: vec!["v4".into()],
+            pool_type: PoolType::IpPool,
+        };
+        assert_eq!(s.release(del).expect("del").released, Some(1));
+        assert_eq!(ips(&s.allocate(add("b", &["v4"])).expect("b")), ["192.168.0.2/16"]);
+        assert_eq!(ips(&s.allocate(add("c", &["v4"])).expect("c")), ["192.168.0.3/16"]);
+        let e = s.allocate(add("d", &["v4"])).expect_err(".1 is cooling");
+        assert_eq!(e.code, ErrorCode::PoolExhausted);
+        let mut r = add("d", &["v4"]);
+        r.requested_ips = vec![ipa("192.168.0.1")];
+        assert_eq!(ips(&s.allocate(r).expect("static may take a cooling address")), ["192.168.0.1/16"]);
+    }
+
+    #[test]
+    fn release_exact_spares_a_reservation_remade_under_the_same_key() {
+        let s = service(v4v6());
+        s.allocate(add("c1", &["v4"])).expect("add");
+        let judged = s.snapshot(|_| true);
+        let del = ReleaseRequest {
+            network: "net1".into(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            pools: vec!["v4".into()],
+            pool_type: PoolType::IpPool,
+        };
+        s.release(del).expect("del");
+        s.allocate(add("c1", &["v4"])).expect("re-add under the same key, another address");
+        assert_eq!(s.release_exact(&judged).expect("release"), 0);
+        assert_eq!(s.snapshot(|_| true).len(), 1);
+        let now = s.snapshot(|_| true);
+        assert_eq!(s.release_exact(&now).expect("release"), 1);
     }
 }

@@ -8,14 +8,20 @@
 //! store.prev   the previous generation, kept at every compaction
 //! store.tmp    a compaction in progress (removed on failure)
 //! ```
-//! Line format (format version 1): `<16 hex digits FNV-1a-64 of JSON> <JSON>\n`.
+//! Line format (format version 2): `<16 hex digits FNV-1a-64 of JSON> <JSON>\n`.
 //! ```text
-//! 1a2b...  {"format":"nv-ipam-store","version":1,"generation":3}
+//! 1a2b...  {"format":"nv-ipam-store","version":2,"generation":3}
 //! 3c4d...  {"seq":1,"ops":[{"op":"reserve","pool":"blue","containerId":"c1","ifname":"eth0",
 //!                           "ip":"192.168.0.2","network":"net1","podName":"p","created":1764...},
 //!                          {"op":"cursor","pool":"blue","ip":"192.168.0.2"}]}
-//! 5e6f...  {"seq":2,"ops":[{"op":"release","pool":"blue","containerId":"c1","ifname":"eth0"}]}
+//! 5e6f...  {"seq":2,"ops":[{"op":"release","pool":"blue","containerId":"c1","ifname":"eth0"},
+//!                          {"op":"cooldown","pool":"blue","ip":"192.168.0.2","untilMs":1764...}]}
 //! ```
+//! Versions: 1 had `reserve`, `release`, `cursor`. 2 adds `cooldown` (a released address that
+//! round-robin allocation skips until `untilMs`, ms since the epoch; `--released-ip-cooldown`).
+//! Version 1 files are read unchanged; new files and compactions write version 2, which an
+//! older ipam-node refuses with an "unsupported version" error rather than misreading it.
+//! Compaction keeps cooldowns that have not ended and drops the rest.
 //! Why a journal and not a whole-file rewrite per request: rewriting 10,000 reservations on
 //! every ADD costs milliseconds and grows with the store; an append plus `fdatasync` costs the
 //! same at any size. Compaction rewrites the file atomically (temp, fsync, rename, fsync dir)
@@ -152,6 +158,14 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_os_string();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it): cooldown deadlines.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// FNV-1a, 64 bit: a checksum against torn or damaged lines, not against tampering.
@@ -294,7 +308,7 @@ impl Store {
                     if h.format != record::FORMAT_NAME {
                         return Err(format!("not an nv-ipam store (format {:?})", h.format));
                     }
-                    if h.version != record::FORMAT_VERSION {
+                    if !(record::FORMAT_VERSION_MIN..=record::FORMAT_VERSION).contains(&h.version) {
                         return Ok(Err(h.version));
                     }
                     self.generation = h.generation;
@@ -420,6 +434,9 @@ impl Store {
     fn rewrite(&mut self) -> Result<(), StoreError> {
         let tmp = sibling(&self.path, ".tmp");
         let generation = self.generation + 1;
+        // Ended cooldowns carry no information; dropping them here bounds their number by the
+        // releases of one cooldown period.
+        self.state.drop_expired_cooldowns(unix_ms());
         let write = || -> io::Result<(File, u64, usize)> {
             let mut f = open_private(&tmp, false)?;
             let mut buf = encode_line(&Header {
@@ -435,6 +452,17 @@ impl Store {
                 cursors.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
                 seq += 1;
                 buf.extend(encode_line(&Txn { seq, ops: cursors }));
+                lines += 1;
+            }
+            let mut cooling: Vec<Op> = self
+                .state
+                .cooldowns()
+                .map(|(pool, ip, until_ms)| Op::Cooldown { pool: pool.to_string(), ip, until_ms })
+                .collect();
+            if !cooling.is_empty() {
+                cooling.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+                seq += 1;
+                buf.extend(encode_line(&Txn { seq, ops: cooling }));
                 lines += 1;
             }
             let mut res: Vec<&Reservation> = self.state.reservations().collect();
@@ -687,5 +715,46 @@ pub(crate) mod tests {
         assert!(s.commit(vec![Op::Reserve(res("b", "10.0.0.2"))]).is_err());
         assert_eq!(fs::read(&p).expect("read"), before);
         assert_eq!(s.state().len(), 1);
+    }
+
+    #[test]
+    fn cooldowns_survive_reopen_and_compaction_drops_ended_ones() {
+        let d = tempdir();
+        let p = d.join("store");
+        let ip = |s: &str| -> std::net::IpAddr { s.parse().expect("ip") };
+        let far = unix_ms() + 3_600_000;
+        {
+            let mut s = Store::open(&p).expect("open");
+            s.commit(vec![
+                Op::Cooldown { pool: "blue".into(), ip: ip("10.0.0.2"), until_ms: far },
+                Op::Cooldown { pool: "blue".into(), ip: ip("10.0.0.3"), until_ms: 1 },
+            ])
+            .expect("commit");
+        }
+        let mut s = Store::open(&p).expect("reopen");
+        assert!(s.state().is_cooling("blue", ip("10.0.0.2"), unix_ms()));
+        assert_eq!(s.state().cooldowns().count(), 2, "replay keeps what the journal says");
+        s.rewrite().expect("compact");
+        drop(s);
+        let s = Store::open(&p).expect("reopen after compaction");
+        let left: Vec<_> = s.state().cooldowns().map(|(_, a, _)| a).collect();
+        assert_eq!(left, vec![ip("10.0.0.2")]);
+    }
+
+    #[test]
+    fn version_1_files_are_read_and_future_versions_refused() {
+        let d = tempdir();
+        let p = d.join("store");
+        let mut v1 = encode_line(&Header { format: record::FORMAT_NAME.into(), version: 1, generation: 1 });
+        v1.extend(encode_line(&Txn { seq: 1, ops: vec![Op::Reserve(res("a", "10.0.0.2"))] }));
+        fs::write(&p, &v1).expect("write v1");
+        {
+            let s = Store::open(&p).expect("open v1");
+            assert_eq!(s.state().len(), 1);
+        }
+        let v9 = encode_line(&Header { format: record::FORMAT_NAME.into(), version: 9, generation: 1 });
+        fs::write(&p, &v9).expect("write v9");
+        let e = Store::open(&p).expect_err("v9");
+        assert!(e.to_string().contains("format version 9"), "{e}");
     }
 }

@@ -65,6 +65,14 @@ pub enum Op {
         pool: String,
         ip: IpAddr,
     },
+    /// Since format version 2: a released address may not be handed out by round-robin
+    /// allocation before `until_ms` (milliseconds since the Unix epoch; `--released-ip-cooldown`).
+    #[serde(rename_all = "camelCase")]
+    Cooldown {
+        pool: String,
+        ip: IpAddr,
+        until_ms: u64,
+    },
 }
 
 /// The first line of every store file.
@@ -84,4 +92,9 @@ pub struct Txn {
 }
 
 pub const FORMAT_NAME: &str = "nv-ipam-store";
-pub const FORMAT_VERSION: u32 = 1;
+/// The version this build writes. Version 2 added the `cooldown` op; version 1 files (no
+/// cooldowns) are read as they are and rewritten as version 2 at the next compaction.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Oldest version this build reads.
+pub const FORMAT_VERSION_MIN: u32 = 1;

@@ -37,6 +37,7 @@ pub enum Undo {
     Release(AttachmentKey),
     Restore(Reservation),
     Cursor(String, Option<IpAddr>),
+    Cooldown((String, IpAddr), Option<u64>),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -44,6 +45,8 @@ pub struct StoreState {
     by_attachment: HashMap<AttachmentKey, Reservation>,
     by_ip: HashMap<(String, IpAddr), AttachmentKey>,
     cursors: HashMap<String, IpAddr>,
+    /// Released addresses that round-robin allocation skips until the time (ms since epoch).
+    cooldowns: HashMap<(String, IpAddr), u64>,
 }
 
 impl StoreState {
@@ -65,6 +68,22 @@ impl StoreState {
 
     pub fn cursors(&self) -> impl Iterator<Item = (&String, &IpAddr)> {
         self.cursors.iter()
+    }
+
+    /// True when `ip` in `pool` was released less than its cooldown ago (`now_ms` is the caller's
+    /// clock: this module reads none).
+    pub fn is_cooling(&self, pool: &str, ip: IpAddr, now_ms: u64) -> bool {
+        self.cooldowns.get(&(pool.to_string(), ip)).is_some_and(|until| *until > now_ms)
+    }
+
+    /// Every recorded cooldown as `(pool, ip, until_ms)`, expired ones included.
+    pub fn cooldowns(&self) -> impl Iterator<Item = (&str, IpAddr, u64)> {
+        self.cooldowns.iter().map(|((p, ip), until)| (p.as_str(), *ip, *until))
+    }
+
+    /// Forgets cooldowns that ended at or before `now_ms` (compaction calls this).
+    pub fn drop_expired_cooldowns(&mut self, now_ms: u64) {
+        self.cooldowns.retain(|_, until| *until > now_ms);
     }
 
     pub fn reservations(&self) -> impl Iterator<Item = &Reservation> {
@@ -125,6 +144,11 @@ impl StoreState {
                 let old = self.cursors.insert(pool.clone(), *ip);
                 Ok(Undo::Cursor(pool.clone(), old))
             }
+            Op::Cooldown { pool, ip, until_ms } => {
+                let key = (pool.clone(), *ip);
+                let old = self.cooldowns.insert(key.clone(), *until_ms);
+                Ok(Undo::Cooldown(key, old))
+            }
         }
     }
 
@@ -164,6 +188,14 @@ impl StoreState {
                     }
                     None => {
                         self.cursors.remove(&pool);
+                    }
+                },
+                Undo::Cooldown(key, old) => match old {
+                    Some(until) => {
+                        self.cooldowns.insert(key, until);
+                    }
+                    None => {
+                        self.cooldowns.remove(&key);
                     }
                 },
             }
@@ -230,5 +262,20 @@ mod tests {
         s.revert(undo);
         assert_eq!(s.len(), 1);
         assert_eq!(s.cursor("p"), None);
+    }
+
+    #[test]
+    fn cooldown_applies_expires_and_undoes() {
+        let mut s = StoreState::default();
+        let ip: IpAddr = "10.0.0.2".parse().expect("ip");
+        let undo = s.apply_all(&[Op::Cooldown { pool: "p".into(), ip, until_ms: 1000 }]).expect("cooldown");
+        assert!(s.is_cooling("p", ip, 999));
+        assert!(!s.is_cooling("p", ip, 1000), "ends at until_ms");
+        assert!(!s.is_cooling("q", ip, 0), "per pool");
+        s.revert(undo);
+        assert!(!s.is_cooling("p", ip, 0));
+        s.apply_all(&[Op::Cooldown { pool: "p".into(), ip, until_ms: 1000 }]).expect("cooldown");
+        s.drop_expired_cooldowns(1000);
+        assert_eq!(s.cooldowns().count(), 0);
     }
 }

@@ -1,7 +1,10 @@
 //! The real `ipam-node` daemon in a sandbox: store, socket, pools file, CNI conf and bin dirs
-//! all inside the test's own temp dir. Killed on drop.
+//! all inside the test's own temp dir. Killed on drop. Standalone mode ([`Daemon::start`]) or
+//! cluster mode ([`Daemon::prepare_cluster`]: pools from the API server, health on a free port).
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -26,7 +29,26 @@ pub struct Daemon {
     pub cni_log: PathBuf,
     /// The daemon's stderr, shown when it dies unexpectedly.
     pub stderr_file: PathBuf,
+    /// Cluster mode's flags; `None` = standalone (`--pools-file`).
+    pub cluster: Option<ClusterOpts>,
     child: Option<Child>,
+}
+
+/// What a cluster-mode daemon gets on its command line.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    pub kubeconfig: PathBuf,
+    pub namespace: String,
+    /// `--health-probe-bind-address 127.0.0.1:<port>`.
+    pub health_port: u16,
+    /// More flags, e.g. `--stale-ip-check-interval=1s`.
+    pub extra: Vec<String>,
+}
+
+/// A TCP port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
 }
 
 impl Daemon {
@@ -58,6 +80,7 @@ impl Daemon {
             cni_log: sandbox.path("nv-ipam-cni.log"),
             stderr_file: sandbox.path("ipam-node.stderr"),
             sandbox,
+            cluster: None,
             child: None,
         };
         for dir in [d.sandbox.path("state"), d.sandbox.path("run"), d.bin_dir.clone()] {
@@ -65,6 +88,36 @@ impl Daemon {
         }
         d.write_pools(pools);
         d
+    }
+
+    /// Lays out a cluster-mode sandbox (no pools file is passed); nothing is started.
+    pub fn prepare_cluster(node: &str, kubeconfig: PathBuf, namespace: &str, extra: &[&str]) -> Daemon {
+        let mut d = Daemon::prepare("", node, None);
+        d.cluster = Some(ClusterOpts {
+            kubeconfig,
+            namespace: namespace.to_string(),
+            health_port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        });
+        d
+    }
+
+    /// `GET path` on the health server: status code and body (`None` if nothing listens).
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        let port = self.cluster.as_ref().expect("cluster mode").health_port;
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let code = out.split_whitespace().nth(1)?.parse().ok()?;
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// `/readyz` answered 200.
+    pub fn ready(&self) -> bool {
+        matches!(self.http_get("/readyz"), Some((200, _)))
     }
 
     /// The `ipam-node` command line for this sandbox (not yet spawned).
@@ -78,8 +131,6 @@ impl Daemon {
             .arg(format!("unix://{}", self.socket.display()))
             .arg("--store-file")
             .arg(&self.store_file)
-            .arg("--pools-file")
-            .arg(&self.pools_file)
             .arg("--cni-bin-dir")
             .arg(&self.bin_dir)
             .arg("--cni-nv-ipam-bin-file")
@@ -94,11 +145,31 @@ impl Daemon {
             .arg("debug")
             .arg("-v")
             .arg("2");
+        match &self.cluster {
+            None => {
+                c.arg("--pools-file").arg(&self.pools_file);
+            }
+            Some(k) => {
+                c.arg("--kubeconfig")
+                    .arg(&k.kubeconfig)
+                    .arg("--ippools-namespace")
+                    .arg(&k.namespace)
+                    .arg("--health-probe-bind-address")
+                    .arg(format!("127.0.0.1:{}", k.health_port))
+                    .args(&k.extra);
+            }
+        }
         c
     }
 
     /// Starts the daemon and waits (deadline) until its socket accepts connections.
     pub fn spawn(&mut self) {
+        self.spawn_detached();
+        self.wait_serving(START_DEADLINE);
+    }
+
+    /// Starts the daemon without waiting for anything.
+    pub fn spawn_detached(&mut self) {
         assert!(self.child.is_none(), "daemon already running");
         let _ = fs::remove_file(&self.socket);
         let stderr = fs::OpenOptions::new()
@@ -114,8 +185,12 @@ impl Daemon {
             .spawn()
             .expect("spawn ipam-node");
         self.child = Some(child);
+    }
+
+    /// Waits (deadline) until the socket accepts connections; panics if the daemon exits.
+    pub fn wait_serving(&mut self, deadline: Duration) {
         let mut exited: Option<ExitStatus> = None;
-        wait_until(START_DEADLINE, "ipam-node's socket accepts connections", || {
+        wait_until(deadline, "ipam-node's socket accepts connections", || {
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(st)) = c.try_wait()
             {

@@ -1,0 +1,444 @@
+//! `ipam-node` in cluster mode against the real kube-apiserver of `hack/control-plane.sh`:
+//! pools from IPPool status (written here as admin; the controller is not under test), the
+//! pools cache across an apiserver outage, readiness, the stale cleaner, the released-IP
+//! cooldown, and the node identity's read-only RBAC. Every daemon runs as the node token user
+//! (`$NV_IPAM_CP_DIR/node.kubeconfig`) with `deploy/rbac/node.yaml` applied.
+//!
+//! Fails (never skips) when not run under the control plane. Parallel-safe: unique namespaces,
+//! node and pod names; the one test that stops the apiserver holds [`OUTAGE`] for writing,
+//! every other test holds it for reading.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Once, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
+use common::kube::{Kube, cp_dir, unique_name};
+use common::netns::{HostLink, Netns};
+use common::{CniOut, cni, env_refs, run_plugin, wait_until};
+use serde_json::{Value, json};
+
+/// Held for writing while the apiserver is stopped; for reading by every other test.
+static OUTAGE: RwLock<()> = RwLock::new(());
+/// How long a daemon may take to follow a change made through the API.
+const FOLLOW: Duration = Duration::from_secs(30);
+/// How long a daemon may take to come back after the apiserver did (reflector backoff is
+/// capped at 30 s).
+const RECOVER: Duration = Duration::from_secs(45);
+const POOL_API: &str = "/apis/nv-ipam.nvidia.com/v1alpha1";
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    OUTAGE.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Applies deploy/namespace.yaml and deploy/rbac/node.yaml once per process (AlreadyExists is fine).
+fn apply_node_rbac(admin: &Kube) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for file in ["deploy/namespace.yaml", "deploy/rbac/node.yaml"] {
+            let text = std::fs::read_to_string(repo().join(file)).expect(file);
+            for doc in yaml_serde::Deserializer::from_str(&text) {
+                let v: Value = serde::Deserialize::deserialize(doc).expect("yaml doc");
+                if v.is_null() {
+                    continue;
+                }
+                let ns = v["metadata"]["namespace"].as_str().unwrap_or("");
+                let path = match v["kind"].as_str().unwrap_or("") {
+                    "Namespace" => "/api/v1/namespaces".to_string(),
+                    "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+                    "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
+                    "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
+                    other => panic!("{file}: unexpected kind {other}"),
+                };
+                let r = admin.post(&path, &v);
+                assert!(r.status == 201 || r.status == 409, "{file}: {} {}", r.status, r.body);
+            }
+        }
+    });
+}
+
+/// A fresh namespace for the test's pools and pods; deleted on drop.
+struct TestNs {
+    admin: Kube,
+    name: String,
+}
+
+impl TestNs {
+    fn new() -> TestNs {
+        let admin = Kube::from_env();
+        apply_node_rbac(&admin);
+        let name = unique_name("it-node");
+        admin
+            .post(
+                "/api/v1/namespaces",
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            )
+            .expect_status(201, "create namespace");
+        TestNs { admin, name }
+    }
+
+    fn pools(&self) -> String {
+        format!("{POOL_API}/namespaces/{}/ippools", self.name)
+    }
+
+    /// Creates an IPPool and writes its status (`(node, start, end)` per node) as admin.
+    fn create_pool(&self, name: &str, subnet: &str, gateway: &str, allocs: &[(&str, &str, &str)]) {
+        let pool = json!({
+            "apiVersion": "nv-ipam.nvidia.com/v1alpha1",
+            "kind": "IPPool",
+            "metadata": {"name": name},
+            "spec": {"subnet": subnet, "perNodeBlockSize": 10, "gateway": gateway},
+        });
+        self.admin.post(&self.pools(), &pool).expect_status(201, "create pool");
+        self.set_status(name, allocs);
+    }
+
+    fn set_status(&self, name: &str, allocs: &[(&str, &str, &str)]) {
+        let mut obj = self.admin.get(&format!("{}/{name}", self.pools())).expect_status(200, "get pool");
+        let allocations: Vec<Value> =
+            allocs.iter().map(|(n, s, e)| json!({"nodeName": n, "startIP": s, "endIP": e})).collect();
+        obj["status"] = json!({ "allocations": allocations });
+        self.admin
+            .put(&format!("{}/{name}/status", self.pools()), &obj)
+            .expect_status(200, "write pool status");
+    }
+
+    fn delete_pool(&self, name: &str) {
+        self.admin.delete(&format!("{}/{name}", self.pools())).expect_status(200, "delete pool");
+    }
+
+    /// Creates a pod bound to `node` (no kubelet runs: it stays Pending); returns its UID.
+    fn create_pod(&self, name: &str, node: &str) -> String {
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+        });
+        let p = self
+            .admin
+            .post(&format!("/api/v1/namespaces/{}/pods", self.name), &pod)
+            .expect_status(201, "create pod");
+        p["metadata"]["uid"].as_str().expect("uid").to_string()
+    }
+
+    fn delete_pod_now(&self, name: &str) {
+        let path = format!("/api/v1/namespaces/{}/pods/{name}?gracePeriodSeconds=0", self.name);
+        let r = self.admin.delete(&path);
+        assert_eq!(r.status, 200, "delete pod: {}", r.body);
+        wait_until(FOLLOW, "the pod is gone", || {
+            self.admin.get(&format!("/api/v1/namespaces/{}/pods/{name}", self.name)).status == 404
+        });
+    }
+
+    /// A cluster-mode daemon for `node` as the node identity (not started).
+    fn daemon(&self, node: &str, extra: &[&str]) -> Daemon {
+        Daemon::prepare_cluster(node, cp_dir().join("node.kubeconfig"), &self.name, extra)
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = self.admin.delete(&format!("/api/v1/namespaces/{}", self.name));
+    }
+}
+
+/// The pod-less environment of an attachment (runtimes without Kubernetes metadata).
+fn anon_env(container: &str) -> Vec<(String, String)> {
+    vec![
+        ("CNI_CONTAINERID".into(), container.into()),
+        ("CNI_NETNS".into(), format!("/var/run/netns/nvt-absent-{container}")),
+        ("CNI_IFNAME".into(), "eth0".into()),
+        ("CNI_PATH".into(), "/nonexistent-cni-path".into()),
+        ("CNI_ARGS".into(), "IgnoreUnknown=1".into()),
+    ]
+}
+
+/// The environment of an attachment of pod `ns/name` with `uid`.
+fn pod_env(container: &str, ns: &str, name: &str, uid: &str) -> Vec<(String, String)> {
+    let mut env = anon_env(container);
+    env[4].1 = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};K8S_POD_UID={uid}");
+    env
+}
+
+fn call(cmd: &str, cfg: &Value, env: &[(String, String)]) -> CniOut {
+    cni(cmd, cfg, &env_refs(env))
+}
+
+fn add(d: &Daemon, pool: &str, env: &[(String, String)]) -> CniOut {
+    call("ADD", &d.config("1.0.0", "net1", pool), env)
+}
+
+/// The address (no prefix length) of a successful ADD.
+fn ip_of(out: &CniOut) -> String {
+    let a = out.addresses();
+    assert_eq!(a.len(), 1, "{out}");
+    a[0].split('/').next().unwrap().to_string()
+}
+
+fn last_octet(ip: &str) -> u32 {
+    ip.rsplit('.').next().unwrap().parse().unwrap()
+}
+
+/// CHECK with the ADD's result: does the daemon still hold it?
+fn holds(d: &Daemon, pool: &str, env: &[(String, String)], result: &CniOut) -> bool {
+    let mut cfg = d.config("1.0.0", "net1", pool);
+    cfg["prevResult"] = result.json.clone();
+    call("CHECK", &cfg, env).exit == 0
+}
+
+fn start_ready(d: &mut Daemon) {
+    d.spawn();
+    wait_until(FOLLOW, "/readyz answers 200", || d.ready());
+}
+
+#[test]
+fn two_nodes_get_their_own_blocks_and_follow_status_changes() {
+    let _g = shared();
+    let t = TestNs::new();
+    let (n1, n2) = (unique_name("n1"), unique_name("n2"));
+    t.create_pool(
+        "p",
+        "10.80.0.0/24",
+        "10.80.0.1",
+        &[(&n1, "10.80.0.1", "10.80.0.10"), (&n2, "10.80.0.11", "10.80.0.20")],
+    );
+    let mut d1 = t.daemon(&n1, &[]);
+    let mut d2 = t.daemon(&n2, &[]);
+    start_ready(&mut d1);
+    start_ready(&mut d2);
+
+    let mut seen = std::collections::HashSet::new();
+    let mut first = None;
+    for i in 0..3 {
+        let e1 = anon_env(&format!("a{i}"));
+        let o1 = add(&d1, "p", &e1).ok();
+        let o2 = add(&d2, "p", &anon_env(&format!("b{i}"))).ok();
+        let (ip1, ip2) = (ip_of(&o1), ip_of(&o2));
+        assert!((2..=10).contains(&last_octet(&ip1)), "node 1 got {ip1} outside .1-.10");
+        assert!((11..=20).contains(&last_octet(&ip2)), "node 2 got {ip2} outside .11-.20");
+        assert!(seen.insert(ip1.clone()) && seen.insert(ip2.clone()), "duplicate address {ip1} or {ip2}");
+        if i == 0 {
+            first = Some((e1, o1));
+        }
+    }
+    let (first_env, first_out) = first.unwrap();
+
+    // Node 1's block moves: new ADDs come from the new block; the old reservation stays.
+    t.set_status("p", &[(&n1, "10.80.0.21", "10.80.0.30"), (&n2, "10.80.0.11", "10.80.0.20")]);
+    let mut k = 0;
+    wait_until(FOLLOW, "node 1 allocates from its moved block .21-.30", || {
+        k += 1;
+        let o = add(&d1, "p", &anon_env(&format!("m{k}")));
+        o.exit == 0 && (21..=30).contains(&last_octet(&ip_of(&o)))
+    });
+    assert!(holds(&d1, "p", &first_env, &first_out), "a moved block must not drop existing reservations");
+
+    // Metrics name the pool and count ADDs.
+    let (code, metrics) = d1.http_get("/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("nv_ipam_node_pool_allocated{pool=\"p\",pool_type=\"ippool\"}"), "{metrics}");
+    assert!(metrics.contains("nv_ipam_node_pool_free{pool=\"p\",pool_type=\"ippool\"}"), "{metrics}");
+    assert!(metrics.contains("nv_ipam_node_request_duration_seconds_count{op=\"add\"}"), "{metrics}");
+    assert!(metrics.contains("nv_ipam_node_stale_released_total 0"), "{metrics}");
+    assert_eq!(d1.http_get("/healthz").map(|r| r.0), Some(200));
+
+    // The pool is deleted: new ADDs fail, the old reservation is still released by DEL.
+    t.delete_pool("p");
+    let mut k = 0;
+    wait_until(FOLLOW, "ADD fails once the pool is deleted", || {
+        k += 1;
+        add(&d2, "p", &anon_env(&format!("x{k}"))).exit != 0
+    });
+    assert!(holds(&d1, "p", &first_env, &first_out), "a deleted pool keeps reservations until DEL");
+    call("DEL", &d1.config("1.0.0", "net1", "p"), &first_env).ok();
+    assert!(!holds(&d1, "p", &first_env, &first_out));
+}
+
+#[test]
+fn bridge_plugin_in_a_netns_allocates_from_the_cluster_pool() {
+    let bridge = PathBuf::from("/usr/lib/cni/bridge");
+    assert!(bridge.is_file(), "{} is missing: apt-get install containernetworking-plugins", bridge.display());
+    let _g = shared();
+    let t = TestNs::new();
+    let node = unique_name("nb");
+    t.create_pool("br", "10.81.0.0/24", "10.81.0.1", &[(&node, "10.81.0.1", "10.81.0.10")]);
+    let mut d = t.daemon(&node, &[]);
+    start_ready(&mut d);
+    let br = HostLink::bridge();
+    let ns = Netns::new();
+    let mut cfg = d.config("1.0.0", &format!("br-{}", br.name), "br");
+    cfg["type"] = json!("bridge");
+    cfg["bridge"] = json!(br.name);
+    cfg["isGateway"] = json!(false);
+    let env: Vec<(String, String)> = vec![
+        ("CNI_CONTAINERID".into(), "brc1".into()),
+        ("CNI_NETNS".into(), ns.path()),
+        ("CNI_IFNAME".into(), "eth0".into()),
+        ("CNI_PATH".into(), format!("{}:/usr/lib/cni", d.bin_dir.display())),
+        ("CNI_ARGS".into(), "IgnoreUnknown=1".into()),
+    ];
+    let out = run_plugin(&bridge, "ADD", &cfg, &env_refs(&env)).ok();
+    let addr = out.json["ips"][0]["address"].as_str().unwrap_or_default().to_string();
+    assert!(addr.starts_with("10.81.0.") && addr.ends_with("/24"), "{out}");
+    assert!(ns.addrs("eth0").contains(&format!("inet {addr} ")), "{addr} not in the netns");
+    let mut del = cfg.clone();
+    del["prevResult"] = out.json.clone();
+    run_plugin(&bridge, "DEL", &del, &env_refs(&env)).ok();
+}
+
+/// Starts the apiserver again if the test fails while it is stopped.
+struct ApiserverDown;
+
+fn control_plane(cmd: &str) {
+    let st = std::process::Command::new(repo().join("hack/control-plane.sh"))
+        .arg(cmd)
+        .status()
+        .unwrap_or_else(|e| panic!("hack/control-plane.sh {cmd}: {e}"));
+    assert!(st.success(), "hack/control-plane.sh {cmd}: {st}");
+}
+
+impl ApiserverDown {
+    fn stop() -> ApiserverDown {
+        control_plane("stop-apiserver");
+        ApiserverDown
+    }
+}
+
+impl Drop for ApiserverDown {
+    fn drop(&mut self) {
+        control_plane("start-apiserver");
+    }
+}
+
+#[test]
+fn pools_cache_serves_through_an_apiserver_outage_and_readyz_waits_for_pools() {
+    let _g = OUTAGE.write().unwrap_or_else(|p| p.into_inner());
+    let t = TestNs::new();
+    let (node, fresh) = (unique_name("nc"), unique_name("nf"));
+    t.create_pool(
+        "c",
+        "10.82.0.0/24",
+        "10.82.0.1",
+        &[(&node, "10.82.0.1", "10.82.0.10"), (&fresh, "10.82.0.11", "10.82.0.20")],
+    );
+    let mut d = t.daemon(&node, &[]);
+    start_ready(&mut d);
+    let e0 = anon_env("before");
+    let before = add(&d, "c", &e0).ok();
+
+    let down = ApiserverDown::stop();
+    // A restart during the outage serves from the pools cache.
+    d.restart();
+    wait_until(FOLLOW, "the restarted daemon is ready from its cache", || d.ready());
+    let during = add(&d, "c", &anon_env("during")).ok();
+    assert!((2..=10).contains(&last_octet(&ip_of(&during))), "{during}");
+    assert!(holds(&d, "c", &e0, &before));
+
+    // A daemon without a cache neither serves nor reports ready until the pools are known.
+    let mut f = t.daemon(&fresh, &[]);
+    f.spawn_detached();
+    wait_until(FOLLOW, "the fresh daemon's health server answers", || f.http_get("/readyz").is_some());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(f.http_get("/readyz").map(|r| r.0), Some(503), "ready without pools");
+    assert!(!f.socket.exists(), "the socket must not serve before pools are known");
+    drop(down); // start-apiserver
+
+    f.wait_serving(RECOVER);
+    wait_until(RECOVER, "the fresh daemon is ready", || f.ready());
+    let o = add(&f, "c", &anon_env("fresh1")).ok();
+    assert!((11..=20).contains(&last_octet(&ip_of(&o))), "{o}");
+
+    // Nothing was lost, and status changes are followed again.
+    assert!(holds(&d, "c", &e0, &before));
+    t.set_status("c", &[(&node, "10.82.0.31", "10.82.0.40"), (&fresh, "10.82.0.11", "10.82.0.20")]);
+    let mut k = 0;
+    wait_until(RECOVER, "the cached daemon follows a status change after the outage", || {
+        k += 1;
+        let o = add(&d, "c", &anon_env(&format!("after{k}")));
+        o.exit == 0 && (31..=40).contains(&last_octet(&ip_of(&o)))
+    });
+}
+
+#[test]
+fn stale_reservations_of_deleted_or_recreated_pods_are_released() {
+    let _g = shared();
+    let t = TestNs::new();
+    let node = unique_name("ns");
+    t.create_pool("s", "10.83.0.0/24", "10.83.0.1", &[(&node, "10.83.0.1", "10.83.0.20")]);
+    let mut d = t.daemon(&node, &["--stale-ip-check-interval=1s", "--stale-ip-check-count-before-release=2"]);
+    start_ready(&mut d);
+
+    let uid_a = t.create_pod("pod-a", &node);
+    let uid_b = t.create_pod("pod-b", &node);
+    let ea = pod_env("ca", &t.name, "pod-a", &uid_a);
+    let eb = pod_env("cb", &t.name, "pod-b", &uid_b);
+    let en = anon_env("cn");
+    let (oa, ob, on) = (add(&d, "s", &ea).ok(), add(&d, "s", &eb).ok(), add(&d, "s", &en).ok());
+
+    // Live pods keep their addresses over several passes.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(holds(&d, "s", &ea, &oa) && holds(&d, "s", &eb, &ob), "live pods lost their addresses");
+
+    // pod-a deleted; pod-b deleted and re-created under the same name (another UID).
+    t.delete_pod_now("pod-a");
+    t.delete_pod_now("pod-b");
+    let uid_b2 = t.create_pod("pod-b", &node);
+    assert_ne!(uid_b, uid_b2);
+    wait_until(FOLLOW, "the deleted pod's address is released", || !holds(&d, "s", &ea, &oa));
+    wait_until(FOLLOW, "the re-created pod's old address is released", || !holds(&d, "s", &eb, &ob));
+    let (_, metrics) = d.http_get("/metrics").expect("metrics");
+    assert!(metrics.contains("nv_ipam_node_stale_released_total 2"), "{metrics}");
+
+    // Without pod metadata a reservation is never released by the cleaner.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(holds(&d, "s", &en, &on), "a reservation without pod metadata was released");
+}
+
+#[test]
+fn released_ip_cooldown_delays_reuse() {
+    let _g = shared();
+    let t = TestNs::new();
+    let node = unique_name("nk");
+    // Block .1-.3 with gateway .1: two addresses.
+    t.create_pool("k", "10.84.0.0/24", "10.84.0.1", &[(&node, "10.84.0.1", "10.84.0.3")]);
+    let mut d = t.daemon(&node, &["--released-ip-cooldown=5s"]);
+    start_ready(&mut d);
+    let (ea, eb) = (anon_env("ka"), anon_env("kb"));
+    let a = ip_of(&add(&d, "k", &ea).ok());
+    let _b = ip_of(&add(&d, "k", &eb).ok());
+    call("DEL", &d.config("1.0.0", "net1", "k"), &ea).ok();
+    let released = Instant::now();
+    let e = add(&d, "k", &anon_env("kc"));
+    assert_ne!(e.exit, 0, "the released {a} was handed out again within the cooldown:\n{e}");
+    assert!(released.elapsed() < Duration::from_secs(5), "the check ran too late to mean anything");
+    std::thread::sleep(
+        Duration::from_secs(5).saturating_sub(released.elapsed()) + Duration::from_millis(300),
+    );
+    let again = add(&d, "k", &anon_env("kd")).ok();
+    assert_eq!(ip_of(&again), a, "after the cooldown the address is free again");
+}
+
+#[test]
+fn node_identity_cannot_update_pools() {
+    let _g = shared();
+    let t = TestNs::new();
+    let node = unique_name("nr");
+    t.create_pool("r", "10.85.0.0/24", "10.85.0.1", &[(&node, "10.85.0.1", "10.85.0.10")]);
+    let as_node = Kube::from_cp_kubeconfig("node");
+    let mut obj = as_node.get(&format!("{}/r", t.pools())).expect_status(200, "node reads pools");
+    obj["spec"]["perNodeBlockSize"] = json!(20);
+    let r = as_node.put(&format!("{}/r", t.pools()), &obj);
+    assert_eq!(r.status, 403, "the node identity must not update pools: {}", r.body);
+    let r = as_node.put(&format!("{}/r/status", t.pools()), &obj);
+    assert_eq!(r.status, 403, "the node identity must not write pool status: {}", r.body);
+    let r = as_node.delete(&format!("{}/r", t.pools()));
+    assert_eq!(r.status, 403, "the node identity must not delete pools: {}", r.body);
+}
