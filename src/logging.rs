@@ -121,7 +121,16 @@ struct Logger {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level
+        // Our own modules follow the chosen level; dependencies (ureq, rustls) log every
+        // connection and TLS step at debug, which would drown ours, so they stay at info
+        // unless trace is asked for.
+        let ours = metadata.target().starts_with("nv_ipam") || metadata.target().starts_with("ipam_");
+        let level = if ours || self.level >= LevelFilter::Trace {
+            self.level
+        } else {
+            self.level.min(LevelFilter::Info)
+        };
+        metadata.level() <= level
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -189,6 +198,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn dependencies_stay_at_info_below_trace() {
+        let at = |level| Logger { level, format: LogFormat::Text, sink: Mutex::new(Box::new(io::sink())) };
+        let meta = |target, level| Metadata::builder().target(target).level(level).build();
+        let debug = at(LevelFilter::Debug);
+        assert!(debug.enabled(&meta("nv_ipam::store", log::Level::Debug)));
+        assert!(debug.enabled(&meta("ipam_node", log::Level::Debug)));
+        assert!(!debug.enabled(&meta("ureq::unit", log::Level::Debug)));
+        assert!(debug.enabled(&meta("rustls::client", log::Level::Info)));
+        assert!(at(LevelFilter::Trace).enabled(&meta("ureq::unit", log::Level::Debug)));
+        assert!(!at(LevelFilter::Warn).enabled(&meta("ureq::unit", log::Level::Info)));
+    }
 
     #[test]
     fn civil_dates() {
