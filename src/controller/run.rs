@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use super::args::ClusterArgs;
+use super::args::{ClusterArgs, DEFAULT_HEALTH_PROBE_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS};
 use super::leader;
 use super::reconcile::{Condition, Event, Input, NodeChange, Outcome, PoolInput, nodes_matter, reconcile};
 use crate::alloc::PoolType;
@@ -225,6 +225,13 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
                 http.push(handle);
             }
             Ok(None) => log::info!("{flag} disabled"),
+            // A busy default port (a second controller on one host) must not stop planning; an
+            // address the operator chose must work or the controller refuses to start.
+            Err(source)
+                if addr == DEFAULT_HEALTH_PROBE_BIND_ADDRESS || addr == DEFAULT_METRICS_BIND_ADDRESS =>
+            {
+                log::error!("{source}; {flag} is off (choose another address)")
+            }
             Err(source) => return Err(RunError::Health { flag, source }),
         }
     }

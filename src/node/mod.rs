@@ -124,10 +124,15 @@ pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
         addrs.push(cfg.metrics_bind_address.as_str());
     }
     for addr in addrs {
-        if let Some((bound, _)) =
-            health::serve(addr, probe.clone(), halt.clone()).map_err(NodeError::Health)?
-        {
-            log::info!("/healthz, /readyz and /metrics on http://{bound}");
+        match health::serve(addr, probe.clone(), halt.clone()) {
+            Ok(Some((bound, _))) => log::info!("/healthz, /readyz and /metrics on http://{bound}"),
+            Ok(None) => {}
+            // A busy default port (several daemons on one test host) must not stop IPAM; an
+            // address the operator chose must work or the daemon refuses to start.
+            Err(e) if addr == config::DEFAULT_HEALTH_PROBE_BIND_ADDRESS => {
+                log::error!("{e}; health and metrics endpoints are off (choose --health-probe-bind-address)")
+            }
+            Err(e) => return Err(NodeError::Health(e)),
         }
     }
 
