@@ -19,7 +19,9 @@
 //! Prints a table with the targets (converge < 30 s, RSS < 30 MB). Everything it creates (the
 //! namespace, the nodes, the processes, a temp dir) is removed on every exit path (Drop guards).
 //! Without `--bench` (e.g. `cargo test --all-targets`) it prints one line and exits 0.
-//! `NV_IPAM_SCALE_NODES` overrides the node count (for a quick try; the figures are for 5,000).
+//! `NV_IPAM_SCALE_NODES` overrides the node count (for a quick try; the figures are for 5,000);
+//! `NV_IPAM_SCALE_V=N` runs the controller with `-v N`; `NV_IPAM_SCALE_KEEP_LOGS=DIR` keeps its
+//! and the node daemon's logs. The controller's VmRSS is sampled every 20 ms for a timeline.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/common/kube.rs"]
@@ -525,6 +527,55 @@ fn spawn(name: &'static str, args: &[String], log: PathBuf, bin: &str) -> Proc {
     Proc { child, name, log }
 }
 
+/// Samples a process's VmRSS every 20 ms until stopped: (seconds since start, MiB).
+struct RssSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<thread::JoinHandle<Vec<(f64, f64)>>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32, t0: Instant) -> RssSampler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let mut out = Vec::new();
+            // bounded: stops when asked, when the process is gone, or after 10 minutes
+            while !flag.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(600) {
+                let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else { break };
+                if let Some(kb) = status.lines().find_map(|l| {
+                    l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok()
+                }) {
+                    out.push((t0.elapsed().as_secs_f64(), kb / 1024.0));
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            out
+        });
+        RssSampler { stop, handle: Some(handle) }
+    }
+
+    /// The samples where RSS moved by 4 MiB or more since the last one shown, and the last.
+    fn finish(mut self) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        let mut shown: Vec<String> = Vec::new();
+        let mut last = f64::NEG_INFINITY;
+        for (i, (t, m)) in samples.iter().enumerate() {
+            if (m - last).abs() >= 4.0 || i + 1 == samples.len() {
+                shown.push(format!("{t:.2}s:{m:.0}"));
+                last = *m;
+            }
+        }
+        shown.join(" ")
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 fn mib(bytes: f64) -> String {
     format!("{:.2} MiB", bytes / (1024.0 * 1024.0))
 }
@@ -581,7 +632,7 @@ fn run(n: usize) {
     let metrics = AdminMetrics::new();
     let (health_port, metrics_port) = (free_port(), free_port());
     let kubeconfig = |who: &str| cp_dir().join(format!("{who}.kubeconfig")).display().to_string();
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "--kubeconfig".into(),
         kubeconfig("controller"),
         "--ippools-namespace".into(),
@@ -591,10 +642,14 @@ fn run(n: usize) {
         "--metrics-bind-address".into(),
         format!("127.0.0.1:{metrics_port}"),
     ];
+    if let Ok(v) = std::env::var("NV_IPAM_SCALE_V") {
+        args.extend(["-v".to_string(), v]);
+    }
     let gets = AtomicU64::new(0);
     let before = metrics.requests();
     let t0 = Instant::now();
     let mut ctl = spawn("ipam-controller", &args, dir.join("controller.log"), ctl_bin);
+    let sampler = RssSampler::start(ctl.pid(), t0);
     wait_allocated(&mut ctl, metrics_port, &admin, &ns, n, CONVERGE_DEADLINE, &gets);
     let converge_s = t0.elapsed().as_secs_f64();
     let (cpu_s, hwm_mb, rss_mb) = cpu_and_rss(ctl.pid());
@@ -662,6 +717,14 @@ fn run(n: usize) {
     let sock_after = socket_bytes_received(node.pid());
     let (cpu_after_join, hwm_after_mb, _) = cpu_and_rss(ctl.pid());
     let join_requests = delta(&join_before, &metrics.requests());
+    let rss_timeline = sampler.finish();
+    if let Some(keep) = std::env::var_os("NV_IPAM_SCALE_KEEP_LOGS") {
+        let keep = PathBuf::from(keep);
+        let _ = fs::create_dir_all(&keep);
+        for f in ["controller.log", "node.log"] {
+            let _ = fs::copy(dir.join(f), keep.join(f));
+        }
+    }
     let join_gets = gets.swap(0, Ordering::Relaxed) as f64;
     node.check_alive();
     ctl.check_alive();
@@ -745,4 +808,8 @@ fn run(n: usize) {
         "requests to converge by resource/verb (apiserver_request_total delta, bench GETs subtracted): {conv_detail}"
     );
     println!("requests for the join: {join_detail}");
+    println!(
+        "controller VmRSS timeline (s since start: MiB; join at {:.2}s): {rss_timeline}",
+        tj.duration_since(t0).as_secs_f64()
+    );
 }
