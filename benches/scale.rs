@@ -9,7 +9,7 @@
 //!
 //! - time from start until every pool's status holds one allocation per node (converge);
 //! - the controller's CPU seconds (`utime + stime`, /proc/PID/stat) and peak RSS (`VmHWM`);
-//! - requests on pools, nodes, leases and events, from the apiserver's `apiserver_request_total`
+//! - requests on pools, nodes, events and pods, from the apiserver's `apiserver_request_total`
 //!   (per verb/resource, not per user: the bench's own pool GETs are counted and subtracted;
 //!   nothing else writes during the run);
 //! - with one `ipam-node` (node token user) following the pools: the bytes it reads (`rchar` of
@@ -368,7 +368,7 @@ impl AdminMetrics {
                 series.split_once(&pat).and_then(|(_, r)| r.split_once('"')).map(|(v, _)| v.to_string())
             };
             let res = label("resource").unwrap_or_default();
-            if !["ippools", "cidrpools", "nodes", "leases", "events", "pods"].contains(&res.as_str()) {
+            if !["ippools", "cidrpools", "nodes", "events", "pods"].contains(&res.as_str()) {
                 continue;
             }
             let sub = label("subresource").unwrap_or_default();
