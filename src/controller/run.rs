@@ -382,28 +382,22 @@ fn spawn_node_reflector(
         .name("reflect-nodes".into())
         .spawn(move || {
             let opts = ListOptions { metadata_only: true, ..ListOptions::default() };
-            let mut on_change = |ch: Change<Value>| nodes_changed(&shared, ch);
+            // typed: only name and labels are decoded, managedFields and the rest are skipped
+            let mut on_change = |ch: Change<Node>| nodes_changed(&shared, ch);
             crate::kube::reflect(&client, &NODES, None, &opts, &stop, &mut on_change);
         })
         .map_err(|source| RunError::Thread { name: "reflect-nodes", source })
 }
 
-fn node_labels(v: &Value) -> BTreeMap<String, String> {
-    v["metadata"]["labels"]
-        .as_object()
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
-        .unwrap_or_default()
-}
-
 /// Caches names and labels; enqueues the pools a name or label change matters to
 /// ([`nodes_matter`]). Heartbeats change neither and enqueue nothing.
-fn nodes_changed(shared: &Shared, ch: Change<Value>) {
+fn nodes_changed(shared: &Shared, ch: Change<Node>) {
     let mut c = shared.lock();
     let mut changes = Vec::new();
     match ch {
         Change::Reset(items) => {
             let fresh: BTreeMap<String, BTreeMap<String, String>> =
-                items.iter().map(|v| (object_name(v), node_labels(v))).collect();
+                items.into_iter().map(|n| (n.metadata.name, n.metadata.labels)).collect();
             for (name, before) in &c.nodes {
                 if fresh.get(name) != Some(before) {
                     changes.push(NodeChange {
@@ -421,15 +415,15 @@ fn nodes_changed(shared: &Shared, ch: Change<Value>) {
             c.nodes = fresh;
             c.synced_nodes = true;
         }
-        Change::Applied(v) => {
-            let (name, labels) = (object_name(&v), node_labels(&v));
+        Change::Applied(n) => {
+            let (name, labels) = (n.metadata.name, n.metadata.labels);
             let before = c.nodes.insert(name.clone(), labels.clone());
             if before.as_ref() != Some(&labels) {
                 changes.push(NodeChange { name, before, after: Some(labels) });
             }
         }
-        Change::Deleted(v) => {
-            let name = object_name(&v);
+        Change::Deleted(n) => {
+            let name = n.metadata.name;
             if let Some(before) = c.nodes.remove(&name) {
                 changes.push(NodeChange { name, before: Some(before), after: None });
             }

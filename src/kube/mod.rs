@@ -15,7 +15,7 @@ pub mod error;
 pub mod reflector;
 pub mod resource;
 
-pub use client::{Client, WatchStream};
+pub use client::{Client, Decoded, WatchStream};
 pub use config::{Auth, ClusterConfig};
 pub use error::KubeError;
 pub use reflector::{Change, reflect, reflect_from};

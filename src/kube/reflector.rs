@@ -15,10 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use super::backoff::Backoff;
-use super::client::{Client, WatchStream};
+use super::client::{Client, Decoded, DecodedWatch};
 use super::error::KubeError;
 use super::resource::{ListOptions, ObjectList, Resource, WatchEvent};
 
@@ -76,9 +75,12 @@ pub fn reflect_from<T: DeserializeOwned>(
 }
 
 /// Where the reflector's lists and watches come from: the API server, or a script in tests.
-trait Source {
-    type Stream: Iterator<Item = Result<WatchEvent<Value>, KubeError>>;
-    fn list(&self) -> Result<ObjectList<Value>, KubeError>;
+/// Objects arrive already decoded as `T` (no `Value` tree in between: for big lists and big
+/// objects that tree, not `T`, set the peak memory), with what is needed to skip one that does
+/// not decode.
+trait Source<T> {
+    type Stream: Iterator<Item = Result<WatchEvent<Decoded<T>>, KubeError>>;
+    fn list(&self) -> Result<ObjectList<Decoded<T>>, KubeError>;
     fn watch(&self, resource_version: &str) -> Result<Self::Stream, KubeError>;
 }
 
@@ -89,20 +91,20 @@ struct ClientSource<'a> {
     opts: &'a ListOptions,
 }
 
-impl Source for ClientSource<'_> {
-    type Stream = WatchStream<Value>;
+impl<T: DeserializeOwned> Source<T> for ClientSource<'_> {
+    type Stream = DecodedWatch<T>;
 
-    fn list(&self) -> Result<ObjectList<Value>, KubeError> {
-        self.client.list(self.r, self.ns, self.opts)
+    fn list(&self) -> Result<ObjectList<Decoded<T>>, KubeError> {
+        self.client.list_decoded(self.r, self.ns, self.opts)
     }
 
-    fn watch(&self, resource_version: &str) -> Result<WatchStream<Value>, KubeError> {
-        self.client.watch(self.r, self.ns, self.opts, resource_version)
+    fn watch(&self, resource_version: &str) -> Result<DecodedWatch<T>, KubeError> {
+        Ok(self.client.watch(self.r, self.ns, self.opts, resource_version)?.decoded())
     }
 }
 
-fn run<T: DeserializeOwned>(
-    source: &impl Source,
+fn run<T>(
+    source: &impl Source<T>,
     what: String,
     resource_version: &str,
     stop: &AtomicBool,
@@ -160,17 +162,17 @@ fn run<T: DeserializeOwned>(
                         rv = Some(resource_version);
                     }
                 }
-                Ok(WatchEvent::Added(v) | WatchEvent::Modified(v)) => {
+                Ok(WatchEvent::Added(d) | WatchEvent::Modified(d)) => {
                     events += 1;
-                    advance(&mut rv, &v);
-                    if let Some(t) = convert(&st.what, v) {
+                    advance(&mut rv, &d);
+                    if let Some(t) = convert(&st.what, d) {
                         on_change(Change::Applied(t));
                     }
                 }
-                Ok(WatchEvent::Deleted(v)) => {
+                Ok(WatchEvent::Deleted(d)) => {
                     events += 1;
-                    advance(&mut rv, &v);
-                    if let Some(t) = convert(&st.what, v) {
+                    advance(&mut rv, &d);
+                    if let Some(t) = convert(&st.what, d) {
                         on_change(Change::Deleted(t));
                     }
                 }
@@ -246,21 +248,20 @@ impl State {
     }
 }
 
-fn advance(rv: &mut Option<String>, obj: &Value) {
-    if let Some(v) =
-        obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
-    {
-        *rv = Some(v.to_string());
+/// Follows an event's resourceVersion, also of an object that does not decode.
+fn advance<T>(rv: &mut Option<String>, d: &Decoded<T>) {
+    if !d.resource_version.is_empty() {
+        *rv = Some(d.resource_version.clone());
     }
 }
 
-/// Converts one object; an object that does not decode is skipped with a warning (one bad
+/// Unwraps one object; an object that does not decode is skipped with a warning (one bad
 /// object must not stop the view of all others).
-fn convert<T: DeserializeOwned>(what: &str, v: Value) -> Option<T> {
-    let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?").to_string();
-    match serde_json::from_value(v) {
+fn convert<T>(what: &str, d: Decoded<T>) -> Option<T> {
+    match d.object {
         Ok(t) => Some(t),
         Err(e) => {
+            let name = if d.name.is_empty() { "?" } else { d.name.as_str() };
             log::warn!("reflector {what}: skipping object {name:?} that does not decode: {e}");
             None
         }
@@ -278,7 +279,7 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::VecDeque;
 
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -311,12 +312,27 @@ mod tests {
         KubeError::Transport { verb: "watch", path: "/x".into(), detail: "script ended".into() }
     }
 
-    impl Source for Script<'_> {
-        type Stream = std::vec::IntoIter<Result<WatchEvent<Value>, KubeError>>;
+    /// The scripted objects as the client would deliver them as `T`.
+    fn decoded<T: DeserializeOwned>(
+        ev: Result<WatchEvent<Value>, KubeError>,
+    ) -> Result<WatchEvent<Decoded<T>>, KubeError> {
+        Ok(match ev? {
+            WatchEvent::Added(v) => WatchEvent::Added(Decoded::from_value(v)),
+            WatchEvent::Modified(v) => WatchEvent::Modified(Decoded::from_value(v)),
+            WatchEvent::Deleted(v) => WatchEvent::Deleted(Decoded::from_value(v)),
+            WatchEvent::Bookmark { resource_version } => WatchEvent::Bookmark { resource_version },
+        })
+    }
 
-        fn list(&self) -> Result<ObjectList<Value>, KubeError> {
+    impl<T: DeserializeOwned> Source<T> for Script<'_> {
+        type Stream = std::vec::IntoIter<Result<WatchEvent<Decoded<T>>, KubeError>>;
+
+        fn list(&self) -> Result<ObjectList<Decoded<T>>, KubeError> {
             match self.next("list".into()) {
-                Some(Step::List(r)) => r,
+                Some(Step::List(r)) => r.map(|l| ObjectList {
+                    items: l.items.into_iter().map(Decoded::from_value).collect(),
+                    resource_version: l.resource_version,
+                }),
                 Some(Step::Watch(_)) => panic!("script expected a watch, got a list"),
                 None => Err(ended()),
             }
@@ -324,7 +340,9 @@ mod tests {
 
         fn watch(&self, rv: &str) -> Result<Self::Stream, KubeError> {
             match self.next(format!("watch {rv}")) {
-                Some(Step::Watch(r)) => r.map(Vec::into_iter),
+                Some(Step::Watch(r)) => {
+                    r.map(|evs| evs.into_iter().map(decoded).collect::<Vec<_>>().into_iter())
+                }
                 Some(Step::List(_)) => panic!("script expected a list, got a watch from {rv}"),
                 None => Err(ended()),
             }
