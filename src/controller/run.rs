@@ -21,19 +21,28 @@
 //!
 //! Owns: [`run`], [`RunError`], the cache, queue and metrics. Must not: decide allocations.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::args::{ClusterArgs, DEFAULT_HEALTH_PROBE_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS};
 use super::leader;
-use super::reconcile::{Condition, Event, Input, NodeChange, Outcome, PoolInput, nodes_matter, reconcile};
+use super::reconcile::{
+    Allocations, Condition, Event, Input, NodeChange, Outcome, PoolInput, nodes_matter, reconcile,
+};
 use crate::alloc::PoolType;
-use crate::api::{API_VERSION, KIND_CIDRPOOL, KIND_IPPOOL, Node};
+use crate::api::{
+    API_VERSION, CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, IpAllocation, IpPool, IpPoolSpec,
+    IpPoolStatus, KIND_CIDRPOOL, KIND_IPPOOL, Node, ObjectMeta,
+};
 use crate::health::{self, HealthError, Probe};
 use crate::kube::{
     CIDRPOOLS, Change, Client, ClusterConfig, EVENTS, IPPOOLS, KubeError, ListOptions, NODES, Resource,
@@ -84,16 +93,167 @@ impl std::error::Error for RunError {}
 /// Key of a pool in the queue: kind and name (the namespace is fixed).
 type Key = (PoolType, String);
 
+/// A pool as the cache keeps it: typed, so a 5,000-entry status is compact structs rather than
+/// a `serde_json::Value` tree (~10x the JSON); plus `status.conditions` (not in the api types)
+/// and a hash of the status as stored, to recognise our own write's echo without a copy.
+#[derive(Debug, Clone)]
+struct CachedPool {
+    pool: PoolInput,
+    conditions: Vec<Condition>,
+    status_hash: u64,
+}
+
+impl CachedPool {
+    fn meta(&self) -> &ObjectMeta {
+        match &self.pool {
+            PoolInput::Ip(p) => &p.metadata,
+            PoolInput::Cidr(p) => &p.metadata,
+        }
+    }
+
+    fn generation(&self) -> Option<i64> {
+        self.meta().rest.get("generation").and_then(Value::as_i64)
+    }
+
+    fn resource_version(&self) -> &str {
+        self.meta().rest.get("resourceVersion").and_then(Value::as_str).unwrap_or_default()
+    }
+}
+
+/// A pool object on the wire, as read by the reflector, GET and the status write's answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePool<S, A> {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: S,
+    #[serde(default = "Option::default")]
+    status: Option<WireStatus<A>>,
+}
+
+/// `status` of either pool kind: what we read and what we write.
+#[derive(Serialize, Deserialize)]
+struct WireStatus<A> {
+    #[serde(default = "Vec::new")]
+    allocations: Vec<A>,
+    #[serde(default)]
+    conditions: Vec<Condition>,
+}
+
+/// A status as we write it (borrowed, so nothing is copied to write or to hash it).
+#[derive(Serialize)]
+struct StatusRef<'a, A> {
+    allocations: &'a [A],
+    conditions: &'a [Condition],
+}
+
+/// The status write: a merge patch carrying the resourceVersion the decision was based on, so
+/// the API server refuses it (409) when the pool changed meanwhile.
+#[derive(Serialize)]
+struct StatusPatch<'a, A> {
+    metadata: PatchMeta<'a>,
+    status: StatusRef<'a, A>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PatchMeta<'a> {
+    resource_version: &'a str,
+}
+
+/// Hashes a value's JSON form: equal statuses (as decoded into our types) hash equal whatever
+/// the key order or omitted defaults of the stored JSON.
+fn json_hash<T: Serialize + ?Sized>(v: &T) -> u64 {
+    struct W(DefaultHasher);
+    impl std::io::Write for W {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = W(DefaultHasher::new());
+    // serializing our own types into a sink cannot fail (string keys, no floats)
+    let _ = serde_json::to_writer(&mut w, v);
+    w.0.finish()
+}
+
+/// Hash of a status as stored: `None` (no status yet) differs from every written status.
+fn status_hash<A: Serialize>(s: Option<StatusRef<'_, A>>) -> u64 {
+    json_hash(&s)
+}
+
+/// The wire shape of one pool kind, turned into the cache's [`CachedPool`].
+trait PoolWire: DeserializeOwned {
+    fn into_cached(self) -> CachedPool;
+}
+
+impl PoolWire for WirePool<IpPoolSpec, IpAllocation> {
+    fn into_cached(self) -> CachedPool {
+        let status_hash = status_hash(
+            self.status
+                .as_ref()
+                .map(|s| StatusRef { allocations: &s.allocations, conditions: &s.conditions }),
+        );
+        let (status, conditions) = match self.status {
+            Some(s) => (Some(IpPoolStatus { allocations: s.allocations }), s.conditions),
+            None => (None, Vec::new()),
+        };
+        let pool = IpPool {
+            api_version: self.api_version,
+            kind: self.kind,
+            metadata: self.metadata,
+            spec: self.spec,
+            status,
+        };
+        CachedPool { pool: PoolInput::Ip(pool), conditions, status_hash }
+    }
+}
+
+impl PoolWire for WirePool<CidrPoolSpec, CidrAllocation> {
+    fn into_cached(self) -> CachedPool {
+        let status_hash = status_hash(
+            self.status
+                .as_ref()
+                .map(|s| StatusRef { allocations: &s.allocations, conditions: &s.conditions }),
+        );
+        let (status, conditions) = match self.status {
+            Some(s) => (Some(CidrPoolStatus { allocations: s.allocations }), s.conditions),
+            None => (None, Vec::new()),
+        };
+        let pool = CidrPool {
+            api_version: self.api_version,
+            kind: self.kind,
+            metadata: self.metadata,
+            spec: self.spec,
+            status,
+        };
+        CachedPool { pool: PoolInput::Cidr(pool), conditions, status_hash }
+    }
+}
+
+type IpWire = WirePool<IpPoolSpec, IpAllocation>;
+type CidrWire = WirePool<CidrPoolSpec, CidrAllocation>;
+
 #[derive(Default)]
 struct Cache {
-    pools: BTreeMap<Key, Value>,
+    /// `Arc`: a reconcile takes its pool out of the lock without copying 5,000 entries.
+    pools: BTreeMap<Key, Arc<CachedPool>>,
     nodes: BTreeMap<String, BTreeMap<String, String>>,
     synced_ippools: bool,
     synced_cidrpools: bool,
     synced_nodes: bool,
     queue: BTreeSet<Key>,
-    /// Status we last wrote per pool: a watch event carrying it is our own echo.
-    written: HashMap<Key, Value>,
+    /// Hash ([`status_hash`]) of the status we last wrote per pool: a watch event carrying it
+    /// is our own echo. A hash, not a copy: a copy of a 5,000-entry status is megabytes.
+    written: HashMap<Key, u64>,
     holds: HashMap<Key, BTreeMap<String, SystemTime>>,
     recheck: HashMap<Key, SystemTime>,
     last_events: HashMap<Key, Vec<Event>>,
@@ -238,8 +398,16 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
 
     let ns = args.ippools_namespace.clone();
     let threads = vec![
-        spawn_pool_reflector("reflect-ippools", &client, &IPPOOLS, PoolType::IpPool, &ns, &shared, &stop)?,
-        spawn_pool_reflector(
+        spawn_pool_reflector::<IpWire>(
+            "reflect-ippools",
+            &client,
+            &IPPOOLS,
+            PoolType::IpPool,
+            &ns,
+            &shared,
+            &stop,
+        )?,
+        spawn_pool_reflector::<CidrWire>(
             "reflect-cidrpools",
             &client,
             &CIDRPOOLS,
@@ -291,7 +459,7 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
     Ok(())
 }
 
-fn spawn_pool_reflector(
+fn spawn_pool_reflector<W: PoolWire + 'static>(
     name: &'static str,
     client: &Client,
     r: &'static Resource,
@@ -304,23 +472,26 @@ fn spawn_pool_reflector(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let mut on_change = |ch: Change<Value>| pool_changed(&shared, t, ch);
+            let mut on_change = |ch: Change<W>| {
+                let ch = match ch {
+                    Change::Reset(items) => Change::Reset(items.into_iter().map(W::into_cached).collect()),
+                    Change::Applied(w) => Change::Applied(w.into_cached()),
+                    Change::Deleted(w) => Change::Deleted(w.into_cached()),
+                };
+                pool_changed(&shared, t, ch)
+            };
             crate::kube::reflect(&client, r, Some(&ns), &ListOptions::default(), &stop, &mut on_change);
         })
         .map_err(|source| RunError::Thread { name, source })
 }
 
-/// `metadata.name` of a pool or node object.
-fn object_name(v: &Value) -> String {
-    v["metadata"]["name"].as_str().unwrap_or_default().to_string()
-}
-
 /// Caches a pool change and enqueues the pool unless the change is our own status echo.
-fn pool_changed(shared: &Shared, t: PoolType, ch: Change<Value>) {
+fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>) {
     let mut c = shared.lock();
     match ch {
         Change::Reset(items) => {
-            let fresh: BTreeMap<Key, Value> = items.into_iter().map(|v| ((t, object_name(&v)), v)).collect();
+            let fresh: BTreeMap<Key, Arc<CachedPool>> =
+                items.into_iter().map(|p| ((t, p.pool.name().to_string()), Arc::new(p))).collect();
             let gone: Vec<Key> =
                 c.pools.keys().filter(|k| k.0 == t && !fresh.contains_key(k)).cloned().collect();
             for k in gone {
@@ -336,11 +507,11 @@ fn pool_changed(shared: &Shared, t: PoolType, ch: Change<Value>) {
             }
         }
         Change::Applied(v) => {
-            let k = (t, object_name(&v));
+            let k = (t, v.pool.name().to_string());
             let old = c.pools.get(&k);
-            let same_gen = old.is_some_and(|o| o["metadata"]["generation"] == v["metadata"]["generation"]);
-            let own_echo = c.written.get(&k).is_some_and(|w| *w == v["status"]);
-            let same_status = old.is_some_and(|o| o["status"] == v["status"]);
+            let same_gen = old.is_some_and(|o| o.generation() == v.generation());
+            let own_echo = c.written.get(&k).is_some_and(|w| *w == v.status_hash);
+            let same_status = old.is_some_and(|o| o.status_hash == v.status_hash);
             if !(same_gen && (own_echo || same_status)) {
                 log::debug!(
                     "pool {} {:?} changed (generation changed: {}, status: {}): queued",
@@ -351,10 +522,10 @@ fn pool_changed(shared: &Shared, t: PoolType, ch: Change<Value>) {
                 );
                 c.queue.insert(k.clone());
             }
-            c.pools.insert(k, v);
+            c.pools.insert(k, Arc::new(v));
         }
         Change::Deleted(v) => {
-            let k = (t, object_name(&v));
+            let k = (t, v.pool.name().to_string());
             forget(&mut c, &k);
         }
     }
@@ -433,12 +604,8 @@ fn nodes_changed(shared: &Shared, ch: Change<Node>) {
         log::trace!("node change without name or label change ignored");
         return;
     }
-    let keys: Vec<Key> = c
-        .pools
-        .iter()
-        .filter(|((t, _), raw)| nodes_matter(&pool_input(*t, raw), &changes))
-        .map(|(k, _)| k.clone())
-        .collect();
+    let keys: Vec<Key> =
+        c.pools.iter().filter(|(_, p)| nodes_matter(&p.pool, &changes)).map(|(k, _)| k.clone()).collect();
     if !keys.is_empty() {
         log::debug!(
             "{} nodes added, deleted or relabelled (first: {:?}): {} pools queued",
@@ -541,7 +708,7 @@ fn reconcile_pool(
         (raw, nodes, c.holds.get(k).cloned().unwrap_or_default())
     };
     for attempt in 1..=MAX_STATUS_ATTEMPTS {
-        let outcome = decide(k.0, &raw, &nodes, &holds, grace);
+        let outcome = decide(&raw, &nodes, &holds, grace);
         if !outcome.changed {
             record(shared, k, &raw, &outcome, None);
             emit_events(client, ns, shared, k, &raw, &outcome.events);
@@ -550,14 +717,16 @@ fn reconcile_pool(
         if !shared.is_leader.load(Ordering::SeqCst) {
             return Ok(()); // lost the lease meanwhile: the new leader decides
         }
-        let mut obj = raw.clone();
-        let mut status = obj["status"].as_object().cloned().unwrap_or_default();
-        status.insert("allocations".into(), outcome.allocations.to_json());
-        status.insert("conditions".into(), serde_json::to_value(&outcome.conditions).unwrap_or(json!([])));
-        obj["status"] = Value::Object(status);
-        // recorded before the PUT: the watch may deliver the echo before the PUT answer
-        shared.lock().written.insert(k.clone(), obj["status"].clone());
-        match client.replace_status::<Value>(resource(k.0), Some(ns), &k.1, &obj) {
+        let rv = raw.resource_version();
+        let written = match &outcome.allocations {
+            Allocations::Ip(a) => {
+                write_status::<IpWire, _>(client, ns, shared, k, rv, a, &outcome.conditions)
+            }
+            Allocations::Cidr(a) => {
+                write_status::<CidrWire, _>(client, ns, shared, k, rv, a, &outcome.conditions)
+            }
+        };
+        match written {
             Ok(stored) => {
                 log::info!(
                     "pool status written type={} pool={} nodes={} conditions={}",
@@ -581,7 +750,12 @@ fn reconcile_pool(
                     k.0,
                     k.1
                 );
-                raw = client.get(resource(k.0), Some(ns), &k.1)?;
+                raw = Arc::new(match k.0 {
+                    PoolType::IpPool => client.get::<IpWire>(resource(k.0), Some(ns), &k.1)?.into_cached(),
+                    PoolType::CidrPool => {
+                        client.get::<CidrWire>(resource(k.0), Some(ns), &k.1)?.into_cached()
+                    }
+                });
             }
             Err(e) if e.is_not_found() => return Ok(()), // deleted meanwhile
             Err(e) => return Err(e),
@@ -590,20 +764,36 @@ fn reconcile_pool(
     Ok(())
 }
 
+/// Writes `status` (allocations and conditions, replacing both) as a merge patch checked
+/// against `resource_version`; returns the pool as stored. The answer is decoded straight into
+/// the typed pool: no `Value` tree of a 5,000-entry status.
+fn write_status<W: PoolWire, A: Serialize>(
+    client: &Client,
+    ns: &str,
+    shared: &Shared,
+    k: &Key,
+    resource_version: &str,
+    allocations: &[A],
+    conditions: &[Condition],
+) -> Result<CachedPool, KubeError> {
+    let status = StatusRef { allocations, conditions };
+    // recorded before the write: the watch may deliver the echo before the answer
+    shared.lock().written.insert(k.clone(), status_hash(Some(StatusRef { allocations, conditions })));
+    let patch = StatusPatch { metadata: PatchMeta { resource_version }, status };
+    let stored: W = client.patch_status_merge(resource(k.0), Some(ns), &k.1, &patch)?;
+    Ok(stored.into_cached())
+}
+
 fn decide(
-    t: PoolType,
-    raw: &Value,
+    raw: &CachedPool,
     nodes: &[Node],
     holds: &BTreeMap<String, SystemTime>,
     grace: Duration,
 ) -> Outcome {
-    let pool = pool_input(t, raw);
-    let conditions: Vec<Condition> =
-        serde_json::from_value(raw["status"]["conditions"].clone()).unwrap_or_default();
     reconcile(&Input {
-        pool: &pool,
-        conditions: &conditions,
-        generation: raw["metadata"]["generation"].as_i64(),
+        pool: &raw.pool,
+        conditions: &raw.conditions,
+        generation: raw.generation(),
         nodes,
         holds,
         now: SystemTime::now(),
@@ -611,30 +801,17 @@ fn decide(
     })
 }
 
-/// The typed pool of a cached object. An object serde cannot read (a wrong type in a field)
-/// becomes an empty pool, which fails validation and so keeps its status unchanged.
-fn pool_input(t: PoolType, raw: &Value) -> PoolInput {
-    match t {
-        PoolType::IpPool => PoolInput::Ip(serde_json::from_value(raw.clone()).unwrap_or_default()),
-        PoolType::CidrPool => PoolInput::Cidr(serde_json::from_value(raw.clone()).unwrap_or_default()),
-    }
-}
-
 /// Stores what the next reconcile and the metrics need.
-fn record(shared: &Shared, k: &Key, raw: &Value, o: &Outcome, stored: Option<Value>) {
+fn record(shared: &Shared, k: &Key, raw: &CachedPool, o: &Outcome, stored: Option<CachedPool>) {
     let mut c = shared.lock();
     if let Some(stored) = stored {
-        c.written.insert(k.clone(), stored["status"].clone());
-        // the PUT answer is at least as new as the cache; the watch echo is then ignored
+        c.written.insert(k.clone(), stored.status_hash);
+        // the write's answer is at least as new as the cache; the watch echo is then ignored
         if c.pools.contains_key(k) {
-            c.pools.insert(k.clone(), stored);
+            c.pools.insert(k.clone(), Arc::new(stored));
         }
-    } else if c
-        .pools
-        .get(k)
-        .is_some_and(|p| p["metadata"]["resourceVersion"] == raw["metadata"]["resourceVersion"])
-    {
-        c.written.insert(k.clone(), raw["status"].clone());
+    } else if c.pools.get(k).is_some_and(|p| p.resource_version() == raw.resource_version()) {
+        c.written.insert(k.clone(), raw.status_hash);
     }
     c.holds.insert(k.clone(), o.holds.clone());
     match o.recheck_at {
@@ -658,7 +835,7 @@ fn record(shared: &Shared, k: &Key, raw: &Value, o: &Outcome, stored: Option<Val
 }
 
 /// POSTs the events that were not emitted by the pool's previous reconcile.
-fn emit_events(client: &Client, ns: &str, shared: &Shared, k: &Key, raw: &Value, events: &[Event]) {
+fn emit_events(client: &Client, ns: &str, shared: &Shared, k: &Key, raw: &CachedPool, events: &[Event]) {
     let fresh: Vec<Event> = {
         let mut c = shared.lock();
         let before = c.last_events.insert(k.clone(), events.to_vec()).unwrap_or_default();
@@ -675,7 +852,7 @@ fn emit_events(client: &Client, ns: &str, shared: &Shared, k: &Key, raw: &Value,
             "metadata": {"generateName": format!("{}.", k.1), "namespace": ns},
             "involvedObject": {
                 "apiVersion": API_VERSION, "kind": kind, "name": k.1, "namespace": ns,
-                "uid": raw["metadata"]["uid"], "resourceVersion": raw["metadata"]["resourceVersion"],
+                "uid": raw.meta().rest.get("uid"), "resourceVersion": raw.meta().rest.get("resourceVersion"),
             },
             "reason": e.reason, "message": e.message, "type": "Warning",
             "source": {"component": COMPONENT},

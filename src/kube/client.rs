@@ -455,13 +455,15 @@ impl Client {
         self.send_json("patch", &object_path("patch", r, ns, name)?, "application/merge-patch+json", patch)
     }
 
-    /// JSON merge patch of the status subresource.
-    pub fn patch_status_merge<T: DeserializeOwned>(
+    /// JSON merge patch of the status subresource. The patch may be any serializable shape (a
+    /// typed patch avoids building a `Value` tree of a big status). With
+    /// `metadata.resourceVersion` in the patch the server checks it: 409 when stale.
+    pub fn patch_status_merge<T: DeserializeOwned, P: Serialize + ?Sized>(
         &self,
         r: &Resource,
         ns: Option<&str>,
         name: &str,
-        patch: &Value,
+        patch: &P,
     ) -> Result<T, KubeError> {
         self.send_json(
             "patch",
