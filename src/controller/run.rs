@@ -14,10 +14,14 @@
 //! (timer); becoming leader (every pool). Node heartbeats change neither names nor labels and
 //! trigger nothing. The queue is a set, so a burst of changes is one reconcile per pool.
 //!
-//! Writes: `status` by PUT on the status subresource with the cached resourceVersion; on 409
+//! Writes: `status` (allocations and conditions) by JSON merge patch on the status
+//! subresource, carrying the cached resourceVersion so the server refuses a stale write; on 409
 //! the pool is read again and decided again, at most [`MAX_STATUS_ATTEMPTS`] times, then
 //! requeued after [`ERROR_REQUEUE`]. Events are POSTed to core/v1 when they differ from the
 //! ones of the pool's previous reconcile, so a stuck pool does not repeat itself every time.
+//!
+//! Memory: pools are cached typed and nodes as one shared sorted list; our own last write is
+//! remembered by a hash of its status, never as a copy (see docs/benchmarks-scale.md).
 //!
 //! Owns: [`run`], [`RunError`], the cache, queue and metrics. Must not: decide allocations.
 
