@@ -444,6 +444,9 @@ fn seed_and_reference_examples_come_out_exactly() {
     let want22 =
         vec![triple("node-1", "10.10.0.0/24", "10.10.0.1"), triple("node-2", "10.10.1.0/24", "10.10.1.1")];
     wait_until(SETTLE, "example 22 allocations", || w.cidr_allocations("example22") == want22);
+    // The count behind the CRDs' "Nodes" printer column is written with the allocations.
+    assert_eq!(w.pool("ippools", "example1")["status"]["allocatedNodes"], 4);
+    assert_eq!(w.pool("cidrpools", "example22")["status"]["allocatedNodes"], 2);
     let cond = &w.pool("ippools", "pool1")["status"]["conditions"][0];
     assert_eq!((cond["type"].as_str(), cond["status"].as_str()), (Some("SpecValid"), Some("True")), "{cond}");
     wait_until(SETTLE, "pool gauges are exported", || {

@@ -541,28 +541,26 @@ fn printer_columns_show_pool_shape_and_first_node() {
     admin.post(&ns.pools("ippools"), &ippool("zz-allocated", spec)).expect_status(201, "second pool");
     let path = format!("{}/zz-allocated", ns.pools("ippools"));
     let mut cur = admin.get(&path).expect_status(200, "read");
-    cur["status"] = json!({"allocations": [
+    // allocatedNodes is what ipam-controller writes beside the allocations.
+    cur["status"] = json!({"allocatedNodes": 2, "allocations": [
         {"nodeName": "node-a", "startIP": "10.0.0.1", "endIP": "10.0.0.8"},
         {"nodeName": "node-b", "startIP": "10.0.0.9", "endIP": "10.0.0.16"}]});
     admin.put(&format!("{path}/status"), &cur).expect_status(200, "status");
 
     let (names, rows) = cells_by_name("ippools");
-    assert_eq!(names, ["Name", "Subnet", "Gateway", "Block Size", "First Node", "Age"]);
+    assert_eq!(names, ["Name", "Subnet", "Gateway", "Block Size", "Nodes", "Age"]);
     let (pool1, alloc) = (&rows[0].1, &rows[1].1);
     assert_eq!(
         pool1[..5],
         [json!("pool1"), json!("192.168.0.0/16"), json!("192.168.0.1"), json!(100), Value::Null]
     );
-    assert_eq!(
-        alloc[..5],
-        [json!("zz-allocated"), json!("10.0.0.0/24"), Value::Null, json!(8), json!("node-a")]
-    );
+    assert_eq!(alloc[..5], [json!("zz-allocated"), json!("10.0.0.0/24"), Value::Null, json!(8), json!(2)]);
     assert!(alloc[5].is_string(), "Age is a duration string: {alloc:?}");
 
     admin
         .post(&ns.pools("cidrpools"), &yaml_doc("deploy/examples/cidrpool.yaml"))
         .expect_status(201, "example");
     let (names, rows) = cells_by_name("cidrpools");
-    assert_eq!(names, ["Name", "CIDR", "Gateway index", "Per Node Network Prefix", "First Node", "Age"]);
+    assert_eq!(names, ["Name", "CIDR", "Gateway index", "Per Node Network Prefix", "Nodes", "Age"]);
     assert_eq!(rows[0].1[..5], [json!("pool1"), json!("192.168.0.0/16"), json!(1), json!(24), Value::Null]);
 }

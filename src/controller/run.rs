@@ -150,10 +150,20 @@ struct WireStatus<A> {
 }
 
 /// A status as we write it (borrowed, so nothing is copied to write or to hash it).
+/// `allocatedNodes` is derived from `allocations` (for the CRD's "Nodes" printer column, since a
+/// JSONPath column cannot count a list), so hashing a written and a read-back status agrees.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct StatusRef<'a, A> {
     allocations: &'a [A],
     conditions: &'a [Condition],
+    allocated_nodes: usize,
+}
+
+impl<'a, A> StatusRef<'a, A> {
+    fn new(allocations: &'a [A], conditions: &'a [Condition]) -> StatusRef<'a, A> {
+        StatusRef { allocations, conditions, allocated_nodes: allocations.len() }
+    }
 }
 
 /// The status write: a merge patch carrying the resourceVersion the decision was based on, so
@@ -201,11 +211,8 @@ trait PoolWire: DeserializeOwned {
 
 impl PoolWire for WirePool<IpPoolSpec, IpAllocation> {
     fn into_cached(self) -> CachedPool {
-        let status_hash = status_hash(
-            self.status
-                .as_ref()
-                .map(|s| StatusRef { allocations: &s.allocations, conditions: &s.conditions }),
-        );
+        let status_hash =
+            status_hash(self.status.as_ref().map(|s| StatusRef::new(&s.allocations, &s.conditions)));
         let (status, conditions) = match self.status {
             Some(s) => (Some(IpPoolStatus { allocations: s.allocations }), s.conditions),
             None => (None, Vec::new()),
@@ -223,11 +230,8 @@ impl PoolWire for WirePool<IpPoolSpec, IpAllocation> {
 
 impl PoolWire for WirePool<CidrPoolSpec, CidrAllocation> {
     fn into_cached(self) -> CachedPool {
-        let status_hash = status_hash(
-            self.status
-                .as_ref()
-                .map(|s| StatusRef { allocations: &s.allocations, conditions: &s.conditions }),
-        );
+        let status_hash =
+            status_hash(self.status.as_ref().map(|s| StatusRef::new(&s.allocations, &s.conditions)));
         let (status, conditions) = match self.status {
             Some(s) => (Some(CidrPoolStatus { allocations: s.allocations }), s.conditions),
             None => (None, Vec::new()),
@@ -796,9 +800,9 @@ fn write_status<W: PoolWire, A: Serialize>(
     allocations: &[A],
     conditions: &[Condition],
 ) -> Result<CachedPool, KubeError> {
-    let status = StatusRef { allocations, conditions };
+    let status = StatusRef::new(allocations, conditions);
     // recorded before the write: the watch may deliver the echo before the answer
-    shared.lock().written.insert(k.clone(), status_hash(Some(StatusRef { allocations, conditions })));
+    shared.lock().written.insert(k.clone(), status_hash(Some(StatusRef::new(allocations, conditions))));
     let patch = StatusPatch { metadata: PatchMeta { resource_version }, status };
     let stored: W = client.patch_status_merge(resource(k.0), Some(ns), &k.1, &patch)?;
     Ok(stored.into_cached())
