@@ -308,38 +308,14 @@ impl Client {
         ns: Option<&str>,
         opts: &ListOptions,
     ) -> Result<ObjectList<T>, KubeError> {
-        #[derive(serde::Deserialize)]
-        struct Page<T> {
-            #[serde(default = "Option::default")]
-            items: Option<Vec<T>>,
-            #[serde(default)]
-            metadata: ListMeta,
-        }
-        #[derive(serde::Deserialize, Default)]
-        struct ListMeta {
-            #[serde(rename = "resourceVersion", default)]
-            resource_version: String,
-            #[serde(rename = "continue", default)]
-            cont: Option<String>,
-        }
-        let path = r.collection_path(ns);
-        let accept = if opts.metadata_only { ACCEPT_METADATA_LIST } else { "application/json" };
-        let mut items = Vec::new();
-        let mut cont: Option<String> = None;
-        loop {
-            let mut q = selector_query(opts);
-            q.push(("limit", self.page_size.to_string()));
-            if let Some(c) = &cont {
-                q.push(("continue", c.clone()));
-            }
-            let resp = self.call_no_body("list", &path, &q, accept, READ_TIMEOUT)?;
-            let page: Page<T> = read_json("list", &path, resp)?;
-            items.extend(page.items.unwrap_or_default());
-            match page.metadata.cont.filter(|c| !c.is_empty()) {
-                Some(c) => cont = Some(c),
-                None => return Ok(ObjectList { items, resource_version: page.metadata.resource_version }),
-            }
-        }
+        self.paged(r, ns, opts, |path, bytes| {
+            let page: Page<T> = serde_json::from_slice(bytes).map_err(|e| KubeError::Decode {
+                verb: "list",
+                path: path.to_string(),
+                detail: format!("bad list page: {e}"),
+            })?;
+            Ok((page.items.unwrap_or_default(), page.metadata))
+        })
     }
 
     /// As [`Client::list`], but one object that does not decode as `T` does not fail the list:
@@ -352,20 +328,34 @@ impl Client {
         ns: Option<&str>,
         opts: &ListOptions,
     ) -> Result<ObjectList<Decoded<T>>, KubeError> {
-        #[derive(serde::Deserialize)]
-        struct Page<T> {
-            #[serde(default = "Option::default")]
-            items: Option<Vec<T>>,
-            #[serde(default)]
-            metadata: ListMeta,
-        }
-        #[derive(serde::Deserialize, Default)]
-        struct ListMeta {
-            #[serde(rename = "resourceVersion", default)]
-            resource_version: String,
-            #[serde(rename = "continue", default)]
-            cont: Option<String>,
-        }
+        self.paged(r, ns, opts, |path, bytes| match serde_json::from_slice::<Page<T>>(bytes) {
+            Ok(page) => {
+                Ok((page.items.unwrap_or_default().into_iter().map(Decoded::ok).collect(), page.metadata))
+            }
+            Err(_) => {
+                // some object does not decode as T: find which, keep the others
+                let page: Page<Value> = serde_json::from_slice(bytes).map_err(|e| KubeError::Decode {
+                    verb: "list",
+                    path: path.to_string(),
+                    detail: format!("bad list page: {e}"),
+                })?;
+                Ok((
+                    page.items.unwrap_or_default().into_iter().map(Decoded::from_value).collect(),
+                    page.metadata,
+                ))
+            }
+        })
+    }
+
+    /// The paging loop of both lists: one request per page (at most `page_size` items, body at
+    /// most `MAX_BODY_BYTES`), `decode` turns a page's bytes into items and its list metadata.
+    fn paged<I>(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        opts: &ListOptions,
+        mut decode: impl FnMut(&str, &[u8]) -> Result<(Vec<I>, ListMeta), KubeError>,
+    ) -> Result<ObjectList<I>, KubeError> {
         let path = r.collection_path(ns);
         let accept = if opts.metadata_only { ACCEPT_METADATA_LIST } else { "application/json" };
         let mut items = Vec::new();
@@ -386,21 +376,9 @@ impl Client {
                 .limit(MAX_BODY_BYTES)
                 .read_to_vec()
                 .map_err(|e| map_ureq("list", &path, e))?;
-            let decode = |detail: String| KubeError::Decode { verb: "list", path: path.clone(), detail };
-            let meta = match serde_json::from_slice::<Page<T>>(&bytes) {
-                Ok(page) => {
-                    items.extend(page.items.unwrap_or_default().into_iter().map(Decoded::ok));
-                    page.metadata
-                }
-                Err(_) => {
-                    // some object does not decode as T: find which, keep the others
-                    let page: Page<Value> =
-                        serde_json::from_slice(&bytes).map_err(|e| decode(format!("bad list page: {e}")))?;
-                    items.extend(page.items.unwrap_or_default().into_iter().map(Decoded::from_value));
-                    page.metadata
-                }
-            };
+            let (page, meta) = decode(&path, &bytes)?;
             drop(bytes);
+            items.extend(page);
             match meta.cont.filter(|c| !c.is_empty()) {
                 Some(c) => cont = Some(c),
                 None => return Ok(ObjectList { items, resource_version: meta.resource_version }),
@@ -573,6 +551,23 @@ pub fn status_from_value(verb: &str, path: &str, fallback_code: u16, v: &Value) 
     let reason = v.get("reason").and_then(Value::as_str).unwrap_or_default().to_string();
     let msg = v.get("message").and_then(Value::as_str).unwrap_or("no message");
     KubeError::Status { code, reason, message: format!("{verb} {path}: {msg}") }
+}
+
+/// One page of a list response.
+#[derive(serde::Deserialize)]
+struct Page<T> {
+    #[serde(default = "Option::default")]
+    items: Option<Vec<T>>,
+    #[serde(default)]
+    metadata: ListMeta,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ListMeta {
+    #[serde(rename = "resourceVersion", default)]
+    resource_version: String,
+    #[serde(rename = "continue", default)]
+    cont: Option<String>,
 }
 
 fn read_json<T: DeserializeOwned>(
