@@ -152,41 +152,27 @@ impl World {
         self.admin.put(&path, &p).expect_status(200, "update pool");
     }
 
-    /// `status.allocations` as (node without the test prefix, a, b) triples.
+    /// `status.allocations` as (node without the test prefix, startIP, endIP) triples.
     fn ip_allocations(&self, name: &str) -> Vec<(String, String, String)> {
-        let p = self.pool("ippools", name);
-        let prefix = format!("{}-", self.group);
-        p["status"]["allocations"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|e| {
-                        let n = e["nodeName"].as_str().unwrap_or("").trim_start_matches(&prefix).to_string();
-                        (
-                            n,
-                            e["startIP"].as_str().unwrap_or("").into(),
-                            e["endIP"].as_str().unwrap_or("").into(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.allocations("ippools", name, "startIP", "endIP")
     }
 
+    /// `status.allocations` as (node without the test prefix, prefix, gateway) triples.
     fn cidr_allocations(&self, name: &str) -> Vec<(String, String, String)> {
-        let p = self.pool("cidrpools", name);
+        self.allocations("cidrpools", name, "prefix", "gateway")
+    }
+
+    fn allocations(&self, plural: &str, name: &str, a: &str, b: &str) -> Vec<(String, String, String)> {
+        let p = self.pool(plural, name);
         let prefix = format!("{}-", self.group);
+        let field = |e: &Value, k: &str| e[k].as_str().unwrap_or("").to_string();
         p["status"]["allocations"]
             .as_array()
-            .map(|a| {
-                a.iter()
+            .map(|list| {
+                list.iter()
                     .map(|e| {
-                        let n = e["nodeName"].as_str().unwrap_or("").trim_start_matches(&prefix).to_string();
-                        (
-                            n,
-                            e["prefix"].as_str().unwrap_or("").into(),
-                            e["gateway"].as_str().unwrap_or("").into(),
-                        )
+                        let n = field(e, "nodeName").trim_start_matches(&prefix).to_string();
+                        (n, field(e, a), field(e, b))
                     })
                     .collect()
             })
