@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use serde::Deserialize;
 use serde_json::Value;
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 
@@ -45,53 +43,6 @@ impl Reply {
         assert_eq!(self.status, want, "{what}: unexpected status, body: {}", self.body);
         self.body
     }
-}
-
-#[derive(Deserialize)]
-struct KubeConfig {
-    #[serde(rename = "current-context")]
-    current_context: String,
-    clusters: Vec<NamedCluster>,
-    users: Vec<NamedUser>,
-    contexts: Vec<NamedContext>,
-}
-
-#[derive(Deserialize)]
-struct NamedCluster {
-    name: String,
-    cluster: Cluster,
-}
-
-#[derive(Deserialize)]
-struct Cluster {
-    server: String,
-    #[serde(rename = "certificate-authority-data")]
-    certificate_authority_data: Option<String>,
-    #[serde(rename = "certificate-authority")]
-    certificate_authority: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-struct NamedUser {
-    name: String,
-    user: User,
-}
-
-#[derive(Deserialize)]
-struct User {
-    token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct NamedContext {
-    name: String,
-    context: Context,
-}
-
-#[derive(Deserialize)]
-struct Context {
-    cluster: String,
-    user: String,
 }
 
 /// `$NV_IPAM_CP_DIR`, or a panic telling how to run the tests.
@@ -144,36 +95,18 @@ impl Kube {
         Kube::from_kubeconfig(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
-    /// Reads a token-based kubeconfig (current context, CA data or file).
+    /// Reads a token-based kubeconfig (current context, CA data or file) with the product's
+    /// own kubeconfig loader, so the tests exercise it too.
     pub fn from_kubeconfig(path: &Path) -> Result<Kube, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("read: {e}"))?;
-        let cfg: KubeConfig = yaml_serde::from_str(&text).map_err(|e| format!("parse: {e}"))?;
-        let ctx = cfg
-            .contexts
-            .iter()
-            .find(|c| c.name == cfg.current_context)
-            .ok_or_else(|| format!("no context {:?}", cfg.current_context))?;
-        let cluster = &cfg
-            .clusters
-            .iter()
-            .find(|c| c.name == ctx.context.cluster)
-            .ok_or_else(|| format!("no cluster {:?}", ctx.context.cluster))?
-            .cluster;
-        let user = &cfg
-            .users
-            .iter()
-            .find(|u| u.name == ctx.context.user)
-            .ok_or_else(|| format!("no user {:?}", ctx.context.user))?
-            .user;
-        let token = user.token.clone().ok_or("user has no token")?;
-        let ca_pem = match (&cluster.certificate_authority_data, &cluster.certificate_authority) {
-            (Some(data), _) => base64::engine::general_purpose::STANDARD
-                .decode(data.trim())
-                .map_err(|e| format!("certificate-authority-data: {e}"))?,
-            (None, Some(file)) => std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?,
-            (None, None) => return Err("cluster has no certificate authority".into()),
+        use nv_ipam::kube::{Auth, ClusterConfig};
+        let cfg = ClusterConfig::from_kubeconfig(path).map_err(|e| e.to_string())?;
+        let token = match &cfg.auth {
+            Auth::Token(t) => t.clone(),
+            Auth::TokenFile(f) => std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?,
+            _ => return Err("the test client needs a token user".into()),
         };
-        Kube::new(cluster.server.trim_end_matches('/'), &ca_pem, &token)
+        let ca_pem = cfg.ca_pem.ok_or("cluster has no certificate authority")?;
+        Kube::new(cfg.server.trim_end_matches('/'), &ca_pem, token.trim())
     }
 
     /// A client for `server`, trusting only the CA certificates of `ca_pem`.
