@@ -29,6 +29,12 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Toolchains installed the usual way but missing from a minimal PATH (CI runners, sudo).
+for d in /usr/local/go/bin "${HOME:-/root}/go/bin" "${HOME:-/root}/.cargo/bin"; do
+  [[ -d $d && :$PATH: != *:$d:* ]] && PATH=$PATH:$d
+done
+export PATH
+
 command -v go >/dev/null 2>&1 ||
   die "'go' not found in PATH: Go >= 1.26 (and the Go module proxy) are needed to build kube-apiserver and etcd for the tests"
 command -v cargo >/dev/null 2>&1 || die "'cargo' not found in PATH"
