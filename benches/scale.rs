@@ -41,7 +41,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use kube::{Kube, cp_dir, unique_name};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const API: &str = "/apis/nv-ipam.nvidia.com/v1alpha1";
@@ -178,39 +177,13 @@ fn delete_nodes(admin: &Kube, nodes: &[String]) {
     });
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn yaml_docs(rel: &str) -> Vec<Value> {
-    let path = repo().join(rel);
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    yaml_serde::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 /// deploy/namespace.yaml and deploy/rbac/*.yaml as admin (AlreadyExists is fine); waits until
 /// the controller may write pool status and the node identity may watch pools.
 fn ensure_rbac(admin: &Kube) {
-    let rbac = "/apis/rbac.authorization.k8s.io/v1";
-    for rel in ["deploy/namespace.yaml", "deploy/rbac/controller.yaml", "deploy/rbac/node.yaml"] {
-        for obj in yaml_docs(rel) {
-            let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
-            let coll = match obj["kind"].as_str().unwrap_or("") {
-                "Namespace" => "/api/v1/namespaces".to_string(),
-                "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-                "ClusterRole" => format!("{rbac}/clusterroles"),
-                "ClusterRoleBinding" => format!("{rbac}/clusterrolebindings"),
-                "RoleBinding" => format!("{rbac}/namespaces/{ns}/rolebindings"),
-                other => panic!("{rel}: no collection known for kind {other:?}"),
-            };
-            let r = admin.post(&coll, &obj);
-            let exists = r.status == 409 && r.body["reason"] == "AlreadyExists";
-            assert!(r.status == 201 || exists, "create {}: {} {}", obj["metadata"]["name"], r.status, r.body);
-        }
-    }
+    kube::apply_manifests(
+        admin,
+        &["deploy/namespace.yaml", "deploy/rbac/controller.yaml", "deploy/rbac/node.yaml"],
+    );
     let checks = [
         (
             "controller",
@@ -220,12 +193,8 @@ fn ensure_rbac(admin: &Kube) {
     ];
     for (who, attrs) in checks {
         let k = Kube::from_cp_kubeconfig(who);
-        let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-            "spec": {"resourceAttributes": attrs}});
         wait_for(RBAC_PROPAGATION, &format!("RBAC for {who} is in effect"), || {
-            k.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", &review)
-                .expect_status(201, "access review")["status"]["allowed"]
-                == true
+            kube::allowed(&k, attrs.clone())
         });
     }
 }

@@ -15,9 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use common::kube::{Kube, cp_dir, unique_name};
+use common::kube::{Kube, allowed, apply_manifests, cp_dir, unique_name};
 use common::{Sandbox, unique, wait_until};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const API: &str = "/apis/nv-ipam.nvidia.com/v1alpha1";
@@ -322,45 +321,10 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-fn allowed(kube: &Kube, attrs: Value) -> bool {
-    let review = json!({
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {"resourceAttributes": attrs},
-    });
-    let r = kube.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", &review);
-    r.expect_status(201, "self subject access review")["status"]["allowed"] == true
-}
-
-fn yaml_docs(rel: &str) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    yaml_serde::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 /// Applies deploy/namespace.yaml and deploy/rbac/controller.yaml as admin, accepting
 /// AlreadyExists (tests share the apiserver), and waits until the controller may write status.
 fn ensure_rbac(admin: &Kube) {
-    let rbac = "/apis/rbac.authorization.k8s.io/v1";
-    for rel in ["deploy/namespace.yaml", "deploy/rbac/controller.yaml"] {
-        for obj in yaml_docs(rel) {
-            let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
-            let coll = match obj["kind"].as_str().unwrap_or("") {
-                "Namespace" => "/api/v1/namespaces".to_string(),
-                "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-                "ClusterRole" => format!("{rbac}/clusterroles"),
-                "ClusterRoleBinding" => format!("{rbac}/clusterrolebindings"),
-                "RoleBinding" => format!("{rbac}/namespaces/{ns}/rolebindings"),
-                other => panic!("no collection known for kind {other:?}"),
-            };
-            let r = admin.post(&coll, &obj);
-            let exists = r.status == 409 && r.body["reason"] == "AlreadyExists";
-            assert!(r.status == 201 || exists, "create {}: {} {}", obj["metadata"]["name"], r.status, r.body);
-        }
-    }
+    apply_manifests(admin, &["deploy/namespace.yaml", "deploy/rbac/controller.yaml"]);
     let controller = Kube::from_cp_kubeconfig("controller");
     let status = json!({"group": "nv-ipam.nvidia.com", "resource": "ippools", "subresource": "status", "verb": "update"});
     wait_until(RBAC_PROPAGATION, "the controller may update ippools/status", || {

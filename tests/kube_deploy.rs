@@ -7,13 +7,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::kube::{Kube, Reply, unique_name};
+use common::kube::{Kube, Reply, allowed, create_or_exists, unique_name, yaml_docs};
 use common::wait_until;
 use nv_ipam::api::{CidrPool, IpPool, validate};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const API: &str = "/apis/nv-ipam.nvidia.com/v1alpha1";
@@ -50,60 +48,10 @@ fn namespace<'a>(kube: &'a Kube, prefix: &str) -> Namespace<'a> {
     Namespace { kube, name }
 }
 
-/// Every non-empty YAML document of a file under the repository root, as JSON values.
-fn yaml_docs(rel: &str) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    yaml_serde::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 fn yaml_doc(rel: &str) -> Value {
     let mut docs = yaml_docs(rel);
     assert_eq!(docs.len(), 1, "{rel}: expected one document");
     docs.remove(0)
-}
-
-/// The collection an object of deploy/ is created in.
-fn collection(obj: &Value) -> String {
-    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
-    let rbac = "/apis/rbac.authorization.k8s.io/v1";
-    match obj["kind"].as_str().unwrap_or("") {
-        "Namespace" => "/api/v1/namespaces".into(),
-        "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-        "ClusterRole" => format!("{rbac}/clusterroles"),
-        "ClusterRoleBinding" => format!("{rbac}/clusterrolebindings"),
-        "RoleBinding" => format!("{rbac}/namespaces/{ns}/rolebindings"),
-        other => panic!("no collection known for kind {other:?} in {obj}"),
-    }
-}
-
-/// Creates `obj`, accepting AlreadyExists: the tests of every binary share one apiserver and
-/// the RBAC objects are cluster-wide, so whoever comes first creates them.
-fn create_or_exists(admin: &Kube, obj: &Value) {
-    let r = admin.post(&collection(obj), obj);
-    let exists = r.status == 409 && r.body["reason"] == "AlreadyExists";
-    assert!(
-        r.status == 201 || exists,
-        "create {} {}: {} {}",
-        obj["kind"],
-        obj["metadata"]["name"],
-        r.status,
-        r.body
-    );
-}
-
-/// Whether the identity of `kube` may do `attrs` (a SelfSubjectAccessReview's resourceAttributes).
-fn allowed(kube: &Kube, attrs: Value) -> bool {
-    let review = json!({
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {"resourceAttributes": attrs},
-    });
-    let r = kube.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", &review);
-    r.expect_status(201, "self subject access review")["status"]["allowed"] == true
 }
 
 /// Applies deploy/namespace.yaml and deploy/rbac/*.yaml as admin (idempotent) and waits until

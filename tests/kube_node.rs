@@ -16,7 +16,7 @@ use std::sync::{Once, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
-use common::kube::{Kube, cp_dir, unique_name};
+use common::kube::{Kube, apply_manifests, cp_dir, unique_name};
 use common::netns::{HostLink, Netns};
 use common::{CniOut, cni, env_refs, run_plugin, wait_until};
 use serde_json::{Value, json};
@@ -42,25 +42,7 @@ fn repo() -> PathBuf {
 fn apply_node_rbac(admin: &Kube) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        for file in ["deploy/namespace.yaml", "deploy/rbac/node.yaml"] {
-            let text = std::fs::read_to_string(repo().join(file)).expect(file);
-            for doc in yaml_serde::Deserializer::from_str(&text) {
-                let v: Value = serde::Deserialize::deserialize(doc).expect("yaml doc");
-                if v.is_null() {
-                    continue;
-                }
-                let ns = v["metadata"]["namespace"].as_str().unwrap_or("");
-                let path = match v["kind"].as_str().unwrap_or("") {
-                    "Namespace" => "/api/v1/namespaces".to_string(),
-                    "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-                    "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
-                    "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
-                    other => panic!("{file}: unexpected kind {other}"),
-                };
-                let r = admin.post(&path, &v);
-                assert!(r.status == 201 || r.status == 409, "{file}: {} {}", r.status, r.body);
-            }
-        }
+        apply_manifests(admin, &["deploy/namespace.yaml", "deploy/rbac/node.yaml"]);
     });
 }
 

@@ -70,6 +70,66 @@ pub fn control_plane(action: &str) {
     );
 }
 
+/// Every non-empty YAML document of a file under the repository root, as JSON values.
+pub fn yaml_docs(rel: &str) -> Vec<Value> {
+    use serde::Deserialize as _;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    yaml_serde::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The collection an object of deploy/ (namespace, service accounts, RBAC) is created in.
+pub fn collection(obj: &Value) -> String {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    match obj["kind"].as_str().unwrap_or("") {
+        "Namespace" => "/api/v1/namespaces".into(),
+        "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+        "ClusterRole" => format!("{rbac}/clusterroles"),
+        "ClusterRoleBinding" => format!("{rbac}/clusterrolebindings"),
+        "RoleBinding" => format!("{rbac}/namespaces/{ns}/rolebindings"),
+        other => panic!("no collection known for kind {other:?} in {obj}"),
+    }
+}
+
+/// Creates `obj` as `admin`, accepting AlreadyExists: the tests of every binary share one
+/// apiserver and the RBAC objects are cluster-wide, so whoever comes first creates them.
+pub fn create_or_exists(admin: &Kube, obj: &Value) {
+    let r = admin.post(&collection(obj), obj);
+    let exists = r.status == 409 && r.body["reason"] == "AlreadyExists";
+    assert!(
+        r.status == 201 || exists,
+        "create {} {}: {} {}",
+        obj["kind"],
+        obj["metadata"]["name"],
+        r.status,
+        r.body
+    );
+}
+
+/// Creates every object of the given files under deploy/ (see [`create_or_exists`]).
+pub fn apply_manifests(admin: &Kube, files: &[&str]) {
+    for rel in files {
+        for obj in yaml_docs(rel) {
+            create_or_exists(admin, &obj);
+        }
+    }
+}
+
+/// Whether the identity of `kube` may do `attrs` (a SelfSubjectAccessReview's resourceAttributes).
+pub fn allowed(kube: &Kube, attrs: Value) -> bool {
+    let review = serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": attrs},
+    });
+    let r = kube.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", &review);
+    r.expect_status(201, "self subject access review")["status"]["allowed"] == true
+}
+
 /// A name unique to this process and call, for namespaces and objects (DNS-1123 label).
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
