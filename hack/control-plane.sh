@@ -274,13 +274,17 @@ current-context: $name
 EOF
 }
 
-# apply_crds DIR: server-side apply every CRD document of DIR/*.y*ml, then wait
+# apply_crds DIR: server-side apply every CRD document of DIR/*.y*ml (not kustomization.yaml), then wait
 # until each is Established and its resource is listed by discovery
 apply_crds() {
   local dir=$1 f n doc name names=()
   local -a files
   shopt -s nullglob
-  files=("$dir"/*.yaml "$dir"/*.yml)
+  files=()
+  # kustomization.yaml lists the CRDs for kustomize (deploy/base); it is no CRD itself
+  for f in "$dir"/*.yaml "$dir"/*.yml; do
+    [[ $(basename "$f") == kustomization.y*ml ]] || files+=("$f")
+  done
   shopt -u nullglob
   if ((${#files[@]} == 0)); then
     log "no CRD files in $dir; skipping CRD install"
