@@ -84,12 +84,14 @@ fn render_overlay(name: &str) -> (String, Vec<Value>) {
 
 /// Server-side dry-run apply of `text` with the admin kubeconfig ($KUBECONFIG): admission,
 /// schema validation, defaulting and field ownership run, nothing is stored. Every object must
-/// be reported as applied.
-fn dry_run_apply(text: &str, objs: &[Value]) {
-    let out = run_kubectl(
-        &["apply", "--server-side", "--dry-run=server", "--field-manager=nv-ipam-tests", "-f", "-"],
-        Some(text),
-    );
+/// be reported as applied. `force` takes over fields other managers set to other values.
+fn dry_run_apply(text: &str, objs: &[Value], force: bool) {
+    let mut args = vec!["apply", "--server-side", "--dry-run=server", "--field-manager=nv-ipam-tests"];
+    if force {
+        args.push("--force-conflicts");
+    }
+    args.extend(["-f", "-"]);
+    let out = run_kubectl(&args, Some(text));
     let applied = out.lines().filter(|l| l.ends_with("serverside-applied (server dry run)")).count();
     assert_eq!(applied, objs.len(), "not every object was applied:\n{out}");
 }
@@ -364,7 +366,7 @@ fn whoami(kube: &Kube) -> String {
 fn no_webhook_overlay_applies_and_is_the_base() {
     prerequisites();
     let (text, objs) = render_overlay("no-webhook");
-    dry_run_apply(&text, &objs);
+    dry_run_apply(&text, &objs, false);
     let want =
         ["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
             .into_iter()
@@ -409,7 +411,7 @@ fn pods_run_as_the_identities_the_tests_use() {
 fn certmanager_overlay_applies_with_a_cert_manager_certificate() {
     prerequisites();
     let (text, objs) = render_overlay("certmanager");
-    dry_run_apply(&text, &objs);
+    dry_run_apply(&text, &objs, false);
     check_controller(&objs, "nv-ipam", true);
     check_node(&objs, "nv-ipam", "/opt/cni/bin");
     check_webhook(&objs, "nv-ipam");
@@ -436,7 +438,7 @@ fn certmanager_overlay_applies_with_a_cert_manager_certificate() {
 fn openshift_overlay_applies_with_its_scc_and_service_ca() {
     prerequisites();
     let (text, objs) = render_overlay("openshift");
-    dry_run_apply(&text, &objs);
+    dry_run_apply(&text, &objs, false);
     check_controller(&objs, "nv-ipam", true);
     check_node(&objs, "nv-ipam", "/var/lib/cni/bin");
     check_webhook(&objs, "nv-ipam");
@@ -516,7 +518,9 @@ fn namespace_override_moves_rbac_subjects_and_the_lease_binding() {
     std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
     let text = render(dir.path());
     let objs = docs(&text);
-    dry_run_apply(&text, &objs);
+    // Other tests of this apiserver installed the cluster-wide bindings for nv-ipam; moving
+    // their subjects to kube-system is the point, so take them over (nothing is stored).
+    dry_run_apply(&text, &objs, true);
 
     assert!(!kinds(&objs).contains("Namespace"), "no Namespace object");
     for o in &objs {
