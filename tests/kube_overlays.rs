@@ -560,3 +560,40 @@ fn render_manifests_script_writes_each_overlay() {
         assert_eq!(file, render_overlay(o).0, "{o}");
     }
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn certmanager_copy_with_a_namespace_derives_the_names_from_it() {
+    // deploy/README.md: for certmanager in another namespace, copy the overlay and set
+    // `namespace:` in the copy; the DNS names and inject-ca-from must follow.
+    let dir = TempDir::new("kustomize-cm");
+    copy_dir(&repo().join("deploy"), &dir.path().join("deploy"));
+    let k = dir.path().join("deploy/overlays/certmanager/kustomization.yaml");
+    let text =
+        std::fs::read_to_string(&k).unwrap().replace("\nresources:", "\nnamespace: ipam-x\nresources:");
+    std::fs::write(&k, text).unwrap();
+    let objs = docs(&render(&dir.path().join("deploy/overlays/certmanager")));
+    let cert = find(&objs, "Certificate", CERT_SECRET);
+    assert_eq!(
+        strs(&cert["spec"]["dnsNames"]),
+        ["nv-ipam-webhook.ipam-x.svc", "nv-ipam-webhook.ipam-x.svc.cluster.local"]
+    );
+    let vwc = find(&objs, "ValidatingWebhookConfiguration", "nv-ipam-validating-webhook");
+    assert_eq!(
+        vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "ipam-x/nv-ipam-webhook-cert"
+    );
+    check_webhook(&objs, "ipam-x");
+    check_controller(&objs, "ipam-x", true);
+}
