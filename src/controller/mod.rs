@@ -5,6 +5,7 @@
 //! decision ([`reconcile`]), leader election ([`leader`]) and the cluster-mode shell ([`run`]).
 //! Must not: print; the binary reports on stdout/stderr and maps the outcome to an exit code.
 
+pub mod admission;
 pub mod args;
 pub mod leader;
 pub mod plan;
