@@ -91,7 +91,7 @@ impl fmt::Display for RunError {
             RunError::Logging(e) => write!(f, "logging: {e}"),
             RunError::Kube(e) => write!(f, "{e}: check --kubeconfig or $KUBECONFIG"),
             RunError::Health { flag, source } => write!(f, "{flag}: {source}"),
-            RunError::Webhook(e) => write!(f, "--webhook-bind-address: {e}"),
+            RunError::Webhook(e) => write!(f, "webhook: {e}"),
             RunError::Signal(e) => write!(f, "cannot install the SIGTERM handler: {e}"),
             RunError::Thread { name, source } => write!(f, "cannot start thread {name}: {source}"),
         }

@@ -4,8 +4,9 @@
 //! One accept thread; one named thread per connection, at most [`MAX_CONNECTIONS`] at a time
 //! (more are closed at once: the API server retries or applies the failure policy). TLS is
 //! rustls with the ring provider, as for the kube client. Each connection carries one request
-//! (`POST <path>` with a `Content-Length` body of at most [`MAX_BODY_BYTES`], read within
-//! [`READ_TIMEOUT`]) and is closed after the answer (`Connection: close`). Pool writes are
+//! (`POST <path>` with a `Content-Length` body of at most [`MAX_BODY_BYTES`], handshake and
+//! request read within [`READ_TIMEOUT`] in total) and is closed after the answer
+//! (`Connection: close`). Pool writes are
 //! rare, so a TLS handshake per review costs nothing that matters.
 //!
 //! Certificates: `tls.crt` (chain) and `tls.key` of the certificate directory are read at
@@ -41,7 +42,8 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 /// Connections served at once. The API server opens a few per replica; 32 threads bound
 /// memory (each holds at most one body) while a burst of pool writes still gets through.
 pub const MAX_CONNECTIONS: usize = 32;
-/// Handshake plus request; the API server's default webhook timeout is 10 s.
+/// Handshake plus the whole request, however the bytes trickle in (a deadline, not a per-read
+/// timeout); the API server's default webhook timeout is 10 s.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long writing the answer may block on a peer that does not read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +62,12 @@ pub type Others = dyn Fn(&str) -> Option<Vec<PoolRange>> + Send + Sync;
 #[derive(Debug)]
 pub enum WebhookError {
     Address(crate::health::HealthError),
-    Bind { addr: String, source: std::io::Error },
+    /// `--webhook` with `--webhook-bind-address 0`.
+    NoAddress,
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     Tls(rustls::Error),
     Spawn(std::io::Error),
 }
@@ -68,9 +75,15 @@ pub enum WebhookError {
 impl fmt::Display for WebhookError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WebhookError::Address(e) => write!(f, "{e}"),
+            WebhookError::Address(e) => write!(f, "--webhook-bind-address: {e}"),
+            WebhookError::NoAddress => f.write_str(
+                "--webhook-bind-address \"0\" cannot turn the webhook off: drop --webhook instead",
+            ),
             WebhookError::Bind { addr, source } => {
-                write!(f, "cannot listen on {addr}: {source}: pick a free port or another address")
+                write!(
+                    f,
+                    "--webhook-bind-address: cannot listen on {addr}: {source}: pick a free port or another address"
+                )
             }
             WebhookError::Tls(e) => write!(f, "TLS setup: {e}"),
             WebhookError::Spawn(e) => write!(f, "cannot start the webhook thread: {e}"),
@@ -205,9 +218,9 @@ pub fn serve(
     others: Arc<Others>,
     stop: Arc<AtomicBool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), WebhookError> {
-    let bind = crate::health::parse_bind_address(addr).map_err(WebhookError::Address)?.ok_or_else(|| {
-        WebhookError::Address(crate::health::HealthError::Address { flag_value: addr.to_string() })
-    })?;
+    let bind = crate::health::parse_bind_address(addr)
+        .map_err(WebhookError::Address)?
+        .ok_or(WebhookError::NoAddress)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -239,7 +252,6 @@ fn accept_loop(
                 if stream.set_nonblocking(false).is_err() {
                     continue;
                 }
-                let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
                 let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
                 if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
                     active.fetch_sub(1, Ordering::SeqCst);
@@ -272,7 +284,8 @@ fn handle_connection(stream: TcpStream, tls: Arc<rustls::ServerConfig>, others: 
             return;
         }
     };
-    let mut s = rustls::StreamOwned::new(conn, stream);
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut s = rustls::StreamOwned::new(conn, Deadline { stream, deadline });
     let (status, ctype, body) = match http::read_request(&mut s, MAX_BODY_BYTES) {
         Ok(req) => route(&req, others),
         Err(e) => match e.response() {
@@ -286,6 +299,34 @@ fn handle_connection(stream: TcpStream, tls: Arc<rustls::ServerConfig>, others: 
     if http::respond(&mut s, status, ctype, &body, false).is_ok() {
         s.conn.send_close_notify();
         let _ = s.flush();
+    }
+}
+
+/// A socket whose reads end at `deadline`: a peer sending one byte at a time cannot hold a
+/// connection thread longer than [`READ_TIMEOUT`].
+struct Deadline {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl std::io::Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
     }
 }
 
@@ -343,6 +384,31 @@ mod tests {
         let (status, _, body) = route(&req("POST", admission::PATH_CIDRPOOL, b"[]"), none);
         assert_eq!(status, 400);
         assert!(String::from_utf8_lossy(&body).contains("not an admission.k8s.io/v1 AdmissionReview"));
+    }
+
+    #[test]
+    fn reads_end_at_the_deadline() {
+        use std::io::Read as _;
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let _peer = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (stream, _) = l.accept().expect("accept");
+        let start = Instant::now();
+        let mut d = Deadline { stream, deadline: start + Duration::from_millis(100) };
+        let mut buf = [0u8; 8];
+        assert!(d.read(&mut buf).is_err(), "a silent peer times out");
+        assert!(start.elapsed() < READ_TIMEOUT);
+        assert_eq!(d.read(&mut buf).map_err(|e| e.kind()), Err(std::io::ErrorKind::TimedOut));
+    }
+
+    #[test]
+    fn the_webhook_cannot_be_turned_off_by_address() {
+        let r = CertReloader::new(Path::new("/nonexistent"));
+        let none: Arc<Others> = Arc::new(|_| None);
+        let e = serve("0", r, none, Arc::new(AtomicBool::new(true))).err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("--webhook-bind-address \"0\" cannot turn the webhook off: drop --webhook instead")
+        );
     }
 
     #[test]
