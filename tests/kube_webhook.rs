@@ -154,19 +154,31 @@ fn file_cert(path: &Path) -> String {
 struct Controller {
     child: Child,
     health: u16,
+    metrics: u16,
     log: std::path::PathBuf,
 }
 
 impl Controller {
-    fn readyz(&self) -> u16 {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.health)) else { return 0 };
+    /// (status, body) of a plain GET, (0, "") when nothing answers.
+    fn get(&self, port: u16, path: &str) -> (u16, String) {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
-            return 0;
+        if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).is_err() {
+            return (0, String::new());
         }
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
-        out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+        let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    }
+
+    fn readyz(&self) -> u16 {
+        self.get(self.health, "/readyz").0
+    }
+
+    fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.get(self.metrics, "/metrics");
+        body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     fn log(&self) -> String {
@@ -275,11 +287,12 @@ fn webhook_behind_the_real_apiserver() {
     make_leaf(&pki, "one");
     make_leaf(&pki, "two");
 
-    let (health, port) = (free_port(), free_port());
+    let (health, metrics, port) = (free_port(), free_port(), free_port());
     let log = sandbox.path("controller.log");
     let child = Command::new(env!("CARGO_BIN_EXE_ipam-controller"))
         .args(["--kubeconfig", &cp_dir().join("controller.kubeconfig").display().to_string()])
-        .args(["--ippools-namespace", &ns, "--metrics-bind-address", "0", "-v", "2"])
+        .args(["--ippools-namespace", &ns, "-v", "2"])
+        .args(["--metrics-bind-address", &format!("127.0.0.1:{metrics}")])
         .args(["--health-probe-bind-address", &format!("127.0.0.1:{health}")])
         .args(["--webhook", "--webhook-bind-address", &format!("127.0.0.1:{port}")])
         .args(["--webhook-cert-dir", &certs.display().to_string()])
@@ -289,7 +302,7 @@ fn webhook_behind_the_real_apiserver() {
         .stderr(std::fs::File::create(&log).expect("create log"))
         .spawn()
         .expect("start ipam-controller");
-    let c = Controller { child, health, log };
+    let c = Controller { child, health, metrics, log };
 
     // no certificate: not ready; the first pair appears: ready
     wait_until(SETTLE, "the controller reports the missing certificate", || {
@@ -378,9 +391,13 @@ fn webhook_behind_the_real_apiserver() {
             "spec.routes[0].dst",
         ),
     ];
+    let refused_before =
+        c.metric("nv_ipam_webhook_reviews_total{result=\"refused\"}").expect("webhook metrics");
     for (obj, field) in &table {
         assert_refused(&admin, &ns, obj, field);
     }
+    let refused = c.metric("nv_ipam_webhook_reviews_total{result=\"refused\"}").expect("webhook metrics");
+    assert_eq!(refused - refused_before, table.len() as f64);
 
     // the examples pass; the second overlaps the first (same /16) until annotated
     let examples: Vec<Value> = ["deploy/examples/ippool.yaml", "deploy/examples/cidrpool.yaml"]

@@ -311,8 +311,8 @@ impl Shared {
 /// A per-pool gauge family: name, help, and how to read it from [`PoolGauges`].
 type GaugeFamily = (&'static str, &'static str, fn(&PoolGauges) -> Option<u64>);
 
-/// The probe: `.1` is the webhook's certificate when `--webhook` is set.
-struct Health(Arc<Shared>, Option<Arc<CertReloader>>);
+/// The probe: `.1` is the webhook's certificate and counters when `--webhook` is set.
+struct Health(Arc<Shared>, Option<(Arc<CertReloader>, Arc<webhook::Stats>)>);
 
 impl Probe for Health {
     fn healthy(&self) -> bool {
@@ -326,7 +326,7 @@ impl Probe for Health {
             let c = self.0.lock();
             c.synced_ippools && c.synced_cidrpools && c.synced_nodes
         };
-        synced && self.1.as_ref().is_none_or(|w| w.loaded())
+        synced && self.1.as_ref().is_none_or(|(certs, _)| certs.loaded())
     }
 
     fn metrics(&self) -> String {
@@ -343,6 +343,17 @@ impl Probe for Health {
             "1 when this process is the leader and reconciles.",
             if s.is_leader.load(Ordering::Relaxed) { 1.0 } else { 0.0 },
         );
+        if let Some((_, w)) = &self.1 {
+            let name = "nv_ipam_webhook_reviews_total";
+            m.family(
+                name,
+                Kind::Counter,
+                "Webhook requests: reviews allowed, refused, and requests that were no review (HTTP 4xx).",
+            );
+            for (result, n) in [("allowed", &w.allowed), ("refused", &w.refused), ("error", &w.errors)] {
+                m.sample(name, &[("result", result)], n.load(Ordering::Relaxed) as f64);
+            }
+        }
         let c = s.lock();
         let families: [GaugeFamily; 4] = [
             ("nv_ipam_pool_nodes_allocated", "Nodes with a block or prefix in the pool.", |g| {
@@ -400,15 +411,21 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
     let webhook = if args.webhook {
         let certs = CertReloader::new(&args.webhook_cert_dir);
         let others = pools_of(Arc::clone(&shared), ns.clone());
-        let (bound, handle) =
-            webhook::serve(&args.webhook_bind_address, Arc::clone(&certs), others, Arc::clone(&stop))
-                .map_err(RunError::Webhook)?;
+        let stats = Arc::new(webhook::Stats::default());
+        let (bound, handle) = webhook::serve(
+            &args.webhook_bind_address,
+            Arc::clone(&certs),
+            others,
+            Arc::clone(&stats),
+            Arc::clone(&stop),
+        )
+        .map_err(RunError::Webhook)?;
         log::info!(
             "serving the admission webhook on {bound} (certificates: {})",
             args.webhook_cert_dir.display()
         );
         http.push(handle);
-        Some(certs)
+        Some((certs, stats))
     } else {
         None
     };

@@ -23,7 +23,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -57,6 +57,16 @@ pub const KEY_FILE: &str = "tls.key";
 
 /// The pools of a namespace for the overlap check, `None` when they are not known.
 pub type Others = dyn Fn(&str) -> Option<Vec<PoolRange>> + Send + Sync;
+
+/// Counters for `/metrics` (`nv_ipam_webhook_reviews_total`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub allowed: AtomicU64,
+    /// Reviews answered `allowed: false`.
+    pub refused: AtomicU64,
+    /// Requests that were not a review (HTTP 4xx: wrong path or method, not a review, too large).
+    pub errors: AtomicU64,
+}
 
 /// Why the webhook server could not start.
 #[derive(Debug)]
@@ -216,6 +226,7 @@ pub fn serve(
     addr: &str,
     certs: Arc<CertReloader>,
     others: Arc<Others>,
+    stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), WebhookError> {
     let bind = crate::health::parse_bind_address(addr)
@@ -234,7 +245,7 @@ pub fn serve(
     listener.set_nonblocking(true).map_err(bind_err)?;
     let handle = std::thread::Builder::new()
         .name(format!("webhook-{}", local.port()))
-        .spawn(move || accept_loop(listener, tls, others, stop))
+        .spawn(move || accept_loop(listener, tls, others, stats, stop))
         .map_err(WebhookError::Spawn)?;
     Ok((local, handle))
 }
@@ -243,6 +254,7 @@ fn accept_loop(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     others: Arc<Others>,
+    stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
@@ -259,8 +271,9 @@ fn accept_loop(
                     continue;
                 }
                 let (tls, others, active2) = (Arc::clone(&tls), Arc::clone(&others), Arc::clone(&active));
+                let stats = Arc::clone(&stats);
                 let spawned = std::thread::Builder::new().name("webhook-conn".into()).spawn(move || {
-                    handle_connection(stream, tls, others.as_ref());
+                    handle_connection(stream, tls, others.as_ref(), &stats);
                     active2.fetch_sub(1, Ordering::SeqCst);
                 });
                 if spawned.is_err() {
@@ -276,7 +289,7 @@ fn accept_loop(
     }
 }
 
-fn handle_connection(stream: TcpStream, tls: Arc<rustls::ServerConfig>, others: &Others) {
+fn handle_connection(stream: TcpStream, tls: Arc<rustls::ServerConfig>, others: &Others, stats: &Stats) {
     let conn = match rustls::ServerConnection::new(tls) {
         Ok(c) => c,
         Err(e) => {
@@ -287,9 +300,12 @@ fn handle_connection(stream: TcpStream, tls: Arc<rustls::ServerConfig>, others: 
     let deadline = Instant::now() + READ_TIMEOUT;
     let mut s = rustls::StreamOwned::new(conn, Deadline { stream, deadline });
     let (status, ctype, body) = match http::read_request(&mut s, MAX_BODY_BYTES) {
-        Ok(req) => route(&req, others),
+        Ok(req) => route(&req, others, stats),
         Err(e) => match e.response() {
-            Some((status, text)) => (status, "text/plain", text.into_bytes()),
+            Some((status, text)) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                (status, "text/plain", text.into_bytes())
+            }
             None => {
                 log::debug!("webhook: connection closed before a request (TLS handshake or timeout)");
                 return;
@@ -331,22 +347,35 @@ impl Write for Deadline {
 }
 
 /// The answer to one request: (status, content type, body).
-fn route(req: &http::Request, others: &Others) -> (u16, &'static str, Vec<u8>) {
+fn route(req: &http::Request, others: &Others, stats: &Stats) -> (u16, &'static str, Vec<u8>) {
+    let answer = answer(req, others);
+    let counter = match &answer {
+        (200, _, _, Some(true)) => &stats.allowed,
+        (200, _, _, _) => &stats.refused,
+        _ => &stats.errors,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    (answer.0, answer.1, answer.2)
+}
+
+/// [`route`]'s answer plus, for a review, whether it was allowed.
+fn answer(req: &http::Request, others: &Others) -> (u16, &'static str, Vec<u8>, Option<bool>) {
     let Some(kind) = admission::path_kind(&req.path) else {
         return (
             404,
             "text/plain",
             b"not found: use /validate-nv-ipam-nvidia-com-v1alpha1-{ippool,cidrpool}\n".to_vec(),
+            None,
         );
     };
     if req.method != "POST" {
-        return (405, "text/plain", b"method not allowed: POST an AdmissionReview\n".to_vec());
+        return (405, "text/plain", b"method not allowed: POST an AdmissionReview\n".to_vec(), None);
     }
     let review = match admission::parse_review(kind, &req.body) {
         Ok(r) => r,
         Err(e) => {
             log::warn!("webhook {}: {e}", req.path);
-            return (400, "text/plain", format!("{e}\n").into_bytes());
+            return (400, "text/plain", format!("{e}\n").into_bytes(), None);
         }
     };
     let known = others(&review.namespace);
@@ -365,7 +394,7 @@ fn route(req: &http::Request, others: &Others) -> (u16, &'static str, Vec<u8>) {
             verdict.message
         );
     }
-    (200, "application/json", admission::response_body(&review.uid, &verdict))
+    (200, "application/json", admission::response_body(&review.uid, &verdict), Some(verdict.allowed))
 }
 
 #[cfg(test)]
@@ -377,13 +406,30 @@ mod tests {
     }
 
     #[test]
-    fn routes() {
+    fn routes_and_counts() {
         let none: &Others = &|_| None;
-        assert_eq!(route(&req("POST", "/validate", b"{}"), none).0, 404);
-        assert_eq!(route(&req("GET", admission::PATH_IPPOOL, b""), none).0, 405);
-        let (status, _, body) = route(&req("POST", admission::PATH_CIDRPOOL, b"[]"), none);
+        let stats = Stats::default();
+        assert_eq!(route(&req("POST", "/validate", b"{}"), none, &stats).0, 404);
+        assert_eq!(route(&req("GET", admission::PATH_IPPOOL, b""), none, &stats).0, 405);
+        let (status, _, body) = route(&req("POST", admission::PATH_CIDRPOOL, b"[]"), none, &stats);
         assert_eq!(status, 400);
         assert!(String::from_utf8_lossy(&body).contains("not an admission.k8s.io/v1 AdmissionReview"));
+        let review = |spec: &str| {
+            format!(
+                r#"{{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {{"uid": "u",
+                "operation": "CREATE", "namespace": "ns", "object": {{"metadata": {{"name": "p"}}, "spec": {spec}}}}}}}"#
+            )
+        };
+        let ok = review(r#"{"subnet": "10.0.0.0/24", "perNodeBlockSize": 4}"#);
+        let (status, ctype, body) = route(&req("POST", admission::PATH_IPPOOL, ok.as_bytes()), none, &stats);
+        assert_eq!((status, ctype), (200, "application/json"));
+        assert!(String::from_utf8_lossy(&body).contains(r#""allowed":true"#));
+        let bad = review(r#"{"subnet": "10.0.0.0/24"}"#);
+        let (status, _, body) = route(&req("POST", admission::PATH_IPPOOL, bad.as_bytes()), none, &stats);
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&body).contains("spec.perNodeBlockSize: must be at least 1"));
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!((n(&stats.allowed), n(&stats.refused), n(&stats.errors)), (1, 1, 3));
     }
 
     #[test]
@@ -404,7 +450,8 @@ mod tests {
     fn the_webhook_cannot_be_turned_off_by_address() {
         let r = CertReloader::new(Path::new("/nonexistent"));
         let none: Arc<Others> = Arc::new(|_| None);
-        let e = serve("0", r, none, Arc::new(AtomicBool::new(true))).err().map(|e| e.to_string());
+        let stats = Arc::new(Stats::default());
+        let e = serve("0", r, none, stats, Arc::new(AtomicBool::new(true))).err().map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
             Some("--webhook-bind-address \"0\" cannot turn the webhook off: drop --webhook instead")
