@@ -12,8 +12,8 @@
 //!    kind) of the namespace, when the caller knows them (`others`). Opt-out: annotation
 //!    [`ANNOTATION_ALLOW_OVERLAP`] = `"true"` (overlaps are legitimate for isolated L2 networks).
 //!
-//! Other operations (DELETE, CONNECT) and objects being deleted are allowed: there is nothing
-//! to protect. A body that is not an AdmissionReview v1 is an error (HTTP 400); a review whose
+//! Other operations (DELETE, CONNECT), subresource writes (`status`, should the rules cover
+//! them) and objects being deleted are allowed: there is no spec to protect. A body that is not an AdmissionReview v1 is an error (HTTP 400); a review whose
 //! object cannot be decoded is denied with code 400, echoing its uid.
 //!
 //! Owns: [`parse_review`], [`decide`], [`response_body`], the paths and annotations. Must not:
@@ -79,6 +79,8 @@ pub struct Request {
     /// `CREATE`, `UPDATE`, ... as sent.
     pub operation: String,
     pub namespace: String,
+    /// `status` for a status write (when the rules include `ippools/status`), else empty.
+    pub sub_resource: String,
     /// The object, or why it could not be decoded (a verdict with code 400).
     pub object: Result<PoolInput, String>,
     /// `oldObject` (UPDATE), decoded like `object`.
@@ -154,6 +156,8 @@ struct WireRequest {
     #[serde(default)]
     namespace: String,
     #[serde(default)]
+    sub_resource: String,
+    #[serde(default)]
     object: Option<Value>,
     #[serde(default)]
     old_object: Option<Value>,
@@ -200,7 +204,14 @@ pub fn parse_review(t: PoolType, body: &[u8]) -> Result<Request, NotAReview> {
     };
     let object = decode(r.object.clone(), "object");
     let old_object = r.old_object.clone().map(|v| decode(Some(v), "oldObject"));
-    Ok(Request { uid: r.uid, operation: r.operation, namespace: r.namespace, object, old_object })
+    Ok(Request {
+        uid: r.uid,
+        operation: r.operation,
+        namespace: r.namespace,
+        sub_resource: r.sub_resource,
+        object,
+        old_object,
+    })
 }
 
 fn meta(p: &PoolInput) -> &crate::api::ObjectMeta {
@@ -218,7 +229,8 @@ fn annotated(p: &PoolInput, annotation: &str) -> bool {
 /// Decides a request. `others`: the pools of the request's namespace as stored (the object
 /// itself may be among them), or `None` when they are not known (the overlap check is skipped).
 pub fn decide(req: &Request, others: Option<&[PoolRange]>) -> Verdict {
-    if req.operation != "CREATE" && req.operation != "UPDATE" {
+    // a status write (the controller's, also for an invalid pool) changes no spec
+    if (req.operation != "CREATE" && req.operation != "UPDATE") || !req.sub_resource.is_empty() {
         return Verdict::allow(Vec::new());
     }
     let pool = match &req.object {

@@ -257,5 +257,11 @@ fn other_operations_and_deletions_pass() {
     assert!(run(PoolType::IpPool, &review("IPPool", "DELETE", bad.clone(), None), None).allowed);
     let mut deleting = bad.clone();
     deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-    assert!(run(PoolType::IpPool, &review("IPPool", "UPDATE", deleting, Some(bad)), None).allowed);
+    assert!(run(PoolType::IpPool, &review("IPPool", "UPDATE", deleting, Some(bad.clone())), None).allowed);
+    // the controller's status write on an invalid pool, should the rules include ippools/status
+    let mut status: Value =
+        serde_json::from_slice(&review("IPPool", "UPDATE", bad.clone(), Some(bad))).expect("JSON");
+    status["request"]["subResource"] = json!("status");
+    let body = serde_json::to_vec(&status).expect("JSON");
+    assert!(run(PoolType::IpPool, &body, None).allowed);
 }
