@@ -264,9 +264,9 @@ pub fn decide(req: &Request, others: Option<&[PoolRange]>) -> Verdict {
             warnings.push(text);
         } else {
             problems.push(format!(
-                "{text}: drain those nodes first (or remove them from the pool's nodeSelector and \
-                 wait for the release grace period), or create a new pool; to move them anyway set \
-                 the annotation {ANNOTATION_ALLOW_REALLOCATION}: \"true\""
+                "{text}, while their pods keep the old addresses: drain those nodes, then set the \
+                 annotation {ANNOTATION_ALLOW_REALLOCATION}: \"true\" to move the blocks; or create \
+                 a new pool for the new layout"
             ));
         }
     }

@@ -137,7 +137,7 @@ fn update_that_moves_held_blocks_is_refused_unless_annotated() {
     assert!(
         v.message.starts_with(
             "ippool \"blue\": spec.perNodeBlockSize: this update would move the blocks of 2 node(s) \
-        that hold allocations (node-a, node-b): drain those nodes first"
+        that hold allocations (node-a, node-b), while their pods keep the old addresses: drain those nodes"
         ),
         "{}",
         v.message
