@@ -6,8 +6,8 @@
 //! rustls with the ring provider, as for the kube client. Each connection carries one request
 //! (`POST <path>` with a `Content-Length` body of at most [`MAX_BODY_BYTES`], handshake and
 //! request read within [`READ_TIMEOUT`] in total) and is closed after the answer
-//! (`Connection: close`). Pool writes are
-//! rare, so a TLS handshake per review costs nothing that matters.
+//! (`Connection: close`). Pool writes are rare, so a TLS handshake per review costs nothing
+//! that matters.
 //!
 //! Certificates: `tls.crt` (chain) and `tls.key` of the certificate directory are read at
 //! start and again when their modification time, size or inode changes (a Secret volume
@@ -15,7 +15,7 @@
 //! the readiness probe. A pair that does not load keeps the previous one and logs an error.
 //! While no certificate is loaded every handshake fails and `/readyz` says not ready.
 //!
-//! Owns: [`serve`], [`CertReloader`], [`WebhookError`]. Must not: decide (that is
+//! Owns: [`serve`], [`CertReloader`], [`Stats`], [`WebhookError`]. Must not: decide (that is
 //! `admission`) or read the cluster (the caller passes the pools of its cache).
 
 use std::fmt;
