@@ -2,28 +2,26 @@
 //! and `ipam-node`.
 //!
 //! One accept thread; one short-lived named thread per connection, at most
-//! [`MAX_CONNECTIONS`] at a time (more are answered 503 and closed). A request is one GET with
-//! headers of at most [`MAX_HEADER_BYTES`], read within [`READ_TIMEOUT`]; the response always
+//! [`MAX_CONNECTIONS`] at a time (more are answered 503 and closed). A request is one GET
+//! without a body, read by [`http::read_request`] within [`READ_TIMEOUT`]; the response always
 //! closes the connection (`Connection: close`), so there is no keep-alive state.
 //!
 //! Routes: `GET /healthz` and `GET /readyz` answer 200 `ok` or 503 `not ok`; `GET /metrics`
 //! answers the Prometheus text format 0.0.4 from [`Probe::metrics`]; anything else is 404, a
 //! method other than GET/HEAD is 405.
 //!
-//! Owns: the socket, the request parser and [`HealthError`]. Must not: decide health; the
+//! Owns: the socket, the routes and [`HealthError`]. Must not: decide health; the
 //! [`Probe`] the program passes in does. Rendering metric lines is `metrics`.
 
 use std::fmt;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Largest request head (request line + headers) read; a probe or scrape needs a few hundred
-/// bytes, 8 KiB is the common server default (nginx `large_client_header_buffers`).
-pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+use crate::http;
+
 /// Connections served at once; kubelet probes and one Prometheus need a handful.
 pub const MAX_CONNECTIONS: usize = 16;
 /// How long a client may take to send its request head (kubelet's probe timeout is 1 s by default).
@@ -122,7 +120,7 @@ fn accept_loop(listener: TcpListener, probe: Arc<dyn Probe>, stop: Arc<AtomicBoo
                 let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
                 if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
                     active.fetch_sub(1, Ordering::SeqCst);
-                    let _ = respond(&mut stream, 503, "text/plain", "too many connections\n", false);
+                    let _ = http::respond(&mut stream, 503, "text/plain", b"too many connections\n", false);
                     continue;
                 }
                 let (probe, active2) = (Arc::clone(&probe), Arc::clone(&active));
@@ -143,79 +141,24 @@ fn accept_loop(listener: TcpListener, probe: Arc<dyn Probe>, stop: Arc<AtomicBoo
     }
 }
 
-/// A parsed request line.
-#[derive(Debug, PartialEq, Eq)]
-struct Request {
-    method: String,
-    path: String,
-}
-
-/// Why a request head could not be read; each maps to one response.
-#[derive(Debug, PartialEq, Eq)]
-enum ReadError {
-    TooLarge,
-    Malformed,
-    Closed,
-}
-
-fn read_head(stream: &mut impl Read) -> Result<Request, ReadError> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = find_head_end(&buf) {
-            return parse_request_line(&buf[..end]);
-        }
-        if buf.len() >= MAX_HEADER_BYTES {
-            return Err(ReadError::TooLarge);
-        }
-        let want = chunk.len().min(MAX_HEADER_BYTES - buf.len());
-        let n = stream.read(&mut chunk[..want]).map_err(|_| ReadError::Closed)?;
-        if n == 0 {
-            return Err(ReadError::Closed);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").or_else(|| buf.windows(2).position(|w| w == b"\n\n"))
-}
-
-fn parse_request_line(head: &[u8]) -> Result<Request, ReadError> {
-    let text = std::str::from_utf8(head).map_err(|_| ReadError::Malformed)?;
-    let line = text.lines().next().ok_or(ReadError::Malformed)?;
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(ReadError::Malformed);
-    };
-    if !version.starts_with("HTTP/1.") || parts.next().is_some() {
-        return Err(ReadError::Malformed);
-    }
-    let path = target.split('?').next().unwrap_or(target).to_string();
-    Ok(Request { method: method.to_string(), path })
-}
-
 fn handle_connection(mut stream: TcpStream, probe: &dyn Probe) {
-    let req = match read_head(&mut stream) {
+    let req = match http::read_request(&mut stream, 0) {
         Ok(r) => r,
-        Err(ReadError::TooLarge) => {
-            let _ = respond(&mut stream, 431, "text/plain", "request header too large\n", false);
+        Err(e) => {
+            if let Some((status, body)) = e.response() {
+                let _ = http::respond(&mut stream, status, "text/plain", body.as_bytes(), false);
+            }
             return;
         }
-        Err(ReadError::Malformed) => {
-            let _ = respond(&mut stream, 400, "text/plain", "bad request\n", false);
-            return;
-        }
-        Err(ReadError::Closed) => return,
     };
     let (status, ctype, body) = route(&req, probe);
-    let _ = respond(&mut stream, status, ctype, &body, req.method == "HEAD");
+    let _ = http::respond(&mut stream, status, ctype, body.as_bytes(), req.method == "HEAD");
 }
 
 /// Prometheus text exposition format version 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn route(req: &Request, probe: &dyn Probe) -> (u16, &'static str, String) {
+fn route(req: &http::Request, probe: &dyn Probe) -> (u16, &'static str, String) {
     if req.method != "GET" && req.method != "HEAD" {
         return (405, "text/plain", "method not allowed\n".into());
     }
@@ -230,40 +173,10 @@ fn route(req: &Request, probe: &dyn Probe) -> (u16, &'static str, String) {
     }
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
-}
-
-fn respond(
-    stream: &mut impl Write,
-    status: u16,
-    ctype: &str,
-    body: &str,
-    head_only: bool,
-) -> std::io::Result<()> {
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        reason(status),
-        body.len()
-    );
-    if !head_only {
-        out.push_str(body);
-    }
-    stream.write_all(out.as_bytes())?;
-    stream.flush()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::sync::atomic::AtomicBool;
 
     struct Fixed {
@@ -326,16 +239,5 @@ mod tests {
         assert!(get(addr, b"garbage\r\n\r\n").starts_with("HTTP/1.1 400 "));
         stop.store(true, Ordering::SeqCst);
         handle.join().expect("accept thread ends");
-    }
-
-    #[test]
-    fn header_at_the_limit() {
-        let mut big = b"GET /healthz HTTP/1.1\r\nX: ".to_vec();
-        big.resize(MAX_HEADER_BYTES + 10, b'a');
-        assert_eq!(read_head(&mut &big[..]), Err(ReadError::TooLarge));
-        let mut fits = b"GET /healthz HTTP/1.1\r\nX: ".to_vec();
-        fits.resize(MAX_HEADER_BYTES - 4, b'a');
-        fits.extend_from_slice(b"\r\n\r\n");
-        assert_eq!(read_head(&mut &fits[..]).map(|r| r.path), Ok("/healthz".into()));
     }
 }

@@ -15,6 +15,7 @@
 //! | [`kube`]     | shell | Kubernetes API: kubeconfig/in-cluster config, HTTPS client, list-then-watch reflector |
 //! | [`controller`] | shell | `ipam-controller`: offline `plan`, cluster mode (pure `reconcile`, leader election, status writes) |
 //! | [`health`]   | shell | the `/healthz`, `/readyz`, `/metrics` HTTP server of both daemons |
+//! | [`http`]     | shell | the minimal HTTP/1.1 request reader and response writer of both servers |
 //! | [`metrics`]  | pure  | Prometheus text format rendering |
 //! | [`logging`]  | shell | the stderr/file logger behind the `log` facade (text or JSON lines) |
 
@@ -23,6 +24,7 @@ pub mod api;
 pub mod cni;
 pub mod controller;
 pub mod health;
+pub mod http;
 pub mod ip;
 pub mod kube;
 pub mod logging;

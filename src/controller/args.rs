@@ -28,8 +28,21 @@ flags:
   --health-probe-bind-address ADDR    /healthz, /readyz address, \"0\" disables (default :8081)
   --node-release-grace-period DUR     how long a deleted or unlabelled node keeps its block
                                       before another node may get it, e.g. 30s, 5m, 0s (default 5m)
+  --webhook                           serve the validating admission webhook (HTTPS, on every
+                                      replica, leader or not; /readyz fails until a certificate
+                                      is loaded)
+  --webhook-bind-address ADDR         webhook address (default :9443)
+  --webhook-cert-dir DIR              directory with tls.crt and tls.key, re-read when they
+                                      change (default /tmp/k8s-webhook-server/serving-certs)
   -v, --v N                           log verbosity: 0 info, 1-3 debug, 4+ trace (default 0)
   --logging-format text|json          log line format (default text)
+
+webhook (paths /validate-nv-ipam-nvidia-com-v1alpha1-ippool and -cidrpool; CREATE, UPDATE):
+  refuses a pool the controller would mark invalid (same checks, every broken field named);
+  an UPDATE that would move a block or prefix a node holds (annotation
+  nv-ipam.nvidia.com/allow-reallocation: \"true\" allows it); a pool whose subnet or cidr
+  overlaps another pool of --ippools-namespace (nv-ipam.nvidia.com/allow-overlap: \"true\"
+  allows it, e.g. for isolated L2 networks).
 
 commands:
   plan    plan every IPPool and CIDRPool of --pools for the nodes of --nodes and print the
@@ -43,6 +56,11 @@ pub const DEFAULT_METRICS_BIND_ADDRESS: &str = ":8080";
 pub const DEFAULT_HEALTH_PROBE_BIND_ADDRESS: &str = ":8081";
 /// Default of `--node-release-grace-period`: long enough for a drain or a reboot to finish.
 pub const DEFAULT_NODE_RELEASE_GRACE: Duration = Duration::from_secs(300);
+/// Default of `--webhook-bind-address` (controller-runtime's webhook port).
+pub const DEFAULT_WEBHOOK_BIND_ADDRESS: &str = ":9443";
+/// Default of `--webhook-cert-dir`: controller-runtime's, where the reference manifests mount
+/// the certificate Secret.
+pub const DEFAULT_WEBHOOK_CERT_DIR: &str = "/tmp/k8s-webhook-server/serving-certs";
 /// Longest `--node-release-grace-period` accepted (30 days); longer is surely a typo.
 pub const MAX_NODE_RELEASE_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -56,6 +74,11 @@ pub struct ClusterArgs {
     pub metrics_bind_address: String,
     pub health_probe_bind_address: String,
     pub node_release_grace: Duration,
+    /// Serve the validating admission webhook.
+    pub webhook: bool,
+    pub webhook_bind_address: String,
+    /// Holds `tls.crt` and `tls.key`.
+    pub webhook_cert_dir: PathBuf,
     pub verbosity: u32,
     pub logging_format: LogFormat,
 }
@@ -91,7 +114,7 @@ impl fmt::Display for ArgsError {
                 write!(f, "unexpected argument {argument:?}: see --help")
             }
             ArgsError::MissingFlag { flag } => write!(f, "plan needs {flag} FILE"),
-            ArgsError::MissingValue { flag } => write!(f, "{flag} needs a FILE value"),
+            ArgsError::MissingValue { flag } => write!(f, "{flag} needs a value"),
             ArgsError::Invalid { message } => write!(f, "{message}: see --help"),
         }
     }
@@ -127,6 +150,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ArgsEr
         metrics_bind_address: DEFAULT_METRICS_BIND_ADDRESS.into(),
         health_probe_bind_address: DEFAULT_HEALTH_PROBE_BIND_ADDRESS.into(),
         node_release_grace: DEFAULT_NODE_RELEASE_GRACE,
+        webhook: false,
+        webhook_bind_address: DEFAULT_WEBHOOK_BIND_ADDRESS.into(),
+        webhook_cert_dir: PathBuf::from(DEFAULT_WEBHOOK_CERT_DIR),
         verbosity: 0,
         logging_format: LogFormat::Text,
     };
@@ -153,6 +179,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ArgsEr
                     Some(v) => parse_bool("--leader-elect", &v.to_string_lossy())?,
                 }
             }
+            Long("webhook") => {
+                c.webhook = match p.optional_value() {
+                    None => true,
+                    Some(v) => parse_bool("--webhook", &v.to_string_lossy())?,
+                }
+            }
+            Long("webhook-bind-address") => c.webhook_bind_address = string(&mut p)?,
+            Long("webhook-cert-dir") => c.webhook_cert_dir = PathBuf::from(p.value().map_err(from_lexopt)?),
             Long("leader-elect-namespace") => c.leader_elect_namespace = string(&mut p)?,
             Long("metrics-bind-address") => c.metrics_bind_address = string(&mut p)?,
             Long("health-probe-bind-address") => c.health_probe_bind_address = string(&mut p)?,
@@ -297,7 +331,7 @@ mod tests {
     fn errors_name_the_flag() {
         assert_eq!(parse_str(&["plan", "--pools", "p"]), Err("plan needs --nodes FILE".into()));
         assert_eq!(parse_str(&["plan", "--nodes", "n"]), Err("plan needs --pools FILE".into()));
-        assert_eq!(parse_str(&["plan", "--pools"]), Err("--pools needs a FILE value".into()));
+        assert_eq!(parse_str(&["plan", "--pools"]), Err("--pools needs a value".into()));
         assert_eq!(
             parse_str(&["plan", "--bogus"]),
             Err("unexpected argument \"--bogus\": see --help".into())
@@ -326,6 +360,31 @@ mod tests {
             parse_str(&["--leader-elect=maybe"]),
             Err("--leader-elect=\"maybe\": use true or false: see --help".into())
         );
+    }
+
+    #[test]
+    fn webhook_flags() {
+        let Ok(Command::Cluster(c)) = parse_str(&[]) else { panic!("cluster mode") };
+        assert!(!c.webhook);
+        assert_eq!(c.webhook_bind_address, ":9443");
+        assert_eq!(c.webhook_cert_dir, PathBuf::from("/tmp/k8s-webhook-server/serving-certs"));
+        let Ok(Command::Cluster(c)) =
+            parse_str(&["--webhook", "--webhook-bind-address=127.0.0.1:0", "--webhook-cert-dir", "/certs"])
+        else {
+            panic!("cluster mode")
+        };
+        assert!(c.webhook);
+        assert_eq!((c.webhook_bind_address.as_str(), c.webhook_cert_dir), ("127.0.0.1:0", "/certs".into()));
+        let Ok(Command::Cluster(c)) = parse_str(&["--webhook=false"]) else { panic!("cluster mode") };
+        assert!(!c.webhook);
+        assert_eq!(
+            parse_str(&["--webhook=yes"]),
+            Err("--webhook=\"yes\": use true or false: see --help".into())
+        );
+        assert_eq!(parse_str(&["--webhook-cert-dir"]), Err("--webhook-cert-dir needs a value".into()));
+        for flag in ["--webhook ", "--webhook-bind-address", "--webhook-cert-dir", "allow-reallocation"] {
+            assert!(USAGE.contains(flag), "--help mentions {flag}");
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   reflect-nodes     list+watch Nodes, metadata only (names + labels) ─────────┤ cache + queue
 //!   leader-election   (with --leader-elect) keeps `is_leader` current           │ (Mutex+Condvar)
 //!   http-*            /healthz /readyz /metrics                                 │
+//!   webhook-*         (with --webhook) admission reviews, on every replica; reads the pools
+//!                     of the cache for the overlap check                        │
 //!   main              the reconcile worker: pops pool keys, decides, writes <───┘
 //! ```
 //! Triggers: a pool whose generation or status (other than the status we wrote) changed; a
@@ -37,11 +39,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::admission::PoolRange;
 use super::args::{ClusterArgs, DEFAULT_HEALTH_PROBE_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS};
 use super::leader;
 use super::reconcile::{
     Allocations, Condition, Event, Input, NodeChange, Outcome, PoolInput, nodes_matter, reconcile,
 };
+use super::webhook::{self, CertReloader};
 use crate::alloc::PoolType;
 use crate::api::{
     API_VERSION, CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, IpAllocation, IpPool, IpPoolSpec,
@@ -76,6 +80,7 @@ pub enum RunError {
     Logging(crate::logging::LoggingError),
     Kube(KubeError),
     Health { flag: &'static str, source: HealthError },
+    Webhook(super::webhook::WebhookError),
     Signal(std::io::Error),
     Thread { name: &'static str, source: std::io::Error },
 }
@@ -86,6 +91,7 @@ impl fmt::Display for RunError {
             RunError::Logging(e) => write!(f, "logging: {e}"),
             RunError::Kube(e) => write!(f, "{e}: check --kubeconfig or $KUBECONFIG"),
             RunError::Health { flag, source } => write!(f, "{flag}: {source}"),
+            RunError::Webhook(e) => write!(f, "webhook: {e}"),
             RunError::Signal(e) => write!(f, "cannot install the SIGTERM handler: {e}"),
             RunError::Thread { name, source } => write!(f, "cannot start thread {name}: {source}"),
         }
@@ -305,16 +311,22 @@ impl Shared {
 /// A per-pool gauge family: name, help, and how to read it from [`PoolGauges`].
 type GaugeFamily = (&'static str, &'static str, fn(&PoolGauges) -> Option<u64>);
 
-struct Health(Arc<Shared>);
+/// The probe: `.1` is the webhook's certificate and counters when `--webhook` is set.
+struct Health(Arc<Shared>, Option<(Arc<CertReloader>, Arc<webhook::Stats>)>);
 
 impl Probe for Health {
     fn healthy(&self) -> bool {
         true
     }
 
+    /// Caches synced and, with `--webhook`, a serving certificate loaded (the listener is up:
+    /// the controller does not start without it).
     fn ready(&self) -> bool {
-        let c = self.0.lock();
-        c.synced_ippools && c.synced_cidrpools && c.synced_nodes
+        let synced = {
+            let c = self.0.lock();
+            c.synced_ippools && c.synced_cidrpools && c.synced_nodes
+        };
+        synced && self.1.as_ref().is_none_or(|(certs, _)| certs.loaded())
     }
 
     fn metrics(&self) -> String {
@@ -331,6 +343,17 @@ impl Probe for Health {
             "1 when this process is the leader and reconciles.",
             if s.is_leader.load(Ordering::Relaxed) { 1.0 } else { 0.0 },
         );
+        if let Some((_, w)) = &self.1 {
+            let name = "nv_ipam_webhook_reviews_total";
+            m.family(
+                name,
+                Kind::Counter,
+                "Webhook requests: reviews allowed, refused, and requests that were no review (HTTP 4xx).",
+            );
+            for (result, n) in [("allowed", &w.allowed), ("refused", &w.refused), ("error", &w.errors)] {
+                m.sample(name, &[("result", result)], n.load(Ordering::Relaxed) as f64);
+            }
+        }
         let c = s.lock();
         let families: [GaugeFamily; 4] = [
             ("nv_ipam_pool_nodes_allocated", "Nodes with a block or prefix in the pool.", |g| {
@@ -383,8 +406,30 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
         reconcile_errors: AtomicU64::new(0),
     });
 
-    let probe: Arc<dyn Probe> = Arc::new(Health(Arc::clone(&shared)));
+    let ns = args.ippools_namespace.clone();
     let mut http = Vec::new();
+    let webhook = if args.webhook {
+        let certs = CertReloader::new(&args.webhook_cert_dir);
+        let others = pools_of(Arc::clone(&shared), ns.clone());
+        let stats = Arc::new(webhook::Stats::default());
+        let (bound, handle) = webhook::serve(
+            &args.webhook_bind_address,
+            Arc::clone(&certs),
+            others,
+            Arc::clone(&stats),
+            Arc::clone(&stop),
+        )
+        .map_err(RunError::Webhook)?;
+        log::info!(
+            "serving the admission webhook on {bound} (certificates: {})",
+            args.webhook_cert_dir.display()
+        );
+        http.push(handle);
+        Some((certs, stats))
+    } else {
+        None
+    };
+    let probe: Arc<dyn Probe> = Arc::new(Health(Arc::clone(&shared), webhook));
     for (flag, addr) in [
         ("--health-probe-bind-address", &args.health_probe_bind_address),
         ("--metrics-bind-address", &args.metrics_bind_address),
@@ -406,7 +451,6 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
         }
     }
 
-    let ns = args.ippools_namespace.clone();
     let threads = vec![
         spawn_pool_reflector::<IpWire>(
             "reflect-ippools",
@@ -467,6 +511,22 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
     // stuck TLS read cannot delay exit
     drop(threads);
     Ok(())
+}
+
+/// The webhook's view of the pools for the overlap check: the cache's pools when the review is
+/// for the controller's namespace and the cache has listed them, else unknown (a pool of
+/// another namespace is not used by this controller or its nodes).
+fn pools_of(shared: Arc<Shared>, ns: String) -> Arc<webhook::Others> {
+    Arc::new(move |req_ns: &str| {
+        if req_ns != ns {
+            return None;
+        }
+        let c = shared.lock();
+        if !(c.synced_ippools && c.synced_cidrpools) {
+            return None;
+        }
+        Some(c.pools.values().filter_map(|p| PoolRange::of(&p.pool)).collect())
+    })
 }
 
 fn spawn_pool_reflector<W: PoolWire + 'static>(
@@ -916,7 +976,7 @@ mod tests {
             (PoolType::CidrPool, "c".into()),
             PoolGauges { allocated: 2, free: Some(254), size: None, held: 0 },
         );
-        let text = Health(Arc::clone(&shared)).metrics();
+        let text = Health(Arc::clone(&shared), None).metrics();
         for line in [
             "nv_ipam_reconcile_total 7",
             "nv_ipam_reconcile_errors_total 1",
@@ -929,6 +989,6 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }
         assert!(!text.contains("nv_ipam_pool_size{"), "an invalid pool has no size sample");
-        assert!(!Health(shared).ready(), "not ready before the reflectors listed");
+        assert!(!Health(shared, None).ready(), "not ready before the reflectors listed");
     }
 }

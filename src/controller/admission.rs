@@ -1,0 +1,439 @@
+//! The validating admission webhook's decision, without I/O: an AdmissionReview v1 body for
+//! an IPPool or CIDRPool CREATE/UPDATE in, the verdict and the response body out.
+//!
+//! Checks, in order (all broken ones are reported in one message, field by field):
+//! 1. the request `object` (not a template: upstream.md W10) passes exactly the controller's
+//!    validation ([`validate_ip_pool`] / [`validate_cidr_pool`]), decoded with the same types;
+//! 2. UPDATE: every allocation of `oldObject.status` that the old spec keeps is also kept when
+//!    the planner ([`plan_ip_pool`] / [`plan_cidr_pool`], as the reconcile runs it) plans the new
+//!    spec for the same nodes: otherwise the update would move blocks or prefixes that nodes hold
+//!    while pods use them. Opt-out: annotation [`ANNOTATION_ALLOW_REALLOCATION`] = `"true"`;
+//! 3. CREATE, or UPDATE of `spec.subnet`/`spec.cidr`: the range overlaps no other pool (either
+//!    kind) of the namespace, when the caller knows them (`others`). Opt-out: annotation
+//!    [`ANNOTATION_ALLOW_OVERLAP`] = `"true"` (overlaps are legitimate for isolated L2 networks).
+//!
+//! Other operations (DELETE, CONNECT), subresource writes (`status`, should the rules cover
+//! them) and objects being deleted are allowed: there is no spec to protect. A body that is not an AdmissionReview v1 is an error (HTTP 400); a review whose
+//! object cannot be decoded is denied with code 400, echoing its uid.
+//!
+//! Owns: [`parse_review`], [`decide`], [`response_body`], the paths and annotations. Must not:
+//! read the cluster (the shell passes `others`), log or touch sockets.
+
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::reconcile::PoolInput;
+use crate::alloc::{PoolType, plan_cidr_pool, plan_ip_pool};
+use crate::api::{
+    CidrAllocation, CidrPool, IpAllocation, IpPool, KIND_CIDRPOOL, KIND_IPPOOL, ValidCidrPool, ValidIpPool,
+    validate_cidr_pool, validate_ip_pool,
+};
+
+/// The reference's path for IPPools (controller-runtime's `/validate-<group>-<version>-<kind>`).
+pub const PATH_IPPOOL: &str = "/validate-nv-ipam-nvidia-com-v1alpha1-ippool";
+/// The reference's path for CIDRPools.
+pub const PATH_CIDRPOOL: &str = "/validate-nv-ipam-nvidia-com-v1alpha1-cidrpool";
+/// `"true"` on the pool lets an UPDATE move blocks or prefixes that nodes hold.
+pub const ANNOTATION_ALLOW_REALLOCATION: &str = "nv-ipam.nvidia.com/allow-reallocation";
+/// `"true"` on the pool lets its range overlap another pool of the namespace.
+pub const ANNOTATION_ALLOW_OVERLAP: &str = "nv-ipam.nvidia.com/allow-overlap";
+/// The only AdmissionReview version served (the configuration lists `admissionReviewVersions: [v1]`).
+pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+/// Node names listed in a refusal; the count is always given.
+pub const MAX_NAMED_NODES: usize = 10;
+
+/// The pool kind a webhook path validates, `None` for any other path (404).
+pub fn path_kind(path: &str) -> Option<PoolType> {
+    match path {
+        PATH_IPPOOL => Some(PoolType::IpPool),
+        PATH_CIDRPOOL => Some(PoolType::CidrPool),
+        _ => None,
+    }
+}
+
+/// A body that is not an AdmissionReview v1 with a request: answered HTTP 400.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAReview {
+    pub detail: String,
+}
+
+impl fmt::Display for NotAReview {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "not an {REVIEW_API_VERSION} AdmissionReview: {}: send admissionReviewVersions [v1]",
+            self.detail
+        )
+    }
+}
+
+impl std::error::Error for NotAReview {}
+
+/// A decoded review request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub uid: String,
+    /// `CREATE`, `UPDATE`, ... as sent.
+    pub operation: String,
+    pub namespace: String,
+    /// `status` for a status write (when the rules include `ippools/status`), else empty.
+    pub sub_resource: String,
+    /// The object, or why it could not be decoded (a verdict with code 400).
+    pub object: Result<PoolInput, String>,
+    /// `oldObject` (UPDATE), decoded like `object`.
+    pub old_object: Option<Result<PoolInput, String>>,
+}
+
+/// What to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// HTTP-like status code of a refusal: 403 invalid pool, 400 undecodable request.
+    pub code: u16,
+    /// metav1 `StatusReason` of a refusal: `Invalid` or `BadRequest`.
+    pub reason: &'static str,
+    pub message: String,
+    /// Shown by kubectl on success, e.g. an overlap that an annotation allowed.
+    pub warnings: Vec<String>,
+}
+
+impl Verdict {
+    fn allow(warnings: Vec<String>) -> Verdict {
+        Verdict { allowed: true, code: 200, reason: "", message: String::new(), warnings }
+    }
+
+    fn bad_request(message: String) -> Verdict {
+        Verdict { allowed: false, code: 400, reason: "BadRequest", message, warnings: Vec::new() }
+    }
+
+    fn invalid(message: String, warnings: Vec<String>) -> Verdict {
+        Verdict { allowed: false, code: 403, reason: "Invalid", message, warnings }
+    }
+}
+
+/// Another pool's range, for the overlap check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRange {
+    pub pool_type: PoolType,
+    pub name: String,
+    pub net: IpNet,
+}
+
+impl PoolRange {
+    /// The range of a stored pool (`spec.subnet` or `spec.cidr`), `None` when it does not parse
+    /// (such a pool is invalid and hands out nothing).
+    pub fn of(pool: &PoolInput) -> Option<PoolRange> {
+        let (text, name) = match pool {
+            PoolInput::Ip(p) => (&p.spec.subnet, &p.metadata.name),
+            PoolInput::Cidr(p) => (&p.spec.cidr, &p.metadata.name),
+        };
+        let net = text.parse::<IpNet>().ok()?.trunc();
+        Some(PoolRange { pool_type: pool.pool_type(), name: name.clone(), net })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<WireRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRequest {
+    uid: String,
+    #[serde(default)]
+    kind: WireKind,
+    #[serde(default)]
+    operation: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    sub_resource: String,
+    #[serde(default)]
+    object: Option<Value>,
+    #[serde(default)]
+    old_object: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireKind {
+    #[serde(default)]
+    kind: String,
+}
+
+fn kind_name(t: PoolType) -> &'static str {
+    match t {
+        PoolType::IpPool => KIND_IPPOOL,
+        PoolType::CidrPool => KIND_CIDRPOOL,
+    }
+}
+
+/// Decodes a review for a pool of kind `t` (the path's). The objects are decoded into the
+/// controller's types; a failure there is kept in the request (its uid must be echoed).
+pub fn parse_review(t: PoolType, body: &[u8]) -> Result<Request, NotAReview> {
+    let review: WireReview =
+        serde_json::from_slice(body).map_err(|e| NotAReview { detail: format!("bad JSON: {e}") })?;
+    if review.api_version != REVIEW_API_VERSION || review.kind != "AdmissionReview" {
+        return Err(NotAReview {
+            detail: format!("apiVersion {:?} kind {:?}", review.api_version, review.kind),
+        });
+    }
+    let r = review.request.ok_or_else(|| NotAReview { detail: "no request".into() })?;
+    let want = kind_name(t);
+    let decode = |v: Option<Value>, field: &str| -> Result<PoolInput, String> {
+        if !r.kind.kind.is_empty() && r.kind.kind != want {
+            return Err(format!(
+                "this path validates {want} objects, the request is for {}: fix the webhook's rules",
+                r.kind.kind
+            ));
+        }
+        let v = v.ok_or_else(|| format!("request.{field} is missing"))?;
+        let decoded = match t {
+            PoolType::IpPool => serde_json::from_value::<IpPool>(v).map(PoolInput::Ip),
+            PoolType::CidrPool => serde_json::from_value::<CidrPool>(v).map(PoolInput::Cidr),
+        };
+        decoded.map_err(|e| format!("request.{field} is not a {want}: {e}"))
+    };
+    let object = decode(r.object.clone(), "object");
+    let old_object = r.old_object.clone().map(|v| decode(Some(v), "oldObject"));
+    Ok(Request {
+        uid: r.uid,
+        operation: r.operation,
+        namespace: r.namespace,
+        sub_resource: r.sub_resource,
+        object,
+        old_object,
+    })
+}
+
+fn meta(p: &PoolInput) -> &crate::api::ObjectMeta {
+    match p {
+        PoolInput::Ip(p) => &p.metadata,
+        PoolInput::Cidr(p) => &p.metadata,
+    }
+}
+
+/// Whether the pool carries `annotation: "true"`.
+fn annotated(p: &PoolInput, annotation: &str) -> bool {
+    meta(p).rest.get("annotations").and_then(|a| a.get(annotation)).and_then(Value::as_str) == Some("true")
+}
+
+/// Decides a request. `others`: the pools of the request's namespace as stored (the object
+/// itself may be among them), or `None` when they are not known (the overlap check is skipped).
+pub fn decide(req: &Request, others: Option<&[PoolRange]>) -> Verdict {
+    // a status write (the controller's, also for an invalid pool) changes no spec
+    if (req.operation != "CREATE" && req.operation != "UPDATE") || !req.sub_resource.is_empty() {
+        return Verdict::allow(Vec::new());
+    }
+    let pool = match &req.object {
+        Ok(p) => p,
+        Err(e) => return Verdict::bad_request(e.clone()),
+    };
+    let old = match (&req.old_object, req.operation.as_str()) {
+        (Some(Ok(o)), _) => Some(o),
+        (Some(Err(e)), _) => return Verdict::bad_request(e.clone()),
+        (None, "UPDATE") => return Verdict::bad_request("request.oldObject is missing in an UPDATE".into()),
+        (None, _) => None,
+    };
+    if meta(pool).rest.get("deletionTimestamp").is_some_and(|v| !v.is_null()) {
+        return Verdict::allow(Vec::new()); // being deleted: let it go
+    }
+    let valid = match pool {
+        PoolInput::Ip(p) => validate_ip_pool(p).map(Valid::Ip),
+        PoolInput::Cidr(p) => validate_cidr_pool(p).map(Valid::Cidr),
+    };
+    let valid = match valid {
+        Ok(v) => v,
+        Err(errors) => return Verdict::invalid(errors.to_string(), Vec::new()),
+    };
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(old) = old
+        && let Some(moved) = moved_nodes(old, &valid)
+    {
+        let text = moved_message(old, pool, &moved);
+        if annotated(pool, ANNOTATION_ALLOW_REALLOCATION) {
+            warnings.push(text);
+        } else {
+            problems.push(format!(
+                "{text}, while their pods keep the old addresses: drain those nodes, then set the \
+                 annotation {ANNOTATION_ALLOW_REALLOCATION}: \"true\" to move the blocks; or create \
+                 a new pool for the new layout"
+            ));
+        }
+    }
+    let net = valid.net();
+    let range_changed = old.is_none_or(|o| PoolRange::of(o).map(|r| r.net) != Some(net));
+    if range_changed && let Some(others) = others {
+        let me = (pool.pool_type(), pool.name());
+        let field = valid.net_field();
+        for o in others {
+            if (o.pool_type, o.name.as_str()) == me
+                || !(o.net.contains(&net.network()) || net.contains(&o.net.network()))
+            {
+                continue;
+            }
+            let text = format!(
+                "{field}: {net} overlaps {} {:?} ({}) in namespace {:?}",
+                kind_name(o.pool_type),
+                o.name,
+                o.net,
+                req.namespace
+            );
+            if annotated(pool, ANNOTATION_ALLOW_OVERLAP) {
+                warnings.push(text);
+            } else {
+                problems.push(format!(
+                    "{text}: pods of both pools could get the same address; give the pool a range of \
+                     its own, or set the annotation {ANNOTATION_ALLOW_OVERLAP}: \"true\" when the two \
+                     networks are isolated (separate L2 networks)"
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Verdict::allow(warnings)
+    } else {
+        Verdict::invalid(format!("{} {:?}: {}", pool.pool_type(), pool.name(), problems.join("; ")), warnings)
+    }
+}
+
+enum Valid {
+    Ip(ValidIpPool),
+    Cidr(ValidCidrPool),
+}
+
+impl Valid {
+    fn net(&self) -> IpNet {
+        match self {
+            Valid::Ip(v) => v.subnet,
+            Valid::Cidr(v) => v.cidr,
+        }
+    }
+
+    fn net_field(&self) -> &'static str {
+        match self {
+            Valid::Ip(_) => "spec.subnet",
+            Valid::Cidr(_) => "spec.cidr",
+        }
+    }
+}
+
+/// The nodes whose live entry (kept by the old spec's plan) the new spec's plan would not keep,
+/// `None` when there are none.
+fn moved_nodes(old: &PoolInput, new: &Valid) -> Option<Vec<String>> {
+    let moved: Vec<String> = match (old, new) {
+        (PoolInput::Ip(o), Valid::Ip(v)) => {
+            let live = live_ip(o);
+            let names: Vec<String> = live.iter().map(|a| a.node_name.clone()).collect();
+            let plan = plan_ip_pool(v, &names, &live);
+            live.iter().filter(|a| !plan.allocations.contains(a)).map(|a| a.node_name.clone()).collect()
+        }
+        (PoolInput::Cidr(o), Valid::Cidr(v)) => {
+            let live = live_cidr(o);
+            let names: Vec<String> = live.iter().map(|a| a.node_name.clone()).collect();
+            let plan = plan_cidr_pool(v, &names, &live);
+            live.iter().filter(|a| !plan.allocations.contains(a)).map(|a| a.node_name.clone()).collect()
+        }
+        _ => Vec::new(), // decoded from one path, so the kinds agree
+    };
+    (!moved.is_empty()).then_some(moved)
+}
+
+/// The old status entries the old spec keeps (all of them when the old spec is invalid: the
+/// controller leaves such a status as it is).
+fn live_ip(old: &IpPool) -> Vec<IpAllocation> {
+    match validate_ip_pool(old) {
+        Ok(v) => {
+            let names: Vec<String> = old.allocations().iter().map(|a| a.node_name.clone()).collect();
+            let plan = plan_ip_pool(&v, &names, old.allocations());
+            old.allocations().iter().filter(|a| plan.allocations.contains(a)).cloned().collect()
+        }
+        Err(_) => old.allocations().to_vec(),
+    }
+}
+
+fn live_cidr(old: &CidrPool) -> Vec<CidrAllocation> {
+    match validate_cidr_pool(old) {
+        Ok(v) => {
+            let names: Vec<String> = old.allocations().iter().map(|a| a.node_name.clone()).collect();
+            let plan = plan_cidr_pool(&v, &names, old.allocations());
+            old.allocations().iter().filter(|a| plan.allocations.contains(a)).cloned().collect()
+        }
+        Err(_) => old.allocations().to_vec(),
+    }
+}
+
+/// `spec.subnet, spec.perNodeBlockSize: this update would move the blocks of 2 nodes ...`
+fn moved_message(old: &PoolInput, new: &PoolInput, nodes: &[String]) -> String {
+    let fields = changed_fields(old, new);
+    let what = match new {
+        PoolInput::Ip(_) => "blocks",
+        PoolInput::Cidr(_) => "prefixes",
+    };
+    let mut named = nodes.iter().take(MAX_NAMED_NODES).cloned().collect::<Vec<_>>().join(", ");
+    if nodes.len() > MAX_NAMED_NODES {
+        named.push_str(", ...");
+    }
+    format!(
+        "{}: this update would move the {what} of {} node(s) that hold allocations ({named})",
+        if fields.is_empty() { "spec".to_string() } else { fields.join(", ") },
+        nodes.len()
+    )
+}
+
+/// The spec fields that decide where blocks/prefixes lie and that differ between the objects.
+fn changed_fields(old: &PoolInput, new: &PoolInput) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut diff = |changed: bool, field: &'static str| {
+        if changed {
+            out.push(field);
+        }
+    };
+    match (old, new) {
+        (PoolInput::Ip(o), PoolInput::Ip(n)) => {
+            let (o, n) = (&o.spec, &n.spec);
+            diff(o.subnet != n.subnet, "spec.subnet");
+            diff(o.per_node_block_size != n.per_node_block_size, "spec.perNodeBlockSize");
+            diff(o.gateway != n.gateway, "spec.gateway");
+            diff(o.exclusions != n.exclusions, "spec.exclusions");
+            diff(o.per_node_exclusions != n.per_node_exclusions, "spec.perNodeExclusions");
+        }
+        (PoolInput::Cidr(o), PoolInput::Cidr(n)) => {
+            let (o, n) = (&o.spec, &n.spec);
+            diff(o.cidr != n.cidr, "spec.cidr");
+            diff(o.per_node_network_prefix != n.per_node_network_prefix, "spec.perNodeNetworkPrefix");
+            diff(o.gateway_index != n.gateway_index, "spec.gatewayIndex");
+            diff(o.exclusions != n.exclusions, "spec.exclusions");
+            diff(o.per_node_exclusions != n.per_node_exclusions, "spec.perNodeExclusions");
+            diff(o.static_allocations != n.static_allocations, "spec.staticAllocations");
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The AdmissionReview v1 response for `uid`.
+pub fn response_body(uid: &str, v: &Verdict) -> Vec<u8> {
+    let mut response = json!({"uid": uid, "allowed": v.allowed});
+    if !v.allowed {
+        response["status"] = json!({"code": v.code, "reason": v.reason, "message": v.message});
+    }
+    if !v.warnings.is_empty() {
+        response["warnings"] = json!(v.warnings);
+    }
+    let review = json!({"apiVersion": REVIEW_API_VERSION, "kind": "AdmissionReview", "response": response});
+    // a Value of strings, bools and integers always serializes
+    serde_json::to_vec(&review).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

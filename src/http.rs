@@ -1,0 +1,197 @@
+//! The minimal HTTP/1.1 server side shared by the health/metrics server (`health`) and the
+//! admission webhook (`controller::webhook`): read one request, write one response.
+//!
+//! A request is a request line, headers of at most [`MAX_HEADER_BYTES`] and, when the caller
+//! allows one, a body of exactly `Content-Length` bytes up to the caller's limit. Chunked bodies
+//! are refused (411): both clients we serve (kubelet probes, Prometheus, the API server's
+//! webhook client) send `Content-Length`. Every response closes the connection
+//! (`Connection: close`), so there is no keep-alive state.
+//!
+//! Owns: [`read_request`], [`respond`], [`ReadError`]. Must not: route, or set socket options
+//! (the servers set their timeouts; a timed-out read is [`ReadError::Closed`]).
+
+use std::io::{Read, Write};
+
+/// Largest request head (request line + headers) read; a probe, scrape or webhook call needs a
+/// few hundred bytes, 8 KiB is the common server default (nginx `large_client_header_buffers`).
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// A parsed request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// The target without its query string.
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+/// Why a request could not be read; each maps to one response ([`ReadError::status`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    TooLarge,
+    BodyTooLarge {
+        limit: usize,
+    },
+    /// A body without `Content-Length` (chunked).
+    LengthRequired,
+    Malformed,
+    /// The peer closed the connection or a read timed out: nothing to answer.
+    Closed,
+}
+
+impl ReadError {
+    /// Status and body of the answer, `None` for [`ReadError::Closed`].
+    pub fn response(&self) -> Option<(u16, String)> {
+        match self {
+            ReadError::TooLarge => Some((431, "request header too large\n".into())),
+            ReadError::BodyTooLarge { limit } => {
+                Some((413, format!("request body larger than {limit} bytes\n")))
+            }
+            ReadError::LengthRequired => Some((411, "send the body with Content-Length\n".into())),
+            ReadError::Malformed => Some((400, "bad request\n".into())),
+            ReadError::Closed => None,
+        }
+    }
+}
+
+/// Reads one request; a body is accepted up to `max_body` bytes (0: requests carry none).
+pub fn read_request(stream: &mut impl Read, max_body: usize) -> Result<Request, ReadError> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    let end = loop {
+        if let Some(end) = find_head_end(&buf) {
+            break end;
+        }
+        if buf.len() >= MAX_HEADER_BYTES {
+            return Err(ReadError::TooLarge);
+        }
+        let want = chunk.len().min(MAX_HEADER_BYTES - buf.len());
+        let n = stream.read(&mut chunk[..want]).map_err(|_| ReadError::Closed)?;
+        if n == 0 {
+            return Err(ReadError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let (head_len, sep_len) = end;
+    let (method, path, length) = parse_head(&buf[..head_len])?;
+    let length = length.unwrap_or(0);
+    if length > max_body {
+        return Err(ReadError::BodyTooLarge { limit: max_body });
+    }
+    // body bytes that arrived with the head
+    let mut body = buf.split_off(head_len + sep_len);
+    if body.len() > length {
+        body.truncate(length);
+    }
+    let have = body.len();
+    body.resize(length, 0);
+    stream.read_exact(&mut body[have..]).map_err(|_| ReadError::Closed)?;
+    Ok(Request { method, path, body })
+}
+
+/// (end of head, length of the blank-line separator).
+fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
+    buf.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4))
+        .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)))
+}
+
+/// Method, path and `Content-Length` of a request head.
+fn parse_head(head: &[u8]) -> Result<(String, String, Option<usize>), ReadError> {
+    let text = std::str::from_utf8(head).map_err(|_| ReadError::Malformed)?;
+    let mut lines = text.lines();
+    let line = lines.next().ok_or(ReadError::Malformed)?;
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(ReadError::Malformed);
+    };
+    if !version.starts_with("HTTP/1.") || parts.next().is_some() {
+        return Err(ReadError::Malformed);
+    }
+    let mut length = None;
+    for h in lines {
+        let Some((name, value)) = h.split_once(':') else { return Err(ReadError::Malformed) };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-length") {
+            let n: usize = value.parse().map_err(|_| ReadError::Malformed)?;
+            // two different lengths is request smuggling territory
+            if length.is_some_and(|l| l != n) {
+                return Err(ReadError::Malformed);
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(ReadError::LengthRequired);
+        }
+    }
+    let path = target.split('?').next().unwrap_or(target).to_string();
+    Ok((method.to_string(), path, length))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Writes a whole response and closes the exchange (`Connection: close`).
+pub fn respond(
+    stream: &mut impl Write,
+    status: u16,
+    ctype: &str,
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reason(status),
+        body.len()
+    );
+    let mut out = head.into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    stream.write_all(&out)?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_at_the_limit() {
+        let mut big = b"GET /healthz HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_HEADER_BYTES + 10, b'a');
+        assert_eq!(read_request(&mut &big[..], 0), Err(ReadError::TooLarge));
+        let mut fits = b"GET /healthz HTTP/1.1\r\nX: ".to_vec();
+        fits.resize(MAX_HEADER_BYTES - 4, b'a');
+        fits.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(read_request(&mut &fits[..], 0).map(|r| r.path), Ok("/healthz".into()));
+    }
+
+    #[test]
+    fn bodies_by_content_length() {
+        let raw = b"POST /x?timeout=10s HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello, and more";
+        let r = read_request(&mut &raw[..], 5).expect("request");
+        assert_eq!((r.method.as_str(), r.path.as_str(), r.body.as_slice()), ("POST", "/x", &b"hello"[..]));
+        assert_eq!(read_request(&mut &raw[..], 4), Err(ReadError::BodyTooLarge { limit: 4 }));
+        let short = b"POST /x HTTP/1.1\r\nContent-Length: 9\r\n\r\nhello";
+        assert_eq!(read_request(&mut &short[..], 100), Err(ReadError::Closed));
+        let chunked = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(read_request(&mut &chunked[..], 100), Err(ReadError::LengthRequired));
+        let two = b"POST /x HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 2\r\n\r\nab";
+        assert_eq!(read_request(&mut &two[..], 100), Err(ReadError::Malformed));
+        let none = b"GET /x HTTP/1.0\r\n\r\n";
+        assert_eq!(read_request(&mut &none[..], 0).map(|r| r.body), Ok(Vec::new()));
+    }
+}
