@@ -261,7 +261,7 @@ fn update(admin: &Kube, ns: &str, plural: &str, name: &str, f: impl Fn(&mut Valu
 #[test]
 fn webhook_behind_the_real_apiserver() {
     let admin = Kube::from_env();
-    apply_manifests(&admin, &["deploy/namespace.yaml", "deploy/rbac/controller.yaml"]);
+    apply_manifests(&admin, &["deploy/base/namespace.yaml", "deploy/rbac/controller.yaml"]);
     let controller_kube = Kube::from_cp_kubeconfig("controller");
     wait_until(SETTLE, "the controller may list cidrpools", || {
         allowed(
@@ -399,24 +399,28 @@ fn webhook_behind_the_real_apiserver() {
     let refused = c.metric("nv_ipam_webhook_reviews_total{result=\"refused\"}").expect("webhook metrics");
     assert_eq!(refused - refused_before, table.len() as f64);
 
-    // the examples pass; the second overlaps the first (same /16) until annotated
+    // the reference's examples pass, although they share 192.168.0.0/16 (an IPPool and a
+    // CIDRPool: only a warning); a second IPPool over the same range is refused until annotated
     let examples: Vec<Value> = ["deploy/examples/ippool.yaml", "deploy/examples/cidrpool.yaml"]
         .iter()
         .flat_map(|f| yaml_docs(f))
         .collect();
-    let (status, msg) = create(&admin, &ns, &examples[0]);
-    assert_eq!(status, 201, "{msg}");
+    for example in &examples {
+        let (status, msg) = create(&admin, &ns, example);
+        assert_eq!(status, 201, "{msg}");
+    }
+    let mut twin = examples[0].clone();
+    twin["metadata"]["name"] = json!("pool1-twin");
     // the overlap check reads the controller's cache, which follows the create by a watch event
-    wait_until(SETTLE, "the CIDRPool example is refused as overlapping the IPPool", || {
-        let (status, msg) = create(&admin, &ns, &examples[1]);
+    wait_until(SETTLE, "a second IPPool over pool1's range is refused as overlapping", || {
+        let (status, msg) = create(&admin, &ns, &twin);
         if status == 201 {
-            let _ = admin.delete(&format!("{API}/namespaces/{ns}/cidrpools/pool1"));
+            let _ = admin.delete(&format!("{API}/namespaces/{ns}/ippools/pool1-twin"));
         }
-        status == 403 && msg.contains("spec.cidr: 192.168.0.0/16 overlaps IPPool \"pool1\"")
+        status == 403 && msg.contains("spec.subnet: 192.168.0.0/16 overlaps IPPool \"pool1\"")
     });
-    let mut annotated = examples[1].clone();
-    annotated["metadata"]["annotations"] = json!({"nv-ipam.nvidia.com/allow-overlap": "true"});
-    let (status, msg) = create(&admin, &ns, &annotated);
+    twin["metadata"]["annotations"] = json!({"nv-ipam.nvidia.com/allow-overlap": "true"});
+    let (status, msg) = create(&admin, &ns, &twin);
     assert_eq!(status, 201, "{msg}");
 
     // an UPDATE that moves held blocks

@@ -8,9 +8,10 @@
 //!    the planner ([`plan_ip_pool`] / [`plan_cidr_pool`], as the reconcile runs it) plans the new
 //!    spec for the same nodes: otherwise the update would move blocks or prefixes that nodes hold
 //!    while pods use them. Opt-out: annotation [`ANNOTATION_ALLOW_REALLOCATION`] = `"true"`;
-//! 3. CREATE, or UPDATE of `spec.subnet`/`spec.cidr`: the range overlaps no other pool (either
-//!    kind) of the namespace, when the caller knows them (`others`). Opt-out: annotation
-//!    [`ANNOTATION_ALLOW_OVERLAP`] = `"true"` (overlaps are legitimate for isolated L2 networks).
+//! 3. CREATE, or UPDATE of `spec.subnet`/`spec.cidr`: the range overlaps no other pool of the
+//!    same kind in the namespace, when the caller knows them (`others`); an overlap with a pool
+//!    of the other kind is only a warning. Opt-out: annotation [`ANNOTATION_ALLOW_OVERLAP`] =
+//!    `"true"` (overlaps are legitimate for isolated L2 networks).
 //!
 //! Other operations (DELETE, CONNECT), subresource writes (`status`, should the rules cover
 //! them) and objects being deleted are allowed: there is no spec to protect. A body that is not an AdmissionReview v1 is an error (HTTP 400); a review whose
@@ -290,6 +291,13 @@ pub fn decide(req: &Request, others: Option<&[PoolRange]>) -> Verdict {
             );
             if annotated(pool, ANNOTATION_ALLOW_OVERLAP) {
                 warnings.push(text);
+            } else if o.pool_type != pool.pool_type() {
+                // an IPPool and a CIDRPool are picked by different CNI configs (`poolType`), and
+                // the reference's own examples give both the same range: warn, do not refuse
+                warnings.push(format!(
+                    "{text}: if one network uses both pools, its pods could get the same address; set \
+                     the annotation {ANNOTATION_ALLOW_OVERLAP}: \"true\" to silence this warning"
+                ));
             } else {
                 problems.push(format!(
                     "{text}: pods of both pools could get the same address; give the pool a range of \

@@ -41,8 +41,9 @@ webhook (paths /validate-nv-ipam-nvidia-com-v1alpha1-ippool and -cidrpool; CREAT
   refuses a pool the controller would mark invalid (same checks, every broken field named);
   an UPDATE that would move a block or prefix a node holds (annotation
   nv-ipam.nvidia.com/allow-reallocation: \"true\" allows it); a pool whose subnet or cidr
-  overlaps another pool of --ippools-namespace (nv-ipam.nvidia.com/allow-overlap: \"true\"
-  allows it, e.g. for isolated L2 networks).
+  overlaps another pool of the same kind in --ippools-namespace (an IPPool over a CIDRPool
+  only warns; nv-ipam.nvidia.com/allow-overlap: \"true\" allows it, e.g. for isolated L2
+  networks).
 
 commands:
   plan    plan every IPPool and CIDRPool of --pools for the nodes of --nodes and print the

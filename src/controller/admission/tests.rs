@@ -184,7 +184,7 @@ fn cidr_update_that_moves_prefixes_is_refused() {
 }
 
 #[test]
-fn overlaps_are_refused_unless_annotated() {
+fn same_kind_overlaps_are_refused_unless_annotated() {
     let others = [
         PoolRange {
             pool_type: PoolType::CidrPool,
@@ -202,18 +202,31 @@ fn overlaps_are_refused_unless_annotated() {
             net: "10.0.0.0/8".parse().expect("net"),
         },
     ];
-    // the pool itself is among the others: no overlap with itself
+    // the pool itself is among the others: no overlap with itself; the other kind only warns
     let v = run(PoolType::IpPool, &review("IPPool", "CREATE", ip(IP_SPEC), None), Some(&others));
+    assert!(v.allowed, "{v:?}");
+    assert_eq!(v.warnings.len(), 1, "{v:?}");
+    assert!(
+        v.warnings[0].contains(
+            "spec.subnet: 192.168.0.0/16 overlaps CIDRPool \"red\" (192.168.4.0/22) in namespace \"ns\""
+        ),
+        "{v:?}"
+    );
+    // the same kind is refused
+    let mut same = others.clone();
+    same[0].pool_type = PoolType::IpPool;
+    let v = run(PoolType::IpPool, &review("IPPool", "CREATE", ip(IP_SPEC), None), Some(&same));
     assert!(!v.allowed);
     assert!(
         v.message.contains(
-            "spec.subnet: 192.168.0.0/16 overlaps CIDRPool \"red\" (192.168.4.0/22) in namespace \"ns\""
+            "spec.subnet: 192.168.0.0/16 overlaps IPPool \"red\" (192.168.4.0/22) in namespace \"ns\""
         ),
         "{}",
         v.message
     );
     assert!(!v.message.contains("\"blue\" (") && !v.message.contains("far"), "{}", v.message);
     assert!(v.message.contains(ANNOTATION_ALLOW_OVERLAP));
+    let others = same;
     // unknown others: not checked
     assert!(run(PoolType::IpPool, &review("IPPool", "CREATE", ip(IP_SPEC), None), None).allowed);
     // annotated: allowed with a warning
