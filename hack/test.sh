@@ -4,8 +4,9 @@
 # Works on a fresh Debian 12 machine as root (installs the apt packages the
 # tests need, skipping apt when they are all present), with Go >= 1.26 and
 # Rust already installed. Steps: build the control-plane binaries (cached,
-# hack/build-testbins.sh), cargo fmt --check, cargo clippy, then the whole
-# cargo test suite under a real etcd + kube-apiserver (hack/control-plane.sh).
+# hack/build-testbins.sh), cargo fmt --check, cargo clippy, the air-gapped
+# bundle (hack/bundle.sh, for tests/bundle_install.rs), then the whole cargo test
+# suite under a real etcd + kube-apiserver (hack/control-plane.sh).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,6 +51,13 @@ cargo fmt --check
 
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+
+# Built once here; tests/bundle_install.rs installs it (it would build its own otherwise).
+step "air-gapped bundle (hack/bundle.sh)"
+start=$SECONDS
+NV_IPAM_BUNDLE=$(hack/bundle.sh target/bundle)
+export NV_IPAM_BUNDLE
+printf 'bundle %s (%d s)\n' "$NV_IPAM_BUNDLE" $((SECONDS - start)) >&2
 
 # Build the tests before the control plane starts, so the two don't fight for
 # the cores and the apiserver is not idle-waiting through a compile.
