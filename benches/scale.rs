@@ -177,12 +177,12 @@ fn delete_nodes(admin: &Kube, nodes: &[String]) {
     });
 }
 
-/// deploy/namespace.yaml and deploy/rbac/*.yaml as admin (AlreadyExists is fine); waits until
+/// deploy/base/namespace.yaml and deploy/rbac/*.yaml as admin (AlreadyExists is fine); waits until
 /// the controller may write pool status and the node identity may watch pools.
 fn ensure_rbac(admin: &Kube) {
     kube::apply_manifests(
         admin,
-        &["deploy/namespace.yaml", "deploy/rbac/controller.yaml", "deploy/rbac/node.yaml"],
+        &["deploy/base/namespace.yaml", "deploy/rbac/controller.yaml", "deploy/rbac/node.yaml"],
     );
     let checks = [
         (

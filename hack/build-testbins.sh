@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Build the integration-test control plane binaries (kube-apiserver, etcd) from
-# the Go module proxy, using the wrapper modules under hack/testbins/, into a
-# cache directory outside the repository. Prints the bin dir (one directory
-# holding `kube-apiserver` and `etcd`) on stdout; progress goes to stderr.
+# Build the integration-test control plane binaries (kube-apiserver, etcd) and
+# kubectl (renders and dry-run-applies deploy/) from the Go module proxy, using
+# the wrapper modules under hack/testbins/, into a cache directory outside the
+# repository. Prints the bin dir (one directory holding `kube-apiserver`,
+# `etcd` and `kubectl`) on stdout; progress goes to stderr.
 #
 #   hack/build-testbins.sh            # build what is missing, print the bin dir
 #   NV_IPAM_TESTBINS_CACHE=DIR ...    # cache root (default /var/cache/nv-ipam-testbins)
 #
 # Layout: $CACHE/<component>-<version>-<sha256(go.sum)[:12]>/<component>
-#         $CACHE/bin-<kube-apiserver key>+<etcd key>/{kube-apiserver,etcd} -> symlinks
+#         $CACHE/bin-<kube-apiserver key>+<etcd key>+<kubectl key>/{kube-apiserver,etcd,kubectl}
+#           -> symlinks
 # A component whose binary exists is not rebuilt, and `go` is then not needed.
 set -euo pipefail
 
@@ -52,6 +54,21 @@ go_build() { # dir pkg out ldflags
   log "built $out in $((SECONDS - start)) s"
 }
 
+# Version stamping of a k8s.io/kubernetes command as upstream hack/lib/version.sh
+# does it: without it the binary reports v0.0.0-master. buildDate is the tag's
+# time from the proxy, so the binary does not depend on when it was built. The
+# proxy does not tell the git commit; an empty gitCommit beats "$Format:%H$".
+kube_version_ldflags() { # wrapper_dir version
+  local dir=$1 ver=$2 btime x="" p
+  btime=$(cd "$dir" && GOTOOLCHAIN=local go list -m -f '{{with .Time}}{{.UTC.Format "2006-01-02T15:04:05Z"}}{{end}}' k8s.io/kubernetes)
+  [[ $ver =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "unexpected kubernetes version $ver"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    x+=" -X $p.gitVersion=$ver -X $p.gitMajor=${BASH_REMATCH[1]} -X $p.gitMinor=${BASH_REMATCH[2]}"
+    x+=" -X $p.gitTreeState=clean -X $p.buildDate=${btime:-1970-01-01T00:00:00Z} -X $p.gitCommit="
+  done
+  printf '%s' "$x"
+}
+
 mkdir -p "$CACHE" || die "cannot create cache dir $CACHE (set NV_IPAM_TESTBINS_CACHE)"
 # One build at a time per cache (parallel CI jobs / test runs share it).
 exec 9>"$CACHE/.lock"
@@ -77,20 +94,24 @@ KOUT=$CACHE/$KKEY
 if [[ ! -x $KOUT/kube-apiserver ]]; then
   mkdir -p "$KOUT"
   need_go
-  # Version stamping as upstream hack/lib/version.sh does it: without it the
-  # server reports v0.0.0-master. buildDate is the tag's time from the proxy,
-  # so the binary does not depend on when it was built. The proxy does not
-  # tell the git commit; an empty gitCommit beats the "$Format:%H$" placeholder.
-  btime=$(cd "$KDIR" && GOTOOLCHAIN=local go list -m -f '{{with .Time}}{{.UTC.Format "2006-01-02T15:04:05Z"}}{{end}}' "$KMOD")
-  [[ $KVER =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "unexpected kubernetes version $KVER"
-  x=""
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    x+=" -X $p.gitVersion=$KVER -X $p.gitMajor=${BASH_REMATCH[1]} -X $p.gitMinor=${BASH_REMATCH[2]}"
-    x+=" -X $p.gitTreeState=clean -X $p.buildDate=${btime:-1970-01-01T00:00:00Z} -X $p.gitCommit="
-  done
-  go_build "$KDIR" "$KMOD/cmd/kube-apiserver" "$KOUT/kube-apiserver" "-s -w$x"
+  ld=$(kube_version_ldflags "$KDIR" "$KVER")
+  go_build "$KDIR" "$KMOD/cmd/kube-apiserver" "$KOUT/kube-apiserver" "-s -w$ld"
 else
   log "cached: $KOUT/kube-apiserver"
+fi
+
+# --- kubectl (same Kubernetes version as the apiserver) -------------------
+CDIR=$ROOT/hack/testbins/kubectl
+read -r CVER CKEY < <(component_key kubectl "$CDIR" "$KMOD")
+[[ $CVER == "$KVER" ]] || die "kubectl wrapper is at $CVER but kube-apiserver at $KVER; keep them equal"
+COUT=$CACHE/$CKEY
+if [[ ! -x $COUT/kubectl ]]; then
+  mkdir -p "$COUT"
+  need_go
+  ld=$(kube_version_ldflags "$CDIR" "$CVER")
+  go_build "$CDIR" "$KMOD/cmd/kubectl" "$COUT/kubectl" "-s -w$ld"
+else
+  log "cached: $COUT/kubectl"
 fi
 
 # --- check and publish ---------------------------------------------------
@@ -98,12 +119,15 @@ kv=$("$KOUT/kube-apiserver" --version)
 [[ $kv == "Kubernetes $KVER" ]] || die "kube-apiserver --version says '$kv', expected 'Kubernetes $KVER'"
 ev=$("$EOUT/etcd" --version | sed -n 's/^etcd Version: //p')
 [[ v$ev == "$EVER" ]] || die "etcd --version says '$ev', expected '${EVER#v}'"
+cv=$("$COUT/kubectl" version --client | sed -n 's/^Client Version: //p')
+[[ $cv == "$CVER" ]] || die "kubectl version --client says '$cv', expected '$CVER'"
 
-BIN=$CACHE/bin-$KKEY+$EKEY
-if [[ ! -e $BIN/kube-apiserver || ! -e $BIN/etcd ]]; then
+BIN=$CACHE/bin-$KKEY+$EKEY+$CKEY
+if [[ ! -e $BIN/kube-apiserver || ! -e $BIN/etcd || ! -e $BIN/kubectl ]]; then
   mkdir -p "$BIN"
   ln -sfn "../$KKEY/kube-apiserver" "$BIN/kube-apiserver"
   ln -sfn "../$EKEY/etcd" "$BIN/etcd"
+  ln -sfn "../$CKEY/kubectl" "$BIN/kubectl"
 fi
-log "kube-apiserver $KVER, etcd $EVER"
+log "kube-apiserver $KVER, etcd $EVER, kubectl $CVER"
 printf '%s\n' "$BIN"

@@ -6,7 +6,8 @@
 #       Build/find the binaries (hack/build-testbins.sh, or $NV_IPAM_TESTBINS),
 #       start etcd + kube-apiserver with fresh certificates and static tokens,
 #       wait until ready, install the CRDs of DIR (if any), run CMD with
-#       KUBECONFIG and NV_IPAM_CP_DIR exported, tear everything down and exit
+#       KUBECONFIG and NV_IPAM_CP_DIR (and NV_IPAM_KUBECTL, the kubectl of the
+#       same build) exported, tear everything down and exit
 #       with CMD's exit code. --keep-dir keeps state and logs in DIR afterwards.
 #
 #   hack/control-plane.sh stop-apiserver | start-apiserver | restart-apiserver
@@ -178,6 +179,11 @@ else
   BIN=$("$ROOT/hack/build-testbins.sh")
 fi
 [[ -x $BIN/etcd && -x $BIN/kube-apiserver ]] || die "no etcd/kube-apiserver in '$BIN'"
+# The kubectl of the same build (hack/build-testbins.sh), for tests that render deploy/ with
+# `kubectl kustomize` and dry-run-apply it; an NV_IPAM_KUBECTL set by the caller wins.
+if [[ -z ${NV_IPAM_KUBECTL:-} && -x $BIN/kubectl ]]; then
+  export NV_IPAM_KUBECTL=$BIN/kubectl
+fi
 
 # -- state directory ---------------------------------------------------------
 if [[ -n $KEEP ]]; then
@@ -274,13 +280,17 @@ current-context: $name
 EOF
 }
 
-# apply_crds DIR: server-side apply every CRD document of DIR/*.y*ml, then wait
+# apply_crds DIR: server-side apply every CRD document of DIR/*.y*ml (not kustomization.yaml), then wait
 # until each is Established and its resource is listed by discovery
 apply_crds() {
   local dir=$1 f n doc name names=()
   local -a files
   shopt -s nullglob
-  files=("$dir"/*.yaml "$dir"/*.yml)
+  files=()
+  # kustomization.yaml lists the CRDs for kustomize (deploy/base); it is no CRD itself
+  for f in "$dir"/*.yaml "$dir"/*.yml; do
+    [[ $(basename "$f") == kustomization.y*ml ]] || files+=("$f")
+  done
   shopt -u nullglob
   if ((${#files[@]} == 0)); then
     log "no CRD files in $dir; skipping CRD install"

@@ -3,10 +3,9 @@
 #
 # Works on a fresh Debian 12 machine as root (installs the apt packages the
 # tests need, skipping apt when they are all present), with Go >= 1.26 and
-# Rust already installed. Steps: build the control-plane binaries (cached,
-# hack/build-testbins.sh), cargo fmt --check, cargo clippy, the air-gapped
-# bundle (hack/bundle.sh, for tests/bundle_install.rs), then the whole cargo test
-# suite under a real etcd + kube-apiserver (hack/control-plane.sh).
+# Rust already installed. Steps: build the control-plane binaries and kubectl
+# (cached, hack/build-testbins.sh), cargo fmt --check, cargo clippy, then the whole
+# cargo test suite under a real etcd + kube-apiserver (hack/control-plane.sh).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,13 +36,15 @@ done
 export PATH
 
 command -v go >/dev/null 2>&1 ||
-  die "'go' not found in PATH: Go >= 1.26 (and the Go module proxy) are needed to build kube-apiserver and etcd for the tests"
+  die "'go' not found in PATH: Go >= 1.26 (and the Go module proxy) are needed to build kube-apiserver, etcd and kubectl for the tests"
 command -v cargo >/dev/null 2>&1 || die "'cargo' not found in PATH"
 
-step "test binaries (kube-apiserver, etcd)"
+step "test binaries (kube-apiserver, etcd, kubectl)"
 start=$SECONDS
 NV_IPAM_TESTBINS=$(hack/build-testbins.sh)
-export NV_IPAM_TESTBINS
+# kubectl renders deploy/ (kubectl kustomize) and dry-run-applies it in tests/kube_overlays.rs
+NV_IPAM_KUBECTL=$NV_IPAM_TESTBINS/kubectl
+export NV_IPAM_TESTBINS NV_IPAM_KUBECTL
 printf 'test binaries in %s (%d s)\n' "$NV_IPAM_TESTBINS" $((SECONDS - start)) >&2
 
 step "cargo fmt --check"

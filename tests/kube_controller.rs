@@ -321,10 +321,10 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// Applies deploy/namespace.yaml and deploy/rbac/controller.yaml as admin, accepting
+/// Applies deploy/base/namespace.yaml and deploy/rbac/controller.yaml as admin, accepting
 /// AlreadyExists (tests share the apiserver), and waits until the controller may write status.
 fn ensure_rbac(admin: &Kube) {
-    apply_manifests(admin, &["deploy/namespace.yaml", "deploy/rbac/controller.yaml"]);
+    apply_manifests(admin, &["deploy/base/namespace.yaml", "deploy/rbac/controller.yaml"]);
     let controller = Kube::from_cp_kubeconfig("controller");
     let status = json!({"group": "nv-ipam.nvidia.com", "resource": "ippools", "subresource": "status", "verb": "update"});
     wait_until(RBAC_PROPAGATION, "the controller may update ippools/status", || {

@@ -54,11 +54,11 @@ fn yaml_doc(rel: &str) -> Value {
     docs.remove(0)
 }
 
-/// Applies deploy/namespace.yaml and deploy/rbac/*.yaml as admin (idempotent) and waits until
+/// Applies deploy/base/namespace.yaml and deploy/rbac/*.yaml as admin (idempotent) and waits until
 /// the authorizer grants both identities one of their rights, so the 403s asserted afterwards
 /// come from the rules and not from a binding still on its way.
 fn ensure_rbac(admin: &Kube) -> (Kube, Kube) {
-    for rel in ["deploy/namespace.yaml", "deploy/rbac/controller.yaml", "deploy/rbac/node.yaml"] {
+    for rel in ["deploy/base/namespace.yaml", "deploy/rbac/controller.yaml", "deploy/rbac/node.yaml"] {
         for obj in yaml_docs(rel) {
             create_or_exists(admin, &obj);
         }

@@ -38,11 +38,11 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Applies deploy/namespace.yaml and deploy/rbac/node.yaml once per process (AlreadyExists is fine).
+/// Applies deploy/base/namespace.yaml and deploy/rbac/node.yaml once per process (AlreadyExists is fine).
 fn apply_node_rbac(admin: &Kube) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        apply_manifests(admin, &["deploy/namespace.yaml", "deploy/rbac/node.yaml"]);
+        apply_manifests(admin, &["deploy/base/namespace.yaml", "deploy/rbac/node.yaml"]);
     });
 }
 
