@@ -10,7 +10,8 @@
 #   INSTALL.md                   the install guide (docs/install-airgapped.md)
 #   VERSION                      the version, for the guide's commands
 #   bin/{ipam-controller,ipam-node,nv-ipam}   static x86_64 (hack/build-static.sh)
-#   image/nv-ipam-image-<version>.oci.tar     OCI image archive (hack/build-image.sh, if present)
+#   image/nv-ipam-image-<version>.oci.tar     OCI image localhost/nv-ipam:<version> of those
+#                                             binaries (hack/build-image.sh, if present)
 #   manifests/{no-webhook,certmanager,openshift}.yaml   rendered overlays (hack/render-manifests.sh)
 #   manifests/crds/*.yaml        the CRDs alone (deploy/crds), for staged installs
 #   examples/*.yaml              deploy/examples pools + a Multus macvlan NetworkAttachmentDefinition
@@ -60,23 +61,26 @@ need_script() { # path: a step this bundle cannot do without
 
 log "$NAME (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH)"
 
-# -- binaries --------------------------------------------------------------------
-need_script hack/build-static.sh
-hack/build-static.sh "$B/bin" >&2
-for b in ipam-controller ipam-node nv-ipam; do
-  [[ -x $B/bin/$b ]] || die "hack/build-static.sh did not produce bin/$b"
-done
-
-# -- image (optional: only where the image build is part of the checkout) --------
+# -- binaries and image ------------------------------------------------------------
+# hack/build-image.sh builds the static binaries itself (hack/build-static.sh) and packs exactly
+# those into the image, so the bundle takes both from it; without it, the binaries alone.
 IMAGE=nv-ipam-image-$VERSION.oci.tar
 if [[ -x hack/build-image.sh ]]; then
-  mkdir -p "$B/image"
   hack/build-image.sh "$WORK/image-out" >&2
-  [[ -s $WORK/image-out/$IMAGE ]] || die "hack/build-image.sh did not write $WORK/image-out/$IMAGE"
+  [[ -s $WORK/image-out/$IMAGE ]] || die "hack/build-image.sh did not write $IMAGE"
+  mkdir -p "$B/image"
   mv "$WORK/image-out/$IMAGE" "$B/image/$IMAGE"
+  BIN_SRC=$WORK/image-out/bin
 else
+  need_script hack/build-static.sh
   log "no hack/build-image.sh: the bundle has no image/ (build it from the Containerfile)"
+  hack/build-static.sh "$WORK/bin" >&2
+  BIN_SRC=$WORK/bin
 fi
+for b in ipam-controller ipam-node nv-ipam; do
+  [[ -x $BIN_SRC/$b ]] || die "no static $b in $BIN_SRC (hack/build-static.sh)"
+  cp "$BIN_SRC/$b" "$B/bin/$b"
+done
 
 # -- manifests -------------------------------------------------------------------
 need_script hack/render-manifests.sh
@@ -89,7 +93,10 @@ for o in "${OVERLAYS[@]}"; do
     die "$o.yaml does not use the image localhost/nv-ipam:$VERSION (Cargo.toml version $VERSION)"
   cp "$f" "$B/manifests/$o.yaml"
 done
-cp deploy/crds/*.yaml "$B/manifests/crds/"
+# the CRD files only (deploy/crds also holds its kustomization.yaml)
+crds=$(grep -l '^kind: *CustomResourceDefinition' deploy/crds/*.yaml) || die "no CRDs in deploy/crds"
+# shellcheck disable=SC2086 # file names from our own repo, without spaces
+cp $crds "$B/manifests/crds/"
 
 # -- examples and guide ------------------------------------------------------------
 cp deploy/examples/*.yaml "$B/examples/"
