@@ -179,7 +179,10 @@ fn bundle_is_complete_checksummed_and_reproducible_in_form() {
     .collect();
     want.extend(OVERLAYS.iter().map(|o| format!("manifests/{o}.yaml")));
     for f in std::fs::read_dir(repo().join("deploy/crds")).unwrap() {
-        want.insert(format!("manifests/crds/{}", f.unwrap().file_name().to_str().unwrap()));
+        let name = f.unwrap().file_name().to_str().unwrap().to_string();
+        if name != "kustomization.yaml" {
+            want.insert(format!("manifests/crds/{name}"));
+        }
     }
     if repo().join("hack/build-image.sh").is_file() {
         want.insert(format!("image/nv-ipam-image-{VERSION}.oci.tar"));
@@ -518,4 +521,131 @@ fn no_webhook_manifest_installs_and_the_bundled_controller_allocates() {
     let (start, end) = (ipv4(entry["startIP"].as_str().unwrap()), ipv4(entry["endIP"].as_str().unwrap()));
     assert_eq!(end - start + 1, block, "block of perNodeBlockSize addresses: {entry}");
     assert!(start & mask == ipv4(net) && end & mask == ipv4(net), "block inside {subnet}: {entry}");
+}
+
+/// A registry name for the guide's image recipes; nothing contacts it.
+const REGISTRY: &str = "registry.example.internal:5000";
+/// INSTALL.md step 2's kustomization, as the guide writes it (the shell expands the variables).
+const SITE_KUSTOMIZATION: &str = "resources: [no-webhook.yaml]
+images:
+  - name: localhost/nv-ipam
+    newName: $REGISTRY/nv-ipam
+    newTag: \"$VERSION\"
+";
+/// INSTALL.md step 7's kustomization (upgrade from the reference: everything into kube-system).
+const UPGRADE_KUSTOMIZATION: &str = "resources: [no-webhook.yaml]
+namespace: kube-system
+patches:
+  - patch: |-
+      $patch: delete
+      apiVersion: v1
+      kind: Namespace
+      metadata:
+        name: nv-ipam
+";
+
+fn yaml_text_docs(text: &str) -> Vec<Value> {
+    use serde::Deserialize as _;
+    let mut docs: Vec<Value> = yaml_serde::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    docs.sort_by_key(|d| format!("{} {}", kind_name(d), d["metadata"]["namespace"].as_str().unwrap_or("")));
+    docs
+}
+
+/// The image and upgrade recipes of INSTALL.md, run on the bundle's rendered file as written
+/// there: `sed` and a kustomization give the same objects with only the image changed, and the
+/// kube-system rendering moves every namespaced object and subject and passes a server-side
+/// dry run on the real apiserver.
+#[test]
+fn install_guide_recipes_render_as_promised() {
+    let b = Unpacked::new();
+    let guide = std::fs::read_to_string(b.path("INSTALL.md")).unwrap();
+    for (heredoc, body) in [
+        ("cat > site/kustomization.yaml <<EOF\n", SITE_KUSTOMIZATION),
+        ("cat > upgrade/kustomization.yaml <<'EOF'\n", UPGRADE_KUSTOMIZATION),
+    ] {
+        let text = format!("{heredoc}{body}EOF\n");
+        assert!(
+            guide.contains(&text),
+            "INSTALL.md no longer has this recipe (keep the test in step):\n{text}"
+        );
+    }
+    let home = b.path(".home");
+    let original = std::fs::read_to_string(b.path("manifests/no-webhook.yaml")).unwrap();
+    let (old_image, new_image) =
+        (format!("{IMAGE_PREFIX}:{VERSION}"), format!("{REGISTRY}/nv-ipam:{VERSION}"));
+    let want = yaml_text_docs(&original.replace(&old_image, &new_image));
+
+    // Step 2, sed on the rendered file.
+    let sedded = b.path("sed/no-webhook.yaml");
+    std::fs::create_dir_all(sedded.parent().unwrap()).unwrap();
+    std::fs::write(&sedded, &original).unwrap();
+    let expr = format!("s|localhost/nv-ipam:{VERSION}|{REGISTRY}/nv-ipam:{VERSION}|g");
+    run_ok(Command::new("sed").args(["-i", &expr]).arg(&sedded), "sed");
+    let got = yaml_text_docs(&std::fs::read_to_string(&sedded).unwrap());
+    assert!(got == want, "sed changed more or less than the image");
+    let images = got
+        .iter()
+        .flat_map(|d| {
+            let mut all = Vec::new();
+            strings(d, "", &mut all);
+            all.into_iter()
+                .filter(|(p, _)| p.ends_with(".image"))
+                .map(|(_, s)| s.to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>();
+    assert!(images.len() >= 2 && images.iter().all(|i| *i == new_image), "images after sed: {images:?}");
+
+    // Step 2, the kustomization over a copy.
+    let site = b.path("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("no-webhook.yaml"), &original).unwrap();
+    let k = SITE_KUSTOMIZATION.replace("$REGISTRY", REGISTRY).replace("$VERSION", VERSION);
+    std::fs::write(site.join("kustomization.yaml"), k).unwrap();
+    let out = kubectl(&home, &["kustomize", site.to_str().unwrap()]);
+    let got = yaml_text_docs(&String::from_utf8(out.stdout).unwrap());
+    assert!(got == want, "the kustomization changed more or less than the image");
+
+    // Step 7: everything into kube-system, the nv-ipam Namespace dropped.
+    let up = b.path("upgrade");
+    std::fs::create_dir_all(&up).unwrap();
+    std::fs::write(up.join("no-webhook.yaml"), &original).unwrap();
+    std::fs::write(up.join("kustomization.yaml"), UPGRADE_KUSTOMIZATION).unwrap();
+    let out = kubectl(&home, &["kustomize", up.to_str().unwrap()]);
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let moved = yaml_text_docs(&rendered);
+    let before = yaml_text_docs(&original);
+    assert_eq!(moved.len() + 1, before.len(), "only the Namespace is dropped");
+    assert!(moved.iter().all(|d| d["kind"] != "Namespace"), "no Namespace object");
+    for d in &moved {
+        let was = before.iter().find(|o| kind_name(o) == kind_name(d)).expect("same objects");
+        if was["metadata"]["namespace"].is_string() {
+            assert_eq!(d["metadata"]["namespace"], "kube-system", "{}", kind_name(d));
+        }
+        for s in d["subjects"].as_array().into_iter().flatten() {
+            assert_eq!(s["namespace"], "kube-system", "{} subject {s}", kind_name(d));
+        }
+        if d["kind"] == "CustomResourceDefinition" {
+            assert_eq!(d, was, "the CRDs are not touched");
+        }
+    }
+    assert!(!rendered.contains("namespace: nv-ipam"), "nothing left in nv-ipam:\n{rendered}");
+    let file = up.join("nv-ipam-kube-system.yaml");
+    std::fs::write(&file, &rendered).unwrap();
+    let fm = format!("--field-manager={FIELD_MANAGER}-upgrade");
+    kubectl(
+        &home,
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--force-conflicts",
+            &fm,
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
 }
