@@ -13,7 +13,8 @@
 //! namespace and ServiceAccounts) are the ones every other test uses. They are applied without
 //! `--force-conflicts`, so a field that differs from what another manager set fails the apply
 //! instead of changing it under the other tests, and the CRDs' `metadata.generation` must not
-//! move. They are left in place afterwards; the test's own namespace, Node and controller go.
+//! move. They are left in place afterwards; the test's own namespace, Node and controller go,
+//! and so do the Deployment and DaemonSet (see [`WORKLOADS`]).
 //! Fails (never skips) when not run under the control plane.
 #![allow(clippy::unwrap_used)]
 
@@ -365,15 +366,26 @@ impl Drop for Controller {
     }
 }
 
-/// The test's namespace and Node, deleted on drop.
+/// What the test owns, deleted on drop: its namespace and Node, and the workloads the apply
+/// created (kinds [`WORKLOADS`]).
 struct Owned<'a> {
     admin: &'a Kube,
     ns: String,
     node: String,
+    workloads: Vec<String>,
 }
+
+/// Kinds of the manifest no other test shares, removed after the test. The Deployment and
+/// DaemonSet must go: their `env[].valueFrom.fieldRef` is an atomic struct the apiserver
+/// defaults (`apiVersion: v1`), so a later server-side apply of the same manifest by another
+/// field manager (tests/kube_overlays.rs's dry runs) would conflict with ours.
+const WORKLOADS: [&str; 2] = ["Deployment", "DaemonSet"];
 
 impl Drop for Owned<'_> {
     fn drop(&mut self) {
+        for path in &self.workloads {
+            let _ = self.admin.delete(path);
+        }
         let _ = self.admin.delete(&format!("/api/v1/nodes/{}", self.node));
         let _ = self.admin.delete(&format!("/api/v1/namespaces/{}", self.ns));
     }
@@ -418,6 +430,17 @@ fn no_webhook_manifest_installs_and_the_bundled_controller_allocates() {
         }
     }
 
+    let owned = Owned {
+        admin: &admin,
+        ns: unique_name("it-bundle"),
+        node: unique_name("it-bundle-node"),
+        workloads: objects
+            .iter()
+            .filter(|o| WORKLOADS.iter().any(|k| o["kind"] == *k))
+            .map(object_path)
+            .collect(),
+    };
+
     // INSTALL.md step 3, as written there (plus a field manager of our own).
     let home = b.path(".home");
     let manifest_arg = manifest.to_str().unwrap();
@@ -455,7 +478,6 @@ fn no_webhook_manifest_installs_and_the_bundled_controller_allocates() {
 
     // The bundle's controller against that install: its own namespace (pools, Lease), a Node,
     // the bundle's example pool, the controller identity bound by the bundle's RBAC.
-    let owned = Owned { admin: &admin, ns: unique_name("it-bundle"), node: unique_name("it-bundle-node") };
     let ns = &owned.ns;
     admin
         .post(
