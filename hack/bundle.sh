@@ -46,6 +46,9 @@ if [[ -z ${SOURCE_DATE_EPOCH:-} ]]; then
 fi
 [[ $SOURCE_DATE_EPOCH =~ ^[0-9]+$ ]] || die "SOURCE_DATE_EPOCH must be seconds since 1970, got '$SOURCE_DATE_EPOCH'"
 export SOURCE_DATE_EPOCH
+if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+  log "warning: uncommitted changes: the bundle is built from the working tree, not from a commit"
+fi
 
 NAME=nv-ipam-$VERSION-linux-amd64
 mkdir -p "$OUTDIR"
