@@ -59,7 +59,7 @@ B=$WORK/$NAME
 mkdir -p "$B"/{bin,manifests/crds,examples}
 
 need_script() { # path: a step this bundle cannot do without
-  [[ -x $1 ]] || die "$1 is missing or not executable (it comes with the static/deploy work of issue 5)"
+  [[ -x $1 ]] || die "$1 is missing or not executable (is this a complete checkout?)"
 }
 
 log "$NAME (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH)"
