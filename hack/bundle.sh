@@ -40,12 +40,12 @@ VERSION=$(awk '/^\[/ { pkg = ($0 == "[package]") } pkg && /^version[[:space:]]*=
   gsub(/^version[[:space:]]*=[[:space:]]*"|".*$/, ""); print; exit }' Cargo.toml)
 [[ $VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+ ]] || die "no package version found in Cargo.toml (got '$VERSION')"
 
-if [[ -z ${SOURCE_DATE_EPOCH:-} ]]; then
-  SOURCE_DATE_EPOCH=$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null) ||
-    die "not a git checkout: set SOURCE_DATE_EPOCH (seconds since 1970) for the files' mtime"
-fi
-[[ $SOURCE_DATE_EPOCH =~ ^[0-9]+$ ]] || die "SOURCE_DATE_EPOCH must be seconds since 1970, got '$SOURCE_DATE_EPOCH'"
-export SOURCE_DATE_EPOCH
+# Not exported: cc (ring's build script) reruns when SOURCE_DATE_EPOCH changes, so a value only
+# bundle builds see would rebuild everything on every switch to a plain cargo build.
+# hack/build-image.sh computes the same default itself.
+EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null)} ||
+  die "not a git checkout: set SOURCE_DATE_EPOCH (seconds since 1970) for the files' mtime"
+[[ $EPOCH =~ ^[0-9]+$ ]] || die "SOURCE_DATE_EPOCH must be seconds since 1970, got '$EPOCH'"
 if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
   log "warning: uncommitted changes: the bundle is built from the working tree, not from a commit"
 fi
@@ -62,7 +62,7 @@ need_script() { # path: a step this bundle cannot do without
   [[ -x $1 ]] || die "$1 is missing or not executable (is this a complete checkout?)"
 }
 
-log "$NAME (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH)"
+log "$NAME (mtime $EPOCH)"
 
 # -- binaries and image ------------------------------------------------------------
 # hack/build-image.sh builds the static binaries itself (hack/build-static.sh) and packs exactly
@@ -118,7 +118,7 @@ find "$B" -type f -exec chmod 0644 {} +
 chmod 0755 "$B"/bin/*
 
 TARBALL=$OUTDIR/$NAME.tar.gz
-tar -C "$WORK" --sort=name --format=gnu --mtime="@$SOURCE_DATE_EPOCH" \
+tar -C "$WORK" --sort=name --format=gnu --mtime="@$EPOCH" \
   --owner=0 --group=0 --numeric-owner -cf - "$NAME" | gzip -9 -n >"$TARBALL.tmp"
 mv -f "$TARBALL.tmp" "$TARBALL"
 (cd "$OUTDIR" && sha256sum "$NAME.tar.gz" >"$NAME.tar.gz.sha256")
