@@ -4,7 +4,7 @@
 #   ./vendor-check.sh              vendor into vendor/ if it is missing or stale (network), then check
 #   ./vendor-check.sh --offline    use vendor/ as it is; fail if it does not match Cargo.lock
 #   ./vendor-check.sh --no-build   skip step 4 (the self-test uses it)
-#   ./vendor-check.sh --self-test  show that steps 1 and 3 fail on a bad allow-list, lock or vendor/
+#   ./vendor-check.sh --self-test  show that steps 1-3 fail on a bad allow-list, lock or vendor/
 #
 # Steps, each failing loudly with the offending crates listed:
 #   1. allow-list: every crate name in Cargo.lock is in deps.allow with a reason, and every
@@ -34,7 +34,7 @@ for arg in "$@"; do
     --offline) OFFLINE=1 ;;
     --no-build) BUILD=0 ;;
     --self-test) SELFTEST=1 ;;
-    -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,8p' "$ROOT/vendor-check.sh"; exit 0 ;;
     *) echo "vendor-check: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,8 +54,9 @@ if ((SELFTEST)); then
   fresh() {
     rm -rf "$scratch/r"
     mkdir "$scratch/r"
-    cp "$0" Cargo.toml Cargo.lock deps.allow "$scratch/r/"
-    cp -al "$VENDOR" "$scratch/r/vendor"
+    cp "$ROOT/vendor-check.sh" Cargo.toml Cargo.lock deps.allow "$scratch/r/"
+    # Hard links are instant; a plain copy when TMPDIR is on another file system.
+    cp -al "$VENDOR" "$scratch/r/vendor" 2>/dev/null || { rm -rf "$scratch/r/vendor"; cp -a "$VENDOR" "$scratch/r/vendor"; }
   }
   expect_fail() { # NAME PATTERN
     local out

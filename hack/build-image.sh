@@ -26,11 +26,10 @@ VERSION=$(sed -n 's/^version = "\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
 NAME=localhost/nv-ipam:$VERSION
 OUT=$OUTDIR/nv-ipam-image-$VERSION.oci.tar
 
-if [[ -z ${SOURCE_DATE_EPOCH:-} ]]; then
-  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || echo 0)
-fi
-export SOURCE_DATE_EPOCH
+# Not exported: cc (ring's build script) reruns when SOURCE_DATE_EPOCH changes, which would
+# rebuild everything on every switch between this script and a plain build-static.sh.
+epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 
 hack/build-static.sh "$OUTDIR/bin"
-python3 hack/oci-image.py --bin-dir "$OUTDIR/bin" --version "$VERSION" --name "$NAME" --out "$OUT"
+python3 hack/oci-image.py --bin-dir "$OUTDIR/bin" --version "$VERSION" --name "$NAME" --epoch "$epoch" --out "$OUT"
 hack/check-image.sh "$OUT" "$NAME" "$OUTDIR/bin"
