@@ -3,7 +3,9 @@
 //! hack/test.sh) and is accepted by a server-side dry-run apply, and the rendered objects have
 //! the properties the manifests promise: least privilege, the reference's paths and flags, the
 //! RBAC the other integration tests authenticate against, and a namespace override that moves
-//! every reference to the namespace. Fails (never skips) when not run under the control plane.
+//! every reference to the namespace. Pods made from the templates go through the apiserver's
+//! pod admission (Priority, PodSecurity) in a dry run. Fails (never skips) when not run under
+//! the control plane.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -596,4 +598,89 @@ fn certmanager_copy_with_a_namespace_derives_the_names_from_it() {
     );
     check_webhook(&objs, "ipam-x");
     check_controller(&objs, "ipam-x", true);
+}
+
+/// A Pod made from a workload's template, as its controller would create it.
+fn pod_from_template(workload: &Value, ns: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "nv-ipam-admission-", "namespace": ns,
+                     "labels": workload["spec"]["template"]["metadata"]["labels"]},
+        "spec": workload["spec"]["template"]["spec"],
+    })
+}
+
+/// Creates the pod with `dryRun=All`: every admission plugin (ServiceAccount, Priority,
+/// PodSecurity, ...) runs, nothing is stored.
+fn dry_run_pod(admin: &Kube, pod: &Value) -> common::kube::Reply {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap();
+    admin.post(&format!("/api/v1/namespaces/{ns}/pods?dryRun=All"), pod)
+}
+
+#[test]
+fn pods_of_the_templates_are_admitted_and_only_hostpath_and_root_need_more_than_restricted() {
+    prerequisites();
+    let admin = Kube::from_env();
+    for obj in yaml_docs("deploy/rbac/controller.yaml").into_iter().chain(yaml_docs("deploy/rbac/node.yaml"))
+    {
+        create_or_exists(&admin, &obj);
+    }
+    let (_, objs) = render_overlay("certmanager");
+    let controller = find(&objs, "Deployment", "nv-ipam-controller");
+    let node = find(&objs, "DaemonSet", "nv-ipam-node");
+
+    // In nv-ipam (Pod Security "privileged"): both admitted, system-*-critical included.
+    for (w, priority) in [(controller, "system-cluster-critical"), (node, "system-node-critical")] {
+        let pod = dry_run_pod(&admin, &pod_from_template(w, "nv-ipam")).expect_status(201, "dry-run pod");
+        assert_eq!(pod["spec"]["priorityClassName"], priority);
+        assert!(pod["spec"]["priority"].as_u64().unwrap() >= 2_000_000_000, "{}", pod["spec"]["priority"]);
+    }
+
+    // In a namespace enforcing "restricted": the controller passes as it is; the node pod is
+    // refused only for its host directories and for running as root.
+    let ns = common::kube::unique_name("nv-ipam-psa");
+    let ns_obj = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+    admin.post("/api/v1/namespaces", &ns_obj).expect_status(201, "create namespace");
+    struct Cleanup<'a>(&'a Kube, String);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.delete(&format!("/api/v1/namespaces/{}", self.1));
+        }
+    }
+    let _cleanup = Cleanup(&admin, ns.clone());
+    for sa in ["nv-ipam-controller", "nv-ipam-node"] {
+        let obj =
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": ns}});
+        admin.post(&format!("/api/v1/namespaces/{ns}/serviceaccounts"), &obj).expect_status(201, sa);
+    }
+    dry_run_pod(&admin, &pod_from_template(controller, &ns))
+        .expect_status(201, "controller under restricted");
+    let refused = dry_run_pod(&admin, &pod_from_template(node, &ns));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let msg = refused.body["message"].as_str().unwrap();
+    assert!(msg.contains("PodSecurity \"restricted"), "{msg}");
+    // "<check> (<detail>), <check> (<detail>), ...": the failed checks are exactly these three.
+    let (_, list) = msg.split_once("\": ").unwrap();
+    let mut depth = 0;
+    let checks: Vec<&str> = list
+        .split(|c: char| {
+            depth += i32::from(c == '(') - i32::from(c == ')');
+            c == ',' && depth == 0
+        })
+        .map(|c| c.split(" (").next().unwrap().trim())
+        .collect();
+    assert_eq!(checks, ["restricted volume types", "runAsNonRoot != true", "runAsUser=0"], "{msg}");
+    assert!(msg.contains("use restricted volume type \"hostPath\""), "{msg}");
+    for never in [
+        "privileged",
+        "allowPrivilegeEscalation",
+        "capabilities",
+        "seccompProfile",
+        "host namespaces",
+        "hostPort",
+    ] {
+        assert!(!msg.contains(never), "the node pod needs no {never}: {msg}");
+    }
 }
