@@ -57,10 +57,14 @@ step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
 # Built once here; tests/bundle_install.rs installs it (it would build its own otherwise).
-step "air-gapped bundle (hack/bundle.sh)"
+step "air-gapped bundle (hack/bundle.sh), built twice: same bytes"
 start=$SECONDS
 NV_IPAM_BUNDLE=$(hack/bundle.sh target/bundle)
 export NV_IPAM_BUNDLE
+bundle_tmp=$(mktemp -d)
+hack/bundle.sh "$bundle_tmp" >/dev/null
+cmp "$NV_IPAM_BUNDLE" "$bundle_tmp/${NV_IPAM_BUNDLE##*/}" || die "the bundle is not reproducible (two builds differ)"
+rm -rf "$bundle_tmp"
 printf 'bundle %s (%d s)\n' "$NV_IPAM_BUNDLE" $((SECONDS - start)) >&2
 
 # Build the tests before the control plane starts, so the two don't fight for
