@@ -3,7 +3,8 @@
 //! `manifests/no-webhook.yaml` with kubectl, CRDs Established, the objects in place, and then the
 //! bundle's own `bin/ipam-controller` allocating the bundle's example IPPool. Nothing leaves
 //! loopback: kubectl and the controller run with an empty environment (no proxy variables), and
-//! the manifests are checked to reference nothing outside the bundle.
+//! the manifests are checked to reference nothing outside the bundle. The guide's image and
+//! upgrade recipes are run on the rendered file as written there.
 //!
 //! The bundle is `$NV_IPAM_BUNDLE` (hack/test.sh builds it once); when unset, this test builds it
 //! with `hack/bundle.sh` (a release build: minutes). kubectl is `$NV_IPAM_KUBECTL`, else
@@ -268,6 +269,12 @@ fn manifests_reference_nothing_outside_the_bundle() {
                 }
                 // A webhook must call the in-cluster Service, never a URL.
                 assert!(!path.contains(".clientConfig.url"), "{rel}: {} calls a URL: {s}", kind_name(doc));
+            }
+        }
+        for hook in docs.iter().filter(|d| d["kind"] == "ValidatingWebhookConfiguration") {
+            for w in hook["webhooks"].as_array().unwrap() {
+                let svc = &w["clientConfig"]["service"];
+                assert_eq!(svc["name"], "nv-ipam-webhook", "{rel}: webhook {} calls {svc}", w["name"]);
             }
         }
         if !rel.starts_with("manifests/crds/") {
