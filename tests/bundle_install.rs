@@ -7,8 +7,9 @@
 //! upgrade recipes are run on the rendered file as written there.
 //!
 //! The bundle is `$NV_IPAM_BUNDLE` (hack/test.sh builds it once); when unset, this test builds it
-//! with `hack/bundle.sh` (a release build: minutes). kubectl is `$NV_IPAM_KUBECTL`, else
-//! `$NV_IPAM_TESTBINS/kubectl` (hack/build-testbins.sh), else `kubectl` on PATH.
+//! with `hack/bundle.sh` (a release build: minutes). kubectl is `$NV_IPAM_KUBECTL` (the one
+//! hack/build-testbins.sh builds; hack/control-plane.sh exports it), else
+//! `$NV_IPAM_TESTBINS/kubectl`, else `kubectl` on PATH.
 //!
 //! Sharing the apiserver: the bundle's cluster-scoped objects (CRDs, ClusterRoles, the nv-ipam
 //! namespace and ServiceAccounts) are the ones every other test uses. They are applied without
