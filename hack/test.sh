@@ -5,7 +5,8 @@
 # tests need, skipping apt when they are all present), with Go >= 1.26 and
 # Rust already installed. Steps: build the control-plane binaries and kubectl
 # (cached, hack/build-testbins.sh), cargo fmt --check, cargo clippy, then the whole
-# cargo test suite under a real etcd + kube-apiserver (hack/control-plane.sh).
+# cargo test suite under a real etcd + kube-apiserver (hack/control-plane.sh), then the
+# delivery checks: static binaries, the image archive, vendor-check.sh.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,8 +16,10 @@ die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
 
 # Debian packages: CNI plugins and iproute2 for the CNI/netns tests; jq,
 # openssl, curl for hack/control-plane.sh; util-linux (setsid, flock), perl
-# (free ports) and coreutils are in every Debian base image.
-PKGS=(containernetworking-plugins iproute2 jq openssl curl ca-certificates util-linux perl-base)
+# (free ports) and coreutils are in every Debian base image. file and libc6-dev (glibc's
+# libc.a) for hack/build-static.sh; python3 for hack/build-image.sh.
+PKGS=(containernetworking-plugins iproute2 jq openssl curl ca-certificates util-linux perl-base
+  file libc6-dev python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -53,6 +56,17 @@ cargo fmt --check
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
+# Built once here; tests/bundle_install.rs installs it (it would build its own otherwise).
+step "air-gapped bundle (hack/bundle.sh), built twice: same bytes"
+start=$SECONDS
+NV_IPAM_BUNDLE=$(hack/bundle.sh target/bundle)
+export NV_IPAM_BUNDLE
+bundle_tmp=$(mktemp -d)
+hack/bundle.sh "$bundle_tmp" >/dev/null
+cmp "$NV_IPAM_BUNDLE" "$bundle_tmp/${NV_IPAM_BUNDLE##*/}" || die "the bundle is not reproducible (two builds differ)"
+rm -rf "$bundle_tmp"
+printf 'bundle %s (%d s)\n' "$NV_IPAM_BUNDLE" $((SECONDS - start)) >&2
+
 # Build the tests before the control plane starts, so the two don't fight for
 # the cores and the apiserver is not idle-waiting through a compile.
 step "cargo test (build)"
@@ -64,3 +78,25 @@ if [[ -d deploy/crds ]] && compgen -G 'deploy/crds/*.y*ml' >/dev/null; then
   CRD_ARGS=(--crds deploy/crds)
 fi
 hack/control-plane.sh "${CRD_ARGS[@]}" -- cargo test --locked --all-targets
+
+step "static binaries (hack/build-static.sh: file, ldd, --version)"
+start=$SECONDS
+hack/build-static.sh dist/bin
+printf 'static binaries: %d s\n' $((SECONDS - start)) >&2
+
+step "image archive (hack/build-image.sh + check-image.sh), built twice: same bytes"
+start=$SECONDS
+hack/build-image.sh dist
+img=nv-ipam-image-$(sed -n 's/^version = "\([^"]*\)".*/\1/p' Cargo.toml | head -n1).oci.tar
+img_tmp=$(mktemp -d)
+hack/build-image.sh "$img_tmp"
+cmp "dist/$img" "$img_tmp/$img" || die "the image archive $img is not reproducible"
+rm -rf "$img_tmp"
+printf 'image archive: %d s\n' $((SECONDS - start)) >&2
+
+step "vendor-check.sh (vendor, allow-list, checksums, offline build), then --offline and --self-test"
+start=$SECONDS
+./vendor-check.sh
+./vendor-check.sh --offline --no-build
+./vendor-check.sh --self-test
+printf 'vendor-check: %d s\n' $((SECONDS - start)) >&2
