@@ -23,8 +23,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -344,19 +343,6 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// HTTP status of `GET path` on 127.0.0.1:port, 0 when nothing answers.
-fn http_status(port: u16, path: &str) -> u16 {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return 0 };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).is_err()
-    {
-        return 0;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
-
 /// The bundle's controller; killed on drop, its log printed if the test failed.
 struct Controller {
     child: Child,
@@ -532,7 +518,7 @@ fn no_webhook_manifest_installs_and_the_bundled_controller_allocates() {
         .expect("start the bundle's ipam-controller");
     let _controller = Controller { child, log };
     wait_until(SETTLE, "the bundle's controller is ready (/readyz)", || {
-        http_status(health, "/readyz") == 200
+        common::http_get(health, "/readyz").0 == 200
     });
 
     let subnet = pool["spec"]["subnet"].as_str().unwrap();

@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -214,7 +213,9 @@ impl World {
             .spawn()
             .expect("start ipam-controller");
         let c = Controller { child: Some(child), health, metrics, log: log.display().to_string() };
-        wait_until(SETTLE, "the controller is ready (/readyz)", || c.http(c.health, "/readyz").0 == 200);
+        wait_until(SETTLE, "the controller is ready (/readyz)", || {
+            common::http_get(c.health, "/readyz").0 == 200
+        });
         c
     }
 }
@@ -237,23 +238,9 @@ struct Controller {
 }
 
 impl Controller {
-    /// (status, body) of a GET, or (0, "") when nothing answers.
-    fn http(&self, port: u16, path: &str) -> (u16, String) {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).is_err() {
-            return (0, String::new());
-        }
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
-    }
-
     /// The value of the sample line starting with `series` (name plus labels), if any.
     fn metric(&self, series: &str) -> Option<f64> {
-        let (_, body) = self.http(self.metrics, "/metrics");
+        let (_, body) = common::http_get(self.metrics, "/metrics");
         body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
@@ -263,7 +250,7 @@ impl Controller {
 
     /// `nv_ipam_leader == 1` and `nv_ipam_reconcile_total` from one scrape.
     fn leader_and_reconciles(&self) -> (bool, f64) {
-        let (_, body) = self.http(self.metrics, "/metrics");
+        let (_, body) = common::http_get(self.metrics, "/metrics");
         let get = |series: &str| {
             body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
         };
@@ -404,7 +391,7 @@ fn seed_and_reference_examples_come_out_exactly() {
             && c.metric("nv_ipam_pool_free_blocks{pool=\"example1\",type=\"ippool\"}") == Some(12.0)
             && c.metric("nv_ipam_pool_size{pool=\"pool1\",type=\"cidrpool\"}") == Some(65536.0)
     });
-    assert_eq!(c.http(c.health, "/healthz").0, 200);
+    assert_eq!(common::http_get(c.health, "/healthz").0, 200);
 }
 
 #[test]
@@ -704,6 +691,6 @@ fn keeps_reconciling_across_an_apiserver_restart() {
     wait_until(Duration::from_secs(60), "node2 is allocated after the restart", || {
         w.ip_allocations("p").len() == 2
     });
-    assert_eq!(c.http(c.health, "/healthz").0, 200);
-    assert_eq!(c.http(c.health, "/readyz").0, 200);
+    assert_eq!(common::http_get(c.health, "/healthz").0, 200);
+    assert_eq!(common::http_get(c.health, "/readyz").0, 200);
 }

@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -159,25 +158,12 @@ struct Controller {
 }
 
 impl Controller {
-    /// (status, body) of a plain GET, (0, "") when nothing answers.
-    fn get(&self, port: u16, path: &str) -> (u16, String) {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).is_err() {
-            return (0, String::new());
-        }
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-    }
-
     fn readyz(&self) -> u16 {
-        self.get(self.health, "/readyz").0
+        common::http_get(self.health, "/readyz").0
     }
 
     fn metric(&self, series: &str) -> Option<f64> {
-        let (_, body) = self.get(self.metrics, "/metrics");
+        let (_, body) = common::http_get(self.metrics, "/metrics");
         body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
