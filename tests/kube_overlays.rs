@@ -22,7 +22,7 @@ use common::tempdir::TempDir;
 use serde_json::{Value, json};
 
 const OVERLAYS: [&str; 3] = ["no-webhook", "certmanager", "openshift"];
-/// The reference's webhook paths (ctx: agreed with the webhook's implementation).
+/// The reference's webhook paths, as `ipam-controller --webhook` serves them.
 const IPPOOL_PATH: &str = "/validate-nv-ipam-nvidia-com-v1alpha1-ippool";
 const CIDRPOOL_PATH: &str = "/validate-nv-ipam-nvidia-com-v1alpha1-cidrpool";
 const CERT_SECRET: &str = "nv-ipam-webhook-cert";
