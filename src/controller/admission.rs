@@ -188,12 +188,14 @@ pub fn parse_review(t: PoolType, body: &[u8]) -> Result<Request, NotAReview> {
         });
     }
     let r = review.request.ok_or_else(|| NotAReview { detail: "no request".into() })?;
+    let WireRequest { uid, kind, operation, namespace, sub_resource, object, old_object } = r;
     let want = kind_name(t);
+    // the objects are moved, not cloned: a review body may be megabytes (webhook::MAX_BODY_BYTES)
     let decode = |v: Option<Value>, field: &str| -> Result<PoolInput, String> {
-        if !r.kind.kind.is_empty() && r.kind.kind != want {
+        if !kind.kind.is_empty() && kind.kind != want {
             return Err(format!(
                 "this path validates {want} objects, the request is for {}: fix the webhook's rules",
-                r.kind.kind
+                kind.kind
             ));
         }
         let v = v.ok_or_else(|| format!("request.{field} is missing"))?;
@@ -203,16 +205,9 @@ pub fn parse_review(t: PoolType, body: &[u8]) -> Result<Request, NotAReview> {
         };
         decoded.map_err(|e| format!("request.{field} is not a {want}: {e}"))
     };
-    let object = decode(r.object.clone(), "object");
-    let old_object = r.old_object.clone().map(|v| decode(Some(v), "oldObject"));
-    Ok(Request {
-        uid: r.uid,
-        operation: r.operation,
-        namespace: r.namespace,
-        sub_resource: r.sub_resource,
-        object,
-        old_object,
-    })
+    let object = decode(object, "object");
+    let old_object = old_object.map(|v| decode(Some(v), "oldObject"));
+    Ok(Request { uid, operation, namespace, sub_resource, object, old_object })
 }
 
 fn meta(p: &PoolInput) -> &crate::api::ObjectMeta {
