@@ -247,7 +247,7 @@ pub fn serve(
         .with_cert_resolver(certs);
     let tls = Arc::new(tls);
     let bind_err = |source| WebhookError::Bind { addr: bind.clone(), source };
-    let listener = TcpListener::bind(&bind).map_err(bind_err)?;
+    let listener = crate::health::bind_listener(&bind).map_err(bind_err)?;
     let local = listener.local_addr().map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
     let handle = std::thread::Builder::new()
