@@ -19,7 +19,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 OUTDIR=${1:-dist}
 die() { printf 'build-image.sh: error: %s\n' "$*" >&2; exit 1; }
-command -v python3 >/dev/null 2>&1 || die "'python3' not found (Debian: apt-get install python3)"
+# python3 writes the archive, jq checks it (hack/check-image.sh): say so before the long build
+for tool in python3 jq; do
+  command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found (Debian: apt-get install $tool)"
+done
 
 VERSION=$(sed -n 's/^version = "\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
 [[ -n $VERSION ]] || die "no version in Cargo.toml"

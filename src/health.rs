@@ -75,8 +75,8 @@ impl fmt::Display for HealthError {
 
 impl std::error::Error for HealthError {}
 
-/// Turns a Go-style address into a bindable one: `":8081"` → `"0.0.0.0:8081"`, `"0"` or `""` →
-/// `None` (disabled), anything with a port is kept.
+/// Turns a Go-style address into a bindable one: `":8081"` → `"[::]:8081"` (every address, IPv4
+/// and IPv6: [`bind_listener`]), `"0"` or `""` → `None` (disabled), anything with a port is kept.
 pub fn parse_bind_address(addr: &str) -> Result<Option<String>, HealthError> {
     let addr = addr.trim();
     if addr.is_empty() || addr == "0" {
@@ -85,7 +85,21 @@ pub fn parse_bind_address(addr: &str) -> Result<Option<String>, HealthError> {
     let bad = || HealthError::Address { flag_value: addr.to_string() };
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     port.parse::<u16>().map_err(|_| bad())?;
-    if host.is_empty() { Ok(Some(format!("0.0.0.0:{port}"))) } else { Ok(Some(addr.to_string())) }
+    if host.is_empty() { Ok(Some(format!("[::]:{port}"))) } else { Ok(Some(addr.to_string())) }
+}
+
+/// Binds an address of [`parse_bind_address`]. `[::]:PORT` (from Go's `:PORT`) is dual-stack, as
+/// in Go: on an IPv6-only or IPv6-first cluster the kubelet probes, and a Service forwards to, the
+/// pod's IPv6 address. A kernel without IPv6 gets `0.0.0.0:PORT` instead.
+pub fn bind_listener(bind: &str) -> std::io::Result<TcpListener> {
+    match (TcpListener::bind(bind), bind.strip_prefix("[::]:")) {
+        (Err(e), Some(port))
+            if !matches!(e.kind(), std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied) =>
+        {
+            TcpListener::bind(format!("0.0.0.0:{port}")).map_err(|_| e)
+        }
+        (r, _) => r,
+    }
 }
 
 /// Listens on `addr` (see [`parse_bind_address`]) and serves until `stop` is set. Returns
@@ -97,8 +111,7 @@ pub fn serve(
     stop: Arc<AtomicBool>,
 ) -> Result<Option<(SocketAddr, JoinHandle<()>)>, HealthError> {
     let Some(bind) = parse_bind_address(addr)? else { return Ok(None) };
-    let listener =
-        TcpListener::bind(&bind).map_err(|source| HealthError::Bind { addr: bind.clone(), source })?;
+    let listener = bind_listener(&bind).map_err(|source| HealthError::Bind { addr: bind.clone(), source })?;
     let local = listener.local_addr().map_err(|source| HealthError::Bind { addr: bind.clone(), source })?;
     listener.set_nonblocking(true).map_err(|source| HealthError::Bind { addr: bind.clone(), source })?;
     let handle = std::thread::Builder::new()
@@ -205,7 +218,15 @@ mod tests {
 
     #[test]
     fn addresses_in_go_style() {
-        assert_eq!(parse_bind_address(":8081").expect("ok"), Some("0.0.0.0:8081".into()));
+        assert_eq!(parse_bind_address(":8081").expect("ok"), Some("[::]:8081".into()));
+        // `:PORT` answers on IPv4 and, where the kernel has it, IPv6 (Go's behaviour)
+        let any = parse_bind_address(":0").expect("ok").expect("enabled");
+        let l = bind_listener(&any).expect("bind :0");
+        let port = l.local_addr().expect("addr").port();
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("IPv4 connect to :PORT");
+        if l.local_addr().expect("addr").is_ipv6() {
+            std::net::TcpStream::connect(("::1", port)).expect("IPv6 connect to :PORT");
+        }
         assert_eq!(parse_bind_address("127.0.0.1:0").expect("ok"), Some("127.0.0.1:0".into()));
         assert_eq!(parse_bind_address("0").expect("ok"), None);
         assert_eq!(parse_bind_address("").expect("ok"), None);

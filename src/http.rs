@@ -89,12 +89,17 @@ pub fn read_request(stream: &mut impl Read, max_body: usize) -> Result<Request, 
     Ok(Request { method, path, body })
 }
 
-/// (end of head, length of the blank-line separator).
+/// (end of head, length of the blank-line separator): the first blank line, CRLF or bare LF,
+/// so that a blank line inside a body that arrived with the head is not taken for it.
 fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
-    buf.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| (p, 4))
-        .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)))
+    let lf = buf.windows(2).position(|w| w == b"\n\n");
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n");
+    match (crlf, lf) {
+        (Some(c), Some(l)) if l < c => Some((l, 2)),
+        (Some(c), _) => Some((c, 4)),
+        (None, Some(l)) => Some((l, 2)),
+        (None, None) => None,
+    }
 }
 
 /// Method, path and `Content-Length` of a request head.
@@ -114,6 +119,10 @@ fn parse_head(head: &[u8]) -> Result<(String, String, Option<usize>), ReadError>
         let Some((name, value)) = h.split_once(':') else { return Err(ReadError::Malformed) };
         let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("content-length") {
+            // digits only (RFC 9110): `+5` parses as a usize but other parsers may disagree
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ReadError::Malformed);
+            }
             let n: usize = value.parse().map_err(|_| ReadError::Malformed)?;
             // two different lengths is request smuggling territory
             if length.is_some_and(|l| l != n) {
@@ -191,6 +200,11 @@ mod tests {
         assert_eq!(read_request(&mut &chunked[..], 100), Err(ReadError::LengthRequired));
         let two = b"POST /x HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 2\r\n\r\nab";
         assert_eq!(read_request(&mut &two[..], 100), Err(ReadError::Malformed));
+        let plus = b"POST /x HTTP/1.1\r\nContent-Length: +2\r\n\r\nab";
+        assert_eq!(read_request(&mut &plus[..], 100), Err(ReadError::Malformed));
+        // a bare-LF head whose body holds a CRLF blank line: the head ends at the first one
+        let lf = b"POST /x HTTP/1.1\nContent-Length: 6\n\na\r\n\r\nb";
+        assert_eq!(read_request(&mut &lf[..], 100).map(|r| r.body), Ok(b"a\r\n\r\nb".to_vec()));
         let none = b"GET /x HTTP/1.0\r\n\r\n";
         assert_eq!(read_request(&mut &none[..], 0).map(|r| r.body), Ok(Vec::new()));
     }

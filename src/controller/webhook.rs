@@ -2,7 +2,8 @@
 //! around [`admission`](super::admission).
 //!
 //! One accept thread; one named thread per connection, at most [`MAX_CONNECTIONS`] at a time
-//! (more are closed at once: the API server retries or applies the failure policy). TLS is
+//! (more are closed at once: the API server retries or applies the failure policy), and one
+//! review decoded at a time (memory, see [`MAX_CONNECTIONS`]). TLS is
 //! rustls with the ring provider, as for the kube client. Each connection carries one request
 //! (`POST <path>` with a `Content-Length` body of at most [`MAX_BODY_BYTES`], handshake and
 //! request read within [`READ_TIMEOUT`] in total) and is closed after the answer
@@ -39,9 +40,15 @@ use crate::http;
 /// Largest AdmissionReview body: it carries `object` and, for UPDATE, `oldObject`, each at
 /// most etcd's 1.5 MiB object limit (a 5,000-node status is ~0.5 MiB), plus the envelope.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
-/// Connections served at once. The API server opens a few per replica; 32 threads bound
-/// memory (each holds at most one body) while a burst of pool writes still gets through.
-pub const MAX_CONNECTIONS: usize = 32;
+/// Connections served at once. Anyone who can reach the pod may connect (no client
+/// certificate), so this bounds memory under the 256Mi limit of deploy/base: each connection
+/// holds at most one body, and decoding one takes far more than its size (a 4 MiB body of
+/// small JSON values measured 137 MiB peak RSS), which is why only one is decoded at a time
+/// ([`DECIDING`]). 8 x 4 MiB + one decode + the caches fit; pool writes are rare and each review
+/// takes milliseconds, so 8 is plenty for the API server.
+pub const MAX_CONNECTIONS: usize = 8;
+/// Held while a body is decoded and decided: one at a time, see [`MAX_CONNECTIONS`].
+static DECIDING: Mutex<()> = Mutex::new(());
 /// Handshake plus the whole request, however the bytes trickle in (a deadline, not a per-read
 /// timeout); the API server's default webhook timeout is 10 s.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -240,7 +247,7 @@ pub fn serve(
         .with_cert_resolver(certs);
     let tls = Arc::new(tls);
     let bind_err = |source| WebhookError::Bind { addr: bind.clone(), source };
-    let listener = TcpListener::bind(&bind).map_err(bind_err)?;
+    let listener = crate::health::bind_listener(&bind).map_err(bind_err)?;
     let local = listener.local_addr().map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
     let handle = std::thread::Builder::new()
@@ -300,7 +307,10 @@ fn handle_connection(stream: TcpStream, tls: Arc<rustls::ServerConfig>, others: 
     let deadline = Instant::now() + READ_TIMEOUT;
     let mut s = rustls::StreamOwned::new(conn, Deadline { stream, deadline });
     let (status, ctype, body) = match http::read_request(&mut s, MAX_BODY_BYTES) {
-        Ok(req) => route(&req, others, stats),
+        Ok(req) => {
+            let _one = DECIDING.lock().unwrap_or_else(|p| p.into_inner());
+            route(&req, others, stats)
+        }
         Err(e) => match e.response() {
             Some((status, text)) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
