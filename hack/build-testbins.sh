@@ -6,6 +6,7 @@
 # `etcd` and `kubectl`) on stdout; progress goes to stderr.
 #
 #   hack/build-testbins.sh            # build what is missing, print the bin dir
+#   hack/build-testbins.sh --kubectl  # only kubectl (rendering deploy/, hack/bundle.sh): print its path
 #   NV_IPAM_TESTBINS_CACHE=DIR ...    # cache root (default /var/cache/nv-ipam-testbins)
 #
 # Layout: $CACHE/<component>-<version>-<sha256(go.sum)[:12]>/<component>
@@ -69,11 +70,23 @@ kube_version_ldflags() { # wrapper_dir version
   printf '%s' "$x"
 }
 
+ONLY_KUBECTL=false
+case ${1:-} in
+  "") ;;
+  --kubectl) ONLY_KUBECTL=true ;;
+  *) die "usage: $0 [--kubectl]" ;;
+esac
+
 mkdir -p "$CACHE" || die "cannot create cache dir $CACHE (set NV_IPAM_TESTBINS_CACHE)"
 # One build at a time per cache (parallel CI jobs / test runs share it).
 exec 9>"$CACHE/.lock"
 flock 9
 
+KDIR=$ROOT/hack/testbins/kube-apiserver
+KMOD=k8s.io/kubernetes
+read -r KVER KKEY < <(component_key kube-apiserver "$KDIR" "$KMOD")
+
+if ! $ONLY_KUBECTL; then
 # --- etcd ----------------------------------------------------------------
 EDIR=$ROOT/hack/testbins/etcd
 EMOD=go.etcd.io/etcd/server/v3
@@ -87,9 +100,6 @@ else
 fi
 
 # --- kube-apiserver ------------------------------------------------------
-KDIR=$ROOT/hack/testbins/kube-apiserver
-KMOD=k8s.io/kubernetes
-read -r KVER KKEY < <(component_key kube-apiserver "$KDIR" "$KMOD")
 KOUT=$CACHE/$KKEY
 if [[ ! -x $KOUT/kube-apiserver ]]; then
   mkdir -p "$KOUT"
@@ -98,6 +108,7 @@ if [[ ! -x $KOUT/kube-apiserver ]]; then
   go_build "$KDIR" "$KMOD/cmd/kube-apiserver" "$KOUT/kube-apiserver" "-s -w$ld"
 else
   log "cached: $KOUT/kube-apiserver"
+fi
 fi
 
 # --- kubectl (same Kubernetes version as the apiserver) -------------------
@@ -114,13 +125,19 @@ else
   log "cached: $COUT/kubectl"
 fi
 
+cv=$("$COUT/kubectl" version --client | sed -n 's/^Client Version: //p')
+[[ $cv == "$CVER" ]] || die "kubectl version --client says '$cv', expected '$CVER'"
+if $ONLY_KUBECTL; then
+  log "kubectl $CVER"
+  printf '%s\n' "$COUT/kubectl"
+  exit 0
+fi
+
 # --- check and publish ---------------------------------------------------
 kv=$("$KOUT/kube-apiserver" --version)
 [[ $kv == "Kubernetes $KVER" ]] || die "kube-apiserver --version says '$kv', expected 'Kubernetes $KVER'"
 ev=$("$EOUT/etcd" --version | sed -n 's/^etcd Version: //p')
 [[ v$ev == "$EVER" ]] || die "etcd --version says '$ev', expected '${EVER#v}'"
-cv=$("$COUT/kubectl" version --client | sed -n 's/^Client Version: //p')
-[[ $cv == "$CVER" ]] || die "kubectl version --client says '$cv', expected '$CVER'"
 
 BIN=$CACHE/bin-$KKEY+$EKEY+$CKEY
 if [[ ! -e $BIN/kube-apiserver || ! -e $BIN/etcd || ! -e $BIN/kubectl ]]; then

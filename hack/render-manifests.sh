@@ -20,8 +20,7 @@ mkdir -p "$OUT" || die "cannot create $OUT"
 
 KUBECTL=${NV_IPAM_KUBECTL:-}
 if [[ -z $KUBECTL ]]; then
-  bin=$("$ROOT/hack/build-testbins.sh") || die "hack/build-testbins.sh failed (it builds kubectl)"
-  KUBECTL=$bin/kubectl
+  KUBECTL=$("$ROOT/hack/build-testbins.sh" --kubectl) || die "hack/build-testbins.sh --kubectl failed"
 fi
 [[ -x $KUBECTL ]] || die "kubectl not found at $KUBECTL"
 
