@@ -58,6 +58,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the accept loop looks at the stop flag (the listener is non-blocking).
 pub const ACCEPT_POLL: Duration = Duration::from_millis(50);
+/// How often, at most, refused connections (all slots busy) are logged.
+const BUSY_LOG_EVERY: Duration = Duration::from_secs(10);
 /// File names in the certificate directory (controller-runtime's and cert-manager's).
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
@@ -265,6 +267,9 @@ fn accept_loop(
     stop: Arc<AtomicBool>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    // refused connections are counted and logged at most every BUSY_LOG_EVERY: a flood of
+    // connections must not also flood the log
+    let (mut refused, mut last_busy_log): (u64, Option<Instant>) = (0, None);
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
@@ -274,7 +279,14 @@ fn accept_loop(
                 let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
                 if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
                     active.fetch_sub(1, Ordering::SeqCst);
-                    log::warn!("webhook: {MAX_CONNECTIONS} connections busy; closed one from {peer}");
+                    refused += 1;
+                    if last_busy_log.is_none_or(|t| t.elapsed() >= BUSY_LOG_EVERY) {
+                        log::warn!(
+                            "webhook: {MAX_CONNECTIONS} connections busy; closed {refused} connection(s) \
+                             (the last from {peer})"
+                        );
+                        (refused, last_busy_log) = (0, Some(Instant::now()));
+                    }
                     continue;
                 }
                 let (tls, others, active2) = (Arc::clone(&tls), Arc::clone(&others), Arc::clone(&active));
