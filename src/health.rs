@@ -16,7 +16,7 @@
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,8 +28,6 @@ pub const MAX_CONNECTIONS: usize = 16;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long writing a response may block on a client that does not read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the accept loop looks at the stop flag (the listener is non-blocking).
-pub const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 /// What the server asks the program.
 pub trait Probe: Send + Sync {
@@ -104,7 +102,7 @@ pub fn bind_listener(bind: &str) -> std::io::Result<TcpListener> {
 
 /// Listens on `addr` (see [`parse_bind_address`]) and serves until `stop` is set. Returns
 /// `Ok(None)` when the address disables the server, else the bound address (useful with port
-/// 0) and the accept thread, which ends within [`ACCEPT_POLL`] of `stop`.
+/// 0) and the accept thread, which ends within [`http::ACCEPT_POLL`] of `stop`.
 pub fn serve(
     addr: &str,
     probe: Arc<dyn Probe>,
@@ -122,36 +120,15 @@ pub fn serve(
 }
 
 fn accept_loop(listener: TcpListener, probe: Arc<dyn Probe>, stop: Arc<AtomicBool>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                if stream.set_nonblocking(false).is_err() {
-                    continue;
-                }
-                let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-                let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-                if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                    active.fetch_sub(1, Ordering::SeqCst);
-                    let _ = http::respond(&mut stream, 503, "text/plain", b"too many connections\n", false);
-                    continue;
-                }
-                let (probe, active2) = (Arc::clone(&probe), Arc::clone(&active));
-                let spawned = std::thread::Builder::new().name("http-conn".into()).spawn(move || {
-                    handle_connection(stream, probe.as_ref());
-                    active2.fetch_sub(1, Ordering::SeqCst);
-                });
-                if spawned.is_err() {
-                    active.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
-            Err(e) => {
-                log::debug!("health: accept: {e}");
-                std::thread::sleep(ACCEPT_POLL);
-            }
-        }
-    }
+    let busy = |mut stream: TcpStream, _| {
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let _ = http::respond(&mut stream, 503, "text/plain", b"too many connections\n", false);
+    };
+    http::accept_loop(listener, &stop, MAX_CONNECTIONS, "http", busy, move |stream| {
+        let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        handle_connection(stream, probe.as_ref());
+    });
 }
 
 fn handle_connection(mut stream: TcpStream, probe: &dyn Probe) {
@@ -190,7 +167,7 @@ fn route(req: &http::Request, probe: &dyn Probe) -> (u16, &'static str, String) 
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     struct Fixed {
         ready: AtomicBool,

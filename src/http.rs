@@ -7,10 +7,60 @@
 //! webhook client) send `Content-Length`. Every response closes the connection
 //! (`Connection: close`), so there is no keep-alive state.
 //!
-//! Owns: [`read_request`], [`respond`], [`ReadError`]. Must not: route, or set socket options
-//! (the servers set their timeouts; a timed-out read is [`ReadError::Closed`]).
+//! Owns: [`accept_loop`] (a thread per connection, capped), [`read_request`], [`respond`],
+//! [`ReadError`]. Must not: route, or set socket timeouts (the servers set them; a timed-out
+//! read is [`ReadError::Closed`]).
 
 use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// How often the accept loop looks at the stop flag (the listener is non-blocking).
+pub const ACCEPT_POLL: Duration = Duration::from_millis(50);
+
+/// Accepts on the non-blocking `listener` until `stop` is set (within [`ACCEPT_POLL`]). Each
+/// connection is made blocking and served by `handle` on a thread of its own named `name`, at
+/// most `max` at once; one beyond that goes to `busy` on the accept thread instead.
+pub fn accept_loop(
+    listener: TcpListener,
+    stop: &AtomicBool,
+    max: usize,
+    name: &str,
+    mut busy: impl FnMut(TcpStream, SocketAddr),
+    handle: impl Fn(TcpStream) + Send + Sync + 'static,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let handle = Arc::new(handle);
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if stream.set_nonblocking(false).is_err() {
+                    continue;
+                }
+                if active.fetch_add(1, Ordering::SeqCst) >= max {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    busy(stream, peer);
+                    continue;
+                }
+                let (handle, active2) = (Arc::clone(&handle), Arc::clone(&active));
+                let spawned = std::thread::Builder::new().name(format!("{name}-conn")).spawn(move || {
+                    handle(stream);
+                    active2.fetch_sub(1, Ordering::SeqCst);
+                });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
+            Err(e) => {
+                log::debug!("{name}: accept: {e}");
+                std::thread::sleep(ACCEPT_POLL);
+            }
+        }
+    }
+}
 
 /// Largest request head (request line + headers) read; a probe, scrape or webhook call needs a
 /// few hundred bytes, 8 KiB is the common server default (nginx `large_client_header_buffers`).

@@ -24,7 +24,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -56,8 +56,6 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the certificate files are looked at (stat, no read unless they changed).
 pub const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the accept loop looks at the stop flag (the listener is non-blocking).
-pub const ACCEPT_POLL: Duration = Duration::from_millis(50);
 /// How often, at most, refused connections (all slots busy) are logged.
 const BUSY_LOG_EVERY: Duration = Duration::from_secs(10);
 /// File names in the certificate directory (controller-runtime's and cert-manager's).
@@ -230,7 +228,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, CertError> {
 
 /// Listens on `addr` (Go style, see [`crate::health::parse_bind_address`]; `0` is refused: the
 /// webhook was asked for) and serves until `stop`. Returns the bound address and the accept
-/// thread, which ends within [`ACCEPT_POLL`] of `stop`.
+/// thread, which ends within [`http::ACCEPT_POLL`] of `stop`.
 pub fn serve(
     addr: &str,
     certs: Arc<CertReloader>,
@@ -266,46 +264,22 @@ fn accept_loop(
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
     // refused connections are counted and logged at most every BUSY_LOG_EVERY: a flood of
     // connections must not also flood the log
     let (mut refused, mut last_busy_log): (u64, Option<Instant>) = (0, None);
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                if stream.set_nonblocking(false).is_err() {
-                    continue;
-                }
-                let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-                if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                    active.fetch_sub(1, Ordering::SeqCst);
-                    refused += 1;
-                    if last_busy_log.is_none_or(|t| t.elapsed() >= BUSY_LOG_EVERY) {
-                        log::warn!(
-                            "webhook: {MAX_CONNECTIONS} connections busy; closed {refused} connection(s) \
-                             (the last from {peer})"
-                        );
-                        (refused, last_busy_log) = (0, Some(Instant::now()));
-                    }
-                    continue;
-                }
-                let (tls, others, active2) = (Arc::clone(&tls), Arc::clone(&others), Arc::clone(&active));
-                let stats = Arc::clone(&stats);
-                let spawned = std::thread::Builder::new().name("webhook-conn".into()).spawn(move || {
-                    handle_connection(stream, tls, others.as_ref(), &stats);
-                    active2.fetch_sub(1, Ordering::SeqCst);
-                });
-                if spawned.is_err() {
-                    active.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
-            Err(e) => {
-                log::debug!("webhook: accept: {e}");
-                std::thread::sleep(ACCEPT_POLL);
-            }
+    let busy = |_, peer| {
+        refused += 1;
+        if last_busy_log.is_none_or(|t: Instant| t.elapsed() >= BUSY_LOG_EVERY) {
+            log::warn!(
+                "webhook: {MAX_CONNECTIONS} connections busy; closed {refused} connection(s) (the last from {peer})"
+            );
+            (refused, last_busy_log) = (0, Some(Instant::now()));
         }
-    }
+    };
+    http::accept_loop(listener, &stop, MAX_CONNECTIONS, "webhook", busy, move |stream| {
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        handle_connection(stream, Arc::clone(&tls), others.as_ref(), &stats);
+    });
 }
 
 fn handle_connection(stream: TcpStream, tls: Arc<rustls::ServerConfig>, others: &Others, stats: &Stats) {
