@@ -30,7 +30,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::kube::{Kube, allowed, cp_dir, unique_name, yaml_docs};
-use common::{Sandbox, wait_until};
+use common::{Sandbox, run_ok, wait_until};
 use serde_json::{Value, json};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -110,18 +110,6 @@ impl Unpacked {
         walk(&self.dir, &self.dir, &mut out);
         out
     }
-}
-
-fn run_ok(cmd: &mut Command, what: &str) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// kubectl as the admin, with nothing from the environment but KUBECONFIG: no proxy variables,

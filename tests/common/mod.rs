@@ -211,18 +211,22 @@ pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
-/// Runs a command that must succeed (for `ip`, `mount`, ...); panics with its output otherwise.
-pub fn sh(program: &str, args: &[&str]) -> String {
-    let out =
-        Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+/// Runs `cmd`, which must succeed; panics naming `what`, with its output, otherwise.
+pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "{program} {} failed ({}):\n{}{}",
-        args.join(" "),
+        "{what}: {cmd:?} failed ({}):\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Runs a command that must succeed (for `ip`, `mount`, ...); panics with its output otherwise.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = run_ok(Command::new(program).args(args), program);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
