@@ -6,16 +6,25 @@
 //! json: {"ts":"2026-11-29T16:21:49.123Z","level":"INFO","target":"nv_ipam::cni::command","msg":"..."}
 //! ```
 //!
-//! Owns: formatting, the UTC clock-to-text conversion, the level names of the CNI config.
+//! Every record is exactly one line whatever its message holds: the text format renders
+//! control characters, the Unicode line/paragraph separators and the bidi controls visibly
+//! ([`escape_controls`]: `\n`, `\x1b`, `\u{2028}`); the JSON format leaves them to JSON escapes
+//! (`\n`, `\u001b`, `\u2028`). Values from tenants (pool names, pod names, paths) therefore
+//! cannot forge a line or draw on a terminal, and no caller has to remember to escape.
+//!
+//! Owns: formatting and escaping, the UTC clock-to-text conversion, the level names of the
+//! CNI config, and how a log file is opened ([`open_log_file`]: append-only, never through a
+//! symlink, never blocking on a FIFO, never creating directories, regular files only).
 //! Must not: write to stdout (the CNI plugin's stdout carries only its result), pull in a
 //! time or logging crate (the plugin binary must stay small), or fail the program because a
 //! log file cannot be opened (it falls back to stderr and says so once).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,7 +43,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogTarget {
     Stderr,
-    /// Appended to; created with mode 0600 when missing (logs name pods and addresses).
+    /// Opened with [`open_log_file`]: appended to, created with mode 0600 when missing (logs
+    /// name pods and addresses).
     File(PathBuf),
 }
 
@@ -65,7 +75,7 @@ impl std::error::Error for LoggingError {}
 pub fn init(level: LevelFilter, format: LogFormat, target: LogTarget) -> Result<(), LoggingError> {
     let (sink, fallback): (Box<dyn Write + Send>, Option<String>) = match &target {
         LogTarget::Stderr => (Box::new(io::stderr()), None),
-        LogTarget::File(path) => match open_append(path) {
+        LogTarget::File(path) => match open_log_file(path) {
             Ok(file) => (Box::new(file), None),
             Err(e) => (
                 Box::new(io::stderr()),
@@ -73,17 +83,126 @@ pub fn init(level: LevelFilter, format: LogFormat, target: LogTarget) -> Result<
             ),
         },
     };
-    let logger = Logger { level, format, sink: Mutex::new(sink) };
-    log::set_boxed_logger(Box::new(logger)).map_err(|_| LoggingError::AlreadyInitialized)?;
-    log::set_max_level(level);
+    init_writer(level, format, sink)?;
     if let Some(msg) = fallback {
         log::warn!("{msg}");
     }
     Ok(())
 }
 
-fn open_append(path: &std::path::Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+/// Installs the process-wide logger on a sink the caller opened (the CNI plugin checks its
+/// log file before handing it over). Same contract as [`init`].
+pub fn init_writer(
+    level: LevelFilter,
+    format: LogFormat,
+    sink: Box<dyn Write + Send>,
+) -> Result<(), LoggingError> {
+    let logger = Logger { level, format, sink: Mutex::new(sink) };
+    log::set_boxed_logger(Box::new(logger)).map_err(|_| LoggingError::AlreadyInitialized)?;
+    log::set_max_level(level);
+    Ok(())
+}
+
+/// Writes one record to `sink` outside the process logger, rendered (and escaped) exactly as
+/// the logger would: for a line that must reach a different file than the logger's (the CNI
+/// plugin's warnings go to the node's log even when the tenant's log file is in use).
+pub fn write_record(sink: &mut dyn Write, format: LogFormat, level: log::Level, target: &str, msg: &str) {
+    let line = render(format, &format_utc(SystemTime::now()), level, target, msg);
+    // As in the logger: a lost log line must not fail the program.
+    let _ = sink.write_all(line.as_bytes()).and_then(|()| sink.flush());
+}
+
+/// `open(2)` flags std has no names for. Values from the Linux UAPI headers
+/// (`asm-generic/fcntl.h`; arm, arm64 and powerpc move `O_NOFOLLOW` in their `asm/fcntl.h`).
+/// Other architectures (mips, sparc, alpha, parisc use other values) do not build: a wrong
+/// flag would silently turn a refusal into a follow. std opens every file with `O_CLOEXEC`.
+pub mod oflags {
+    /// Fail with ELOOP instead of following a symlink in the last path component.
+    #[cfg(any(
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "powerpc",
+        target_arch = "powerpc64"
+    ))]
+    pub const O_NOFOLLOW: i32 = 0o100_000;
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "riscv64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    ))]
+    pub const O_NOFOLLOW: i32 = 0o400_000;
+    #[cfg(not(any(
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "powerpc",
+        target_arch = "powerpc64",
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "riscv64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    )))]
+    compile_error!("logging::oflags: add this architecture's O_NOFOLLOW, O_NONBLOCK and O_NOCTTY");
+    /// Do not wait for a FIFO's other end (open returns at once; writes never block).
+    pub const O_NONBLOCK: i32 = 0o4_000;
+    /// A terminal opened by path does not become the process's controlling terminal.
+    pub const O_NOCTTY: i32 = 0o400;
+    /// The errno of an `O_NOFOLLOW` open that met a symlink (the same on every Linux above).
+    pub const ELOOP: i32 = 40;
+}
+
+/// Opens `path` for appending as a log file: never through a symlink in its last component
+/// (`O_NOFOLLOW`; a symlink is refused), never blocking on a FIFO (`O_NONBLOCK`), never
+/// becoming a controlling terminal (`O_NOCTTY`), created with mode 0600 when missing (its
+/// directory is never created), and refused unless it is a regular file once opened. A FIFO,
+/// socket or device is refused before it is opened (opening a device can have effects).
+pub fn open_log_file(path: &Path) -> io::Result<File> {
+    let refuse =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("it is {what}, not a regular file"));
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => return Err(refuse("a symlink")),
+        Ok(m) if !m.is_file() => return Err(refuse(file_kind(&m))),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(oflags::O_NOFOLLOW | oflags::O_NONBLOCK | oflags::O_NOCTTY)
+        .open(path)
+        .map_err(|e| if e.raw_os_error() == Some(oflags::ELOOP) { refuse("a symlink") } else { e })?;
+    let m = file.metadata()?;
+    if !m.is_file() {
+        return Err(refuse(file_kind(&m)));
+    }
+    Ok(file)
+}
+
+/// "a directory", "a FIFO", ...: what a non-regular file is, for messages.
+pub fn file_kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_symlink() {
+        "a symlink"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// Parses a log level as the reference's CNI config spells it (`verbose`, `debug`, `info`,
@@ -152,15 +271,72 @@ impl Log for Logger {
     }
 }
 
-/// One complete line (with the trailing newline) for a record.
+/// One complete line (with the trailing newline) for a record. The text format escapes the
+/// message and target ([`escape_controls`]); JSON escapes what serde leaves raw
+/// ([`json_line_safe`]), so either way the record is one line.
 fn render(format: LogFormat, ts: &str, level: log::Level, target: &str, msg: &str) -> String {
     match format {
-        LogFormat::Text => format!("{ts} {level:<5} {target}: {msg}\n"),
+        LogFormat::Text => {
+            format!("{ts} {level:<5} {}: {}\n", escape_controls(target), escape_controls(msg))
+        }
         LogFormat::Json => {
             let obj = serde_json::json!({"ts": ts, "level": level.as_str(), "target": target, "msg": msg});
-            format!("{obj}\n")
+            format!("{}\n", json_line_safe(obj.to_string()))
         }
     }
+}
+
+/// Characters a log line must not carry raw: C0 and C1 controls and DEL (newlines, carriage
+/// returns, terminal escapes), the Unicode line and paragraph separators (some viewers break
+/// lines there), and the bidirectional controls (they make a line read differently from its
+/// bytes, "Trojan Source", CVE-2021-42574).
+pub fn is_unsafe_in_log(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` with every [`is_unsafe_in_log`] character rendered visibly: `\n`, `\r`, `\t`, `\x1b`
+/// for other ASCII controls and DEL, `\u{2028}` for the rest. Borrowed when nothing needs it.
+/// Backslashes are left alone: a literal `\n` in a value reads the same as an escaped newline,
+/// but neither starts a new line.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe_in_log) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii() && is_unsafe_in_log(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if is_unsafe_in_log(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// serde_json escapes C0 controls but writes DEL, C1 controls, U+2028/9 and the bidi
+/// controls raw (they are valid in JSON strings). They can only occur inside strings, so
+/// replacing each with its `\uXXXX` escape keeps the same JSON value on one clean line.
+fn json_line_safe(json: String) -> String {
+    if !json.chars().any(is_unsafe_in_log) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_unsafe_in_log(c) {
+            // All of them are in the Basic Multilingual Plane: one \uXXXX each.
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC. Times before 1970 (a broken clock) print as the epoch.
@@ -243,6 +419,71 @@ mod tests {
             v,
             serde_json::json!({"ts": ts, "level": "WARN", "target": "t", "msg": "say \"hi\"\nthere"})
         );
+    }
+
+    #[test]
+    fn text_records_escape_every_control_and_stay_one_line() {
+        let ts = "2026-11-29T16:21:49.123Z";
+        let hostile = "p\n2026-01-01T00:00:00.000Z INFO  forged\r\t\u{1b}[2J\u{7f}\u{85}\u{2028}\u{2029}\u{202e}\u{2066}\0ok";
+        let line = render(LogFormat::Text, ts, log::Level::Info, "nv_ipam::cni", hostile);
+        assert_eq!(
+            line,
+            "2026-11-29T16:21:49.123Z INFO  nv_ipam::cni: p\\n2026-01-01T00:00:00.000Z INFO  forged\\r\\t\\x1b[2J\\x7f\\u{85}\\u{2028}\\u{2029}\\u{202e}\\u{2066}\\x00ok\n"
+        );
+        assert!(!line.trim_end_matches('\n').chars().any(is_unsafe_in_log));
+        // Every character that needs it, and none that does not.
+        for c in (0..=0x3000u32).filter_map(char::from_u32) {
+            let s = c.to_string();
+            let out = escape_controls(&s);
+            assert_eq!(matches!(out, Cow::Owned(_)), is_unsafe_in_log(c), "{c:?}");
+            assert!(!out.chars().any(is_unsafe_in_log), "{c:?} -> {out:?}");
+        }
+        assert!(matches!(escape_controls("plain ascii, ünïcödé and \\n literal"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn json_records_are_one_clean_line_with_the_same_value() {
+        let msg = "a\nb\u{1b}c\u{7f}d\u{85}e\u{2028}f\u{202e}g\"h\\";
+        let line = render(LogFormat::Json, "t", log::Level::Info, "x", msg);
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(!line.trim_end().chars().any(is_unsafe_in_log), "{line:?}");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("still JSON");
+        assert_eq!(v["msg"], msg, "the decoded value is unchanged");
+    }
+
+    #[test]
+    fn log_files_open_append_only_never_through_symlinks_fifos_or_missing_dirs() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("nv-ipam-logging-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let log = dir.join("a.log");
+        let mut f = open_log_file(&log).expect("created");
+        f.write_all(b"one\n").expect("write");
+        let mut f = open_log_file(&log).expect("reopened");
+        f.write_all(b"two\n").expect("write");
+        assert_eq!(std::fs::read_to_string(&log).expect("read"), "one\ntwo\n", "appended");
+        assert_eq!(std::fs::metadata(&log).expect("stat").permissions().mode() & 0o777, 0o600);
+        let link = dir.join("link.log");
+        std::os::unix::fs::symlink(&log, &link).expect("symlink");
+        let e = open_log_file(&link).expect_err("symlink");
+        assert!(e.to_string().contains("a symlink"), "{e}");
+        let dangling = dir.join("dangling.log");
+        std::os::unix::fs::symlink(dir.join("target.log"), &dangling).expect("symlink");
+        assert!(open_log_file(&dangling).is_err());
+        assert!(!dir.join("target.log").exists(), "nothing created through a dangling symlink");
+        let fifo = dir.join("fifo.log");
+        let ok = std::process::Command::new("mkfifo").arg(&fifo).status().map(|s| s.success());
+        if ok.unwrap_or(false) {
+            let e = open_log_file(&fifo).expect_err("fifo, refused without blocking");
+            assert!(e.to_string().contains("a FIFO"), "{e}");
+        }
+        let e = open_log_file(&dir).expect_err("directory");
+        assert!(e.to_string().contains("a directory"), "{e}");
+        assert!(open_log_file(&dir.join("no/such/dir.log")).is_err());
+        assert!(!dir.join("no").exists(), "no directory is created");
+        assert_eq!(std::fs::metadata(&log).expect("stat").nlink(), 1);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]
