@@ -83,7 +83,13 @@ impl Env {
             .arg(self.dir.join("state/store"))
             .arg("--pools-file")
             .arg(self.dir.join("pools.yaml"))
-            .args(["--cni-skip-nv-ipam-binary-copy", "--cni-skip-nv-ipam-config-creation"])
+            // The node's nv-ipam.conf names the log and socket the config repeats: the plugin
+            // honours a config's logFile/daemonSocket only where the node's are.
+            .arg("--cni-skip-nv-ipam-binary-copy")
+            .arg("--cni-conf-dir")
+            .arg(self.dir.join("nv-ipam.d"))
+            .arg("--cni-log-file")
+            .arg(self.dir.join("nv-ipam-cni.log"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

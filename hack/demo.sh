@@ -89,7 +89,7 @@ EOF
 say "starting ipam-node (node demo-node, state in $TMP)"
 ./target/release/ipam-node --node-name demo-node \
     --bind-address "unix://$SOCK" --store-file "$TMP/state/store" --pools-file "$TMP/pools.yaml" \
-    --cni-skip-nv-ipam-binary-copy --cni-skip-nv-ipam-config-creation \
+    --cni-skip-nv-ipam-binary-copy --cni-conf-dir "$TMP/nv-ipam.d" --cni-log-file "$TMP/nv-ipam-cni.log" \
     2>"$TMP/ipam-node.log" &
 DAEMON_PID=$!
 for _ in $(seq 200); do                      # up to 10 s for the socket to appear

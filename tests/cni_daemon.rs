@@ -517,7 +517,8 @@ fn daemon_socket_missing_is_code_11() {
     d.call("ADD", &cfg, "c2", "eth0").fails_with(11);
     // DEL while the daemon is down: error 11, so the runtime retries (the reference's choice)
     d.call("DEL", &with_prev(&cfg, &added.json), "c1", "eth0").fails_with(11);
-    cfg["ipam"]["daemonSocket"] = json!(format!("unix://{}/no-such.sock", d.sandbox.dir.display()));
+    // In the node's socket dir: the plugin honours a config's daemonSocket only there.
+    cfg["ipam"]["daemonSocket"] = json!(format!("unix://{}", d.sandbox.path("run/no-such.sock").display()));
     d.call("ADD", &cfg, "c3", "eth0").fails_with(11);
     // back up on the same store: c1 is still reserved
     d.spawn();
@@ -656,7 +657,8 @@ fn hung_daemon_is_code_11_within_the_call_timeout() {
     // A socket that accepts but never answers: the plugin must give up after
     // daemonCallTimeoutSeconds and answer 11, not hang the runtime.
     let d = Daemon::start(&big("p"), "node1");
-    let sock = d.sandbox.path("hung.sock");
+    // In the node's socket dir: the plugin honours a config's daemonSocket only there.
+    let sock = d.sandbox.path("run/hung.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind hung socket");
     let mut cfg = d.config("1.0.0", "net1", "p");
     cfg["ipam"]["daemonSocket"] = json!(format!("unix://{}", sock.display()));

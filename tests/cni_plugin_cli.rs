@@ -1,8 +1,9 @@
 //! The real `nv-ipam` binary, run as a runtime runs it, for every case that needs no daemon
 //! (shared/reference/cni.md §5 cases 1–10, 19, 23, 24, 26, 34, 38 and config errors).
 //!
-//! Each test gets its own temp dir holding `confDir` (so /etc is never read), `logFile` and
-//! the daemon socket path. A one-shot stand-in on that socket checks the plugin's side of the
+//! Each test gets its own temp dir holding `confDir` (so /etc is never read) with the node's
+//! `nv-ipam.conf` naming `logFile` and the daemon socket in that dir, as ipam-node writes it
+//! (the plugin honours a config's `logFile`/`daemonSocket` only where the node's are). A one-shot stand-in on that socket checks the plugin's side of the
 //! wire (request fields, result per version, error pass-through). Must not: depend on a running
 //! ipam-node (allocation itself is tested with the daemon).
 
@@ -67,22 +68,48 @@ struct Sandbox {
 }
 
 impl Sandbox {
+    /// The temp dir (root-owned 0755, as the plugin wants a tenant-named confDir) with
+    /// `conf.d/nv-ipam.conf` (0600) naming the sandbox's log and socket.
     fn new(label: &str) -> Sandbox {
-        Sandbox { dir: TempDir::new(label) }
+        use std::os::unix::fs::PermissionsExt;
+        let s = Sandbox { dir: TempDir::new(label) };
+        let conf_dir = s.dir.path().join("conf.d");
+        std::fs::create_dir(&conf_dir).expect("mkdir conf.d");
+        for d in [s.dir.path(), conf_dir.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        s.write_node_conf(json!({}));
+        s
+    }
+
+    /// Writes the node's conf file: the sandbox's log and socket, with `more` merged over.
+    fn write_node_conf(&self, more: Value) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut c = json!({"logFile": self.log_path(), "daemonSocket": format!("unix://{}", self.socket())});
+        if let (Value::Object(c), Value::Object(more)) = (&mut c, more) {
+            c.extend(more);
+        }
+        let path = self.dir.path().join("conf.d/nv-ipam.conf");
+        std::fs::write(&path, c.to_string()).expect("write nv-ipam.conf");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
 
     fn socket(&self) -> String {
         self.dir.path().join("daemon.sock").display().to_string()
     }
 
+    fn log_path(&self) -> String {
+        self.dir.path().join("nv-ipam-cni.log").display().to_string()
+    }
+
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("cni.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// A valid config at `version`, with `ipam` fields merged over the sandbox's.
     fn conf(&self, version: &str, ipam: Value) -> Value {
         let mut i = json!({"type": "nv-ipam", "confDir": self.dir.path().join("conf.d"),
-            "logFile": self.dir.path().join("cni.log"), "logLevel": "debug",
+            "logFile": self.log_path(), "logLevel": "debug",
             "daemonSocket": format!("unix://{}", self.socket()), "daemonCallTimeoutSeconds": 1});
         if let (Value::Object(i), Value::Object(more)) = (&mut i, ipam) {
             i.extend(more);
@@ -223,9 +250,7 @@ fn invalid_ipam_is_7_naming_the_field() {
 #[test]
 fn invalid_conf_file_is_7_naming_the_file() {
     let s = Sandbox::new("cli-conffile");
-    let dir = s.dir.path().join("conf.d");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(dir.join("nv-ipam.conf"), "{broken").expect("write");
+    std::fs::write(s.dir.path().join("conf.d/nv-ipam.conf"), "{broken").expect("write");
     assert_error(&run(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({})))), 7, "nv-ipam.conf");
 }
 
@@ -233,10 +258,8 @@ fn invalid_conf_file_is_7_naming_the_file() {
 fn conf_file_fills_what_stdin_leaves_empty() {
     // stdin names no socket; the file points at one that does not exist, so the error shows it.
     let s = Sandbox::new("cli-layer");
-    let dir = s.dir.path().join("conf.d");
-    std::fs::create_dir_all(&dir).expect("mkdir");
     let from_file = s.dir.path().join("from-file.sock");
-    std::fs::write(dir.join("nv-ipam.conf"), json!({"daemonSocket": from_file}).to_string()).expect("write");
+    s.write_node_conf(json!({"daemonSocket": from_file}));
     let mut c = s.conf("1.0.0", json!({}));
     c["ipam"].as_object_mut().expect("ipam").remove("daemonSocket");
     assert_error(&run(&with("ADD", &[], &[]), &bytes(&c)), 11, "from-file.sock");

@@ -5,6 +5,7 @@
 //! value = stdin ipam.<field>        (a non-empty value wins)
 //!       | <confDir>/nv-ipam.conf    (fills what stdin left empty; written by ipam-node)
 //!       | default                   (DEFAULT_* below)
+//! paths: confDir, logFile and daemonSocket from stdin only where the node allows (`paths`)
 //! pools = args.cni.poolNames | ipam.poolName | file poolName | network name (unless forcePoolName)
 //! type  = args.cni.poolType  | ipam.poolType | file poolType | ippool
 //! static IPs (ADD only) = runtimeConfig.ips | args.cni.ips | CNI_ARGS IP=   (first non-empty source)
@@ -15,10 +16,9 @@
 //! the defaults, and the ADD-only request parameters. Tolerates every key it does not use:
 //! the main plugin's keys, `capabilities`, `runtimeConfig.*`, `args` without `cni` (the
 //! reference crashes on that, W17), `prevResult`, `cni.dev/*`.
-//! Must not: talk to the daemon or print. The only I/O is [`read_conf_file`].
+//! Must not: talk to the daemon, print, or touch the file system (`host` reads the conf file).
 
 use std::fmt;
-use std::io::{self, Read};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 
 use super::args::{self, CniArgs};
 use super::env::is_valid_id;
+use super::paths::{self, Problem, Refusal, Warning};
 use super::version::{IMPLIED, Version};
 use crate::alloc::PoolType;
 use crate::logging;
@@ -44,6 +45,7 @@ pub const MAX_CALL_TIMEOUT_SECONDS: i64 = 600;
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d/nv-ipam.d";
 /// The layered conf file's name inside `confDir`.
 pub const CONF_FILE_NAME: &str = "nv-ipam.conf";
+/// The plugin's log when neither stdin nor the conf file names one (the reference's).
 pub const DEFAULT_LOG_FILE: &str = "/var/log/nv-ipam-cni.log";
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 /// One pool, or two for dual stack (the reference's limit; the daemon allocates one address
@@ -51,6 +53,26 @@ pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 pub const MAX_POOLS: usize = 2;
 /// The conf file is a few hundred bytes; anything above 1 MiB is not ours.
 pub const MAX_CONF_FILE_BYTES: u64 = 1 << 20;
+
+/// The node's side of the layering: where the conf file is looked for when stdin names no
+/// (acceptable) `confDir`, and the log and socket when the conf file names none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    pub conf_dir: PathBuf,
+    pub log_file: PathBuf,
+    pub daemon_socket: PathBuf,
+}
+
+impl Defaults {
+    /// The built-in ones: [`DEFAULT_CONF_DIR`], [`DEFAULT_LOG_FILE`], [`DEFAULT_DAEMON_SOCKET`].
+    pub fn host() -> Defaults {
+        Defaults {
+            conf_dir: PathBuf::from(DEFAULT_CONF_DIR),
+            log_file: PathBuf::from(DEFAULT_LOG_FILE),
+            daemon_socket: PathBuf::from(DEFAULT_DAEMON_SOCKET),
+        }
+    }
+}
 
 /// stdin cannot be decoded at all. CNI code 6.
 #[derive(Debug)]
@@ -94,8 +116,8 @@ pub enum ConfigError {
     SocketNotAbsolute { field: String, value: String },
     BadTimeout { field: String, value: i64 },
     BadLogLevel { field: String, value: String },
-    ConfFileUnreadable { path: PathBuf, source: io::Error },
-    ConfFileTooLarge { path: PathBuf },
+    ConfFileRefused { path: PathBuf, problem: Problem },
+    LogFileNotAbsolute { field: String, value: String },
     ConfFileInvalid { path: PathBuf, source: serde_json::Error },
     ConfFileNotAnObject { path: PathBuf },
     BadStaticIp { field: String, value: String },
@@ -147,15 +169,13 @@ impl fmt::Display for ConfigError {
                 f,
                 "{field} {value:?} is not a log level; use verbose, debug, info, warning, error or panic"
             ),
-            ConfigError::ConfFileUnreadable { path, source } => {
-                write!(f, "cannot read {}: {source}; fix its permissions or remove it", path.display())
-            }
-            ConfigError::ConfFileTooLarge { path } => {
-                write!(
-                    f,
-                    "{} is larger than {MAX_CONF_FILE_BYTES} bytes; it is not an nv-ipam conf file",
-                    path.display()
-                )
+            ConfigError::ConfFileRefused { path, problem } => write!(
+                f,
+                "{} {problem}; nv-ipam.conf must be a readable regular file (not a symlink, FIFO or device) of at most {MAX_CONF_FILE_BYTES} bytes: fix or remove it",
+                path.display()
+            ),
+            ConfigError::LogFileNotAbsolute { field, value } => {
+                write!(f, "{field} {value:?} must be an absolute path")
             }
             ConfigError::ConfFileInvalid { path, source } => {
                 write!(f, "{} is not valid JSON: {source}; fix or remove it", path.display())
@@ -276,32 +296,7 @@ pub fn stdin_ipam(obj: &Map<String, Value>) -> Result<RawIpam, ConfigError> {
     }
 }
 
-/// The conf file's directory: stdin's `ipam.confDir` or the default (the file cannot move
-/// itself).
-pub fn conf_dir(stdin: &RawIpam) -> PathBuf {
-    PathBuf::from(stdin.conf_dir.as_deref().unwrap_or(DEFAULT_CONF_DIR))
-}
-
-/// Reads `<dir>/nv-ipam.conf`. A missing file is `Ok(None)`; an unreadable or invalid one is
-/// an error naming the file (a half-read config would silently talk to the wrong socket).
-pub fn read_conf_file(dir: &Path) -> Result<Option<RawIpam>, ConfigError> {
-    let path = dir.join(CONF_FILE_NAME);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(ConfigError::ConfFileUnreadable { path, source }),
-    };
-    let mut bytes = Vec::new();
-    if let Err(source) = file.take(MAX_CONF_FILE_BYTES + 1).read_to_end(&mut bytes) {
-        return Err(ConfigError::ConfFileUnreadable { path, source });
-    }
-    if bytes.len() as u64 > MAX_CONF_FILE_BYTES {
-        return Err(ConfigError::ConfFileTooLarge { path });
-    }
-    parse_conf_file(&path, &bytes).map(Some)
-}
-
-/// Parses the conf file's bytes (split out so the layering tests need no files).
+/// Parses the conf file's bytes (`host` reads them; the layering tests need no files).
 pub fn parse_conf_file(path: &Path, bytes: &[u8]) -> Result<RawIpam, ConfigError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|source| ConfigError::ConfFileInvalid { path: path.to_path_buf(), source })?;
@@ -343,17 +338,28 @@ pub struct IpamConf {
     pub pool_type: PoolType,
     pub daemon_socket: PathBuf,
     pub call_timeout: Duration,
+    /// The log the call writes to: the node's, or the tenant's when [`paths`] allowed it.
     pub log_file: PathBuf,
+    /// `log_file` is the tenant's: `host` opens it with the tenant-file checks.
+    pub log_file_is_tenant: bool,
     pub log_level: LevelFilter,
+    /// The node's log (conf file or default): where refusals are reported.
+    pub node_log_file: PathBuf,
+    /// The node's level (conf file or default), which refusals follow.
+    pub node_log_level: LevelFilter,
+    /// The stdin paths that were ignored, for the node's log.
+    pub warnings: Vec<Warning>,
 }
 
-/// Layers stdin over the conf file over the defaults; `args.cni` overrides pool selection.
+/// Layers stdin over the conf file over the defaults; `args.cni` overrides pool selection;
+/// paths from stdin are chosen by [`paths`] (a refusal becomes a warning, not an error).
 pub fn resolve(
     network: &str,
     stdin: &RawIpam,
     file: Option<&RawIpam>,
     args: &ArgsCni,
     conf_path: &Path,
+    defaults: &Defaults,
 ) -> Result<IpamConf, ConfigError> {
     let empty = RawIpam::default();
     let file = file.unwrap_or(&empty);
@@ -390,10 +396,25 @@ pub fn resolve(
         }
     };
 
-    let daemon_socket = match pick(&stdin.daemon_socket, &file.daemon_socket, "daemonSocket") {
-        None => PathBuf::from(DEFAULT_DAEMON_SOCKET),
-        Some((value, field)) => parse_socket(&value, &field)?,
+    let mut warnings = Vec::new();
+    // The node's socket is trusted as written; a tenant's must be a unix path (tcp:// stays an
+    // error, as before) and then lie where the node allows.
+    let node_socket = match &file.daemon_socket {
+        None => defaults.daemon_socket.clone(),
+        Some(value) => parse_socket(value, &in_file("daemonSocket"))?,
     };
+    let socket = match &stdin.daemon_socket {
+        None => paths::choose_socket(None, &node_socket),
+        Some(value) => match socket_path(value, "ipam.daemonSocket")? {
+            Ok(path) => paths::choose_socket(Some(path), &node_socket),
+            Err(_) => paths::refuse("ipam.daemonSocket", value, Refusal::NotAbsolute, &node_socket),
+        },
+    };
+    // The warning quotes the value as the config wrote it (with its unix://).
+    warnings.extend(
+        socket.warning.map(|w| Warning { value: stdin.daemon_socket.clone().unwrap_or_default(), ..w }),
+    );
+    let daemon_socket = socket.path;
 
     let call_timeout = match (stdin.daemon_call_timeout_seconds, file.daemon_call_timeout_seconds) {
         // 0 counts as unset, as in the reference (Go's zero value).
@@ -402,16 +423,40 @@ pub fn resolve(
         _ => DEFAULT_CALL_TIMEOUT,
     };
 
-    let log_file = pick(&stdin.log_file, &file.log_file, "logFile")
-        .map_or_else(|| PathBuf::from(DEFAULT_LOG_FILE), |(v, _)| PathBuf::from(v));
-    let log_level = match pick(&stdin.log_level, &file.log_level, "logLevel") {
-        None => DEFAULT_LOG_LEVEL,
-        Some((value, field)) => {
-            logging::parse_level(&value).ok_or(ConfigError::BadLogLevel { field, value })?
+    let node_log_file = match &file.log_file {
+        None => defaults.log_file.clone(),
+        Some(v) if v.starts_with('/') => PathBuf::from(v),
+        Some(v) => {
+            return Err(ConfigError::LogFileNotAbsolute { field: in_file("logFile"), value: v.clone() });
         }
     };
+    let log = paths::choose_log(stdin.log_file.as_deref(), &node_log_file);
+    warnings.extend(log.warning);
+    let node_log_level = match &file.log_level {
+        None => DEFAULT_LOG_LEVEL,
+        Some(value) => logging::parse_level(value)
+            .ok_or_else(|| ConfigError::BadLogLevel { field: in_file("logLevel"), value: value.clone() })?,
+    };
+    let log_level = match &stdin.log_level {
+        None => node_log_level,
+        Some(value) => logging::parse_level(value).ok_or_else(|| ConfigError::BadLogLevel {
+            field: "ipam.logLevel".into(),
+            value: value.clone(),
+        })?,
+    };
 
-    Ok(IpamConf { pools, pool_type, daemon_socket, call_timeout, log_file, log_level })
+    Ok(IpamConf {
+        pools,
+        pool_type,
+        daemon_socket,
+        call_timeout,
+        log_file: log.path,
+        log_file_is_tenant: log.tenant,
+        log_level,
+        node_log_file,
+        node_log_level,
+        warnings,
+    })
 }
 
 fn check_pools(list: Vec<String>, field: &str) -> Result<Vec<String>, ConfigError> {
@@ -433,6 +478,15 @@ fn timeout(v: i64, field: String) -> Result<Duration, ConfigError> {
 
 /// `unix:///path` or `/path`. Anything else (`tcp://`, relative paths) is refused.
 pub fn parse_socket(value: &str, field: &str) -> Result<PathBuf, ConfigError> {
+    match socket_path(value, field)? {
+        Ok(path) => Ok(PathBuf::from(path)),
+        Err(_) => Err(ConfigError::SocketNotAbsolute { field: field.into(), value: value.into() }),
+    }
+}
+
+/// The path of `unix:///path` or `/path`: `Ok(Ok(absolute))`, `Ok(Err(relative))` for
+/// the caller to refuse as it sees fit; another scheme (`tcp://`) is an error.
+fn socket_path<'a>(value: &'a str, field: &str) -> Result<Result<&'a str, &'a str>, ConfigError> {
     let path = match value.strip_prefix("unix://") {
         Some(p) => p,
         None if value.contains("://") => {
@@ -440,10 +494,7 @@ pub fn parse_socket(value: &str, field: &str) -> Result<PathBuf, ConfigError> {
         }
         None => value,
     };
-    if !path.starts_with('/') {
-        return Err(ConfigError::SocketNotAbsolute { field: field.into(), value: value.into() });
-    }
-    Ok(PathBuf::from(path))
+    Ok(if path.starts_with('/') { Ok(path) } else { Err(path) })
 }
 
 /// What an ADD asks for beyond the attachment and pools.
@@ -627,7 +678,7 @@ mod tests {
             Some(f) => Some(parse_conf_file(path, f.to_string().as_bytes())?),
             None => None,
         };
-        resolve(&name, &stdin_ipam(&o)?, file.as_ref(), &args_cni(&o)?, path)
+        resolve(&name, &stdin_ipam(&o)?, file.as_ref(), &args_cni(&o)?, path, &Defaults::host())
     }
 
     #[test]
@@ -642,9 +693,58 @@ mod tests {
                 daemon_socket: PathBuf::from(DEFAULT_DAEMON_SOCKET),
                 call_timeout: Duration::from_secs(5),
                 log_file: PathBuf::from(DEFAULT_LOG_FILE),
+                log_file_is_tenant: false,
                 log_level: LevelFilter::Info,
+                node_log_file: PathBuf::from(DEFAULT_LOG_FILE),
+                node_log_level: LevelFilter::Info,
+                warnings: vec![],
             }
         );
+    }
+
+    #[test]
+    fn tenant_paths_follow_the_node_and_are_ignored_with_a_warning() {
+        let node = json!({"daemonSocket":"unix:///run/nv/daemon.sock","logFile":"/srv/log/cni.log","logLevel":"error"});
+        // Inside the node's directories: honoured.
+        let c = resolve_with(
+            json!({"name":"n","ipam":{"daemonSocket":"unix:///run/nv/b.sock","logFile":"/srv/log/nv-ipam-n.log",
+                   "logLevel":"debug"}}),
+            Some(node.clone()),
+        )
+        .expect("valid");
+        assert_eq!(c.daemon_socket, PathBuf::from("/run/nv/b.sock"));
+        assert_eq!((c.log_file, c.log_file_is_tenant), (PathBuf::from("/srv/log/nv-ipam-n.log"), true));
+        assert_eq!((c.log_level, c.node_log_level), (LevelFilter::Debug, LevelFilter::Error));
+        assert_eq!(c.node_log_file, PathBuf::from("/srv/log/cni.log"));
+        assert!(c.warnings.is_empty());
+        // Outside: the node's values, one warning each, the config's value quoted as written.
+        let c = resolve_with(
+            json!({"name":"n","ipam":{"daemonSocket":"unix:///run/docker.sock","logFile":"/root/.ssh/authorized_keys"}}),
+            Some(node.clone()),
+        )
+        .expect("ignored, not an error");
+        assert_eq!(c.daemon_socket, PathBuf::from("/run/nv/daemon.sock"));
+        assert_eq!((c.log_file, c.log_file_is_tenant), (PathBuf::from("/srv/log/cni.log"), false));
+        let fields: Vec<_> = c.warnings.iter().map(|w| (w.field, w.value.as_str())).collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("ipam.daemonSocket", "unix:///run/docker.sock"),
+                ("ipam.logFile", "/root/.ssh/authorized_keys")
+            ]
+        );
+        // A relative socket is ignored too; a relative log file from the node is its error.
+        let c =
+            resolve_with(json!({"name":"n","ipam":{"daemonSocket":"unix://run/x.sock"}}), None).expect("ok");
+        assert_eq!(c.daemon_socket, PathBuf::from(DEFAULT_DAEMON_SOCKET));
+        assert_eq!(c.warnings[0].refusal, Refusal::NotAbsolute);
+        let e =
+            resolve_with(json!({"name":"n","ipam":{}}), Some(json!({"logFile":"cni.log"}))).expect_err("rel");
+        assert_eq!(e.to_string(), "logFile in /conf/nv-ipam.conf \"cni.log\" must be an absolute path");
+        // Without a conf file the defaults' directories apply.
+        let c =
+            resolve_with(json!({"name":"n","ipam":{"logFile":"/var/log/nv-ipam-n.log"}}), None).expect("ok");
+        assert!(c.log_file_is_tenant && c.warnings.is_empty());
     }
 
     #[test]
@@ -660,6 +760,7 @@ mod tests {
         assert_eq!(c.call_timeout, Duration::from_secs(9));
         assert_eq!(c.pool_type, PoolType::CidrPool, "file poolType, case-insensitive");
         assert_eq!(c.log_file, PathBuf::from("/tmp/f.log"));
+        assert_eq!(c.node_log_level, LevelFilter::Debug, "refusals follow the node's level");
         assert_eq!(c.pools, vec!["n".to_string()], "empty poolName falls back to the network name");
     }
 
@@ -704,10 +805,6 @@ mod tests {
             (
                 json!({"name":"n","ipam":{"daemonSocket":"tcp://1.2.3.4:9"}}),
                 "ipam.daemonSocket \"tcp://1.2.3.4:9\" is not a unix socket",
-            ),
-            (
-                json!({"name":"n","ipam":{"daemonSocket":"run/x.sock"}}),
-                "ipam.daemonSocket \"run/x.sock\" must be an absolute path",
             ),
             (
                 json!({"name":"n","ipam":{"daemonCallTimeoutSeconds":-1}}),
@@ -864,21 +961,5 @@ mod tests {
         let e = valid_attachments(&obj(json!({"cni.dev/valid-attachments":[{"containerID":"c1"}]})))
             .expect_err("x");
         assert_eq!(e.to_string(), "cni.dev/valid-attachments[0] needs a non-empty ifname");
-    }
-
-    #[test]
-    fn conf_file_on_disk() {
-        let dir = std::env::temp_dir().join(format!("nv-ipam-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        assert_eq!(read_conf_file(&dir).expect("missing is fine"), None);
-        std::fs::write(dir.join(CONF_FILE_NAME), br#"{"logLevel":"debug"}"#).expect("write");
-        assert_eq!(read_conf_file(&dir).expect("valid").and_then(|r| r.log_level).as_deref(), Some("debug"));
-        std::fs::write(dir.join(CONF_FILE_NAME), b"{not json").expect("write");
-        let e = read_conf_file(&dir).expect_err("invalid");
-        assert!(
-            e.to_string().starts_with(&format!("{} is not valid JSON", dir.join(CONF_FILE_NAME).display())),
-            "{e}"
-        );
-        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Layout: [`env`] the `CNI_*` variables, [`args`] `CNI_ARGS`, [`config`] stdin and its
-//! layering, [`version`] spec versions, [`result`] the success JSON, [`error`] the error JSON
-//! and codes, [`command`] the operations against the daemon.
+//! layering, [`paths`] which host paths a tenant's config may name and [`host`] the file
+//! system under it, [`version`] spec versions, [`result`] the success JSON, [`error`] the
+//! error JSON and codes, [`command`] the operations against the daemon.
 //!
 //! Owns: the order of checks and the single exit point ([`Outcome`]). Must not: print (the
 //! binary prints [`Outcome::stdout`]), exit, or panic on any input.
@@ -18,6 +19,8 @@ pub mod command;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod host;
+pub mod paths;
 pub mod result;
 pub mod version;
 
@@ -25,8 +28,8 @@ use std::io::Read;
 
 use serde_json::Value;
 
-use crate::logging::{self, LogFormat, LogTarget};
 use command::{Call, Daemon, SocketDaemon};
+use config::Defaults;
 use env::Command;
 pub use env::Env;
 pub use error::CniError;
@@ -67,20 +70,21 @@ impl Outcome {
     }
 }
 
-/// Runs one plugin call against the real daemon socket.
+/// Runs one plugin call against the real daemon socket, with the built-in defaults.
 pub fn run(env: &Env, stdin: &mut dyn Read) -> Outcome {
-    run_with(env, stdin, &SocketDaemon)
+    run_with(env, stdin, &SocketDaemon, &Defaults::host())
 }
 
-/// Runs one plugin call against `daemon` (tests pass a stand-in).
-pub fn run_with(env: &Env, stdin: &mut dyn Read, daemon: &dyn Daemon) -> Outcome {
+/// Runs one plugin call against `daemon` with the node-side `defaults` (tests pass a stand-in
+/// and their own directories).
+pub fn run_with(env: &Env, stdin: &mut dyn Read, daemon: &dyn Daemon, defaults: &Defaults) -> Outcome {
     let bytes = match read_stdin(stdin) {
         Ok(b) => b,
         Err(e) => return Outcome::error(env, &LATEST.to_string(), &e),
     };
     // Errors echo the request's cniVersion when it sent one, whatever it is.
     let echo = config::echo_version(&bytes).unwrap_or_else(|| LATEST.to_string());
-    match dispatch(env, &bytes, &echo, daemon) {
+    match dispatch(env, &bytes, &echo, daemon, defaults) {
         Ok(value) => Outcome::ok(value),
         Err(e) => Outcome::error(env, &echo, &e),
     }
@@ -96,7 +100,13 @@ pub fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>, CniError> {
     Ok(bytes)
 }
 
-fn dispatch(env: &Env, bytes: &[u8], echo: &str, daemon: &dyn Daemon) -> Result<Option<Value>, CniError> {
+fn dispatch(
+    env: &Env,
+    bytes: &[u8],
+    echo: &str,
+    daemon: &dyn Daemon,
+    defaults: &Defaults,
+) -> Result<Option<Value>, CniError> {
     let command = env::command(env)?;
     // Environment first, as the Go skel does: a runtime bug shows as code 4 whatever stdin is.
     let verb = match command {
@@ -125,13 +135,12 @@ fn dispatch(env: &Env, bytes: &[u8], echo: &str, daemon: &dyn Daemon) -> Result<
     }
     let network = config::network_name(&obj)?;
     let stdin_ipam = config::stdin_ipam(&obj)?;
-    let conf_dir = config::conf_dir(&stdin_ipam);
-    let file = config::read_conf_file(&conf_dir)?;
+    // The tenant's confDir only if root administers it; its file then fixes the node values.
+    let conf = host::select_conf(stdin_ipam.conf_dir.as_deref(), &defaults.conf_dir)?;
     let args_cni = config::args_cni(&obj)?;
-    let conf_path = conf_dir.join(config::CONF_FILE_NAME);
-    let ipam = config::resolve(&network, &stdin_ipam, file.as_ref(), &args_cni, &conf_path)?;
-    // A second init (tests running several calls in one process) keeps the first logger.
-    let _ = logging::init(ipam.log_level, LogFormat::Text, LogTarget::File(ipam.log_file.clone()));
+    let ipam = config::resolve(&network, &stdin_ipam, conf.file.as_ref(), &args_cni, &conf.path, defaults)?;
+    let warnings = conf.warning.into_iter().chain(ipam.warnings.iter().cloned()).collect();
+    host::start_logging(&ipam, warnings);
     log::debug!(
         "call command={command} network={network} cniVersion={cni_version} pools={} poolType={}",
         ipam.pools.join(","),
@@ -221,7 +230,21 @@ mod tests {
         Env::from_pairs(pairs)
     }
 
-    /// A config whose conf dir does not exist, so /etc is never read.
+    /// Node defaults that touch nothing on the host: no conf dir, logs to /dev/null.
+    fn test_defaults() -> Defaults {
+        Defaults {
+            conf_dir: "/nonexistent/nv-ipam-test".into(),
+            log_file: "/dev/null".into(),
+            daemon_socket: config::DEFAULT_DAEMON_SOCKET.into(),
+        }
+    }
+
+    fn call(env: &Env, stdin: &mut dyn Read, daemon: &dyn Daemon) -> Outcome {
+        run_with(env, stdin, daemon, &test_defaults())
+    }
+
+    /// A config naming the test defaults' conf dir (which does not exist, so /etc is never
+    /// read) and log.
     fn conf(version: &str, more: Value) -> Vec<u8> {
         let mut c = json!({"cniVersion": version, "name": "net1", "type": "bridge",
             "ipam": {"type": "nv-ipam", "poolName": "pool4,pool6", "confDir": "/nonexistent/nv-ipam-test",
@@ -262,7 +285,7 @@ mod tests {
     fn add_at_every_version() {
         for v in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
             let fake = Fake::ok(dual_stack_reply());
-            let out = run_with(&env("ADD", &[]), &mut conf(v, json!({})).as_slice(), &fake);
+            let out = call(&env("ADD", &[]), &mut conf(v, json!({})).as_slice(), &fake);
             assert!(out.success, "{v}: {}", out.stdout);
             let got = stdout_json(&out);
             assert_eq!(got["cniVersion"], v);
@@ -281,7 +304,7 @@ mod tests {
             "1.0.0",
             json!({"deviceID":"0000:03:00.1","args":{"cni":{"ips":["10.0.0.5/24"],"poolType":"CIDRPool"}}}),
         );
-        let out = run_with(&env("ADD", &[]), &mut stdin.as_slice(), &fake);
+        let out = call(&env("ADD", &[]), &mut stdin.as_slice(), &fake);
         assert!(out.success, "{}", out.stdout);
         let Request::Allocate(req) = fake.only_request() else { panic!("not an allocate") };
         assert_eq!(
@@ -305,19 +328,18 @@ mod tests {
             (ErrorCode::PoolNotFound, ErrorCode::PoolNotFound.cni_code()),
         ];
         for (code, cni) in cases {
-            let out =
-                run_with(&env("ADD", &[]), &mut conf("1.0.0", json!({})).as_slice(), &Fake::refuse(code));
+            let out = call(&env("ADD", &[]), &mut conf("1.0.0", json!({})).as_slice(), &Fake::refuse(code));
             let got = stdout_json(&out);
             assert!(!out.success);
             assert_eq!(got["code"], cni, "{code}");
             assert_eq!(got["details"], format!("allocate refused by ipam-node ({code}): daemon says {code}"));
         }
-        let out = run_with(&env("ADD", &[]), &mut conf("1.0.0", json!({})).as_slice(), &Fake::down());
+        let out = call(&env("ADD", &[]), &mut conf("1.0.0", json!({})).as_slice(), &Fake::down());
         assert_eq!(stdout_json(&out)["code"], 11);
         // One allocation for two pools is a broken daemon, not a result.
         let mut short = dual_stack_reply();
         short.allocations.truncate(1);
-        let out = run_with(&env("ADD", &[]), &mut conf("1.0.0", json!({})).as_slice(), &Fake::ok(short));
+        let out = call(&env("ADD", &[]), &mut conf("1.0.0", json!({})).as_slice(), &Fake::ok(short));
         assert_eq!(stdout_json(&out)["code"], 100);
     }
 
@@ -325,10 +347,10 @@ mod tests {
     fn del_prints_nothing_and_needs_no_netns() {
         let fake = Fake::ok(Reply { released: Some(0), ..Reply::default() });
         let e = Env::from_pairs([("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c9"), ("CNI_IFNAME", "eth0")]);
-        let out = run_with(&e, &mut conf("0.4.0", json!({})).as_slice(), &fake);
+        let out = call(&e, &mut conf("0.4.0", json!({})).as_slice(), &fake);
         assert_eq!(out, Outcome { stdout: String::new(), success: true });
         assert!(matches!(fake.only_request(), Request::Release(r) if r.container_id == "c9"));
-        let out = run_with(&e, &mut conf("0.4.0", json!({})).as_slice(), &Fake::down());
+        let out = call(&e, &mut conf("0.4.0", json!({})).as_slice(), &Fake::down());
         assert_eq!(stdout_json(&out)["code"], 11, "DEL with the daemon down asks the runtime to retry");
     }
 
@@ -338,7 +360,7 @@ mod tests {
         let fake = Fake::ok(Reply::default());
         let e = env("DEL", &[("CNI_ARGS", "IP=not-an-ip;junk")]);
         let stdin = conf("1.0.0", json!({"args":{"cni":{"allocateIPWithIndex":-1}}}));
-        assert!(run_with(&e, &mut stdin.as_slice(), &fake).success);
+        assert!(call(&e, &mut stdin.as_slice(), &fake).success);
     }
 
     #[test]
@@ -346,23 +368,17 @@ mod tests {
         let fake = Fake::ok(Reply::default());
         let prev = json!({"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0"}],
             "ips":[{"interface":0,"address":"10.0.0.5/24"},{"address":"fd00::5/64"}]}});
-        let out = run_with(&env("CHECK", &[]), &mut conf("1.0.0", prev).as_slice(), &fake);
+        let out = call(&env("CHECK", &[]), &mut conf("1.0.0", prev).as_slice(), &fake);
         assert_eq!(out, Outcome { stdout: String::new(), success: true });
         let Request::Check(req) = fake.only_request() else { panic!("not a check") };
         assert_eq!(req.ips.len(), 2);
-        let out = run_with(
-            &env("CHECK", &[]),
-            &mut conf("1.0.0", json!({})).as_slice(),
-            &Fake::ok(Reply::default()),
-        );
+        let out =
+            call(&env("CHECK", &[]), &mut conf("1.0.0", json!({})).as_slice(), &Fake::ok(Reply::default()));
         assert_eq!(stdout_json(&out)["code"], 7, "CHECK without prevResult");
-        let out = run_with(
-            &env("CHECK", &[]),
-            &mut conf("0.3.1", json!({})).as_slice(),
-            &Fake::ok(Reply::default()),
-        );
+        let out =
+            call(&env("CHECK", &[]), &mut conf("0.3.1", json!({})).as_slice(), &Fake::ok(Reply::default()));
         assert_eq!(stdout_json(&out)["code"], 1);
-        let out = run_with(
+        let out = call(
             &env("CHECK", &[]),
             &mut conf("1.0.0", json!({"prevResult":{}})).as_slice(),
             &Fake::refuse(ErrorCode::Mismatch),
@@ -386,13 +402,13 @@ mod tests {
         let fake = Fake::ok(Reply { released: Some(2), ..Reply::default() });
         let stdin =
             conf("1.1.0", json!({"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}));
-        let out = run_with(&empty_env("GC"), &mut stdin.as_slice(), &fake);
+        let out = call(&empty_env("GC"), &mut stdin.as_slice(), &fake);
         assert_eq!(out, Outcome { stdout: String::new(), success: true });
         let Request::Gc(req) = fake.only_request() else { panic!("not a gc") };
         assert_eq!(req.network, "net1");
         assert_eq!(req.valid_attachments.len(), 1);
         let out =
-            run_with(&empty_env("GC"), &mut conf("1.0.0", json!({})).as_slice(), &Fake::ok(Reply::default()));
+            call(&empty_env("GC"), &mut conf("1.0.0", json!({})).as_slice(), &Fake::ok(Reply::default()));
         assert_eq!(stdout_json(&out)["code"], 1);
     }
 
@@ -405,16 +421,15 @@ mod tests {
             free,
         };
         let ok = Fake::ok(Reply { pools: vec![pool("pool4", 10), pool("pool6", 1)], ..Reply::default() });
-        let out = run_with(&empty_env("STATUS"), &mut conf("1.1.0", json!({})).as_slice(), &ok);
+        let out = call(&empty_env("STATUS"), &mut conf("1.1.0", json!({})).as_slice(), &ok);
         assert_eq!(out, Outcome { stdout: String::new(), success: true });
         let full = Fake::ok(Reply { pools: vec![pool("pool4", 10), pool("pool6", 0)], ..Reply::default() });
-        let got =
-            stdout_json(&run_with(&empty_env("STATUS"), &mut conf("1.1.0", json!({})).as_slice(), &full));
+        let got = stdout_json(&call(&empty_env("STATUS"), &mut conf("1.1.0", json!({})).as_slice(), &full));
         assert_eq!(got["code"], 50);
         assert!(got["details"].as_str().unwrap_or_default().contains("pool6"), "{got}");
         for fake in [Fake::down(), Fake::refuse(ErrorCode::PoolNotFound), Fake::ok(Reply::default())] {
             let got =
-                stdout_json(&run_with(&empty_env("STATUS"), &mut conf("1.1.0", json!({})).as_slice(), &fake));
+                stdout_json(&call(&empty_env("STATUS"), &mut conf("1.1.0", json!({})).as_slice(), &fake));
             assert_eq!(got["code"], 50, "{got}");
         }
     }
@@ -422,10 +437,10 @@ mod tests {
     #[test]
     fn stdin_is_bounded() {
         let big = vec![b' '; MAX_STDIN_BYTES + 1];
-        let out = run_with(&env("ADD", &[]), &mut big.as_slice(), &Fake::down());
+        let out = call(&env("ADD", &[]), &mut big.as_slice(), &Fake::down());
         assert_eq!(stdout_json(&out)["code"], 5);
         let at_limit = vec![b' '; MAX_STDIN_BYTES];
-        let out = run_with(&env("ADD", &[]), &mut at_limit.as_slice(), &Fake::down());
+        let out = call(&env("ADD", &[]), &mut at_limit.as_slice(), &Fake::down());
         assert_eq!(stdout_json(&out)["code"], 6, "1 MiB of blanks is read, then fails to decode");
     }
 
@@ -460,7 +475,7 @@ mod tests {
         }
         for command in ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"] {
             for input in &inputs {
-                let out = run_with(&env(command, &[]), &mut input.as_slice(), &Fake::ok(Reply::default()));
+                let out = call(&env(command, &[]), &mut input.as_slice(), &Fake::ok(Reply::default()));
                 let _ = stdout_json(&out);
             }
         }

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod hostnode;
 pub mod kube;
 pub mod netns;
 pub mod tempdir;
