@@ -458,8 +458,16 @@ fn tenant_values_are_escaped_in_every_log_line() {
     let baseline = node.plugin("ADD", &nad(json!({"poolName": "nope"})), "b1", &[]);
     let out = node.plugin("ADD", &nad(json!({"poolName": format!("p{forged}")})), "e1", &[]);
     assert_eq!((out.exit, &out.json["code"]), (baseline.exit, &baseline.json["code"]), "{out}");
-    let pod = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=pod{forged};K8S_POD_UID=u");
+    // A pod name that is no Kubernetes name is dropped (ipam-node puts it in an API path),
+    // with one warning; the ADD succeeds as without it.
+    let before = node.node_log().len();
+    let pod = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=pod{forged}?watch=1;K8S_POD_UID=u");
     node.plugin("ADD", &nad(json!({})), "e2", &[("CNI_ARGS", &pod)]).ok();
+    let warned = warnings(&lines_since(&node, before)).into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(warned[0].contains("ignoring CNI_ARGS K8S_POD_NAME="), "{}", warned[0]);
+    let store = String::from_utf8_lossy(&node.daemon.store_bytes()).into_owned();
+    assert!(store.contains("e2") && !store.contains("watch=1"), "stored without the pod name: {store}");
     let out =
         node.plugin("ADD", &nad(json!({"logFile": format!("/var/log/nv-ipam{forged}.log")})), "e3", &[]);
     one_address(&out.ok());

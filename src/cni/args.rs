@@ -12,6 +12,12 @@
 //! environment variable, not in the network config. Only ADD parses `CNI_ARGS`: DEL and CHECK
 //! need none of its keys, and a DEL must not fail forever over an argument it does not use.
 //!
+//! Decision: `K8S_POD_NAMESPACE`, `K8S_POD_NAME` and `K8S_POD_UID` that are not Kubernetes
+//! names (a DNS label, a DNS subdomain, a UID of letters, digits and `-`) are dropped, as if
+//! absent, and listed in [`CniArgs::ignored`] for one warning each: ipam-node puts the pod's
+//! namespace and name into an API path for its stale-reservation check, where a `?`, `#` or
+//! `%` would change the request. Dropping keeps the call as it would be without the value.
+//!
 //! Must not: read the process environment (the caller passes the string).
 
 use std::fmt;
@@ -25,6 +31,33 @@ pub struct CniArgs {
     pub pod: PodRef,
     /// `IP=`, prefix lengths stripped, in the order given.
     pub ips: Vec<IpAddr>,
+    /// `K8S_POD_*` pairs dropped because their value is not a Kubernetes name: (key, value).
+    pub ignored: Vec<(String, String)>,
+}
+
+/// Longest Kubernetes namespace (a DNS-1123 label, RFC 1123).
+pub const MAX_NAMESPACE_BYTES: usize = 63;
+/// Longest Kubernetes object name (a DNS-1123 subdomain, RFC 1123).
+pub const MAX_POD_NAME_BYTES: usize = 253;
+/// Longest pod UID accepted: Kubernetes UIDs are 36-byte UUIDs (static pods: 32 hex digits);
+/// 128 leaves room for other runtimes' formats without admitting arbitrary text.
+pub const MAX_POD_UID_BYTES: usize = 128;
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` of at most `max` bytes; with `dots`, several of them joined
+/// by `.` (a DNS-1123 subdomain).
+fn dns_name(s: &str, max: usize, dots: bool) -> bool {
+    let label = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    s.len() <= max && if dots { s.split('.').all(label) } else { label(s) }
+}
+
+fn pod_uid(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_POD_UID_BYTES && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// Why `CNI_ARGS` could not be read. CNI code 4.
@@ -64,10 +97,19 @@ pub fn parse(s: &str) -> Result<CniArgs, ArgsError> {
         }
         let value = value.trim();
         let owned = (!value.is_empty()).then(|| value.to_string());
+        let checked = |ok: bool, args: &mut CniArgs| {
+            if owned.is_some() && !ok {
+                args.ignored.push((key.to_string(), value.to_string()));
+                return None;
+            }
+            owned.clone()
+        };
         match key {
-            "K8S_POD_NAME" => args.pod.name = owned,
-            "K8S_POD_NAMESPACE" => args.pod.namespace = owned,
-            "K8S_POD_UID" => args.pod.uid = owned,
+            "K8S_POD_NAME" => args.pod.name = checked(dns_name(value, MAX_POD_NAME_BYTES, true), &mut args),
+            "K8S_POD_NAMESPACE" => {
+                args.pod.namespace = checked(dns_name(value, MAX_NAMESPACE_BYTES, false), &mut args)
+            }
+            "K8S_POD_UID" => args.pod.uid = checked(pod_uid(value), &mut args),
             "IP" if !value.is_empty() => {
                 args.ips = value
                     .split(',')
@@ -139,6 +181,42 @@ mod tests {
         assert_eq!(e, ArgsError::BadIp { value: "10.0.0.300".into() });
         assert!(e.to_string().contains("CNI_ARGS IP="), "{e}");
         assert!(parse("IP=10.0.0.1/xx").is_err());
+    }
+
+    #[test]
+    fn pod_values_that_are_not_kubernetes_names_are_dropped() {
+        let a = parse("K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=web-0.a-b;K8S_POD_UID=0b6f3c2e-1d2a-4e5f-9a8b-7c6d5e4f3a2b")
+            .expect("valid");
+        assert_eq!(a.pod.namespace.as_deref(), Some("kube-system"));
+        assert_eq!(a.pod.name.as_deref(), Some("web-0.a-b"));
+        assert!(a.ignored.is_empty());
+        for (pair, key) in [
+            ("K8S_POD_NAME=x?watch=true", "K8S_POD_NAME"),
+            ("K8S_POD_NAME=a#b", "K8S_POD_NAME"),
+            ("K8S_POD_NAME=a%2Fb", "K8S_POD_NAME"),
+            ("K8S_POD_NAME=p\nforged\u{1b}[2J", "K8S_POD_NAME"),
+            ("K8S_POD_NAME=Upper", "K8S_POD_NAME"),
+            ("K8S_POD_NAME=-a", "K8S_POD_NAME"),
+            ("K8S_POD_NAME=a..b", "K8S_POD_NAME"),
+            ("K8S_POD_NAMESPACE=a.b", "K8S_POD_NAMESPACE"),
+            ("K8S_POD_NAMESPACE=..", "K8S_POD_NAMESPACE"),
+            ("K8S_POD_UID=u/../x", "K8S_POD_UID"),
+        ] {
+            let a = parse(pair).expect("dropped, not an error");
+            assert_eq!(a.pod, PodRef::default(), "{pair:?}");
+            assert_eq!(a.ignored.len(), 1, "{pair:?}");
+            assert_eq!(a.ignored[0].0, key);
+        }
+        // At the limits and one over.
+        let ns = "a".repeat(MAX_NAMESPACE_BYTES);
+        assert_eq!(parse(&format!("K8S_POD_NAMESPACE={ns}")).expect("63").pod.namespace, Some(ns.clone()));
+        assert_eq!(parse(&format!("K8S_POD_NAMESPACE={ns}a")).expect("64").ignored.len(), 1);
+        let name = format!("{}.{}", "a".repeat(63), "b".repeat(MAX_POD_NAME_BYTES - 64));
+        assert_eq!(parse(&format!("K8S_POD_NAME={name}")).expect("253").pod.name, Some(name.clone()));
+        assert_eq!(parse(&format!("K8S_POD_NAME={name}c")).expect("254").ignored.len(), 1);
+        let uid = "f".repeat(MAX_POD_UID_BYTES);
+        assert_eq!(parse(&format!("K8S_POD_UID={uid}")).expect("128").pod.uid, Some(uid.clone()));
+        assert_eq!(parse(&format!("K8S_POD_UID={uid}f")).expect("129").ignored.len(), 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use serde_json::{Map, Value};
 
 use super::args;
@@ -66,6 +66,9 @@ impl Call<'_> {
 /// ADD: allocate (idempotent in the daemon) and print the result.
 pub fn add(call: &Call<'_>, att: &AttachmentEnv, env: &Env) -> Result<Value, CniError> {
     let cni_args = args::parse(env.get("CNI_ARGS").unwrap_or_default())?;
+    for (key, value) in &cni_args.ignored {
+        warn!("ignoring CNI_ARGS {key}={value:?}: not a Kubernetes name; the pod is recorded without it");
+    }
     let params = config::add_params(call.config, &cni_args)?;
     let request = Request::Allocate(AllocateRequest {
         network: call.network.to_string(),
