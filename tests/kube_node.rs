@@ -563,7 +563,8 @@ fn an_invalid_spec_edit_keeps_the_node_serving_across_a_restart_until_fixed() {
         let o = add(&d, "v", &anon_env(&format!("w{k}")));
         o.exit == 0 && o.json["ips"][0]["gateway"] == "10.86.0.254"
     });
-    assert_eq!(get()["status"]["conditions"][0]["status"], "True");
+    wait_until(FOLLOW, "SpecValid=True again", || get()["status"]["conditions"][0]["status"] == "True");
+    assert_eq!(get()["status"]["allocations"], want);
 }
 
 #[test]
