@@ -424,3 +424,192 @@ fn node_identity_cannot_update_pools() {
     let r = as_node.delete(&format!("{}/r", t.pools()));
     assert_eq!(r.status, 403, "the node identity must not delete pools: {}", r.body);
 }
+
+/// A Node object (no kubelet) labelled for one test's pools; deleted on drop.
+struct TestNode {
+    admin: Kube,
+    name: String,
+    label: (String, String),
+}
+
+impl TestNode {
+    fn new(admin: &Kube) -> TestNode {
+        let name = unique_name("nv");
+        let label = ("nv-ipam.test/node".to_string(), name.clone());
+        let node = json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {label.0.clone(): label.1.clone()}}});
+        admin.post("/api/v1/nodes", &node).expect_status(201, "create node");
+        TestNode { admin: admin.clone(), name, label }
+    }
+
+    /// A nodeSelector that matches only this node.
+    fn selector(&self) -> Value {
+        json!({"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": self.label.0, "operator": "In", "values": [self.label.1]}]}]})
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.admin.delete(&format!("/api/v1/nodes/{}", self.name));
+    }
+}
+
+/// The real `ipam-controller` for one namespace (no leader election), as its service account;
+/// killed on drop, its log printed when the test failed.
+struct ControllerProc {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl ControllerProc {
+    fn start(admin: &Kube, ns: &str, log: PathBuf) -> ControllerProc {
+        apply_manifests(admin, &["deploy/base/namespace.yaml", "deploy/rbac/controller.yaml"]);
+        let controller = Kube::from_cp_kubeconfig("controller");
+        let attrs = json!({"group": "nv-ipam.nvidia.com", "resource": "ippools", "subresource": "status",
+            "verb": "update", "namespace": ns});
+        wait_until(FOLLOW, "the controller may update ippools/status", || {
+            common::kube::allowed(&controller, attrs.clone())
+        });
+        let health = common::daemon::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ipam-controller"))
+            .arg("--kubeconfig")
+            .arg(cp_dir().join("controller.kubeconfig"))
+            .args(["--ippools-namespace", ns, "--metrics-bind-address", "0", "-v", "2"])
+            .arg("--health-probe-bind-address")
+            .arg(format!("127.0.0.1:{health}"))
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("controller log"))
+            .spawn()
+            .expect("start ipam-controller");
+        let c = ControllerProc { child, log };
+        wait_until(FOLLOW, "the controller is ready", || common::http_get(health, "/readyz").0 == 200);
+        c
+    }
+}
+
+impl Drop for ControllerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- controller log ---\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+#[test]
+fn an_invalid_spec_edit_keeps_the_node_serving_across_a_restart_until_fixed() {
+    let _g = shared();
+    let t = TestNs::new();
+    let n = TestNode::new(&t.admin);
+    let pool = json!({
+        "apiVersion": "nv-ipam.nvidia.com/v1alpha1", "kind": "IPPool", "metadata": {"name": "v"},
+        "spec": {"subnet": "10.86.0.0/24", "perNodeBlockSize": 10, "gateway": "10.86.0.1",
+                 "nodeSelector": n.selector()},
+    });
+    t.admin.post(&t.pools(), &pool).expect_status(201, "create pool");
+    let mut d = t.daemon(&n.name, &[]);
+    let _c = ControllerProc::start(&t.admin, &t.name, d.sandbox.path("controller.log"));
+    let get = || t.admin.get(&format!("{}/v", t.pools())).expect_status(200, "get pool");
+    let want = json!([{"nodeName": n.name, "startIP": "10.86.0.1", "endIP": "10.86.0.10"}]);
+    wait_until(FOLLOW, "the controller gives the node a block", || get()["status"]["allocations"] == want);
+    start_ready(&mut d);
+    let e0 = anon_env("v0");
+    let first = add(&d, "v", &e0).ok();
+    assert_eq!(ip_of(&first), "10.86.0.2");
+
+    // schema-valid, but the gateway leaves the subnet: only nv-ipam can tell
+    let mut obj = get();
+    obj["spec"]["gateway"] = json!("10.99.0.1");
+    t.admin.put(&format!("{}/v", t.pools()), &obj).expect_status(200, "invalid edit");
+    wait_until(FOLLOW, "SpecValid=False", || get()["status"]["conditions"][0]["status"] == "False");
+    assert_eq!(get()["status"]["allocations"], want, "the controller keeps the allocations");
+    let events = format!("/api/v1/namespaces/{}/events", t.name);
+    wait_until(FOLLOW, "an InvalidSpec Event", || {
+        let list = t.admin.get(&events).expect_status(200, "events");
+        list["items"].as_array().is_some_and(|items| {
+            items.iter().any(|e| e["reason"] == "InvalidSpec" && e["involvedObject"]["name"] == "v")
+        })
+    });
+    wait_until(FOLLOW, "the node log says why", || {
+        d.stderr()
+            .lines()
+            .any(|l| l.contains("\"v\"") && l.contains("spec.gateway") && l.contains("last valid spec"))
+    });
+    let during = add(&d, "v", &anon_env("v1")).ok();
+    assert_eq!(ip_of(&during), "10.86.0.3", "ADDs continue from the last valid spec:\n{during}");
+    assert_eq!(during.json["ips"][0]["gateway"], "10.86.0.1", "{during}");
+
+    // the cache keeps the last valid spec, so a restart under the invalid spec still serves
+    let cache = d.store_file.parent().unwrap().join("pools-cache.json");
+    let cached: Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    assert_eq!(cached["ipPools"][0]["spec"]["gateway"], "10.86.0.1", "{cached}");
+    d.restart();
+    wait_until(FOLLOW, "the restarted node is ready", || d.ready());
+    let after = add(&d, "v", &anon_env("v2")).ok();
+    assert_eq!(ip_of(&after), "10.86.0.4", "{after}");
+    assert!(holds(&d, "v", &e0, &first));
+
+    // a valid edit (another gateway) is followed
+    let mut obj = get();
+    obj["spec"]["gateway"] = json!("10.86.0.254");
+    t.admin.put(&format!("{}/v", t.pools()), &obj).expect_status(200, "valid edit");
+    let mut k = 0;
+    wait_until(FOLLOW, "the node follows the valid edit", || {
+        k += 1;
+        let o = add(&d, "v", &anon_env(&format!("w{k}")));
+        o.exit == 0 && o.json["ips"][0]["gateway"] == "10.86.0.254"
+    });
+    wait_until(FOLLOW, "SpecValid=True again", || get()["status"]["conditions"][0]["status"] == "True");
+    assert_eq!(get()["status"]["allocations"], want);
+}
+
+#[test]
+fn under_an_invalid_spec_the_node_does_not_follow_status_and_refuses_new_invalid_pools_truthfully() {
+    let _g = shared();
+    let t = TestNs::new();
+    let node = unique_name("ns");
+    t.create_pool("s", "10.87.0.0/24", "10.87.0.1", &[(&node, "10.87.0.1", "10.87.0.10")]);
+    let mut d = t.daemon(&node, &[]);
+    start_ready(&mut d);
+    assert_eq!(ip_of(&add(&d, "s", &anon_env("s0")).ok()), "10.87.0.2");
+
+    let path = format!("{}/s", t.pools());
+    let mut obj = t.admin.get(&path).expect_status(200, "get");
+    obj["spec"]["gateway"] = json!("10.99.0.1");
+    t.admin.put(&path, &obj).expect_status(200, "invalid edit");
+    wait_until(FOLLOW, "the node log says why", || d.stderr().contains("spec.gateway"));
+    // a status that moves this node's block while the spec is invalid is not followed
+    t.set_status("s", &[(&node, "10.87.0.101", "10.87.0.110")]);
+    wait_until(FOLLOW, "the node logs that it does not follow the status", || {
+        d.stderr().lines().any(|l| l.contains("\"s\"") && l.contains("10.87.0.101-10.87.0.110"))
+    });
+    assert_eq!(ip_of(&add(&d, "s", &anon_env("s1")).ok()), "10.87.0.3");
+
+    // a pool created invalid: the ADD error says why, not "not found"
+    let bad = json!({"apiVersion": "nv-ipam.nvidia.com/v1alpha1", "kind": "IPPool", "metadata": {"name": "bad"},
+        "spec": {"subnet": "10.88.0.0/24", "perNodeBlockSize": 10, "gateway": "10.99.0.1"}});
+    t.admin.post(&t.pools(), &bad).expect_status(201, "create an invalid pool");
+    t.set_status("bad", &[(&node, "10.88.0.1", "10.88.0.10")]);
+    wait_until(FOLLOW, "the ADD error names the invalid spec", || {
+        let o = add(&d, "bad", &anon_env("b0"));
+        o.exit != 0
+            && o.json["details"]
+                .as_str()
+                .is_some_and(|m| m.contains("invalid spec") && m.contains("spec.gateway"))
+    });
+
+    // the spec is fixed: the node follows the status as it is now
+    let mut obj = t.admin.get(&path).expect_status(200, "get");
+    obj["spec"]["gateway"] = json!("10.87.0.1");
+    t.admin.put(&path, &obj).expect_status(200, "valid edit");
+    let mut k = 0;
+    wait_until(FOLLOW, "the node follows the moved block once the spec is valid", || {
+        k += 1;
+        let o = add(&d, "s", &anon_env(&format!("m{k}")));
+        o.exit == 0 && (101..=110).contains(&last_octet(&ip_of(&o)))
+    });
+}

@@ -50,11 +50,12 @@ pub enum AllocError {
         ip: IpAddr,
         subnet: IpNet,
     },
-    /// A static address that is the subnet's network or broadcast address.
+    /// A static address that is the subnet's network (or, `broadcast`, broadcast) address.
     Unusable {
         pool: PoolKey,
         ip: IpAddr,
         subnet: IpNet,
+        broadcast: bool,
     },
     IndexOutOfRange {
         pool: PoolKey,
@@ -81,15 +82,16 @@ impl fmt::Display for AllocError {
             ),
             AllocError::Taken { pool, ip } => write!(
                 f,
-                "pool \"{pool}\": requested IP {ip} is already reserved by another attachment; request another address"
+                "pool \"{pool}\": requested IP {ip} is already reserved by another attachment on this node; request another address, or release the attachment that holds it"
             ),
             AllocError::OutsideSubnet { pool, ip, subnet } => write!(
                 f,
                 "pool \"{pool}\": requested IP {ip} is outside the pool's subnet {subnet} on this node; request an address inside it"
             ),
-            AllocError::Unusable { pool, ip, subnet } => write!(
+            AllocError::Unusable { pool, ip, subnet, broadcast } => write!(
                 f,
-                "pool \"{pool}\": requested IP {ip} is the network or broadcast address of {subnet}; request a host address"
+                "pool \"{pool}\": requested IP {ip} is the {} address of {subnet}; request a host address",
+                if *broadcast { "broadcast" } else { "network" }
             ),
             AllocError::IndexOutOfRange { pool, index, range } => write!(
                 f,
@@ -129,8 +131,11 @@ pub fn choose(
                 return Err(AllocError::OutsideSubnet { pool: key(), ip, subnet: pool.subnet });
             }
             let p2p = ip::is_point_to_point(&pool.subnet);
-            if !p2p && (ip == pool.subnet.network() || ip::is_broadcast(ip, &pool.subnet)) {
-                return Err(AllocError::Unusable { pool: key(), ip, subnet: pool.subnet });
+            if !p2p && ip == pool.subnet.network() {
+                return Err(AllocError::Unusable { pool: key(), ip, subnet: pool.subnet, broadcast: false });
+            }
+            if !p2p && ip::is_broadcast(ip, &pool.subnet) {
+                return Err(AllocError::Unusable { pool: key(), ip, subnet: pool.subnet, broadcast: true });
             }
             if Some(ip) == pool.gateway {
                 return Err(AllocError::IsGateway { pool: key(), ip });
@@ -414,10 +419,11 @@ mod tests {
             choose(&p, Request::Static(ipa("10.10.10.10")), None, none),
             Err(AllocError::OutsideSubnet { .. })
         ));
-        assert!(matches!(
-            choose(&p, Request::Static(ipa("192.168.255.255")), None, none),
-            Err(AllocError::Unusable { .. })
-        ));
+        let e = choose(&p, Request::Static(ipa("192.168.255.255")), None, none).expect_err("broadcast");
+        assert!(matches!(e, AllocError::Unusable { broadcast: true, .. }), "{e}");
+        assert!(e.to_string().contains("192.168.255.255 is the broadcast address of 192.168.0.0/16"), "{e}");
+        let e = choose(&p, Request::Static(ipa("192.168.0.0")), None, none).expect_err("network");
+        assert!(e.to_string().contains("192.168.0.0 is the network address of 192.168.0.0/16"), "{e}");
         assert!(matches!(
             choose(&p, Request::Static(ipa("192.168.0.1")), None, none),
             Err(AllocError::IsGateway { .. })

@@ -6,13 +6,16 @@
 //! Derivation ([`derive`], pure): a pool serves this node only through its
 //! `status.allocations` entry for the node (the controller plans; a node never plans for itself
 //! in cluster mode, since two nodes planning alone would pick the same block). A pool without an
-//! entry, or an invalid one, is left out and logged; the others work.
+//! entry is left out and logged; the others work. A pool whose spec turns invalid keeps its last
+//! valid spec and block (`pools::derive`), as the controller keeps its allocations.
 //!
 //! Cache (`<store dir>/pools-cache.json`, mode 0600, written atomically: temp, fsync, rename,
 //! fsync dir): `{"format":"nv-ipam-pools-cache","version":1,"node":..,"namespace":..,
 //! "ipPools":[..],"cidrPools":[..]}` — the pool objects of the last complete view (both kinds listed), from
-//! which the PoolSet is derived again at start. It is only a fallback: the first complete view
-//! from the API server replaces it.
+//! which the PoolSet is derived again at start. For a pool whose current spec is invalid the
+//! cache keeps the last object of it whose spec was valid, never the invalid one, so that a
+//! restart under an invalid spec still serves (from the cache, then held over the API's view).
+//! It is only a fallback: the first complete view from the API server replaces it.
 //!
 //! Owns: the view of the pool objects, the cache file, and when the service's pools change.
 //! Must not: plan blocks (the controller does) or write to the API server.
@@ -29,11 +32,10 @@ use std::thread::{self, JoinHandle};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alloc::{self, NodePoolError, PoolKey, PoolType};
 use crate::api::{self, CidrPool, IpPool};
 use crate::kube::{self, Change, Client, ListOptions};
 
-use super::pools::PoolSet;
+use super::pools::{self, Planning, PoolRef, PoolSet};
 use super::service::Service;
 
 /// Largest cache file read: 16 MiB, as the pools file (thousands of pools with full status).
@@ -75,38 +77,10 @@ impl fmt::Display for CacheError {
 
 impl std::error::Error for CacheError {}
 
-/// The node's pools from pool objects, plus one message per pool left out.
-pub fn derive(ip_pools: &[IpPool], cidr_pools: &[CidrPool], node: &str) -> (PoolSet, Vec<String>) {
-    let mut pools = Vec::new();
-    let mut skipped = Vec::new();
-    for p in ip_pools {
-        let key = PoolKey::new(PoolType::IpPool, p.metadata.name.clone());
-        let r =
-            api::validate_ip_pool(p).map_err(|errors| NodePoolError::InvalidPool { errors }).and_then(|v| {
-                match &p.status {
-                    Some(s) => alloc::ip_node_pool(&v, node, &s.allocations),
-                    None => Err(NodePoolError::NoAllocation { pool: key, node: node.to_string() }),
-                }
-            });
-        match r {
-            Ok(np) => pools.push(np),
-            Err(e) => skipped.push(e.to_string()),
-        }
-    }
-    for p in cidr_pools {
-        let key = PoolKey::new(PoolType::CidrPool, p.metadata.name.clone());
-        let r = api::validate_cidr_pool(p).map_err(|errors| NodePoolError::InvalidPool { errors }).and_then(
-            |v| match &p.status {
-                Some(s) => alloc::cidr_node_pool(&v, node, &s.allocations),
-                None => Err(NodePoolError::NoAllocation { pool: key, node: node.to_string() }),
-            },
-        );
-        match r {
-            Ok(np) => pools.push(np),
-            Err(e) => skipped.push(e.to_string()),
-        }
-    }
-    (PoolSet::new(pools), skipped)
+/// The node's pools from pool objects, derived over `previous` (the pools served now).
+pub fn derive(ip_pools: &[IpPool], cidr_pools: &[CidrPool], node: &str, previous: &PoolSet) -> PoolSet {
+    let objects = ip_pools.iter().map(PoolRef::Ip).chain(cidr_pools.iter().map(PoolRef::Cidr));
+    pools::derive(objects, node, Planning::Controller, previous)
 }
 
 /// What the cache file holds.
@@ -205,6 +179,39 @@ struct View {
     cidr: BTreeMap<String, CidrPool>,
     ip_listed: bool,
     cidr_listed: bool,
+    /// The last object of each pool whose spec was valid: what the cache keeps for a pool whose
+    /// current spec is invalid.
+    last_valid_ip: BTreeMap<String, IpPool>,
+    last_valid_cidr: BTreeMap<String, CidrPool>,
+}
+
+impl View {
+    /// Remembers the valid objects of the current view, forgets deleted pools, and returns the
+    /// objects to cache: each pool's current object, or its last valid one while it is invalid.
+    fn objects_to_cache(&mut self) -> (Vec<IpPool>, Vec<CidrPool>) {
+        let ip = remember(&self.ip, &mut self.last_valid_ip, |p| api::validate_ip_pool(p).is_ok());
+        let cidr = remember(&self.cidr, &mut self.last_valid_cidr, |p| api::validate_cidr_pool(p).is_ok());
+        (ip, cidr)
+    }
+}
+
+fn remember<T: Clone>(
+    current: &BTreeMap<String, T>,
+    last_valid: &mut BTreeMap<String, T>,
+    valid: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    last_valid.retain(|name, _| current.contains_key(name));
+    current
+        .iter()
+        .map(|(name, obj)| {
+            if valid(obj) {
+                last_valid.insert(name.clone(), obj.clone());
+                obj.clone()
+            } else {
+                last_valid.get(name).unwrap_or(obj).clone()
+            }
+        })
+        .collect()
 }
 
 /// The running pool source: see the module docs.
@@ -231,16 +238,23 @@ impl ClusterPools {
         };
         match load_cache(&cp.cache) {
             Ok(Some(c)) if c.node == cp.node && c.namespace == cp.namespace => {
-                let (pools, skipped) = derive(&c.ip_pools, &c.cidr_pools, &cp.node);
+                let pools = derive(&c.ip_pools, &c.cidr_pools, &cp.node, &PoolSet::default());
                 log::info!(
                     "pools cache {}: {} pools for node {} until the API server answers",
                     cp.cache.display(),
                     pools.len(),
                     cp.node
                 );
-                super::pools_file::log_loaded(&pools, &skipped);
+                pools::log_changes(&PoolSet::default(), &pools);
                 cp.service.set_pools(pools);
                 cp.known.store(true, Ordering::SeqCst);
+                // The cached objects are the last valid ones the node knew: if the API server
+                // now has an invalid spec of one of them, the next cache keeps this one.
+                let mut v = cp.view();
+                let ip = c.ip_pools.iter().filter(|p| api::validate_ip_pool(p).is_ok());
+                v.last_valid_ip = ip.map(|p| (p.metadata.name.clone(), p.clone())).collect();
+                let cidr = c.cidr_pools.iter().filter(|p| api::validate_cidr_pool(p).is_ok());
+                v.last_valid_cidr = cidr.map(|p| (p.metadata.name.clone(), p.clone())).collect();
             }
             Ok(Some(c)) => log::warn!(
                 "pools cache {} belongs to node {:?}, namespace {:?}, not {:?}, {:?}; ignoring it",
@@ -268,20 +282,22 @@ impl ClusterPools {
     /// Recomputes the PoolSet after a change; applies and caches it once both kinds are listed.
     /// Runs under the view lock (taken by the caller), so that two reflectors cannot apply
     /// their results out of order; derivation is pure and the cache write is one small file.
-    fn changed(&self, view: &View) {
+    fn changed(&self, view: &mut View) {
         if !(view.ip_listed && view.cidr_listed) {
             return;
         }
         let ip: Vec<IpPool> = view.ip.values().cloned().collect();
         let cidr: Vec<CidrPool> = view.cidr.values().cloned().collect();
-        let (pools, skipped) = derive(&ip, &cidr, &self.node);
+        let current = self.service.pools();
+        let pools = derive(&ip, &cidr, &self.node, &current);
+        let (cache_ip, cache_cidr) = view.objects_to_cache();
         let first = !self.known();
-        if first || *self.service.pools() != pools {
+        if first || *current != pools {
             log::info!("pools changed: {} pools for node {}", pools.len(), self.node);
-            super::pools_file::log_loaded(&pools, &skipped);
+            pools::log_changes(&current, &pools);
             self.service.set_pools(pools);
             self.known.store(true, Ordering::SeqCst);
-            if let Err(e) = save_cache(&self.cache, &self.node, &self.namespace, &ip, &cidr) {
+            if let Err(e) = save_cache(&self.cache, &self.node, &self.namespace, &cache_ip, &cache_cidr) {
                 log::warn!("{e}; the node still serves, but a restart during an API outage would not");
             }
         }
@@ -303,7 +319,7 @@ impl ClusterPools {
                 }
             }
         }
-        self.changed(&v);
+        self.changed(&mut v);
     }
 
     fn on_cidr(&self, c: Change<CidrPool>) {
@@ -322,7 +338,7 @@ impl ClusterPools {
                 }
             }
         }
-        self.changed(&v);
+        self.changed(&mut v);
     }
 
     /// Starts the two reflector threads; they end when `stop` is set (and the client is shut
@@ -362,6 +378,7 @@ impl ClusterPools {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alloc::{PoolKey, PoolType};
     use crate::api::{IpAllocation, IpPoolStatus};
 
     fn ippool(name: &str, alloc: Option<Vec<(&str, &str, &str)>>) -> IpPool {
@@ -389,12 +406,35 @@ mod tests {
             ippool("b", None),
             ippool("c", Some(vec![("n2", "192.168.0.1", "192.168.0.10")])),
         ];
-        let (set, skipped) = derive(&pools, &[], "n2");
+        let set = derive(&pools, &[], "n2", &PoolSet::default());
         assert_eq!(set.len(), 2);
         let a = set.get(&PoolKey::new(PoolType::IpPool, "a")).expect("a");
         assert_eq!(a.range.to_string(), "192.168.0.11-192.168.0.20");
+        let skipped = set.refusals();
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].contains("pool b") && skipped[0].contains("n2"), "{skipped:?}");
+    }
+
+    #[test]
+    fn the_cache_keeps_the_last_valid_object_of_an_invalid_pool() {
+        let mut v = View::default();
+        let good = ippool("a", Some(vec![("n1", "192.168.0.1", "192.168.0.10")]));
+        v.ip.insert("a".into(), good.clone());
+        assert_eq!(v.objects_to_cache().0, vec![good.clone()]);
+        let mut bad = good.clone();
+        bad.spec.gateway = "10.9.9.9".into();
+        v.ip.insert("a".into(), bad.clone());
+        assert_eq!(v.objects_to_cache().0, vec![good.clone()], "the invalid spec is not cached");
+        // a pool created invalid has nothing better to cache than itself
+        let mut never = bad.clone();
+        never.metadata.name = "z".into();
+        v.ip.insert("z".into(), never.clone());
+        assert_eq!(v.objects_to_cache().0, vec![good.clone(), never]);
+        // deleted pools are forgotten: a pool re-created invalid is not served from its past
+        v.ip.clear();
+        assert!(v.objects_to_cache().0.is_empty());
+        v.ip.insert("a".into(), bad.clone());
+        assert_eq!(v.objects_to_cache().0, vec![bad]);
     }
 
     #[test]

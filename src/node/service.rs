@@ -117,6 +117,59 @@ fn pool_keys(pools: &[String], pool_type: PoolType) -> Result<Vec<PoolKey>, Serv
     Ok(pools.iter().map(|p| PoolKey::new(pool_type, p.clone())).collect())
 }
 
+/// What each pool is asked for. Static addresses (`requestedIps`): each named once; each pool
+/// takes the first one inside its subnet (node prefix for a CIDRPool); every one must be taken.
+/// Each way that fails has its own error naming the addresses, the pool and the fix.
+fn static_wants(configs: &[&NodePool], r: &AllocateRequest) -> Result<Vec<allocator::Request>, ServiceError> {
+    let ips = &r.requested_ips;
+    let pool_of = |ip: &IpAddr| configs.iter().find(|c| c.subnet.contains(ip));
+    // A set, not a scan of the earlier ones: a frame may carry a great many addresses.
+    let mut seen = HashSet::with_capacity(ips.len());
+    for ip in ips {
+        if !seen.insert(ip) {
+            let inside = pool_of(ip).map(|c| format!(" (pool \"{}\")", c.key)).unwrap_or_default();
+            return Err(invalid(format!(
+                "requested IPs name {ip} twice{inside}; name each address once, at most one per pool"
+            )));
+        }
+    }
+    let mut used = vec![false; ips.len()];
+    let mut wants = Vec::with_capacity(configs.len());
+    for cfg in configs {
+        let want = if let Some(i) = (0..ips.len()).find(|&i| !used[i] && cfg.subnet.contains(&ips[i])) {
+            used[i] = true;
+            allocator::Request::Static(ips[i])
+        } else if let Some(index) = r.allocate_ip_with_index {
+            allocator::Request::Index(index)
+        } else if r.allocate_default_gateway {
+            allocator::Request::Gateway
+        } else {
+            allocator::Request::Next
+        };
+        wants.push(want);
+    }
+    let Some(i) = used.iter().position(|u| !u) else { return Ok(wants) };
+    let extra = ips[i];
+    // An unused address inside a requested pool: that pool already took an earlier one.
+    if let Some((cfg, taken)) = configs.iter().zip(&wants).find_map(|(c, w)| match w {
+        allocator::Request::Static(t) if c.subnet.contains(&extra) => Some((c, t)),
+        _ => None,
+    }) {
+        return Err(invalid(format!(
+            "requested IPs {taken} and {extra} are both in the subnet {} of pool \"{}\", which gives an attachment one address; request one address per pool",
+            cfg.subnet, cfg.key
+        )));
+    }
+    let subnets: Vec<String> = configs.iter().map(|c| format!("\"{}\" {}", c.key, c.subnet)).collect();
+    Err(ServiceError::new(
+        ErrorCode::IpOutOfRange,
+        format!(
+            "requested IP {extra} is outside every requested pool's subnet on this node ({}); request an address inside one of them",
+            subnets.join(", ")
+        ),
+    ))
+}
+
 impl Service {
     pub fn new(node: String, store: Store, pools: PoolSet) -> Service {
         let durability = store.durability();
@@ -154,17 +207,8 @@ impl Service {
     pub fn usage(&self) -> Vec<(PoolKey, u64, u64)> {
         let pools = self.pools();
         let store = self.lock_store();
-        pools
-            .keys()
-            .filter_map(|k| pools.get(k))
-            .map(|cfg| {
-                let pool = cfg.key.to_string();
-                let held: Vec<IpAddr> =
-                    store.state().reservations().filter(|r| r.pool == pool).map(|r| r.ip).collect();
-                let free = u64::try_from(free_count(cfg, &held)).unwrap_or(u64::MAX);
-                (cfg.key.clone(), held.len() as u64, free)
-            })
-            .collect()
+        let now_ms = store::unix_ms();
+        pools.keys().filter_map(|k| pools.get(k)).map(|cfg| pool_usage(cfg, store.state(), now_ms)).collect()
     }
 
     /// Releases these reservations in one commit (stale cleanup), each only if the store still
@@ -215,15 +259,22 @@ impl Service {
         result
     }
 
+    /// The pool's configuration, or `pool_not_found` saying why there is none: the pool
+    /// source's reason when the pool is known (an invalid spec never served here, no block for
+    /// this node), else that it is unknown.
     fn config<'a>(&self, pools: &'a PoolSet, key: &PoolKey) -> Result<&'a NodePool, ServiceError> {
         pools.get(key).ok_or_else(|| {
-            ServiceError::new(
-                ErrorCode::PoolNotFound,
-                format!(
+            let message = match pools.refused(key) {
+                Some(why) => format!(
+                    "pool \"{}\", poolType \"{}\" has no configuration on node \"{}\": {why}",
+                    key.name, key.pool_type, self.node
+                ),
+                None => format!(
                     "configuration for pool \"{}\", poolType \"{}\" not found on node \"{}\"; check that the pool exists and that its status.allocations has an entry for this node",
                     key.name, key.pool_type, self.node
                 ),
-            )
+            };
+            ServiceError::new(ErrorCode::PoolNotFound, message)
         })
     }
 
@@ -241,33 +292,7 @@ impl Service {
         let configs: Vec<&NodePool> =
             keys.iter().map(|k| self.config(&pools, k)).collect::<Result<_, _>>()?;
 
-        // Each pool takes the first requested address of its subnet; all must be used.
-        let mut wants = Vec::with_capacity(configs.len());
-        let mut used = vec![false; r.requested_ips.len()];
-        for cfg in &configs {
-            let want = if let Some(i) = r.requested_ips.iter().position(|ip| cfg.subnet.contains(ip)) {
-                used[i] = true;
-                allocator::Request::Static(r.requested_ips[i])
-            } else if let Some(index) = r.allocate_ip_with_index {
-                allocator::Request::Index(index)
-            } else if r.allocate_default_gateway {
-                allocator::Request::Gateway
-            } else {
-                allocator::Request::Next
-            };
-            wants.push(want);
-        }
-        if let Some(i) = used.iter().position(|u| !u) {
-            let subnets: Vec<String> = configs.iter().map(|c| c.subnet.to_string()).collect();
-            return Err(ServiceError::new(
-                ErrorCode::IpOutOfRange,
-                format!(
-                    "not all requested static IPs can be allocated: {} is in none of the requested pools' subnets ({}); request addresses inside them",
-                    r.requested_ips[i],
-                    subnets.join(", ")
-                ),
-            ));
-        }
+        let wants = static_wants(&configs, &r)?;
 
         let mut store = self.lock_store();
         let state = store.state();
@@ -445,6 +470,9 @@ impl Service {
         Ok(released)
     }
 
+    /// protocol/README.md §4.1: one entry per requested pool that has configuration on this
+    /// node (a full pool too: `free` 0; a pool held under an invalid spec: from the spec it is
+    /// served from), `pool_not_found` with the reason for one without.
     fn status(&self, r: StatusRequest) -> Result<Reply, ServiceError> {
         let pools = self.pools();
         let keys: Vec<PoolKey> = if r.pools.is_empty() {
@@ -455,39 +483,39 @@ impl Service {
         let configs: Vec<&NodePool> =
             keys.iter().map(|k| self.config(&pools, k)).collect::<Result<_, _>>()?;
         let store = self.lock_store();
-        let mut out = Vec::new();
-        for cfg in configs {
-            let pool = cfg.key.to_string();
-            let held: Vec<IpAddr> =
-                store.state().reservations().filter(|res| res.pool == pool).map(|res| res.ip).collect();
-            let free = free_count(cfg, &held);
-            out.push(PoolStatus {
-                pool: cfg.key.name.clone(),
-                pool_type: cfg.key.pool_type,
-                allocated: held.len() as u64,
-                free: u64::try_from(free).unwrap_or(u64::MAX),
-            });
-        }
-        drop(store);
-        if !r.pools.is_empty()
-            && let Some(full) = out.iter().find(|s| s.free == 0)
-        {
-            return Err(ServiceError::new(
-                ErrorCode::PoolExhausted,
-                format!("pool \"{}\" has no free addresses on node \"{}\"", full.pool, self.node),
-            ));
-        }
+        let now_ms = store::unix_ms();
+        let out = configs
+            .into_iter()
+            .map(|cfg| {
+                let (key, allocated, free) = pool_usage(cfg, store.state(), now_ms);
+                PoolStatus { pool: key.name, pool_type: key.pool_type, allocated, free }
+            })
+            .collect();
         Ok(Reply { pools: out, ..Reply::default() })
     }
 }
 
-/// Addresses the allocator could still hand out: range minus exclusions, gateway and held.
-pub fn free_count(cfg: &NodePool, held: &[IpAddr]) -> u128 {
+/// `(key, allocated, free)` of one pool: `allocated` counts its reservations, `free` what a
+/// round-robin ADD could still take now (see [`free_count`]), saturating at `u64::MAX`.
+fn pool_usage(cfg: &NodePool, state: &store::StoreState, now_ms: u64) -> (PoolKey, u64, u64) {
+    let pool = cfg.key.to_string();
+    let held: Vec<IpAddr> = state.reservations().filter(|res| res.pool == pool).map(|res| res.ip).collect();
+    let mut unavailable: HashSet<IpAddr> = held.iter().copied().collect();
+    unavailable
+        .extend(state.cooldowns().filter(|(p, _, until)| *p == pool && *until > now_ms).map(|(_, ip, _)| ip));
+    let free = u64::try_from(free_count(cfg, &unavailable)).unwrap_or(u64::MAX);
+    (cfg.key.clone(), held.len() as u64, free)
+}
+
+/// Addresses a round-robin ADD could still take: the range minus exclusions, the gateway and
+/// `unavailable` (reserved, or in their released-IP cooldown; a cooling address a static request
+/// took is in both and counted once).
+pub fn free_count(cfg: &NodePool, unavailable: &HashSet<IpAddr>) -> u128 {
     let excluded = ip::covered_count(&cfg.exclusions, &cfg.range);
     let in_play = |a: IpAddr| cfg.range.contains(a) && ip::find_containing(&cfg.exclusions, a).is_none();
     let gw = cfg.gateway.filter(|g| Family::of(*g) == cfg.range.family() && in_play(*g)).is_some() as u128;
-    let held_candidates = held.iter().filter(|a| in_play(**a) && Some(**a) != cfg.gateway).count() as u128;
-    cfg.range.len().saturating_sub(excluded).saturating_sub(gw).saturating_sub(held_candidates)
+    let taken = unavailable.iter().filter(|a| in_play(**a) && Some(**a) != cfg.gateway).count() as u128;
+    cfg.range.len().saturating_sub(excluded).saturating_sub(gw).saturating_sub(taken)
 }
 
 #[cfg(test)]
@@ -590,7 +618,7 @@ mod tests {
         r.requested_ips = vec![ipa("10.0.0.1")];
         let e = s.allocate(r).expect_err("outside");
         assert_eq!(e.code, ErrorCode::IpOutOfRange);
-        assert!(e.message.contains("not all requested static IPs can be allocated"), "{}", e.message);
+        assert!(e.message.contains("10.0.0.1 is outside every requested pool's subnet"), "{}", e.message);
         let mut r = add("c1", &["v4", "v6"]);
         r.requested_ips = vec![ipa("192.168.3.3")];
         let got = s.allocate(r).expect("static v4, dynamic v6");
@@ -654,19 +682,86 @@ mod tests {
     }
 
     #[test]
-    fn status_reports_free_and_exhaustion() {
+    fn static_request_errors_name_the_addresses_and_the_pool() {
         let s = service(v4v6());
-        let st = s
-            .status(StatusRequest { pools: vec!["v4".into()], pool_type: PoolType::IpPool })
-            .expect("status");
+        let with = |cid: &str, pools: &[&str], want: &[&str]| {
+            let mut r = add(cid, pools);
+            r.requested_ips = want.iter().map(|a| ipa(a)).collect();
+            s.allocate(r)
+        };
+        let e = with("c1", &["v4"], &["192.168.0.9", "192.168.0.9"]).expect_err("twice");
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("name 192.168.0.9 twice (pool \"v4\")"), "{}", e.message);
+        let e = with("c1", &["v4", "v6"], &["192.168.0.9", "192.168.0.10"]).expect_err("two in v4");
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(
+            e.message.contains(
+                "192.168.0.9 and 192.168.0.10 are both in the subnet 192.168.0.0/16 of pool \"v4\""
+            ),
+            "{}",
+            e.message
+        );
+        let e = with("c1", &["v4", "v6"], &["fd01::1"]).expect_err("outside");
+        assert_eq!(e.code, ErrorCode::IpOutOfRange);
+        assert!(e.message.contains("(\"v4\" 192.168.0.0/16, \"v6\" fd00::/64)"), "{}", e.message);
+        // two pools whose subnets overlap each take their own address
+        let overlap = service(vec![
+            pool("a", "10.0.0.0/16", "10.0.0.1", "10.0.0.9", None),
+            pool("b", "10.0.1.0/24", "10.0.1.1", "10.0.1.9", None),
+        ]);
+        let mut r = add("c1", &["a", "b"]);
+        r.requested_ips = vec![ipa("10.0.1.5"), ipa("10.0.1.6")];
+        assert_eq!(ips(&overlap.allocate(r).expect("one each")), ["10.0.1.5/16", "10.0.1.6/24"]);
+        assert_eq!(s.lock_store().state().len(), 0, "nothing reserved by the failures");
+    }
+
+    #[test]
+    fn a_refused_pool_names_its_reason() {
+        use crate::api::IpPool;
+        let mut bad = IpPool::default();
+        bad.metadata.name = "blue".into();
+        bad.spec.subnet = "10.0.0.0/24".into();
+        bad.spec.per_node_block_size = 4;
+        bad.spec.gateway = "10.9.0.1".into();
+        let set = super::super::pools::derive(
+            [super::super::pools::PoolRef::Ip(&bad)],
+            "node1",
+            super::super::pools::Planning::Alone,
+            &PoolSet::default(),
+        );
+        let dir = TempDir::new("service-test");
+        let s = Service::new("node1".into(), Store::open(&dir.join("store")).expect("store"), set);
+        let e = s.allocate(add("c1", &["blue"])).expect_err("refused");
+        assert_eq!(e.code, ErrorCode::PoolNotFound);
+        assert!(
+            e.message.contains("pool \"blue\", poolType \"ippool\" has no configuration on node \"node1\": ippool \"blue\" has an invalid spec: spec.gateway"),
+            "{}",
+            e.message
+        );
+        let st = s.status(StatusRequest { pools: vec!["blue".into()], pool_type: PoolType::IpPool });
+        assert_eq!(st.expect_err("refused").code, ErrorCode::PoolNotFound);
+    }
+
+    #[test]
+    fn status_lists_a_full_pool_with_free_zero() {
+        let s = service(v4v6());
+        let status = |pools: &[&str]| {
+            s.status(StatusRequest {
+                pools: pools.iter().map(|p| p.to_string()).collect(),
+                pool_type: PoolType::IpPool,
+            })
+        };
+        let st = status(&["v4"]).expect("status");
         assert_eq!((st.pools[0].allocated, st.pools[0].free), (0, 3));
         for c in ["a", "b", "c"] {
             s.allocate(add(c, &["v4"])).expect("fill");
         }
-        let e = s
-            .status(StatusRequest { pools: vec!["v4".into()], pool_type: PoolType::IpPool })
-            .expect_err("full");
-        assert_eq!(e.code, ErrorCode::PoolExhausted);
+        let st = status(&["v4", "v6"]).expect("a full pool is listed");
+        let got: Vec<(String, u64, u64)> =
+            st.pools.iter().map(|p| (p.pool.clone(), p.allocated, p.free)).collect();
+        assert_eq!(got, [("v4".to_string(), 3, 0), ("v6".to_string(), 0, 3)]);
+        assert_eq!(status(&[]).expect("all").pools.len(), 2);
+        assert_eq!(status(&["nope"]).expect_err("unknown").code, ErrorCode::PoolNotFound);
     }
 
     #[test]
@@ -689,9 +784,18 @@ mod tests {
         assert_eq!(ips(&s.allocate(add("c", &["v4"])).expect("c")), ["192.168.0.3/16"]);
         let e = s.allocate(add("d", &["v4"])).expect_err(".1 is cooling");
         assert_eq!(e.code, ErrorCode::PoolExhausted);
+        let free = |s: &Service| {
+            s.status(StatusRequest { pools: vec!["v4".into()], pool_type: PoolType::IpPool })
+                .expect("status")
+                .pools[0]
+                .free
+        };
+        assert_eq!(free(&s), 0, "a cooling address is not free for round robin");
         let mut r = add("d", &["v4"]);
         r.requested_ips = vec![ipa("192.168.0.1")];
         assert_eq!(ips(&s.allocate(r).expect("static may take a cooling address")), ["192.168.0.1/16"]);
+        assert_eq!(free(&s), 0);
+        assert_eq!(s.usage()[0].1, 3, "held and cooling: counted once");
     }
 
     #[test]
