@@ -26,8 +26,13 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 use super::files;
 
-/// Longest holder command line or lock-file field shown in an error (characters).
+/// Longest holder command line or lock-file field shown in an error (characters): enough
+/// for an `ipam-node` command line with its flags, short enough for one log line.
 const MAX_SHOWN: usize = 300;
+
+/// Most bytes of `store.lock` read for the holder's description: what we write is under 200
+/// bytes; anything longer is not ours and is ignored.
+const MAX_HOLDER_INFO_BYTES: u64 = 1024;
 
 /// What the holder writes into `store.lock`.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -95,6 +100,7 @@ fn describe_holder(dev: u64, ino: u64, lock_path: &Path) -> String {
         }
         let mut cmd = Vec::new();
         let read =
+        // More than MAX_SHOWN characters are never shown, so a few KiB are plenty.
             File::open(format!("/proc/{pid}/cmdline")).and_then(|f| f.take(4096).read_to_end(&mut cmd));
         let cmd: String = String::from_utf8_lossy(&cmd).replace('\0', " ").trim().to_string();
         match read {
@@ -117,7 +123,7 @@ fn describe_holder(dev: u64, ino: u64, lock_path: &Path) -> String {
 fn read_info(lock_path: &Path) -> Option<HolderInfo> {
     let f = files::open_existing(lock_path, false, None).ok()??;
     let mut buf = Vec::new();
-    f.file.take(1024).read_to_end(&mut buf).ok()?;
+    f.file.take(MAX_HOLDER_INFO_BYTES).read_to_end(&mut buf).ok()?;
     serde_json::from_slice(&buf).ok()
 }
 
@@ -189,6 +195,24 @@ mod tests {
         assert_eq!(major_minor(0x10302), (0x103, 2));
         assert_eq!(lock_pids(text, 0x10302, 42), vec![12]);
         assert!(lock_pids(text, 0xfe00, 1).is_empty());
+    }
+
+    #[test]
+    fn holder_info_is_read_up_to_its_limit() {
+        let d = crate::store::tests::TempDir::new("holderinfo");
+        let p = d.join("store.lock");
+        let line = |len: usize| {
+            let mut s = r#"{"pid":7,"host":"h","since":"t"}"#.to_string();
+            s.push_str(&" ".repeat(len - s.len()));
+            s
+        };
+        fs::write(&p, line(MAX_HOLDER_INFO_BYTES as usize)).expect("write");
+        assert_eq!(read_info(&p).map(|i| i.pid), Some(7));
+        // a byte past the limit is not read (here it would make the JSON invalid)
+        fs::write(&p, format!("{}x", line(MAX_HOLDER_INFO_BYTES as usize))).expect("write");
+        assert_eq!(read_info(&p).map(|i| i.pid), Some(7));
+        fs::write(&p, format!("{}x", line(MAX_HOLDER_INFO_BYTES as usize - 1))).expect("write");
+        assert_eq!(read_info(&p), None, "trailing garbage inside the limit is not ours");
     }
 
     #[test]

@@ -935,6 +935,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_file_over_the_size_limit_is_refused_unread() {
+        let d = tempdir();
+        let p = d.join("store");
+        let f = File::create(&p).expect("create");
+        f.set_len(MAX_STORE_BYTES + 1).expect("sparse file");
+        match Store::open(&p) {
+            Err(e @ StoreError::TooLarge { .. }) => {
+                assert!(e.to_string().contains(&format!("more than the {MAX_STORE_BYTES}-byte limit")), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::metadata(&p).expect("stat").len(), MAX_STORE_BYTES + 1);
+    }
+
+    #[test]
     fn garbage_file_refuses() {
         let d = tempdir();
         let p = d.join("store");
