@@ -1,12 +1,19 @@
 //! The store's exclusive lock: one `ipam-node` per store, whatever happens to the files in its
 //! directory, and a refused second daemon that can say who holds it.
 //!
-//! Two `flock(2)`s are held for the daemon's lifetime:
-//! - on the store's **directory** (opened with `O_DIRECTORY`): the directory inode holds every
-//!   store file, cannot be deleted while it holds files, and keeps its lock when it is renamed,
-//!   so deleting or replacing `store.lock` does not let a second daemon in;
+//! Three `flock(2)`s are held for the daemon's lifetime:
+//! - on the store's **directory** (opened with `O_DIRECTORY`, taken first): the directory inode
+//!   holds every store file, cannot be deleted while it holds files, and keeps its lock when it
+//!   is renamed, so deleting or replacing `store.lock` does not let a second daemon in, and a
+//!   daemon pointed at the renamed directory is kept out too. (A lock checked by path at every
+//!   commit would instead stop the running daemon when `store.lock` is deleted.)
 //! - on `store.lock`, which ipam-node versions before the directory lock took: an older daemon
-//!   started next to a newer one (a rolling update) is still kept out.
+//!   started next to a newer one (a rolling update) is still kept out;
+//! - on the journal file, through its own open file (see `Store::open`): the reference's
+//!   `ipam-node` flocks the store file at start, so it refuses to start next to ours.
+//!
+//! What a lock cannot catch (the store replaced or its directory renamed under the running
+//! daemon) the per-commit path check in `Store::commit_deferred` does.
 //!
 //! The holder writes `{"pid":..,"host":..,"since":..}` into `store.lock`. A refused daemon looks
 //! the locked inode up in `/proc/locks` (this works when `store.lock` was deleted) and reads

@@ -71,8 +71,9 @@
 //! See `lock`: a `flock` on the store's directory (survives `store.lock` being deleted or
 //! replaced, and the directory being renamed, because the lock is on the inode that holds the
 //! files) plus one on `store.lock` (older ipam-node versions) and one on the journal file (the
-//! reference's ipam-node flocks the store file itself). A refused daemon names the holder's pid
-//! and command line. While serving, every commit first checks (one `stat`) that the store path
+//! reference's ipam-node flocks the store file itself). So one daemon serves one store
+//! directory (its pools cache lives there too). A refused daemon names the holder's pid and
+//! command line. While serving, every commit first checks (one `stat`) that the store path
 //! still names the journal it appends to; if the file was moved, replaced or deleted, or its
 //! directory renamed, every later change is refused ([`StoreError::Moved`]) so that nothing is
 //! acknowledged into a file the next start would not read.
