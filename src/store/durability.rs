@@ -64,6 +64,14 @@ impl Durability {
         Ticket { epoch: p.epoch, offset: p.written }
     }
 
+    /// Marks the journal's state on disk unknown (a failed directory sync after a compaction's
+    /// rename): waiters get an error instead of an acknowledgement.
+    pub(super) fn fail(&self, kind: io::ErrorKind) {
+        let mut p = self.lock();
+        p.failed = Some(kind);
+        self.done.notify_all();
+    }
+
     /// True once a sync failed: the file's state on disk is unknown from then on.
     pub fn failed(&self) -> bool {
         self.lock().failed.is_some()
@@ -101,5 +109,21 @@ impl Durability {
             }
             self.done.notify_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_fail_waiters_get_an_error_not_an_acknowledgement() {
+        let d = Durability::default();
+        let f = Arc::new(File::open("/dev/null").expect("open"));
+        d.reset(f, 0);
+        let t = d.written(10);
+        d.fail(io::ErrorKind::Other);
+        assert!(d.failed());
+        assert!(d.wait(t).is_err());
     }
 }

@@ -1,12 +1,13 @@
 //! The node's allocation store: every reservation this node handed out, durable before the
-//! caller hears about it.
+//! caller hears about it, and never lost without a word.
 //!
-//! Files (default `/var/lib/cni/nv-ipam/`), all mode 0600:
+//! Files (default `/var/lib/cni/nv-ipam/`), all regular files of the daemon's uid, mode 0600:
 //! ```text
-//! store        the journal: a header line, then one line per committed request
-//! store.lock   stable lock file; flock'ed for the daemon's lifetime (never renamed over)
-//! store.prev   the previous generation, kept at every compaction
-//! store.tmp    a compaction in progress (removed on failure)
+//! store             the journal: a header line, then one line per committed request
+//! store.lock        flock'ed for the daemon's lifetime, names the holder (never renamed over)
+//! store.prev        the previous generation, kept at every compaction
+//! store.tmp         a compaction in progress (removed on failure, and at start)
+//! store.torn-<ms>   the bytes of a torn last line cut off at a start (at most 8, 1 MiB each)
 //! ```
 //! Line format (format version 2): `<16 hex digits FNV-1a-64 of JSON> <JSON>\n`.
 //! ```text
@@ -21,35 +22,88 @@
 //! round-robin allocation skips until `untilMs`, ms since the epoch; `--released-ip-cooldown`).
 //! Version 1 files are read unchanged; new files and compactions write version 2, which an
 //! older ipam-node refuses with an "unsupported version" error rather than misreading it.
+//! Sequence numbers only grow within a file (gaps are allowed: a line deleted by hand).
 //! Compaction keeps cooldowns that have not ended and drops the rest.
 //! Why a journal and not a whole-file rewrite per request: rewriting 10,000 reservations on
 //! every ADD costs milliseconds and grows with the store; an append plus `fdatasync` costs the
-//! same at any size. Compaction rewrites the file atomically (temp, fsync, rename, fsync dir)
-//! once the journal holds more lines than live reservations, so the amortised cost stays flat.
+//! same at any size. Compaction rewrites the file atomically (write `store.tmp`, fsync, hard-link
+//! `store` to `store.prev`, rename `store.tmp` over `store`, fsync the directory) once the
+//! journal holds more lines than live reservations, so the amortised cost stays flat.
 //!
-//! Recovery: a last line that is incomplete or fails its checksum is a write torn by a crash
-//! (it was never acknowledged) and is cut off. Any other bad line means the file is damaged:
-//! the store refuses to open and is never overwritten, and the error says how to recover.
-//! A store in the reference implementation's JSON format is imported on open.
+//! # Torn write or damage
+//! A request is acknowledged only after `fdatasync` covered its whole line, newline included.
+//! So only an **unterminated last line** can be a write torn by a crash (never acknowledged):
+//! its bytes are kept in `store.torn-<unix ms>` (fsynced, mode 0600; the oldest beyond
+//! [`MAX_TORN_FILES`] are removed, at most [`MAX_TORN_BYTES`] of a line are kept), the cut is
+//! logged (line, bytes, file), and the line is cut off. Any **complete** line that fails its
+//! checksum, does not decode, repeats or reorders a sequence number or contradicts the state
+//! (the same address reserved twice), a header that is missing or bad, and a complete line
+//! whose final newline byte was damaged are damage: the store refuses to open, leaves every
+//! file untouched, and the error names the line and the ways out that exist
+//! ([`Recovery`]: delete that line; restore `store.prev` if it loads; move the files aside).
+//!
+//! # State of the files at start
+//! | `store` | `store.prev` | `store.tmp` | arises from | at start |
+//! |---|---|---|---|---|
+//! | valid | any | absent | normal | load |
+//! | valid | any | present | crash during a compaction, before its rename | load `store` (the compaction never happened), remove `store.tmp` |
+//! | unterminated last line | any | any | crash during an append | keep the line aside, cut it, load |
+//! | bad complete line or header | any | any | damage, hand edits | refuse, untouched, name the line and the ways out |
+//! | the reference's JSON | any | any | upgrade | import, keep the original as `store.prev` |
+//! | missing | absent | absent | a new node | start empty |
+//! | missing | absent | no record line | crash during the very first start | start empty |
+//! | missing or empty | present | any | `store` deleted or truncated by hand or by the disk (ipam-node never does) | refuse: restore `store.prev`, or move it aside to start empty |
+//! | missing or empty | absent | record lines | same, during an unfinished compaction | refuse: inspect `store.tmp`, move it aside to start empty |
+//! | empty | absent | no record line | truncated by hand; the reference's empty file | start empty (warned) |
+//! | not a regular file, a symlink, another user's, over [`MAX_STORE_BYTES`], a newer version | | | | refuse, untouched |
+//!
+//! Every instant of a compaction leaves a valid `store` (the old one until the rename, the new
+//! one after), so its crashes fall in the first two rows. Modes other than 0600 (the reference
+//! writes 0664) are set to 0600 with a warning: the files name every pod of the node, and
+//! tightening loses nothing. Files owned by another uid are refused (that user could have
+//! rewritten them). The directory must be owned by root or the daemon's uid and not writable
+//! by others unless sticky. `--store-file` is the node admin's choice, so a symlink in its
+//! directory part is followed; the files themselves are opened without following symlinks
+//! (`O_NOFOLLOW`: compaction replaces `store` by rename, which would replace a link) and
+//! without blocking (`O_NONBLOCK`, then `fstat`: a FIFO is refused, not waited on).
+//!
+//! # Lock
+//! See `lock`: a `flock` on the store's directory (survives `store.lock` being deleted or
+//! replaced, and the directory being renamed, because the lock is on the inode that holds the
+//! files) plus one on `store.lock` (older ipam-node versions) and one on the journal file (the
+//! reference's ipam-node flocks the store file itself). So one daemon serves one store
+//! directory (its pools cache lives there too). A refused daemon names the holder's pid and
+//! command line. While serving, every commit first checks (one `stat`) that the store path
+//! still names the journal it appends to; if the file was moved, replaced or deleted, or its
+//! directory renamed, every later change is refused ([`StoreError::Moved`]) so that nothing is
+//! acknowledged into a file the next start would not read.
 //!
 //! Owns: the files above and their durability. Must not: decide allocations (see `alloc`) or
 //! be shared across processes except through the lock.
 
 mod durability;
+mod files;
+mod journal;
 mod legacy;
+mod lock;
 pub mod record;
+mod recovery;
 pub mod state;
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use durability::{Durability, Ticket};
+pub use files::{MAX_TORN_BYTES, MAX_TORN_FILES};
 pub use record::{AttachmentKey, Header, Op, Reservation, Txn};
+pub use recovery::{Prev, Recovery};
 pub use state::{StateError, StoreState};
+
+use journal::{Content, ReplayError, Replayed, encode_line};
 
 /// Largest store file read at start: 512 MiB. At ~300 bytes a reservation that is 1.7 million
 /// reservations, far past any node; a bigger file is damage, not data.
@@ -62,15 +116,78 @@ pub const COMPACT_MIN_LINES: usize = 1024;
 /// Why the store could not be opened or changed. Display says what to do.
 #[derive(Debug)]
 pub enum StoreError {
-    Io { action: &'static str, path: PathBuf, source: io::Error },
-    Locked { lock: PathBuf },
-    TooLarge { path: PathBuf, len: u64 },
-    Corrupt { path: PathBuf, line: usize, reason: String },
-    UnsupportedVersion { path: PathBuf, version: u32 },
-    MissingWithPrevious { path: PathBuf, prev: PathBuf },
-    Commit { path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Another process holds the lock on `path`; `holder` says who.
+    Locked {
+        path: PathBuf,
+        holder: String,
+    },
+    /// A store file is a directory, FIFO, socket, device or symlink.
+    NotRegular {
+        path: PathBuf,
+        kind: &'static str,
+    },
+    /// The store's directory is not a directory.
+    NotDirectory {
+        path: PathBuf,
+        kind: &'static str,
+    },
+    /// A store file belongs to another user.
+    Owner {
+        path: PathBuf,
+        uid: u32,
+        euid: u32,
+    },
+    /// Other users can create, rename or remove files in the store's directory.
+    UnsafeDirectory {
+        dir: PathBuf,
+        mode: u32,
+        uid: u32,
+    },
+    TooLarge {
+        path: PathBuf,
+        len: u64,
+        recovery: Box<Recovery>,
+    },
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+        recovery: Box<Recovery>,
+    },
+    UnsupportedVersion {
+        path: PathBuf,
+        version: u32,
+    },
+    /// `path` is missing or empty (no header) while `store.prev` exists, or `store.tmp` holds
+    /// records: the node had reservations, so it does not start empty.
+    MissingWithPrevious {
+        path: PathBuf,
+        empty: bool,
+        prev: Prev,
+        tmp: bool,
+    },
+    Commit {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// A torn last line could not be kept aside (so it was not cut).
+    KeepTorn {
+        path: PathBuf,
+        source: io::Error,
+    },
     Inconsistent(StateError),
-    Poisoned { path: PathBuf },
+    Poisoned {
+        path: PathBuf,
+    },
+    /// The store path no longer names the file this process appends to.
+    Moved {
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -83,41 +200,78 @@ impl fmt::Display for StoreError {
                     path.display()
                 )
             }
-            StoreError::Locked { lock } => write!(
+            StoreError::Locked { path, holder } => write!(
                 f,
-                "store: {} is locked by another process; another ipam-node already runs on this node (stop it first)",
-                lock.display()
+                "store: {} is locked by another process ({holder}); another ipam-node already runs on this store: stop it first (two daemons on one store would hand out the same address)",
+                path.display()
             ),
-            StoreError::TooLarge { path, len } => write!(
+            StoreError::NotRegular { path, kind } if *kind == "a symbolic link" => write!(
                 f,
-                "store: {} is {len} bytes, more than the {MAX_STORE_BYTES}-byte limit; it is damaged: move it aside and restore {}.prev",
+                "store: {} is a symbolic link; set --store-file to a path of regular files (compaction replaces the store by rename, which would replace the link)",
+                path.display()
+            ),
+            StoreError::NotRegular { path, kind } => write!(
+                f,
+                "store: {} is {kind}, not a regular file; move it aside (ipam-node keeps only regular files there) and check --store-file",
+                path.display()
+            ),
+            StoreError::NotDirectory { path, kind } => write!(
+                f,
+                "store: {} is {kind}, not a directory; set --store-file to a file inside a directory",
+                path.display()
+            ),
+            StoreError::Owner { path, uid, euid } => write!(
+                f,
+                "store: {} is owned by uid {uid}, not by uid {euid} that ipam-node runs as, so another user could have rewritten it; check its content, then chown {euid} {}",
                 path.display(),
                 path.display()
             ),
-            StoreError::Corrupt { path, line, reason } => write!(
+            StoreError::UnsafeDirectory { dir, mode, uid } => write!(
                 f,
-                "store: {} is damaged at line {line} ({reason}); it was left untouched. Inspect it, then either restore the previous generation (mv {p}.prev {p}) or move it aside to start empty (running pods keep their addresses but the node forgets them)",
-                path.display(),
-                p = path.display()
+                "store: directory {} (mode {mode:04o}, owner uid {uid}) lets other users replace the store's files; chown root and chmod go-w it, or choose another --store-file",
+                dir.display()
             ),
+            StoreError::TooLarge { path, len, recovery } => write!(
+                f,
+                "store: {} is {len} bytes, more than the {MAX_STORE_BYTES}-byte limit, so it is damaged; {recovery}",
+                path.display()
+            ),
+            StoreError::Corrupt { path, line, reason, recovery } => {
+                write!(f, "store: {} is damaged at line {line} ({reason}); {recovery}", path.display())
+            }
             StoreError::UnsupportedVersion { path, version } => write!(
                 f,
-                "store: {} has format version {version}, which this ipam-node cannot read; run a newer ipam-node or restore {}.prev",
-                path.display(),
+                "store: {} has format version {version}, which this ipam-node cannot read (a newer one wrote it); run a newer ipam-node; the file was left untouched",
                 path.display()
             ),
-            StoreError::MissingWithPrevious { path, prev } => write!(
-                f,
-                "store: {} is missing but {} exists; restore it (mv {} {}) or remove {} to start empty",
-                path.display(),
-                prev.display(),
-                prev.display(),
-                path.display(),
-                prev.display()
-            ),
+            StoreError::MissingWithPrevious { path, empty, prev, tmp } => {
+                let p = path.display();
+                let state = if *empty { "is empty (no header)" } else { "is missing" };
+                let tmp_aside = if *tmp { format!("; mv {p}.tmp {p}.tmp.old") } else { String::new() };
+                match prev {
+                    Prev::Valid(what) => write!(
+                        f,
+                        "store: {p} {state} but {p}.prev exists ({what}), so this node had reservations and does not start empty; restore them (mv {p}.prev {p}; loses the changes since the last compaction) or, to start empty, move it aside (mv {p}.prev {p}.prev.old{tmp_aside})"
+                    ),
+                    Prev::Damaged(why) => write!(
+                        f,
+                        "store: {p} {state} but {p}.prev exists (damaged: {why}), so this node had reservations and does not start empty; inspect them, then move them aside to start empty (mv {p}.prev {p}.prev.old{tmp_aside}); restart the pods on this node afterwards, as the node forgets their addresses"
+                    ),
+                    Prev::Absent => write!(
+                        f,
+                        "store: {p} {state} but {p}.tmp (an unfinished compaction, which may lack reservations) holds records, so this node had reservations and does not start empty; inspect it, then move it aside to start empty (mv {p}.tmp {p}.tmp.old); restart the pods on this node afterwards, as the node forgets their addresses"
+                    ),
+                }
+            }
             StoreError::Commit { path, source } => write!(
                 f,
                 "store: could not persist the change to {} ({source}); nothing was changed; free disk space or fix the disk",
+                path.display()
+            ),
+            StoreError::KeepTorn { path, source } => write!(
+                f,
+                "store: {} ends in a torn line (a write cut by a crash, never acknowledged) whose bytes are kept aside in a {}.torn-<ms> file before it is cut, and that file cannot be written ({source}); nothing was changed; free disk space next to it",
+                path.display(),
                 path.display()
             ),
             StoreError::Inconsistent(e) => write!(f, "store: refused an inconsistent change: {e}"),
@@ -126,19 +280,33 @@ impl fmt::Display for StoreError {
                 "store: {} is in an unknown state after a failed sync; restart ipam-node to reload it",
                 path.display()
             ),
+            StoreError::Moved { path } => write!(
+                f,
+                "store: {} is no longer the file this ipam-node writes (moved, replaced or deleted, or its directory renamed); changes are refused so that none is acknowledged into a file the next start would not read; put the file back or restart ipam-node",
+                path.display()
+            ),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
 
-/// An open store: lock held, state loaded, journal open for appending.
+/// An open store: locks held, state loaded, journal open for appending.
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
     dir: PathBuf,
-    _lock: File,
+    /// flock'ed: the store's directory (see `lock`).
+    _dir_lock: File,
+    /// flock'ed: `store.lock`.
+    _lock_file: File,
+    euid: Option<u32>,
     journal: Arc<File>,
+    /// (st_dev, st_ino) of the journal: the store path must still name it at every commit.
+    journal_id: (u64, u64),
+    /// A flock on the journal through its own open file (so that it ends with the Store, not
+    /// with the last `Durability` handle): the reference's ipam-node flocks the store file.
+    journal_lock: Option<File>,
     journal_len: u64,
     durability: Arc<Durability>,
     journal_lines: usize,
@@ -146,6 +314,7 @@ pub struct Store {
     generation: u64,
     state: StoreState,
     poisoned: bool,
+    moved: bool,
     /// After a failed compaction, wait for this many lines before trying again.
     compact_at: usize,
 }
@@ -168,58 +337,39 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// FNV-1a, 64 bit: a checksum against torn or damaged lines, not against tampering.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// Opens `path` once more and flocks it, if it is still the file `meta` describes.
+fn lock_journal(path: &Path, meta: &fs::Metadata, lock_path: &Path) -> Result<File, StoreError> {
+    let o = files::open_existing(path, false, None)?.ok_or_else(|| StoreError::Io {
+        action: "lock",
+        path: path.to_path_buf(),
+        source: io::ErrorKind::NotFound.into(),
+    })?;
+    if (o.meta.dev(), o.meta.ino()) != (meta.dev(), meta.ino()) {
+        return Err(StoreError::Moved { path: path.to_path_buf() });
     }
-    h
+    lock::try_lock(&o.file, path, lock_path)?;
+    Ok(o.file)
 }
 
-fn encode_line<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let json = serde_json::to_vec(value).expect("store records always serialize");
-    let mut line = format!("{:016x} ", fnv1a64(&json)).into_bytes();
-    line.extend_from_slice(&json);
-    line.push(b'\n');
-    line
-}
-
-fn decode_line(line: &[u8]) -> Result<&[u8], String> {
-    if line.len() < 18 || line[16] != b' ' {
-        return Err("not a store line".into());
-    }
-    let sum = std::str::from_utf8(&line[..16])
-        .ok()
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-        .ok_or("bad checksum field")?;
-    let json = &line[17..];
-    if fnv1a64(json) != sum {
-        return Err("checksum mismatch".into());
-    }
-    Ok(json)
-}
-
-fn open_private(path: &Path, append: bool) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.create(true).mode(0o600);
-    if append {
-        o.append(true).read(true);
-    } else {
-        o.write(true).truncate(true);
-    }
-    o.open(path)
-}
-
-/// fsync a directory so that a rename or create inside it survives a power loss.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+/// What `open` found, decided before any file is changed.
+// One value, once per start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Found {
+    /// No store, and nothing that says there was one: a new node.
+    Fresh,
+    /// A file without a header (no bytes, or only whitespace), and nothing that says there was
+    /// more; its length.
+    Empty(usize),
+    /// The reference implementation's store, imported.
+    Reference(StoreState),
+    /// Our journal, replayed; the file stays open for appending.
+    Journal { file: File, meta: fs::Metadata, replayed: Replayed, bytes: Vec<u8> },
 }
 
 impl Store {
     /// Locks and loads the store at `path`, creating it (and its directory, mode 0700) when
-    /// absent. Fails without writing anything when the file cannot be read.
+    /// absent. What it refuses (see the module doc's table) it refuses before changing or
+    /// creating any file.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         fs::DirBuilder::new()
@@ -227,37 +377,90 @@ impl Store {
             .mode(0o700)
             .create(&dir)
             .map_err(io_err("create directory", &dir))?;
+        let euid = files::euid();
+        let dir_lock = files::open_dir(&dir, euid)?;
         let lock_path = sibling(path, ".lock");
-        let lock = open_private(&lock_path, true).map_err(io_err("open lock file", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { lock: lock_path }),
-            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
-        }
+        lock::try_lock(&dir_lock, &dir, &lock_path)?;
         let prev = sibling(path, ".prev");
-        let bytes = match File::open(path) {
-            Ok(f) => {
-                let len = f.metadata().map_err(io_err("stat", path))?.len();
-                if len > MAX_STORE_BYTES {
-                    return Err(StoreError::TooLarge { path: path.to_path_buf(), len });
-                }
-                let mut buf = Vec::with_capacity(len as usize);
-                f.take(MAX_STORE_BYTES).read_to_end(&mut buf).map_err(io_err("read", path))?;
-                Some(buf)
+        let tmp = sibling(path, ".tmp");
+        files::regular_or_absent(&lock_path)?;
+        let prev_meta = files::regular_or_absent(&prev)?;
+        let tmp_meta = files::regular_or_absent(&tmp)?;
+        let leftovers = |empty: bool| -> Result<(), StoreError> {
+            if prev_meta.is_some() || (tmp_meta.is_some() && recovery::tmp_has_records(&tmp)) {
+                let prev = if prev_meta.is_some() { recovery::inspect(&prev) } else { Prev::Absent };
+                return Err(StoreError::MissingWithPrevious {
+                    path: path.to_path_buf(),
+                    empty,
+                    prev,
+                    tmp: tmp_meta.is_some(),
+                });
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if prev.exists() {
-                    return Err(StoreError::MissingWithPrevious { path: path.to_path_buf(), prev });
-                }
-                None
-            }
-            Err(e) => return Err(io_err("read", path)(e)),
+            Ok(())
         };
+        let mut journal_lock = None;
+        let found = match files::open_existing(path, true, euid)? {
+            None => {
+                leftovers(false)?;
+                Found::Fresh
+            }
+            Some(opened) => {
+                // The reference's ipam-node flocks the store file itself: keep it out too.
+                journal_lock = Some(lock_journal(path, &opened.meta, &lock_path)?);
+                let len = opened.meta.len();
+                if len > MAX_STORE_BYTES {
+                    return Err(StoreError::TooLarge {
+                        path: path.to_path_buf(),
+                        len,
+                        recovery: Box::new(Recovery::new(path, None)),
+                    });
+                }
+                let mut bytes = Vec::with_capacity(len as usize);
+                (&opened.file).take(MAX_STORE_BYTES).read_to_end(&mut bytes).map_err(io_err("read", path))?;
+                match journal::content(&bytes) {
+                    Content::Empty => {
+                        leftovers(true)?;
+                        Found::Empty(bytes.len())
+                    }
+                    Content::Reference => {
+                        Found::Reference(legacy::import(&bytes).map_err(|reason| StoreError::Corrupt {
+                            path: path.to_path_buf(),
+                            line: 1,
+                            reason,
+                            recovery: Box::new(Recovery::new(path, None)),
+                        })?)
+                    }
+                    Content::Journal => match journal::replay(&bytes) {
+                        Ok(replayed) => {
+                            Found::Journal { file: opened.file, meta: opened.meta, replayed, bytes }
+                        }
+                        Err(ReplayError::Damaged { line, reason }) => {
+                            return Err(StoreError::Corrupt {
+                                path: path.to_path_buf(),
+                                line,
+                                reason,
+                                recovery: Box::new(Recovery::new(path, Some(line))),
+                            });
+                        }
+                        Err(ReplayError::Version(version)) => {
+                            return Err(StoreError::UnsupportedVersion { path: path.to_path_buf(), version });
+                        }
+                    },
+                }
+            }
+        };
+        // Nothing was changed or created so far. `store.lock` is taken before the first change
+        // (an older ipam-node locks only that file).
+        let lock_file = lock::lock_file(&lock_path, euid)?;
         let mut store = Store {
             path: path.to_path_buf(),
             dir,
-            _lock: lock,
+            _dir_lock: dir_lock,
+            _lock_file: lock_file.file.try_clone().map_err(io_err("open", &lock_path))?,
+            euid,
             journal: Arc::new(File::open("/dev/null").map_err(io_err("open", Path::new("/dev/null")))?),
+            journal_id: (0, 0),
+            journal_lock,
             journal_len: 0,
             durability: Arc::new(Durability::default()),
             journal_lines: 0,
@@ -265,85 +468,83 @@ impl Store {
             generation: 0,
             state: StoreState::default(),
             poisoned: false,
+            moved: false,
             compact_at: COMPACT_MIN_LINES,
         };
-        match bytes {
-            None => store.rewrite()?,
-            Some(b) if b.iter().all(u8::is_ascii_whitespace) => store.rewrite()?,
-            Some(b) if b.first() == Some(&b'{') => {
-                // The reference implementation's single-JSON store: import, keep the original.
-                store.state = legacy::import(&b).map_err(|reason| StoreError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: 1,
-                    reason,
-                })?;
+        match found {
+            Found::Fresh => store.rewrite()?,
+            Found::Empty(len) => {
+                log::warn!(
+                    "store {}: the file is empty ({len} bytes, no header) and no {} exists: starting with no reservations",
+                    path.display(),
+                    prev.display()
+                );
+                store.rewrite()?;
+            }
+            Found::Reference(state) => {
+                // Import; the rewrite keeps the original as store.prev.
+                store.state = state;
                 log::info!("imported {} reservations from the reference store format", store.state.len());
                 store.rewrite()?;
             }
-            Some(b) => store.replay(&b)?,
+            Found::Journal { file, meta, replayed, bytes } => {
+                store.load(file, replayed, &bytes)?;
+                files::tighten(path, &store.journal, &meta);
+            }
         }
+        store.remove_tmp(tmp_meta.is_some());
+        if prev_meta.is_some()
+            && let Ok(Some(p)) = files::open_existing(&prev, false, None)
+        {
+            files::tighten(&prev, &p.file, &p.meta);
+        }
+        lock::record_holder(&lock_file, &lock_path);
         Ok(store)
     }
 
-    /// Rebuilds the state from the journal bytes, cutting off a torn last line.
-    fn replay(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        let corrupt =
-            |line: usize, reason: String| StoreError::Corrupt { path: self.path.clone(), line, reason };
-        let mut pos = 0usize;
-        let mut lineno = 0usize;
-        let mut valid_end = 0usize;
-        while pos < bytes.len() {
-            lineno += 1;
-            let (line, next, complete) = match bytes[pos..].iter().position(|b| *b == b'\n') {
-                Some(i) => (&bytes[pos..pos + i], pos + i + 1, true),
-                None => (&bytes[pos..], bytes.len(), false),
-            };
-            let is_last = next >= bytes.len();
-            let parsed = decode_line(line).and_then(|json| {
-                if !complete {
-                    return Err("incomplete line".into());
-                }
-                if lineno == 1 {
-                    let h: Header = serde_json::from_slice(json).map_err(|e| format!("bad header: {e}"))?;
-                    if h.format != record::FORMAT_NAME {
-                        return Err(format!("not an nv-ipam store (format {:?})", h.format));
-                    }
-                    if !(record::FORMAT_VERSION_MIN..=record::FORMAT_VERSION).contains(&h.version) {
-                        return Ok(Err(h.version));
-                    }
-                    self.generation = h.generation;
-                } else {
-                    let t: Txn = serde_json::from_slice(json).map_err(|e| format!("bad record: {e}"))?;
-                    self.state.apply_all(&t.ops).map_err(|e| format!("inconsistent record: {e}"))?;
-                    self.next_seq = self.next_seq.max(t.seq + 1);
-                }
-                Ok(Ok(()))
-            });
-            match parsed {
-                Ok(Ok(())) => {}
-                Ok(Err(version)) => {
-                    return Err(StoreError::UnsupportedVersion { path: self.path.clone(), version });
-                }
-                Err(reason) if is_last && lineno > 1 => {
-                    log::warn!(
-                        "store {}: cutting off a torn last line {lineno} ({reason}); it was never acknowledged",
-                        self.path.display()
-                    );
-                    break;
-                }
-                Err(reason) => return Err(corrupt(lineno, reason)),
-            }
-            valid_end = next;
-            pos = next;
+    /// Removes a `store.tmp` left by an unfinished compaction: `store` is the current generation.
+    fn remove_tmp(&self, present: bool) {
+        if !present {
+            return;
         }
-        self.journal_lines = lineno.saturating_sub(1);
-        let journal = open_private(&self.path, true).map_err(io_err("open", &self.path))?;
-        if (valid_end as u64) < bytes.len() as u64 {
-            journal.set_len(valid_end as u64).map_err(io_err("truncate torn line of", &self.path))?;
-            journal.sync_all().map_err(io_err("sync", &self.path))?;
+        let tmp = sibling(&self.path, ".tmp");
+        match fs::remove_file(&tmp) {
+            Ok(()) => log::info!(
+                "store: removed {} left by an unfinished compaction; {} is the current generation",
+                tmp.display(),
+                self.path.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("store: cannot remove {}: {e}", tmp.display()),
         }
-        self.journal = Arc::new(journal);
+    }
+
+    /// Takes over a replayed journal; a torn last line is kept aside, then cut off.
+    fn load(&mut self, file: File, r: Replayed, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut valid_end = bytes.len();
+        if let Some(torn) = &r.torn {
+            let tail = &bytes[torn.offset..];
+            let (kept, n) = files::keep_torn(&self.path, &self.dir, tail, unix_ms())
+                .map_err(|source| StoreError::KeepTorn { path: self.path.clone(), source })?;
+            file.set_len(torn.offset as u64).map_err(io_err("cut the torn last line of", &self.path))?;
+            file.sync_all().map_err(io_err("sync", &self.path))?;
+            log::warn!(
+                "store {}: line {} was unterminated, a write torn by a crash and never acknowledged: cut off {} bytes, kept {n} of them in {}",
+                self.path.display(),
+                torn.line,
+                tail.len(),
+                kept.display()
+            );
+            valid_end = torn.offset;
+        }
+        let meta = file.metadata().map_err(io_err("stat", &self.path))?;
+        self.journal_id = (meta.dev(), meta.ino());
+        self.journal = Arc::new(file);
         self.journal_len = valid_end as u64;
+        self.state = r.state;
+        self.generation = r.generation;
+        self.next_seq = r.next_seq;
+        self.journal_lines = r.lines;
         // Everything replayed was on disk already (it was read back from it).
         self.durability.reset(self.journal.clone(), self.journal_len);
         self.compact_at = COMPACT_MIN_LINES.max(self.state.len());
@@ -384,9 +585,13 @@ impl Store {
         if ops.is_empty() {
             return Ok(self.ticket());
         }
+        if self.moved {
+            return Err(StoreError::Moved { path: self.path.clone() });
+        }
         if self.poisoned || self.durability.failed() {
             return Err(StoreError::Poisoned { path: self.path.clone() });
         }
+        self.check_in_place()?;
         let undo = self.state.apply_all(&ops).map_err(StoreError::Inconsistent)?;
         let line = encode_line(&Txn { seq: self.next_seq, ops });
         if let Err(source) = self.append(&line) {
@@ -400,6 +605,24 @@ impl Store {
             self.compact();
         }
         Ok(ticket)
+    }
+
+    /// Checks that the store path still names the journal this process appends to (one
+    /// `stat`): after a move, a replacement or a directory rename, a line appended here would
+    /// be acknowledged but not read by the next start, so every later change is refused.
+    fn check_in_place(&mut self) -> Result<(), StoreError> {
+        let seen = match fs::metadata(&self.path) {
+            Ok(m) => Some((m.dev(), m.ino())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => return Err(StoreError::Commit { path: self.path.clone(), source }),
+        };
+        if seen == Some(self.journal_id) {
+            return Ok(());
+        }
+        self.moved = true;
+        let e = StoreError::Moved { path: self.path.clone() };
+        log::error!("{e}");
+        Err(e)
     }
 
     /// Appends one line (not yet synced); on failure cuts the file back to where it was.
@@ -422,6 +645,7 @@ impl Store {
             Ok(()) => {
                 log::debug!("store {}: compacted to generation {}", self.path.display(), self.generation)
             }
+            Err(e) if self.poisoned => log::error!("store compaction failed after its rename: {e}"),
             Err(e) => {
                 log::warn!("store compaction failed, the journal keeps growing until it succeeds: {e}");
                 self.compact_at = self.journal_lines + COMPACT_MIN_LINES;
@@ -430,79 +654,118 @@ impl Store {
     }
 
     /// Writes a new generation holding the current state: temp file, fsync, keep the current
-    /// file as `.prev`, rename, fsync dir.
+    /// file as `.prev`, rename, fsync dir. A failure before the rename keeps the old journal;
+    /// after it, the new file is the store whatever happens, and a failure poisons the store.
     fn rewrite(&mut self) -> Result<(), StoreError> {
         let tmp = sibling(&self.path, ".tmp");
         let generation = self.generation + 1;
         // Ended cooldowns carry no information; dropping them here bounds their number by the
         // releases of one cooldown period.
         self.state.drop_expired_cooldowns(unix_ms());
-        let write = || -> io::Result<(File, u64, usize)> {
-            let mut f = open_private(&tmp, false)?;
-            let mut buf = encode_line(&Header {
-                format: record::FORMAT_NAME.into(),
-                version: record::FORMAT_VERSION,
-                generation,
-            });
-            let mut lines = 0usize;
-            let mut seq = 0u64;
-            let mut cursors: Vec<Op> =
-                self.state.cursors().map(|(pool, ip)| Op::Cursor { pool: pool.clone(), ip: *ip }).collect();
-            if !cursors.is_empty() {
-                cursors.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-                seq += 1;
-                buf.extend(encode_line(&Txn { seq, ops: cursors }));
-                lines += 1;
+        let mut buf = encode_line(&Header {
+            format: record::FORMAT_NAME.into(),
+            version: record::FORMAT_VERSION,
+            generation,
+        });
+        let mut lines = 0usize;
+        let mut seq = 0u64;
+        let mut cursors: Vec<Op> =
+            self.state.cursors().map(|(pool, ip)| Op::Cursor { pool: pool.clone(), ip: *ip }).collect();
+        if !cursors.is_empty() {
+            cursors.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+            seq += 1;
+            buf.extend(encode_line(&Txn { seq, ops: cursors }));
+            lines += 1;
+        }
+        let mut cooling: Vec<Op> = self
+            .state
+            .cooldowns()
+            .map(|(pool, ip, until_ms)| Op::Cooldown { pool: pool.to_string(), ip, until_ms })
+            .collect();
+        if !cooling.is_empty() {
+            cooling.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+            seq += 1;
+            buf.extend(encode_line(&Txn { seq, ops: cooling }));
+            lines += 1;
+        }
+        let mut res: Vec<&Reservation> = self.state.reservations().collect();
+        res.sort_by_key(|r| r.key());
+        for r in res {
+            seq += 1;
+            buf.extend(encode_line(&Txn { seq, ops: vec![Op::Reserve(r.clone())] }));
+            lines += 1;
+        }
+        let write = || -> io::Result<()> {
+            // A leftover from a crash is removed first: the new file is always created by us
+            // (O_EXCL, O_NOFOLLOW), never an existing file or link someone else put there.
+            match fs::remove_file(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
-            let mut cooling: Vec<Op> = self
-                .state
-                .cooldowns()
-                .map(|(pool, ip, until_ms)| Op::Cooldown { pool: pool.to_string(), ip, until_ms })
-                .collect();
-            if !cooling.is_empty() {
-                cooling.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-                seq += 1;
-                buf.extend(encode_line(&Txn { seq, ops: cooling }));
-                lines += 1;
-            }
-            let mut res: Vec<&Reservation> = self.state.reservations().collect();
-            res.sort_by_key(|r| r.key());
-            for r in res {
-                seq += 1;
-                buf.extend(encode_line(&Txn { seq, ops: vec![Op::Reserve(r.clone())] }));
-                lines += 1;
-            }
+            let mut f = files::create_new(&tmp)?;
             f.write_all(&buf)?;
             // Without this fsync the rename below could expose an empty file after a power loss.
-            f.sync_all()?;
-            Ok((f, buf.len() as u64, lines))
+            f.sync_all()
         };
-        let (_, len, lines) = write().map_err(|source| {
+        write().map_err(|source| {
             let _ = fs::remove_file(&tmp);
             StoreError::Commit { path: self.path.clone(), source }
         })?;
         // Keep the current generation as .prev; a crash here leaves the current file intact.
         let prev = sibling(&self.path, ".prev");
-        if self.path.exists() {
+        if fs::symlink_metadata(&self.path).is_ok() {
             let _ = fs::remove_file(&prev);
             if let Err(e) = fs::hard_link(&self.path, &prev) {
                 log::warn!("store: could not keep previous generation as {}: {e}", prev.display());
             }
         }
         // The rename is the atomic switch to the new generation.
-        fs::rename(&tmp, &self.path)
-            .map_err(|source| StoreError::Commit { path: self.path.clone(), source })?;
-        // Without the directory fsync the rename itself may be lost on power failure.
-        sync_dir(&self.dir).map_err(io_err("sync directory", &self.dir))?;
-        self.journal = Arc::new(open_private(&self.path, true).map_err(io_err("open", &self.path))?);
-        self.journal_len = len;
-        // The new generation was fsynced whole: every ticket issued so far is durable.
-        self.durability.reset(self.journal.clone(), len);
+        if let Err(source) = fs::rename(&tmp, &self.path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::Commit { path: self.path.clone(), source });
+        }
+        // From here on the new file is the store: appending to the old one would put
+        // acknowledged lines where the next start does not read them.
+        let switched = files::open_existing(&self.path, true, self.euid).and_then(|o| {
+            o.ok_or_else(|| StoreError::Io {
+                action: "reopen",
+                path: self.path.clone(),
+                source: io::ErrorKind::NotFound.into(),
+            })
+        });
+        let opened = match switched {
+            Ok(o) => o,
+            Err(e) => {
+                self.poison(io::ErrorKind::Other);
+                return Err(e);
+            }
+        };
+        self.journal_lock = lock_journal(&self.path, &opened.meta, &sibling(&self.path, ".lock"))
+            .inspect_err(|e| log::warn!("store: cannot flock the new journal: {e}"))
+            .ok();
+        self.journal_id = (opened.meta.dev(), opened.meta.ino());
+        self.journal = Arc::new(opened.file);
+        self.journal_len = buf.len() as u64;
         self.journal_lines = lines;
-        self.next_seq = lines as u64 + 1;
+        self.next_seq = seq + 1;
         self.generation = generation;
         self.compact_at = COMPACT_MIN_LINES.max(2 * self.state.len());
+        // Without the directory fsync the rename itself may be lost on power failure, and with
+        // it every line appended to the new file.
+        if let Err(e) = files::sync_dir(&self.dir) {
+            self.poison(e.kind());
+            return Err(io_err("sync directory", &self.dir)(e));
+        }
+        // The new generation was fsynced whole: every ticket issued so far is durable.
+        self.durability.reset(self.journal.clone(), self.journal_len);
         Ok(())
+    }
+
+    /// No change is accepted or acknowledged any more (until a restart reloads the store).
+    fn poison(&mut self, kind: io::ErrorKind) {
+        self.poisoned = true;
+        self.durability.fail(kind);
     }
 }
 
@@ -599,7 +862,8 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn torn_last_line_is_cut_off() {
+    fn torn_last_line_is_kept_aside_then_cut_off() {
+        use std::os::unix::fs::PermissionsExt;
         let d = tempdir();
         let p = d.join("store");
         {
@@ -607,14 +871,48 @@ pub(crate) mod tests {
             s.commit(vec![Op::Reserve(res("a", "10.0.0.2"))]).expect("commit");
         }
         let good = fs::read(&p).expect("read");
+        let tail = b"0123456789abcdef {\"seq\":9,\"ops\":[{\"op\":\"res";
         let mut torn = good.clone();
-        torn.extend_from_slice(b"0123456789abcdef {\"seq\":9,\"ops\":[{\"op\":\"res");
+        torn.extend_from_slice(tail);
         fs::write(&p, &torn).expect("write");
         {
-            let s = Store::open(&p).expect("open with torn tail");
+            let mut s = Store::open(&p).expect("open with torn tail");
             assert_eq!(s.state().len(), 1);
+            s.commit(vec![Op::Reserve(res("b", "10.0.0.3"))]).expect("commit after the cut");
         }
-        assert_eq!(fs::read(&p).expect("read"), good, "torn tail removed");
+        let kept: Vec<PathBuf> = fs::read_dir(&*d)
+            .expect("ls")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().contains("store.torn-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(fs::read(&kept[0]).expect("read torn"), tail);
+        assert_eq!(fs::metadata(&kept[0]).expect("stat").permissions().mode() & 0o777, 0o600);
+        let after = fs::read(&p).expect("read");
+        assert!(after.starts_with(&good) && !after.windows(tail.len()).any(|w| w == tail), "torn tail cut");
+        assert_eq!(Store::open(&p).expect("reopen").state().len(), 2);
+    }
+
+    #[test]
+    fn bit_flip_in_the_last_complete_line_refuses_and_leaves_the_file() {
+        let d = tempdir();
+        let p = d.join("store");
+        {
+            let mut s = Store::open(&p).expect("open");
+            s.commit(vec![Op::Reserve(res("a", "10.0.0.2"))]).expect("commit");
+            s.commit(vec![Op::Reserve(res("b", "10.0.0.3"))]).expect("commit");
+        }
+        let mut bytes = fs::read(&p).expect("read");
+        let i = bytes.windows(8).position(|w| w == b"10.0.0.3").expect("ip in file");
+        bytes[i + 7] ^= 0x04;
+        fs::write(&p, &bytes).expect("write");
+        let e = Store::open(&p).expect_err("damaged last line");
+        let msg = e.to_string();
+        assert!(msg.contains("damaged at line 3 (checksum mismatch)"), "{msg}");
+        assert!(msg.contains("sed -i '3d'"), "{msg}");
+        assert_eq!(fs::read(&p).expect("read"), bytes, "never overwritten or cut");
+        assert_eq!(fs::read_dir(&*d).expect("ls").count(), 2, "store and store.lock only");
     }
 
     #[test]
@@ -635,6 +933,21 @@ pub(crate) mod tests {
         assert!(msg.contains("damaged at line 2") && msg.contains("checksum mismatch"), "{msg}");
         assert!(msg.contains(".prev"), "{msg}");
         assert_eq!(fs::read(&p).expect("read"), bytes, "never overwritten");
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_unread() {
+        let d = tempdir();
+        let p = d.join("store");
+        let f = File::create(&p).expect("create");
+        f.set_len(MAX_STORE_BYTES + 1).expect("sparse file");
+        match Store::open(&p) {
+            Err(e @ StoreError::TooLarge { .. }) => {
+                assert!(e.to_string().contains(&format!("more than the {MAX_STORE_BYTES}-byte limit")), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::metadata(&p).expect("stat").len(), MAX_STORE_BYTES + 1);
     }
 
     #[test]
@@ -703,6 +1016,111 @@ pub(crate) mod tests {
         fs::write(d.join("store.prev"), b"x").expect("write");
         let e = Store::open(&d.join("store")).expect_err("missing");
         assert!(e.to_string().contains("is missing but"), "{e}");
+        assert!(!d.join("store").exists(), "nothing created");
+    }
+
+    /// A store with reservations and a real previous generation (one compaction).
+    fn store_with_prev(p: &Path) {
+        let mut s = Store::open(p).expect("open");
+        s.commit(vec![Op::Reserve(res("keep", "10.0.9.9"))]).expect("commit");
+        s.rewrite().expect("compact");
+        s.commit(vec![Op::Reserve(res("new", "10.0.9.10"))]).expect("commit");
+    }
+
+    #[test]
+    fn empty_store_with_previous_generation_refuses_and_the_advice_works() {
+        let d = tempdir();
+        let p = d.join("store");
+        store_with_prev(&p);
+        fs::write(&p, b"").expect("truncate");
+        let e = Store::open(&p).expect_err("empty with prev");
+        let msg = e.to_string();
+        assert!(msg.contains("is empty (no header) but") && msg.contains("1 reservations"), "{msg}");
+        assert_eq!(fs::read(&p).expect("read"), b"", "untouched");
+        // the first way out: restore the previous generation
+        fs::rename(d.join("store.prev"), &p).expect("mv store.prev store");
+        let s = Store::open(&p).expect("restored");
+        assert!(s.state().is_held("blue", "10.0.9.9".parse().expect("ip")));
+    }
+
+    #[test]
+    fn empty_store_alone_starts_empty() {
+        let d = tempdir();
+        let p = d.join("store");
+        fs::write(&p, b"\n").expect("write");
+        assert!(Store::open(&p).expect("empty").state().is_empty());
+    }
+
+    #[test]
+    fn leftover_tmp_is_removed_or_refused_by_what_it_holds() {
+        let d = tempdir();
+        let p = d.join("store");
+        let tmp = d.join("store.tmp");
+        {
+            let mut s = Store::open(&p).expect("open");
+            s.commit(vec![Op::Reserve(res("a", "10.0.0.2"))]).expect("commit");
+        }
+        // a valid store: the tmp of an unfinished compaction is dropped
+        let store_bytes = fs::read(&p).expect("read");
+        fs::write(&tmp, &store_bytes[..store_bytes.len() - 5]).expect("write tmp");
+        drop(Store::open(&p).expect("open"));
+        assert!(!tmp.exists());
+        // no store, a tmp with records: refused
+        fs::rename(&p, &tmp).expect("mv store store.tmp");
+        let e = Store::open(&p).expect_err("tmp with records");
+        assert!(e.to_string().contains("store.tmp (an unfinished compaction"), "{e}");
+        assert!(tmp.exists() && !p.exists(), "untouched");
+        // no store, a tmp with a header only (a crash during the first start): starts empty
+        let header = store_bytes.iter().position(|b| *b == b'\n').expect("header") + 1;
+        fs::write(&tmp, &store_bytes[..header]).expect("write tmp");
+        assert!(Store::open(&p).expect("first start").state().is_empty());
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn deleted_or_replaced_lock_file_keeps_a_second_store_out() {
+        let d = tempdir();
+        let p = d.join("store");
+        let _s = Store::open(&p).expect("open");
+        fs::remove_file(d.join("store.lock")).expect("rm store.lock");
+        let e = Store::open(&p).expect_err("locked");
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(!d.join("store.lock").exists(), "the refused open created nothing");
+        fs::write(d.join("store.lock"), b"{}").expect("replace store.lock");
+        assert!(matches!(Store::open(&p), Err(StoreError::Locked { .. })));
+    }
+
+    #[test]
+    fn a_moved_or_replaced_store_refuses_every_later_change() {
+        let d = tempdir();
+        let p = d.join("store");
+        let mut s = Store::open(&p).expect("open");
+        s.commit(vec![Op::Reserve(res("a", "10.0.0.2"))]).expect("commit");
+        let bytes = fs::read(&p).expect("read");
+        fs::write(d.join("copy"), &bytes).expect("copy");
+        fs::rename(d.join("copy"), &p).expect("replace the store");
+        let e = s.commit(vec![Op::Reserve(res("b", "10.0.0.3"))]).expect_err("moved");
+        assert!(matches!(e, StoreError::Moved { .. }), "{e}");
+        assert_eq!(s.state().len(), 1, "nothing applied");
+        assert!(matches!(s.commit(vec![release("a")]), Err(StoreError::Moved { .. })));
+        assert_eq!(fs::read(&p).expect("read"), bytes);
+    }
+
+    #[test]
+    fn wider_modes_are_set_to_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempdir();
+        let p = d.join("store");
+        store_with_prev(&p);
+        for f in ["store", "store.prev", "store.lock"] {
+            fs::set_permissions(d.join(f), fs::Permissions::from_mode(0o664)).expect("chmod");
+        }
+        drop(Store::open(&p).expect("open"));
+        for f in ["store", "store.prev", "store.lock"] {
+            let mode = fs::metadata(d.join(f)).expect("stat").permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
     }
 
     #[test]
