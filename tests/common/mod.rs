@@ -9,6 +9,7 @@
 pub mod daemon;
 pub mod kube;
 pub mod netns;
+pub mod peers;
 pub mod tempdir;
 
 use std::fs;
