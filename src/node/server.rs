@@ -53,6 +53,17 @@ pub const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 /// milliseconds; a tool sending several frames on one connection gets a minute.
 pub const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
+/// The deadlines of a connection (the constants above; tests shorten them).
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    frame: Duration,
+    reply: Duration,
+    lifetime: Duration,
+}
+
+const TIMING: Timing =
+    Timing { frame: FRAME_DEADLINE, reply: REPLY_DEADLINE, lifetime: MAX_CONNECTION_LIFETIME };
+
 /// How long a stop waits for in-flight requests (a commit takes milliseconds).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -249,10 +260,13 @@ pub fn serve(bound: Bound, service: Arc<Service>, stop: &StopHandle) -> Result<(
     let Bound { listener, path, file } = bound;
     let slots = Slots::new("ipam-node socket", Limits { max: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS });
     let (slots2, stop2) = (slots.clone(), stop.clone());
-    thread::Builder::new()
+    let spawned = thread::Builder::new()
         .name("ipam-accept".into())
-        .spawn(move || accept_loop(listener, &slots2, service, &stop2))
-        .map_err(ServerError::Spawn)?;
+        .spawn(move || accept_loop(listener, &slots2, service, &stop2));
+    if let Err(e) = spawned {
+        remove_if_ours(&path, file);
+        return Err(ServerError::Spawn(e));
+    }
     stop.wait();
     slots.close_readers();
     let left = slots.wait_empty(SHUTDOWN_GRACE);
@@ -301,7 +315,7 @@ fn accept_loop(listener: UnixListener, slots: &Arc<Slots>, service: Arc<Service>
         let spawned = thread::Builder::new()
             .name("ipam-conn".into())
             .stack_size(CONNECTION_STACK_BYTES)
-            .spawn(move || handle_connection(stream, &slot, &service, &stop));
+            .spawn(move || handle_connection(stream, &slot, &service, &stop, TIMING));
         if let Err(e) = spawned {
             // the closure, with the stream and the slot, is dropped: the peer sees a close
             log::error!("cannot start a connection thread: {e}");
@@ -334,19 +348,19 @@ fn decode_request(body: &[u8]) -> Result<RequestFrame, ResponseFrame> {
         .map_err(|e| ResponseFrame::error(ErrorCode::BadFrame, format!("malformed request: {e}")))
 }
 
-fn handle_connection(stream: UnixStream, slot: &Slot, service: &Service, stop: &StopHandle) {
-    let end_of_life = Instant::now() + MAX_CONNECTION_LIFETIME;
+fn handle_connection(stream: UnixStream, slot: &Slot, service: &Service, stop: &StopHandle, timing: Timing) {
+    let end_of_life = Instant::now() + timing.lifetime;
     let mut stream = Deadline::new(stream, end_of_life);
     loop {
         if !slot.reading() {
             return; // closed to make room while it waited for this frame
         }
-        stream.set((Instant::now() + FRAME_DEADLINE).min(end_of_life));
+        stream.set((Instant::now() + timing.frame).min(end_of_life));
         let body = frame::read_frame_bytes(&mut stream);
         if !slot.serving() {
             return; // closed to make room while its frame was still arriving: not acted on
         }
-        stream.set(Instant::now() + REPLY_DEADLINE);
+        stream.set(Instant::now() + timing.reply);
         let body = match body {
             Ok(b) => b,
             Err(FrameError::Closed) => return,
@@ -392,5 +406,132 @@ fn handle_connection(stream: UnixStream, slot: &Slot, service: &Service, stop: &
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::pools::PoolSet;
+    use crate::protocol::{Request, Response, StatusRequest};
+    use crate::store::Store;
+    use crate::store::tests::TempDir;
+    use std::io::{Read, Write};
+
+    fn status() -> RequestFrame {
+        RequestFrame::new(Request::Status(StatusRequest { pools: Vec::new(), pool_type: Default::default() }))
+    }
+
+    /// Serves one end of a socket pair with `timing` on a thread; returns the other end and the
+    /// thread, which ends when the connection does.
+    fn serve_pair(dir: &TempDir, timing: Timing) -> (UnixStream, thread::JoinHandle<()>) {
+        let store = Store::open(&dir.join("store")).expect("store");
+        let service = Service::new("node1".into(), store, PoolSet::default());
+        let (client, server) = UnixStream::pair().expect("pair");
+        let slots = Slots::new("test", Limits { max: 1, per_peer: 1 });
+        let slot = slots.enter(None, Box::new(server.try_clone().expect("clone"))).expect("slot");
+        let t =
+            thread::spawn(move || handle_connection(server, &slot, &service, &StopHandle::default(), timing));
+        (client, t)
+    }
+
+    /// Waits (bounded) until the connection thread has ended.
+    fn ended_within(t: &thread::JoinHandle<()>, bound: Duration) -> bool {
+        let until = Instant::now() + bound;
+        while !t.is_finished() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(5)); // a poll interval
+        }
+        t.is_finished()
+    }
+
+    /// Waits (bounded) until the server side closed: a read returns end of file.
+    fn closed_within(mut c: &UnixStream, bound: Duration) -> bool {
+        c.set_read_timeout(Some(bound)).expect("timeout");
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).is_ok()
+    }
+
+    #[test]
+    fn a_frame_that_trickles_is_cut_at_its_deadline() {
+        let dir = TempDir::new("server-frame");
+        let timing = Timing { frame: Duration::from_millis(300), ..TIMING };
+        let (mut c, t) = serve_pair(&dir, timing);
+        let start = Instant::now();
+        c.write_all(&[0, 0, 1, 0]).expect("header");
+        // a byte every 50 ms: each read succeeds, the frame never completes
+        while start.elapsed() < Duration::from_millis(600) && c.write_all(b" ").is_ok() {
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert!(ended_within(&t, Duration::from_secs(5)), "the frame deadline ends the connection");
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert!(closed_within(&c, Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn several_frames_on_one_connection_until_its_lifetime() {
+        let dir = TempDir::new("server-life");
+        let timing = Timing { lifetime: Duration::from_millis(300), ..TIMING };
+        let (mut c, t) = serve_pair(&dir, timing);
+        let start = Instant::now();
+        let mut answered = 0;
+        // exchanges go on until the lifetime is over; the one in progress then is answered
+        while frame::write_frame(&mut c, &status()).is_ok() {
+            match frame::read_frame::<ResponseFrame>(&mut c) {
+                Ok(r) => {
+                    assert!(matches!(r.response, Response::Ok(_)), "{r:?}");
+                    answered += 1;
+                }
+                Err(_) => break,
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(ended_within(&t, Duration::from_secs(5)), "the lifetime ends the connection");
+        assert!(answered >= 2, "several exchanges on one connection ({answered})");
+        assert!(start.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn the_socket_path_is_looked_at_before_it_is_bound() {
+        let dir = TempDir::new("server-bind");
+        let path = dir.join("d.sock");
+        assert_eq!(look(&path).ok(), Some(AtPath::Nothing));
+        let live = bind(&path).expect("bind");
+        assert_eq!(look(&path).ok(), Some(AtPath::Live));
+        let e = bind(&path).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(
+            e,
+            Err(format!(
+                "bind address {} is served by another ipam-node (it accepts connections); stop it first or \
+                 choose another --bind-address",
+                path.display()
+            ))
+        );
+        assert!(check_free(&path).is_err());
+        // the listener is gone, its file stays: stale, replaced by a new bind
+        drop(live);
+        assert_eq!(look(&path).ok(), Some(AtPath::Stale));
+        assert!(check_free(&path).is_ok());
+        let again = bind(&path).expect("a stale socket is replaced");
+        // a stopping daemon removes only its own socket
+        fs::remove_file(&path).expect("rm");
+        let other = UnixListener::bind(&path).expect("another socket at the path");
+        remove_if_ours(&path, again.file);
+        assert!(path.exists(), "another socket is left in place");
+        drop(other);
+        fs::remove_file(&path).expect("rm");
+        fs::write(&path, "x").expect("a regular file");
+        assert!(matches!(look(&path), Err(ServerError::NotASocket { .. })));
+        remove_if_ours(&path, again.file);
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn stop_wakes_a_waiter() {
+        let stop = StopHandle::default();
+        let s2 = stop.clone();
+        let t = thread::spawn(move || s2.wait());
+        stop.stop();
+        t.join().expect("the waiter wakes");
+        assert!(stop.is_stopping() && stop.flag().load(Ordering::SeqCst));
     }
 }
