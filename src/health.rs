@@ -2,8 +2,11 @@
 //! and `ipam-node`.
 //!
 //! One accept thread; one short-lived named thread per connection, at most
-//! [`MAX_CONNECTIONS`] at a time (more are answered 503 and closed). A request is one GET
-//! without a body, read by [`http::read_request`] within [`READ_TIMEOUT`]; the response always
+//! [`MAX_CONNECTIONS`] at a time and [`MAX_CONNECTIONS_PER_PEER`] from one address
+//! ([`crate::slots`]: when they are all taken, the oldest connection still sending its request
+//! is closed to make room; a newcomer is answered 503 only when every slot serves a complete
+//! request). A request is one GET without a body, read by [`http::read_request`] within
+//! [`REQUEST_DEADLINE`] in total, answered within [`RESPONSE_DEADLINE`]; the response always
 //! closes the connection (`Connection: close`), so there is no keep-alive state.
 //!
 //! Routes: `GET /healthz` and `GET /readyz` answer 200 `ok` or 503 `not ok`; `GET /metrics`
@@ -18,16 +21,26 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::deadline::Deadline;
 use crate::http;
+use crate::slots::{Limits, Slot, Slots};
 
 /// Connections served at once; kubelet probes and one Prometheus need a handful.
 pub const MAX_CONNECTIONS: usize = 16;
-/// How long a client may take to send its request head (kubelet's probe timeout is 1 s by default).
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long writing a response may block on a client that does not read.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections at once from one address: half the slots, so that kubelet (the node's address,
+/// which host-network pods share) and Prometheus (a pod address) always find room beside a
+/// peer that floods complete requests.
+pub const MAX_CONNECTIONS_PER_PEER: usize = MAX_CONNECTIONS / 2;
+/// The whole request head, however it trickles in: kubelet gives up on a probe after its
+/// `timeoutSeconds` (1 s by default) and sends the head in one segment; twice that leaves room
+/// for a retransmission.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Writing the answer to a client that does not read: `/metrics` is a few KiB, which the socket
+/// buffer takes at once; 5 s is for a scraper on a slow link (Prometheus' `scrape_timeout` is
+/// 10 s by default, and it waits for the whole exchange).
+pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What the server asks the program.
 pub trait Probe: Send + Sync {
@@ -120,19 +133,27 @@ pub fn serve(
 }
 
 fn accept_loop(listener: TcpListener, probe: Arc<dyn Probe>, stop: Arc<AtomicBool>) {
+    let slots = Slots::new("http", Limits { max: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS_PER_PEER });
+    // non-blocking: a fresh socket's send buffer takes the whole answer
     let busy = |mut stream: TcpStream, _| {
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let _ = http::respond(&mut stream, 503, "text/plain", b"too many connections\n", false);
     };
-    http::accept_loop(listener, &stop, MAX_CONNECTIONS, "http", busy, move |stream| {
-        let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        handle_connection(stream, probe.as_ref());
+    http::accept_loop(listener, &stop, &slots, "http", busy, move |stream, slot| {
+        handle_connection(stream, &slot, probe.as_ref());
     });
 }
 
-fn handle_connection(mut stream: TcpStream, probe: &dyn Probe) {
-    let req = match http::read_request(&mut stream, 0) {
+fn handle_connection(stream: TcpStream, slot: &Slot, probe: &dyn Probe) {
+    if !slot.reading() {
+        return;
+    }
+    let mut stream = Deadline::new(stream, Instant::now() + REQUEST_DEADLINE);
+    let req = http::read_request(&mut stream, 0);
+    if !slot.serving() {
+        return; // closed to make room while it was still sending
+    }
+    stream.set(Instant::now() + RESPONSE_DEADLINE);
+    let req = match req {
         Ok(r) => r,
         Err(e) => {
             if let Some((status, body)) = e.response() {

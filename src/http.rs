@@ -7,51 +7,56 @@
 //! webhook client) send `Content-Length`. Every response closes the connection
 //! (`Connection: close`), so there is no keep-alive state.
 //!
-//! Owns: [`accept_loop`] (a thread per connection, capped), [`read_request`], [`respond`],
-//! [`ReadError`]. Must not: route, or set socket timeouts (the servers set them; a timed-out
-//! read is [`ReadError::Closed`]).
+//! Owns: [`accept_loop`] (a thread per connection, admitted by the server's [`Slots`]),
+//! [`read_request`], [`respond`], [`ReadError`]. Must not: route, or choose deadlines (the
+//! servers wrap their streams in a [`crate::deadline::Deadline`]; a timed-out read is
+//! [`ReadError::Closed`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// How often the accept loop looks at the stop flag (the listener is non-blocking).
+use crate::slots::{Slot, Slots};
+
+/// How often the accept loop looks at the stop flag (the listener is non-blocking). A probe or
+/// review that arrives meanwhile waits at most this long, against kubelet's 1 s probe timeout
+/// and the API server's 10 s webhook timeout.
 pub const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 /// Accepts on the non-blocking `listener` until `stop` is set (within [`ACCEPT_POLL`]). Each
-/// connection is made blocking and served by `handle` on a thread of its own named `name`, at
-/// most `max` at once; one beyond that goes to `busy` on the accept thread instead.
+/// connection is made blocking, admitted by `slots` (which may close a slow one to make room,
+/// see [`crate::slots`]) and served by `handle` on a thread of its own named `name`; one that
+/// `slots` refuses goes to `busy` on the accept thread instead, which must not block (the
+/// stream is non-blocking then).
 pub fn accept_loop(
     listener: TcpListener,
     stop: &AtomicBool,
-    max: usize,
+    slots: &Arc<Slots>,
     name: &str,
     mut busy: impl FnMut(TcpStream, SocketAddr),
-    handle: impl Fn(TcpStream) + Send + Sync + 'static,
+    handle: impl Fn(TcpStream, Slot) + Send + Sync + 'static,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
     let handle = Arc::new(handle);
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
+                let Ok(shut) = stream.try_clone() else { continue };
                 if stream.set_nonblocking(false).is_err() {
                     continue;
                 }
-                if active.fetch_add(1, Ordering::SeqCst) >= max {
-                    active.fetch_sub(1, Ordering::SeqCst);
-                    busy(stream, peer);
+                let Some(slot) = slots.enter(Some(peer.ip().to_canonical()), Box::new(shut)) else {
+                    if stream.set_nonblocking(true).is_ok() {
+                        busy(stream, peer);
+                    }
                     continue;
-                }
-                let (handle, active2) = (Arc::clone(&handle), Arc::clone(&active));
-                let spawned = std::thread::Builder::new().name(format!("{name}-conn")).spawn(move || {
-                    handle(stream);
-                    active2.fetch_sub(1, Ordering::SeqCst);
-                });
-                if spawned.is_err() {
-                    active.fetch_sub(1, Ordering::SeqCst);
-                }
+                };
+                let handle = Arc::clone(&handle);
+                // a failed spawn drops the closure, the stream and the slot: the peer sees a close
+                let _ = std::thread::Builder::new()
+                    .name(format!("{name}-conn"))
+                    .spawn(move || handle(stream, slot));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
             Err(e) => {

@@ -16,6 +16,8 @@
 //! | [`controller`] | shell | `ipam-controller`: offline `plan`, cluster mode (pure `reconcile`, leader election, status writes) |
 //! | [`health`]   | shell | the `/healthz`, `/readyz`, `/metrics` HTTP server of both daemons |
 //! | [`http`]     | shell | the minimal HTTP/1.1 request reader and response writer of both servers |
+//! | [`deadline`] | shell | a socket whose reads and writes end at one instant (whole-request deadlines) |
+//! | [`slots`]    | shell | fair connection slots of the three servers (pure `admit` decides whom to close) |
 //! | [`metrics`]  | pure  | Prometheus text format rendering |
 //! | [`logging`]  | shell | the stderr/file logger behind the `log` facade (text or JSON lines) |
 
@@ -23,6 +25,7 @@ pub mod alloc;
 pub mod api;
 pub mod cni;
 pub mod controller;
+pub mod deadline;
 pub mod health;
 pub mod http;
 pub mod ip;
@@ -31,4 +34,5 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod slots;
 pub mod store;

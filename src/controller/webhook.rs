@@ -2,13 +2,16 @@
 //! around [`admission`](super::admission).
 //!
 //! One accept thread; one named thread per connection, at most [`MAX_CONNECTIONS`] at a time
-//! (more are closed at once: the API server retries or applies the failure policy), and one
-//! review decoded at a time (memory, see [`MAX_CONNECTIONS`]). TLS is
-//! rustls with the ring provider, as for the kube client. Each connection carries one request
-//! (`POST <path>` with a `Content-Length` body of at most [`MAX_BODY_BYTES`], handshake and
-//! request read within [`READ_TIMEOUT`] in total) and is closed after the answer
-//! (`Connection: close`). Pool writes are rare, so a TLS handshake per review costs nothing
-//! that matters.
+//! and [`MAX_CONNECTIONS_PER_PEER`] from one address ([`crate::slots`]: when they are all
+//! taken, the oldest connection still in its handshake or request is closed to make room; a
+//! newcomer is closed at once only when every slot holds a complete review, and the API server
+//! applies its failure policy), and one review decoded at a time (memory, see
+//! [`MAX_CONNECTIONS`]). TLS is rustls with the ring provider, as for the kube client. Each
+//! connection carries one request (`POST <path>` with a `Content-Length` body of at most
+//! [`MAX_BODY_BYTES`]); the TLS handshake, the request, the wait for the decoder and the answer
+//! all end at one [`DEADLINE`], however the bytes trickle in, and the connection is closed after
+//! the answer (`Connection: close`). Pool writes are rare, so a TLS handshake per review costs
+//! nothing that matters.
 //!
 //! Certificates: `tls.crt` (chain) and `tls.key` of the certificate directory are read at
 //! start and again when their modification time, size or inode changes (a Secret volume
@@ -25,7 +28,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,7 +38,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::admission::{self, PoolRange};
+use crate::deadline::Deadline;
 use crate::http;
+use crate::slots::{Limits, Slot, Slots};
 
 /// Largest AdmissionReview body: it carries `object` and, for UPDATE, `oldObject`, each at
 /// most etcd's 1.5 MiB object limit (a 5,000-node status is ~0.5 MiB), plus the envelope.
@@ -47,17 +52,18 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 /// ([`DECIDING`]). 8 x 4 MiB + one decode + the caches fit; pool writes are rare and each review
 /// takes milliseconds, so 8 is plenty for the API server.
 pub const MAX_CONNECTIONS: usize = 8;
+/// Connections at once from one address: half the slots, so that a peer sending complete
+/// reviews as fast as it can (they wait for [`DECIDING`], serving, so they cannot be closed to
+/// make room) leaves room for the API server.
+pub const MAX_CONNECTIONS_PER_PEER: usize = MAX_CONNECTIONS / 2;
 /// Held while a body is decoded and decided: one at a time, see [`MAX_CONNECTIONS`].
-static DECIDING: Mutex<()> = Mutex::new(());
-/// Handshake plus the whole request, however the bytes trickle in (a deadline, not a per-read
-/// timeout); the API server's default webhook timeout is 10 s.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long writing the answer may block on a peer that does not read.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+static DECIDING: OneAtATime = OneAtATime { busy: Mutex::new(false), freed: Condvar::new() };
+/// A connection's whole life: TLS handshake, request, the wait for [`DECIDING`] and the answer,
+/// however the bytes trickle in. The API server's default webhook `timeoutSeconds` is 10 s (as
+/// in deploy/components/webhook/validating-webhook.yaml): past it the caller has given up.
+pub const DEADLINE: Duration = Duration::from_secs(10);
 /// How often the certificate files are looked at (stat, no read unless they changed).
 pub const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// How often, at most, refused connections (all slots busy) are logged.
-const BUSY_LOG_EVERY: Duration = Duration::from_secs(10);
 /// File names in the certificate directory (controller-runtime's and cert-manager's).
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
@@ -264,25 +270,24 @@ fn accept_loop(
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) {
-    // refused connections are counted and logged at most every BUSY_LOG_EVERY: a flood of
-    // connections must not also flood the log
-    let (mut refused, mut last_busy_log): (u64, Option<Instant>) = (0, None);
-    let busy = |_, peer| {
-        refused += 1;
-        if last_busy_log.is_none_or(|t: Instant| t.elapsed() >= BUSY_LOG_EVERY) {
-            log::warn!(
-                "webhook: {MAX_CONNECTIONS} connections busy; closed {refused} connection(s) (the last from {peer})"
-            );
-            (refused, last_busy_log) = (0, Some(Instant::now()));
-        }
-    };
-    http::accept_loop(listener, &stop, MAX_CONNECTIONS, "webhook", busy, move |stream| {
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        handle_connection(stream, Arc::clone(&tls), others.as_ref(), &stats);
+    let slots = Slots::new("webhook", Limits { max: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS_PER_PEER });
+    // refused: closed at once (no handshake to answer on); `slots` logs it
+    let busy = |_, _| {};
+    http::accept_loop(listener, &stop, &slots, "webhook", busy, move |stream, slot| {
+        handle_connection(stream, &slot, Arc::clone(&tls), others.as_ref(), &stats);
     });
 }
 
-fn handle_connection(stream: TcpStream, tls: Arc<rustls::ServerConfig>, others: &Others, stats: &Stats) {
+fn handle_connection(
+    stream: TcpStream,
+    slot: &Slot,
+    tls: Arc<rustls::ServerConfig>,
+    others: &Others,
+    stats: &Stats,
+) {
+    if !slot.reading() {
+        return;
+    }
     let conn = match rustls::ServerConnection::new(tls) {
         Ok(c) => c,
         Err(e) => {
@@ -290,11 +295,20 @@ fn handle_connection(stream: TcpStream, tls: Arc<rustls::ServerConfig>, others: 
             return;
         }
     };
-    let deadline = Instant::now() + READ_TIMEOUT;
-    let mut s = rustls::StreamOwned::new(conn, Deadline { stream, deadline });
-    let (status, ctype, body) = match http::read_request(&mut s, MAX_BODY_BYTES) {
+    let until = Instant::now() + DEADLINE;
+    // the handshake happens inside the first read, so it counts against the deadline too
+    let mut s = rustls::StreamOwned::new(conn, Deadline::new(stream, until));
+    let req = http::read_request(&mut s, MAX_BODY_BYTES);
+    if !slot.serving() {
+        return; // closed to make room while still in its handshake or request
+    }
+    let (status, ctype, body) = match req {
         Ok(req) => {
-            let _one = DECIDING.lock().unwrap_or_else(|p| p.into_inner());
+            // waiting for the decoder is serving (not evictable), and ends at the deadline
+            let Some(_turn) = DECIDING.enter(until) else {
+                log::warn!("webhook: {:?}: no turn to decide before the deadline ({DEADLINE:?})", req.path);
+                return;
+            };
             route(&req, others, stats)
         }
         Err(e) => match e.response() {
@@ -303,7 +317,7 @@ fn handle_connection(stream: TcpStream, tls: Arc<rustls::ServerConfig>, others: 
                 (status, "text/plain", text.into_bytes())
             }
             None => {
-                log::debug!("webhook: connection closed before a request (TLS handshake or timeout)");
+                log::debug!("webhook: connection closed before a request (TLS handshake or deadline)");
                 return;
             }
         },
@@ -314,31 +328,35 @@ fn handle_connection(stream: TcpStream, tls: Arc<rustls::ServerConfig>, others: 
     }
 }
 
-/// A socket whose reads end at `deadline`: a peer sending one byte at a time cannot hold a
-/// connection thread longer than [`READ_TIMEOUT`].
-struct Deadline {
-    stream: TcpStream,
-    deadline: Instant,
+/// A turn of one at a time that a caller waits for only until its deadline (a `Mutex` cannot).
+struct OneAtATime {
+    busy: Mutex<bool>,
+    freed: Condvar,
 }
 
-impl std::io::Read for Deadline {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
+/// Holding the turn; dropping it passes the turn on.
+struct Turn<'a>(&'a OneAtATime);
+
+impl OneAtATime {
+    /// The turn, or `None` when `until` passes first.
+    fn enter(&self, until: Instant) -> Option<Turn<'_>> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-        self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
+        *busy = true;
+        Some(Turn(self))
     }
 }
 
-impl Write for Deadline {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.stream.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.stream.flush()
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.0.freed.notify_one();
     }
 }
 
@@ -429,17 +447,17 @@ mod tests {
     }
 
     #[test]
-    fn reads_end_at_the_deadline() {
-        use std::io::Read as _;
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let _peer = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-        let (stream, _) = l.accept().expect("accept");
+    fn a_turn_is_waited_for_only_until_the_deadline() {
+        let one = OneAtATime { busy: Mutex::new(false), freed: Condvar::new() };
+        let turn = one.enter(Instant::now()).expect("a free turn is taken even at the deadline");
         let start = Instant::now();
-        let mut d = Deadline { stream, deadline: start + Duration::from_millis(100) };
-        let mut buf = [0u8; 8];
-        assert!(d.read(&mut buf).is_err(), "a silent peer times out");
-        assert!(start.elapsed() < READ_TIMEOUT);
-        assert_eq!(d.read(&mut buf).map_err(|e| e.kind()), Err(std::io::ErrorKind::TimedOut));
+        assert!(one.enter(start + Duration::from_millis(50)).is_none(), "busy until the deadline");
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| one.enter(Instant::now() + Duration::from_secs(10)).is_some());
+            drop(turn);
+            assert!(waiter.join().expect("join"), "the turn passes on when dropped");
+        });
     }
 
     #[test]

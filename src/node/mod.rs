@@ -9,8 +9,10 @@
 //! deadline, logging every [`POOLS_WAIT_LOG_EVERY`] — for the first complete list, while the
 //! reflectors retry in the background) → host install → socket → serve. The health server
 //! starts right after the store, so `/readyz` answers false while pools are unknown.
-//! Threads: the accept loop (main), one per connection, the pools-file poller or the pool
-//! reflectors, the pod reflector and the stale cleaner, the health server, the signal waiter.
+//! Threads: main (start, then waits for the stop and the in-flight requests), the accept loop,
+//! one per connection, the pools-file poller or the pool reflectors, the pod reflector and the
+//! stale cleaner, the health server, the signal waiter. A stop never depends on the socket
+//! file: main returns after the grace and the process exit ends the accept thread.
 
 pub mod cleaner;
 pub mod config;
@@ -78,7 +80,9 @@ impl std::error::Error for NodeError {}
 pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
     let store = Store::open(&cfg.store_file).map_err(NodeError::Store)?;
     log::info!("store {} loaded: {} reservations", cfg.store_file.display(), store.state().len());
-    let stop = server::stop_handle(&cfg.bind_socket);
+    // before anything is installed: a daemon on another store may serve this socket
+    server::check_free(&cfg.bind_socket).map_err(NodeError::Server)?;
+    let stop = server::stop_handle();
     let halt = stop.flag();
 
     let mut client = None;
@@ -189,7 +193,7 @@ pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
         log::info!("wrote CNI plugin config {}", dest.display());
     }
 
-    let listener = server::bind(&cfg.bind_socket).map_err(NodeError::Server)?;
+    let bound = server::bind(&cfg.bind_socket).map_err(NodeError::Server)?;
     if let Some(path) = cfg.pools_file.clone() {
         let (service, stop, node, interval) =
             (service.clone(), stop.clone(), cfg.node_name.clone(), cfg.pools_file_poll);
@@ -210,13 +214,14 @@ pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
     }
     log::info!("serving on {} for node {}", cfg.bind_socket.display(), cfg.node_name);
     probe.set_serving(true);
-    server::serve(listener, &cfg.bind_socket, service, &stop);
+    let served = server::serve(bound, service, &stop);
     probe.set_serving(false);
     halt.store(true, Ordering::SeqCst);
     if let Some(c) = &client {
         // Unblocks the watches of the reflector threads (process exit follows).
         c.shutdown();
     }
+    served.map_err(NodeError::Server)?;
     log::info!("stopped");
     Ok(())
 }

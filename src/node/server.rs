@@ -1,14 +1,24 @@
-//! The daemon's unix socket: bind (mode 0600), accept, one named thread per connection up to
-//! [`MAX_CONNECTIONS`], frames in and out, and a graceful stop that lets in-flight requests
-//! finish.
+//! The daemon's unix socket: bind (mode 0600, never over a socket a live daemon serves),
+//! accept on a thread of its own, one named thread per connection admitted by a slot table
+//! ([`crate::slots`]: [`MAX_CONNECTIONS`]; when full, the oldest connection still waiting for
+//! its frame is closed to make room), frames in and out within deadlines, and a graceful stop
+//! that lets in-flight requests finish and removes the socket file only if it is still ours.
 //!
-//! Owns: connection lifetimes, per-connection deadlines, decoding failures as error frames.
-//! Must not: interpret requests (see `service`).
+//! Deadlines: a request frame must arrive whole within [`FRAME_DEADLINE`] of the daemon
+//! starting to wait for it, its answer be written within [`REPLY_DEADLINE`], and a connection
+//! lives at most [`MAX_CONNECTION_LIFETIME`] (several exchanges on one connection are allowed).
+//!
+//! Stopping does not depend on the socket file: [`serve`] waits on the [`StopHandle`], not on
+//! `accept()`, and returns while the accept thread may still be blocked (the process exit ends
+//! it), so a removed or replaced socket file cannot keep the daemon from stopping.
+//!
+//! Owns: connection lifetimes, per-request deadlines, decoding failures as error frames, the
+//! socket file. Must not: interpret requests (see `service`).
 
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,30 +26,73 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::deadline::Deadline;
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::{ErrorCode, PROTOCOL_VERSION, RequestFrame, ResponseFrame};
+use crate::slots::{Limits, Slot, Slots};
 
 use super::service::Service;
 
 /// Connections served at once. Each costs a thread with a small stack; a 256-way burst of CNI
-/// ADDs (the benchmark's largest) fits four times over. Past it, callers get `not_ready` (CNI
-/// code 11) and the runtime retries.
+/// ADDs (the benchmark's largest) fits four times over. When all are taken the oldest one
+/// still waiting for its frame is closed to make room; only when all are handling a request
+/// does a caller get `not_ready` (CNI code 11), and the runtime retries.
 pub const MAX_CONNECTIONS: usize = 1024;
 
-/// How long a connection may sit between frames before it is closed: the plugin sends its
-/// request right after connecting, so anything slower is a stuck or hostile peer.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A whole request frame, from the moment the daemon waits for it (after accepting, or after
+/// the previous answer): the plugin writes its frame right after connecting (a 4 MiB GC frame
+/// takes milliseconds on a unix socket) and itself gives up after `daemonCallTimeoutSeconds`,
+/// 5 s by default; anything slower is a stuck or hostile peer.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Writing an answer (at most a few KiB) to a peer that is already reading it: as generous as
+/// [`FRAME_DEADLINE`].
+pub const REPLY_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long one connection may live, whatever it sends: the plugin's connections last
+/// milliseconds; a tool sending several frames on one connection gets a minute.
+pub const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The deadlines of a connection (the constants above; tests shorten them).
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    frame: Duration,
+    reply: Duration,
+    lifetime: Duration,
+}
+
+const TIMING: Timing =
+    Timing { frame: FRAME_DEADLINE, reply: REPLY_DEADLINE, lifetime: MAX_CONNECTION_LIFETIME };
 
 /// How long a stop waits for in-flight requests (a commit takes milliseconds).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a start waits for a connection to a socket already at the bind path. A live daemon
+/// accepts at once; one whose backlog stays full this long is alive but stuck, and is not taken
+/// over either.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Stack of a connection thread: requests are small and handling is shallow.
 const CONNECTION_STACK_BYTES: usize = 256 * 1024;
 
+/// After a failed `accept()` (e.g. out of file descriptors) the accept thread pauses this long,
+/// so that a persistent failure does not spin a core.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
 #[derive(Debug)]
 pub enum ServerError {
-    NotASocket { path: PathBuf },
-    Bind { path: PathBuf, source: io::Error },
+    NotASocket {
+        path: PathBuf,
+    },
+    /// A live daemon answers on the path.
+    InUse {
+        path: PathBuf,
+    },
+    Bind {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Spawn(io::Error),
 }
 
 impl fmt::Display for ServerError {
@@ -50,6 +103,12 @@ impl fmt::Display for ServerError {
                 "bind address {} exists and is not a socket; remove it or choose another --bind-address",
                 path.display()
             ),
+            ServerError::InUse { path } => write!(
+                f,
+                "bind address {} is served by another ipam-node (it accepts connections); stop it first or \
+                 choose another --bind-address",
+                path.display()
+            ),
             ServerError::Bind { path, source } => {
                 write!(
                     f,
@@ -57,82 +116,118 @@ impl fmt::Display for ServerError {
                     path.display()
                 )
             }
+            ServerError::Spawn(e) => write!(f, "cannot start the accept thread: {e}"),
         }
     }
 }
 
 impl std::error::Error for ServerError {}
 
-/// Binds the socket at `path`: a stale socket from a previous run is replaced, any other file
-/// is refused; the socket is made root-only before anyone can be served.
-pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+/// What is at the bind path.
+#[derive(Debug, PartialEq, Eq)]
+enum AtPath {
+    Nothing,
+    /// A socket nobody listens on (a daemon killed with -9 leaves one).
+    Stale,
+    /// A socket that accepts connections, or whose backlog is full (a live daemon).
+    Live,
+}
+
+/// Looks at the bind path without changing it: the file type, and for a socket whether
+/// something accepts connections on it.
+fn look(path: &Path) -> Result<AtPath, ServerError> {
     let err = |source| ServerError::Bind { path: path.to_path_buf(), source };
     match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => fs::remove_file(path).map_err(err)?,
+        Ok(m) if m.file_type().is_socket() => {}
         Ok(_) => return Err(ServerError::NotASocket { path: path.to_path_buf() }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(AtPath::Nothing),
         Err(e) => return Err(err(e)),
+    }
+    // connect() blocks while the listener's backlog is full: on a thread of its own, waited
+    // for at most PROBE_TIMEOUT (a thread left blocked ends with the process, which then exits)
+    let (tx, rx) = std::sync::mpsc::channel();
+    let target = path.to_path_buf();
+    thread::Builder::new()
+        .name("socket-probe".into())
+        .spawn(move || {
+            let _ = tx.send(UnixStream::connect(&target).map(drop));
+        })
+        .map_err(ServerError::Spawn)?;
+    match rx.recv_timeout(PROBE_TIMEOUT) {
+        Ok(Ok(())) | Err(_) => Ok(AtPath::Live),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(AtPath::Stale),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => Ok(AtPath::Nothing),
+        Ok(Err(e)) => Err(err(e)),
+    }
+}
+
+/// Refuses a bind path that a live daemon serves or that is not a socket; changes nothing.
+/// Called early at start, so that a second daemon stops before installing anything.
+pub fn check_free(path: &Path) -> Result<(), ServerError> {
+    match look(path)? {
+        AtPath::Live => Err(ServerError::InUse { path: path.to_path_buf() }),
+        AtPath::Nothing | AtPath::Stale => Ok(()),
+    }
+}
+
+/// A bound, root-only socket and the identity of its file.
+#[derive(Debug)]
+pub struct Bound {
+    listener: UnixListener,
+    path: PathBuf,
+    /// (device, inode) of the socket file we created: removed on stop only if still there.
+    file: (u64, u64),
+}
+
+/// Binds the socket at `path`: a stale socket from a previous run is replaced; a socket a live
+/// daemon serves, or any other file, is refused; the socket is made root-only before anyone
+/// can be served.
+pub fn bind(path: &Path) -> Result<Bound, ServerError> {
+    let err = |source| ServerError::Bind { path: path.to_path_buf(), source };
+    match look(path)? {
+        AtPath::Live => return Err(ServerError::InUse { path: path.to_path_buf() }),
+        AtPath::Stale => match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(e)),
+            _ => log::info!("removed the stale socket {} (nothing listened on it)", path.display()),
+        },
+        AtPath::Nothing => {}
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(err)?;
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
+    let m = fs::symlink_metadata(path).map_err(err)?;
+    Ok(Bound { listener, path: path.to_path_buf(), file: (m.dev(), m.ino()) })
 }
 
-/// Counts live connections so that a stop can wait for them.
-#[derive(Default)]
-struct Inflight {
-    count: Mutex<usize>,
-    idle: Condvar,
-}
-
-impl Inflight {
-    fn try_enter(&self) -> bool {
-        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
-        if *n >= MAX_CONNECTIONS {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    fn leave(&self) {
-        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
-        *n -= 1;
-        if *n == 0 {
-            self.idle.notify_all();
-        }
-    }
-
-    /// Waits until no connection is live, or `grace` passes; returns the count left.
-    fn wait_idle(&self, grace: Duration) -> usize {
-        let deadline = Instant::now() + grace;
-        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
-        while *n > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
+/// Removes the socket file if it is still the one we bound: a stopping daemon never deletes a
+/// newer daemon's socket or a file someone put there.
+fn remove_if_ours(path: &Path, file: (u64, u64)) {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() && (m.dev(), m.ino()) == file => {
+            if let Err(e) = fs::remove_file(path) {
+                log::warn!("cannot remove the socket {}: {e}", path.display());
             }
-            n = self.idle.wait_timeout(n, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-        *n
+        Ok(_) => log::info!("{} is no longer our socket; left in place", path.display()),
+        Err(_) => {}
     }
 }
 
-/// A handle that stops a running [`serve`] loop from another thread (the signal handler).
-#[derive(Clone)]
+/// Stops a running [`serve`] from another thread (the signal handler).
+#[derive(Clone, Default)]
 pub struct StopHandle {
     stopping: Arc<AtomicBool>,
-    path: PathBuf,
+    wake: Arc<(Mutex<()>, Condvar)>,
 }
 
 impl StopHandle {
     pub fn stop(&self) {
+        let (lock, cv) = &*self.wake;
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
         self.stopping.store(true, Ordering::SeqCst);
-        // Wake the blocking accept(); the loop sees the flag and returns.
-        let _ = UnixStream::connect(&self.path);
+        cv.notify_all();
     }
 
     /// The flag itself, for loops that poll it (reflectors, the health server).
@@ -143,54 +238,89 @@ impl StopHandle {
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
-}
 
-pub fn stop_handle(path: &Path) -> StopHandle {
-    StopHandle { stopping: Arc::new(AtomicBool::new(false)), path: path.to_path_buf() }
-}
-
-/// Serves until `stop` is triggered, then waits up to [`SHUTDOWN_GRACE`] for in-flight
-/// connections and removes the socket file.
-pub fn serve(listener: UnixListener, path: &Path, service: Arc<Service>, stop: &StopHandle) {
-    let inflight = Arc::new(Inflight::default());
-    for conn in listener.incoming() {
-        if stop.is_stopping() {
-            break;
-        }
-        let mut stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("accept failed: {e}");
-                continue;
-            }
-        };
-        if !inflight.try_enter() {
-            let busy =
-                ResponseFrame::error(ErrorCode::NotReady, "ipam-node is at its connection limit; retry");
-            let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
-            let _ = frame::write_frame(&mut stream, &busy);
-            continue;
-        }
-        let service = service.clone();
-        let guard = inflight.clone();
-        let stop = stop.clone();
-        let spawned = thread::Builder::new()
-            .name("ipam-conn".into())
-            .stack_size(CONNECTION_STACK_BYTES)
-            .spawn(move || {
-                handle_connection(stream, &service, &stop);
-                guard.leave();
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start a connection thread: {e}");
-            inflight.leave();
+    /// Blocks until [`StopHandle::stop`].
+    pub fn wait(&self) {
+        let (lock, cv) = &*self.wake;
+        let mut held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !self.is_stopping() {
+            held = cv.wait(held).unwrap_or_else(|p| p.into_inner());
         }
     }
-    let left = inflight.wait_idle(SHUTDOWN_GRACE);
+}
+
+pub fn stop_handle() -> StopHandle {
+    StopHandle::default()
+}
+
+/// Serves on a thread of its own until `stop` is triggered, then closes the connections still
+/// waiting for a frame, waits up to [`SHUTDOWN_GRACE`] for those handling a request, removes
+/// the socket file if it is still ours and returns (the accept thread ends with the process).
+pub fn serve(bound: Bound, service: Arc<Service>, stop: &StopHandle) -> Result<(), ServerError> {
+    let Bound { listener, path, file } = bound;
+    let slots = Slots::new("ipam-node socket", Limits { max: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS });
+    let (slots2, stop2) = (slots.clone(), stop.clone());
+    let spawned = thread::Builder::new()
+        .name("ipam-accept".into())
+        .spawn(move || accept_loop(listener, &slots2, service, &stop2));
+    if let Err(e) = spawned {
+        remove_if_ours(&path, file);
+        return Err(ServerError::Spawn(e));
+    }
+    stop.wait();
+    slots.close_readers();
+    let left = slots.wait_empty(SHUTDOWN_GRACE);
     if left > 0 {
         log::warn!("stopping with {left} connections still open after {SHUTDOWN_GRACE:?}");
     }
-    let _ = fs::remove_file(path);
+    remove_if_ours(&path, file);
+    Ok(())
+}
+
+/// Answers `not_ready` without blocking the accept thread (a fresh socket's buffer takes the
+/// frame) and closes.
+fn turn_away(stream: UnixStream, message: &str) {
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = frame::write_frame(&mut &stream, &ResponseFrame::error(ErrorCode::NotReady, message));
+    }
+}
+
+fn accept_loop(listener: UnixListener, slots: &Arc<Slots>, service: Arc<Service>, stop: &StopHandle) {
+    let mut last_error_log: Option<Instant> = None;
+    for conn in listener.incoming() {
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                if last_error_log.is_none_or(|t| t.elapsed() >= crate::slots::LOG_EVERY) {
+                    log::warn!("accept failed: {e}");
+                    last_error_log = Some(Instant::now());
+                }
+                thread::sleep(ACCEPT_ERROR_PAUSE);
+                continue;
+            }
+        };
+        if stop.is_stopping() {
+            turn_away(stream, "ipam-node is stopping; retry");
+            continue;
+        }
+        let Ok(shut) = stream.try_clone() else { continue };
+        let Some(slot) = slots.enter(None, Box::new(shut)) else {
+            turn_away(
+                stream,
+                "ipam-node is at its connection limit, every connection handling a request; retry",
+            );
+            continue;
+        };
+        let (service, stop) = (service.clone(), stop.clone());
+        let spawned = thread::Builder::new()
+            .name("ipam-conn".into())
+            .stack_size(CONNECTION_STACK_BYTES)
+            .spawn(move || handle_connection(stream, &slot, &service, &stop, TIMING));
+        if let Err(e) = spawned {
+            // the closure, with the stream and the slot, is dropped: the peer sees a close
+            log::error!("cannot start a connection thread: {e}");
+        }
+    }
 }
 
 /// Decodes a request frame body; a frame of another protocol version gets its own answer.
@@ -218,14 +348,20 @@ fn decode_request(body: &[u8]) -> Result<RequestFrame, ResponseFrame> {
         .map_err(|e| ResponseFrame::error(ErrorCode::BadFrame, format!("malformed request: {e}")))
 }
 
-fn handle_connection(mut stream: UnixStream, service: &Service, stop: &StopHandle) {
-    if stream.set_read_timeout(Some(IDLE_TIMEOUT)).is_err()
-        || stream.set_write_timeout(Some(IDLE_TIMEOUT)).is_err()
-    {
-        return;
-    }
+fn handle_connection(stream: UnixStream, slot: &Slot, service: &Service, stop: &StopHandle, timing: Timing) {
+    let end_of_life = Instant::now() + timing.lifetime;
+    let mut stream = Deadline::new(stream, end_of_life);
     loop {
-        let body = match frame::read_frame_bytes(&mut stream) {
+        if !slot.reading() {
+            return; // closed to make room while it waited for this frame
+        }
+        stream.set((Instant::now() + timing.frame).min(end_of_life));
+        let body = frame::read_frame_bytes(&mut stream);
+        if !slot.serving() {
+            return; // closed to make room while its frame was still arriving: not acted on
+        }
+        stream.set(Instant::now() + timing.reply);
+        let body = match body {
             Ok(b) => b,
             Err(FrameError::Closed) => return,
             Err(FrameError::Io(e)) => {
@@ -264,8 +400,138 @@ fn handle_connection(mut stream: UnixStream, service: &Service, stop: &StopHandl
                 reply
             }
         };
-        if frame::write_frame(&mut stream, &reply).is_err() {
+        if frame::write_frame(&mut stream, &reply).is_err()
+            || stop.is_stopping()
+            || Instant::now() >= end_of_life
+        {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::pools::PoolSet;
+    use crate::protocol::{Request, Response, StatusRequest};
+    use crate::store::Store;
+    use crate::store::tests::TempDir;
+    use std::io::{Read, Write};
+
+    fn status() -> RequestFrame {
+        RequestFrame::new(Request::Status(StatusRequest { pools: Vec::new(), pool_type: Default::default() }))
+    }
+
+    /// Serves one end of a socket pair with `timing` on a thread; returns the other end and the
+    /// thread, which ends when the connection does.
+    fn serve_pair(dir: &TempDir, timing: Timing) -> (UnixStream, thread::JoinHandle<()>) {
+        let store = Store::open(&dir.join("store")).expect("store");
+        let service = Service::new("node1".into(), store, PoolSet::default());
+        let (client, server) = UnixStream::pair().expect("pair");
+        let slots = Slots::new("test", Limits { max: 1, per_peer: 1 });
+        let slot = slots.enter(None, Box::new(server.try_clone().expect("clone"))).expect("slot");
+        let t =
+            thread::spawn(move || handle_connection(server, &slot, &service, &StopHandle::default(), timing));
+        (client, t)
+    }
+
+    /// Waits (bounded) until the connection thread has ended.
+    fn ended_within(t: &thread::JoinHandle<()>, bound: Duration) -> bool {
+        let until = Instant::now() + bound;
+        while !t.is_finished() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(5)); // a poll interval
+        }
+        t.is_finished()
+    }
+
+    /// Waits (bounded) until the server side closed: a read returns end of file.
+    fn closed_within(mut c: &UnixStream, bound: Duration) -> bool {
+        c.set_read_timeout(Some(bound)).expect("timeout");
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).is_ok()
+    }
+
+    #[test]
+    fn a_frame_that_trickles_is_cut_at_its_deadline() {
+        let dir = TempDir::new("server-frame");
+        let timing = Timing { frame: Duration::from_millis(300), ..TIMING };
+        let (mut c, t) = serve_pair(&dir, timing);
+        let start = Instant::now();
+        c.write_all(&[0, 0, 1, 0]).expect("header");
+        // a byte every 50 ms: each read succeeds, the frame never completes
+        while start.elapsed() < Duration::from_millis(600) && c.write_all(b" ").is_ok() {
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert!(ended_within(&t, Duration::from_secs(5)), "the frame deadline ends the connection");
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert!(closed_within(&c, Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn several_frames_on_one_connection_until_its_lifetime() {
+        let dir = TempDir::new("server-life");
+        let timing = Timing { lifetime: Duration::from_millis(300), ..TIMING };
+        let (mut c, t) = serve_pair(&dir, timing);
+        let start = Instant::now();
+        let mut answered = 0;
+        // exchanges go on until the lifetime is over; the one in progress then is answered
+        while frame::write_frame(&mut c, &status()).is_ok() {
+            match frame::read_frame::<ResponseFrame>(&mut c) {
+                Ok(r) => {
+                    assert!(matches!(r.response, Response::Ok(_)), "{r:?}");
+                    answered += 1;
+                }
+                Err(_) => break,
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(ended_within(&t, Duration::from_secs(5)), "the lifetime ends the connection");
+        assert!(answered >= 2, "several exchanges on one connection ({answered})");
+        assert!(start.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn the_socket_path_is_looked_at_before_it_is_bound() {
+        let dir = TempDir::new("server-bind");
+        let path = dir.join("d.sock");
+        assert_eq!(look(&path).ok(), Some(AtPath::Nothing));
+        let live = bind(&path).expect("bind");
+        assert_eq!(look(&path).ok(), Some(AtPath::Live));
+        let e = bind(&path).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(
+            e,
+            Err(format!(
+                "bind address {} is served by another ipam-node (it accepts connections); stop it first or \
+                 choose another --bind-address",
+                path.display()
+            ))
+        );
+        assert!(check_free(&path).is_err());
+        // the listener is gone, its file stays: stale, replaced by a new bind
+        drop(live);
+        assert_eq!(look(&path).ok(), Some(AtPath::Stale));
+        assert!(check_free(&path).is_ok());
+        let again = bind(&path).expect("a stale socket is replaced");
+        // a stopping daemon removes only its own socket
+        fs::remove_file(&path).expect("rm");
+        let other = UnixListener::bind(&path).expect("another socket at the path");
+        remove_if_ours(&path, again.file);
+        assert!(path.exists(), "another socket is left in place");
+        drop(other);
+        fs::remove_file(&path).expect("rm");
+        fs::write(&path, "x").expect("a regular file");
+        assert!(matches!(look(&path), Err(ServerError::NotASocket { .. })));
+        remove_if_ours(&path, again.file);
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn stop_wakes_a_waiter() {
+        let stop = StopHandle::default();
+        let s2 = stop.clone();
+        let t = thread::spawn(move || s2.wait());
+        stop.stop();
+        t.join().expect("the waiter wakes");
+        assert!(stop.is_stopping() && stop.flag().load(Ordering::SeqCst));
     }
 }

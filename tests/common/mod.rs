@@ -1,7 +1,8 @@
 //! Shared fixtures for the end-to-end tests: a sandbox directory per test, `wait_until` with a
 //! deadline, the real `ipam-node` daemon ([`daemon::Daemon`]), the real `nv-ipam` plugin run
-//! with a clean environment ([`cni`]), and network namespaces / links the test owns
-//! ([`netns`]). Every name is unique per process and per call, so tests run in parallel.
+//! with a clean environment ([`cni`]), network namespaces / links the test owns ([`netns`]),
+//! and slow or idle peers ([`peers`]). Every name is unique per process and per call, so tests
+//! run in parallel.
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code)]
@@ -10,6 +11,7 @@ pub mod daemon;
 pub mod hostnode;
 pub mod kube;
 pub mod netns;
+pub mod peers;
 pub mod tempdir;
 
 use std::fs;
