@@ -39,6 +39,18 @@ pub const KIND_CIDRPOOL: &str = "CIDRPool";
 /// `kind` of a core/v1 Node object.
 pub const KIND_NODE: &str = "Node";
 
+/// Most entries decoded into any list of a pool object other than the node selector's:
+/// `status.allocations` and `spec.staticAllocations` have (at most) one entry per node, and
+/// Kubernetes supports clusters of up to 5,000 nodes; 65,536 leaves 13× headroom. A longer
+/// list is refused while decoding: an entry decoded from `{}` (3 bytes) costs 48 to 72 bytes,
+/// so without a cap a 4 MiB AdmissionReview could cost 24 times its size.
+pub const MAX_LIST_ITEMS: usize = 65_536;
+
+/// Most `nodeSelectorTerms` in a selector, and most `matchExpressions` (and `matchFields`) in
+/// one term. These lists nest, so their caps multiply: 64 × 2 × 64 requirements is already far
+/// beyond any selector a person writes (Kubernetes itself sets no limit).
+pub const MAX_SELECTOR_ITEMS: usize = 64;
+
 /// serde helper: skip `false` booleans so optional flags round-trip as absent.
 pub(crate) fn is_false(b: &bool) -> bool {
     !*b

@@ -16,7 +16,7 @@ use super::validate::FieldError;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSelector {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SELECTOR_ITEMS }>")]
     pub node_selector_terms: Vec<NodeSelectorTerm>,
 }
 
@@ -24,9 +24,17 @@ pub struct NodeSelector {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSelectorTerm {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SELECTOR_ITEMS }>",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub match_expressions: Vec<NodeSelectorRequirement>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SELECTOR_ITEMS }>",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub match_fields: Vec<NodeSelectorRequirement>,
 }
 
@@ -37,7 +45,11 @@ pub struct NodeSelectorRequirement {
     pub key: String,
     #[serde(default)]
     pub operator: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_LIST_ITEMS }>",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub values: Vec<String>,
 }
 
