@@ -5,13 +5,13 @@
 //! struct it becomes 48 to 72), so a list's length, not its bytes, decides the memory. Error
 //! messages quote input (`invalid type: string "…"`) and must not grow with it.
 //!
-//! Owns: [`vec`], [`clip`]. Must not: know the types it decodes or do I/O.
+//! Owns: [`vec`], [`seq_with`], [`clip`]. Must not: know the types it decodes or do I/O.
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::Deserializer;
-use serde::de::{self, Deserialize, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 
 /// Decodes a list of at most `MAX` elements; a longer one is an error that names the limit,
 /// raised before element `MAX + 1` is decoded. Use as
@@ -33,22 +33,33 @@ impl<'de, T: Deserialize<'de>, const MAX: usize> Visitor<'de> for BoundedVec<T, 
         write!(f, "a list of at most {MAX} entries")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-        // the hint is the peer's claim: trust it only up to a small allocation
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX).min(1024));
-        while let Some(x) = seq.next_element()? {
-            out.push(x);
-            if out.len() == MAX {
-                if seq.next_element::<IgnoredAny>()?.is_some() {
-                    return Err(de::Error::custom(format_args!(
-                        "more than {MAX} entries in a list (the limit); split or shorten it"
-                    )));
-                }
-                break;
-            }
-        }
-        Ok(out)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+        seq_with(seq, PhantomData::<T>, MAX)
     }
+}
+
+/// The elements of `seq`, each decoded with `seed`, at most `max` of them (else an error that
+/// names the limit, raised before element `max + 1` is decoded). For visitors whose elements
+/// need state, e.g. a budget shared across nested lists.
+pub fn seq_with<'de, A, S>(mut seq: A, seed: S, max: usize) -> Result<Vec<S::Value>, A::Error>
+where
+    A: SeqAccess<'de>,
+    S: DeserializeSeed<'de> + Copy,
+{
+    // the hint is the peer's claim: trust it only up to a small allocation
+    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(max).min(1024));
+    while out.len() < max {
+        match seq.next_element_seed(seed)? {
+            Some(x) => out.push(x),
+            None => return Ok(out),
+        }
+    }
+    if seq.next_element::<IgnoredAny>()?.is_some() {
+        return Err(de::Error::custom(format_args!(
+            "more than {max} entries in a list (the limit); split or shorten it"
+        )));
+    }
+    Ok(out)
 }
 
 /// Largest message text kept by [`clip`]: a line a person reads, with room for a quoted name.

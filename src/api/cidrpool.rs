@@ -36,13 +36,13 @@ pub struct CidrPoolSpec {
     pub gateway_index: Option<i64>,
     #[serde(
         default,
-        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_LIST_ITEMS }>",
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub exclusions: Vec<ExcludeRange>,
     #[serde(
         default,
-        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_LIST_ITEMS }>",
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub per_node_exclusions: Vec<ExcludeIndexRange>,
@@ -58,7 +58,7 @@ pub struct CidrPoolSpec {
     pub default_gateway: bool,
     #[serde(
         default,
-        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_LIST_ITEMS }>",
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub routes: Vec<Route>,

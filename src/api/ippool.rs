@@ -35,13 +35,13 @@ pub struct IpPoolSpec {
     pub per_node_block_size: i64,
     #[serde(
         default,
-        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_LIST_ITEMS }>",
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub exclusions: Vec<ExcludeRange>,
     #[serde(
         default,
-        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_LIST_ITEMS }>",
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub per_node_exclusions: Vec<ExcludeIndexRange>,
@@ -53,7 +53,7 @@ pub struct IpPoolSpec {
     pub default_gateway: bool,
     #[serde(
         default,
-        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_LIST_ITEMS }>",
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub routes: Vec<Route>,

@@ -374,14 +374,33 @@ spec:
             serde_json::json!({"kind": "IPPool", "metadata": {"name": "p"}, "spec": {"exclusions": exclusions}})
                 .to_string()
         };
-        let m = decode(&pool(super::super::MAX_LIST_ITEMS)).expect("at the limit");
+        let m = decode(&pool(super::super::MAX_SPEC_LIST_ITEMS)).expect("at the limit");
         let Object::IpPool(p) = &m.objects[0] else { panic!("an ippool") };
-        assert_eq!(p.spec.exclusions.len(), super::super::MAX_LIST_ITEMS);
-        let e = decode(&pool(super::super::MAX_LIST_ITEMS + 1)).expect_err("one more");
+        assert_eq!(p.spec.exclusions.len(), super::super::MAX_SPEC_LIST_ITEMS);
+        let e = decode(&pool(super::super::MAX_SPEC_LIST_ITEMS + 1)).expect_err("one more");
         assert_eq!(
             e.to_string(),
-            "document 0: ippool \"p\": spec.exclusions: more than 65536 entries in a list (the limit); split or shorten it"
+            "document 0: ippool \"p\": spec.exclusions: more than 4096 entries in a list (the limit); split or shorten it"
         );
+        let status = |n: usize| {
+            let a = vec![serde_json::json!({}); n];
+            serde_json::json!({"kind": "CIDRPool", "metadata": {"name": "c"}, "status": {"allocations": a}})
+                .to_string()
+        };
+        assert!(decode(&status(super::super::MAX_LIST_ITEMS)).is_ok());
+        let e = decode(&status(super::super::MAX_LIST_ITEMS + 1)).expect_err("one more");
+        assert!(e.to_string().contains("status.allocations: more than 65536 entries"), "{e}");
+        // the values of a selector share one budget across its requirements
+        let req = serde_json::json!({"key": "k", "operator": "In", "values": vec!["a"; 1000]});
+        let sel = |terms: usize| {
+            let t = serde_json::json!({"matchExpressions": vec![req.clone(); 4]});
+            serde_json::json!({"kind": "IPPool", "metadata": {"name": "p"},
+                "spec": {"nodeSelector": {"nodeSelectorTerms": vec![t; terms]}}})
+            .to_string()
+        };
+        assert!(decode(&sel(super::super::MAX_SELECTOR_VALUES / 4000)).is_ok());
+        let e = decode(&sel(super::super::MAX_SELECTOR_VALUES / 4000 + 1)).expect_err("over the budget");
+        assert!(e.to_string().contains("more than 16384 values in one node selector (the limit)"), "{e}");
         let terms = vec![serde_json::json!({}); super::super::MAX_SELECTOR_ITEMS + 1];
         let text = serde_json::json!({"kind": "IPPool", "metadata": {"name": "p"},
             "spec": {"nodeSelector": {"nodeSelectorTerms": terms}}});
