@@ -329,12 +329,12 @@ fn deep_or_oversized_reviews_are_refused_without_decoding_them() {
     );
     // a list over its cap in the object: denied with 400, uid echoed
     let mut obj = ip(IP_SPEC);
-    obj["spec"]["exclusions"] = json!(vec![json!({}); crate::api::MAX_LIST_ITEMS + 1]);
+    obj["spec"]["exclusions"] = json!(vec![json!({}); crate::api::MAX_SPEC_LIST_ITEMS + 1]);
     let req = parse_review(PoolType::IpPool, &review("IPPool", "CREATE", obj, None)).expect("a review");
     assert_eq!(req.uid, "u-1");
     let v = decide(&req, None);
     assert_eq!((v.allowed, v.code), (false, 400));
-    assert!(v.message.contains("more than 65536 entries in a list (the limit)"), "{}", v.message);
+    assert!(v.message.contains("more than 4096 entries in a list (the limit)"), "{}", v.message);
     // a bad oldObject is told apart from a good object
     let mut old = ip(IP_SPEC);
     old["status"] = json!({"allocations": "not a list"});
