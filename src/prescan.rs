@@ -17,11 +17,11 @@ use std::ops::Range;
 
 /// Deepest nesting of arrays and objects (JSON) or collections (YAML) accepted in any text read
 /// from outside: protocol frames, AdmissionReviews, pools and nodes files, `plan` input,
-/// kubeconfig, Kubernetes responses and watch events. The deepest legitimate documents we read
-/// nest 13 levels (a watch event of a Pod with `managedFields`, measured on the test control
-/// plane; a pool with a node selector inside a `List` nests 9, a protocol frame 3); 64 leaves
-/// more than 4× headroom and stays below the 128 at which serde_json and yaml_serde stop, so this
-/// check, with its clear message, always comes first.
+/// kubeconfig, Kubernetes responses and watch events. The deepest legitimate documents we read,
+/// measured on the test control plane: a list page of Pods with pod anti-affinity nests 14
+/// levels (its watch event 13, the Pod with `managedFields` 12); an IPPool list page with a node
+/// selector 10; a protocol frame 3. 64 leaves 4.5× headroom and stays below the 128 at which
+/// serde_json and yaml_serde stop, so this check, with its clear message, always comes first.
 pub const MAX_DEPTH: usize = 64;
 
 /// Text nested deeper than the limit; `line` and `column` (1-based, bytes) point at the opening
