@@ -6,6 +6,8 @@
 //! | module       | kind  | owns |
 //! |--------------|-------|------|
 //! | [`ip`]       | pure  | address math: u128 offsets, ranges, merging, subnet carving, gateways |
+//! | [`prescan`]  | pure  | nesting-depth check of JSON/YAML from outside before any decoder; JSON list item spans |
+//! | [`bounded`]  | pure  | serde helpers that cap decoded list lengths; clipping of echoed input in messages |
 //! | [`api`]      | pure  | IPPool/CIDRPool/Node serde types (wire names kept), manifest decoding, validation |
 //! | [`alloc`]    | pure  | block/prefix planners, node pool configs, the container-IP allocator |
 //! | [`store`]    | shell | the node's allocation store: flock, journal, atomic snapshots |
@@ -23,6 +25,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod bounded;
 pub mod cni;
 pub mod controller;
 pub mod deadline;
@@ -33,6 +36,7 @@ pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod prescan;
 pub mod protocol;
 pub mod slots;
 pub mod store;

@@ -34,17 +34,33 @@ pub struct CidrPoolSpec {
     pub per_node_network_prefix: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_index: Option<i64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub exclusions: Vec<ExcludeRange>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub per_node_exclusions: Vec<ExcludeIndexRange>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_LIST_ITEMS }>",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub static_allocations: Vec<StaticAllocation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<NodeSelector>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub default_gateway: bool,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub routes: Vec<Route>,
 }
 
@@ -64,7 +80,7 @@ pub struct StaticAllocation {
 /// `status` of a CIDRPool: the prefix of every node, sorted by node name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CidrPoolStatus {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_LIST_ITEMS }>")]
     pub allocations: Vec<CidrAllocation>,
 }
 

@@ -33,9 +33,17 @@ pub struct IpPoolSpec {
     pub subnet: String,
     #[serde(default)]
     pub per_node_block_size: i64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub exclusions: Vec<ExcludeRange>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub per_node_exclusions: Vec<ExcludeIndexRange>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub gateway: String,
@@ -43,14 +51,18 @@ pub struct IpPoolSpec {
     pub node_selector: Option<NodeSelector>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub default_gateway: bool,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_SPEC_LIST_ITEMS }>",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub routes: Vec<Route>,
 }
 
 /// `status` of an IPPool: the block of every node, sorted by node name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpPoolStatus {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::bounded::vec::<_, _, { super::MAX_LIST_ITEMS }>")]
     pub allocations: Vec<IpAllocation>,
 }
 

@@ -6,6 +6,10 @@
 //! documents are skipped. Unknown kinds are an error naming the document, item and kind:
 //! silently dropping a mistyped pool would plan without it.
 //!
+//! Text nested deeper than [`prescan::MAX_DEPTH`] is refused before any parser sees it (libyaml
+//! spends time quadratic in flow nesting); lists in pool objects are capped while decoding
+//! (`api::MAX_LIST_ITEMS`).
+//!
 //! Owns: [`decode`], [`Object`], [`Manifest`], [`ManifestError`]. Must not: read files or
 //! validate specs (see `validate`).
 
@@ -20,6 +24,7 @@ use super::{
     CidrPool, CidrPoolSpec, CidrPoolStatus, IpPool, IpPoolSpec, IpPoolStatus, KIND_CIDRPOOL, KIND_IPPOOL,
     KIND_NODE, Node, ObjectMeta,
 };
+use crate::prescan::{self, TooDeep};
 
 /// Largest nesting of lists inside lists that is followed; deeper input is refused rather than
 /// recursing without bound.
@@ -84,6 +89,8 @@ impl fmt::Display for Position {
 pub enum ManifestError {
     /// Not JSON or YAML.
     Syntax { document: usize, message: String },
+    /// The text nests deeper than [`prescan::MAX_DEPTH`]; nothing of it was parsed.
+    Nesting(TooDeep),
     /// An element is not a mapping (a string, a number...).
     NotAnObject { at: Position },
     /// An object without `kind`.
@@ -105,6 +112,7 @@ impl fmt::Display for ManifestError {
             ManifestError::Syntax { document, message } => {
                 write!(f, "document {document}: not valid JSON or YAML: {message}")
             }
+            ManifestError::Nesting(e) => write!(f, "{e}"),
             ManifestError::NotAnObject { at } => {
                 write!(f, "{at}: expected an object with apiVersion and kind")
             }
@@ -136,6 +144,8 @@ impl std::error::Error for ManifestError {}
 /// Decodes `text` (JSON or YAML, any shape above) into its objects, in input order.
 pub fn decode(text: &str) -> Result<Manifest, ManifestError> {
     let mut out = Manifest::default();
+    // JSON is YAML, so the YAML scan covers both
+    prescan::check_yaml(text.as_bytes(), prescan::MAX_DEPTH).map_err(ManifestError::Nesting)?;
     // JSON is YAML, so one parser serves both; JSON first only for its better error messages.
     if let Ok(v) = serde_json::from_str::<Value>(text) {
         collect(v, Position::default(), 0, &mut out)?;
@@ -329,5 +339,72 @@ spec:
         );
         let e = decode("a: [\n").expect_err("syntax");
         assert!(e.to_string().starts_with("document 0: not valid JSON or YAML: "), "{e}");
+    }
+
+    #[test]
+    fn deep_text_is_refused_before_parsing() {
+        // 100,000 levels: before the pre-scan, 44 s of CPU in libyaml (JSON is retried as YAML)
+        for text in [
+            format!(
+                "kind: IPPool\nmetadata: {{name: a}}\nspec: {{x: {}{}}}\n",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
+            format!("{{\"kind\":\"IPPool\",\"x\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000)),
+            format!("kind: IPPool\nx:\n{}a\n", "- ".repeat(100_000)),
+        ] {
+            let e = decode(&text).expect_err("too deep");
+            assert!(matches!(e, ManifestError::Nesting(_)), "{e}");
+            assert!(e.to_string().starts_with("nested deeper than the limit of 64 levels at line "), "{e}");
+        }
+        // at the limit: the object is level 1, so an unknown field may nest 63 more
+        let n = prescan::MAX_DEPTH - 1;
+        let ok = format!(
+            "{{\"kind\":\"Node\",\"metadata\":{{\"name\":\"n\"}},\"x\":{}{}}}",
+            "[".repeat(n),
+            "]".repeat(n)
+        );
+        assert_eq!(decode(&ok).expect("at the limit").objects.len(), 1);
+    }
+
+    #[test]
+    fn pool_lists_are_capped_while_decoding() {
+        let pool = |n: usize| {
+            let exclusions = vec![serde_json::json!({}); n];
+            serde_json::json!({"kind": "IPPool", "metadata": {"name": "p"}, "spec": {"exclusions": exclusions}})
+                .to_string()
+        };
+        let m = decode(&pool(super::super::MAX_SPEC_LIST_ITEMS)).expect("at the limit");
+        let Object::IpPool(p) = &m.objects[0] else { panic!("an ippool") };
+        assert_eq!(p.spec.exclusions.len(), super::super::MAX_SPEC_LIST_ITEMS);
+        let e = decode(&pool(super::super::MAX_SPEC_LIST_ITEMS + 1)).expect_err("one more");
+        assert_eq!(
+            e.to_string(),
+            "document 0: ippool \"p\": spec.exclusions: more than 4096 entries in a list (the limit); split or shorten it"
+        );
+        let status = |n: usize| {
+            let a = vec![serde_json::json!({}); n];
+            serde_json::json!({"kind": "CIDRPool", "metadata": {"name": "c"}, "status": {"allocations": a}})
+                .to_string()
+        };
+        assert!(decode(&status(super::super::MAX_LIST_ITEMS)).is_ok());
+        let e = decode(&status(super::super::MAX_LIST_ITEMS + 1)).expect_err("one more");
+        assert!(e.to_string().contains("status.allocations: more than 65536 entries"), "{e}");
+        // the values of a selector share one budget across its requirements
+        let req = serde_json::json!({"key": "k", "operator": "In", "values": vec!["a"; 1000]});
+        let sel = |terms: usize| {
+            let t = serde_json::json!({"matchExpressions": vec![req.clone(); 4]});
+            serde_json::json!({"kind": "IPPool", "metadata": {"name": "p"},
+                "spec": {"nodeSelector": {"nodeSelectorTerms": vec![t; terms]}}})
+            .to_string()
+        };
+        assert!(decode(&sel(super::super::MAX_SELECTOR_VALUES / 4000)).is_ok());
+        let e = decode(&sel(super::super::MAX_SELECTOR_VALUES / 4000 + 1)).expect_err("over the budget");
+        assert!(e.to_string().contains("more than 16384 values in one node selector (the limit)"), "{e}");
+        let terms = vec![serde_json::json!({}); super::super::MAX_SELECTOR_ITEMS + 1];
+        let text = serde_json::json!({"kind": "IPPool", "metadata": {"name": "p"},
+            "spec": {"nodeSelector": {"nodeSelectorTerms": terms}}});
+        let e = decode(&text.to_string()).expect_err("too many terms");
+        assert!(e.to_string().contains("spec.nodeSelector: more than 64 entries"), "{e}");
     }
 }

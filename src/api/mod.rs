@@ -39,6 +39,30 @@ pub const KIND_CIDRPOOL: &str = "CIDRPool";
 /// `kind` of a core/v1 Node object.
 pub const KIND_NODE: &str = "Node";
 
+/// Most entries decoded into a per-node list of a pool object (`status.allocations`,
+/// `spec.staticAllocations`) and into one requirement's `values`: at most one entry per node,
+/// and Kubernetes supports clusters of up to 5,000 nodes; 65,536 leaves 13× headroom. A longer
+/// list is refused while decoding: an entry decoded from `{}` (3 bytes) costs 72 bytes, so
+/// without a cap a 4 MiB AdmissionReview could cost 24 times its size.
+pub const MAX_LIST_ITEMS: usize = 65_536;
+
+/// Most entries in `spec.exclusions`, `spec.perNodeExclusions` and `spec.routes`: lists a person
+/// writes (ranges, not addresses one by one). Lower than [`MAX_LIST_ITEMS`] because each bad
+/// entry also costs a validation error: 4,096 keeps the worst review within a small multiple of
+/// its size.
+pub const MAX_SPEC_LIST_ITEMS: usize = 4_096;
+
+/// Most `values` in one node selector, over all its terms and requirements together (the
+/// caps of the nesting lists multiply, so the strings get one budget of their own): `In` over
+/// node names of a 5,000-node cluster fits three times over. 16,384 one-letter names cost
+/// under 1 MiB decoded.
+pub const MAX_SELECTOR_VALUES: usize = 16_384;
+
+/// Most `nodeSelectorTerms` in a selector, and most `matchExpressions` (and `matchFields`) in
+/// one term. These lists nest, so their caps multiply: 64 × 2 × 64 requirements is already far
+/// beyond any selector a person writes (Kubernetes itself sets no limit).
+pub const MAX_SELECTOR_ITEMS: usize = 64;
+
 /// serde helper: skip `false` booleans so optional flags round-trip as absent.
 pub(crate) fn is_false(b: &bool) -> bool {
     !*b

@@ -3,7 +3,9 @@
 //! Owns: the ureq agent (rustls with ring, only the configured CA, no proxy, timeouts on every
 //! request), credentials per request (token files re-read at most every
 //! [`TOKEN_REFRESH`]), CRUD verbs, paginated list, merge patch, status subresource, and the
-//! line-by-line watch decoder with its size cap. Must not: retry, sleep or cache objects;
+//! line-by-line watch decoder with its size cap. Every body and watch line is checked for
+//! nesting ([`prescan::MAX_DEPTH`]) before it is decoded, and decoded without `Value` trees of
+//! objects. Must not: retry, sleep or cache objects;
 //! retry policy lives in the reflector and the callers.
 //!
 //! ```text
@@ -17,13 +19,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 use ureq::tls::{ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 use super::config::{Auth, ClusterConfig};
 use super::error::KubeError;
 use super::resource::{ACCEPT_METADATA, ACCEPT_METADATA_LIST, ListOptions, ObjectList, Resource, WatchEvent};
+use crate::bounded::clip;
+use crate::prescan;
 
 /// TCP connect plus TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -309,6 +313,11 @@ impl Client {
         opts: &ListOptions,
     ) -> Result<ObjectList<T>, KubeError> {
         self.paged(r, ns, opts, |path, bytes| {
+            nesting(bytes).map_err(|detail| KubeError::Decode {
+                verb: "list",
+                path: path.to_string(),
+                detail,
+            })?;
             let page: Page<T> = serde_json::from_slice(bytes).map_err(|e| KubeError::Decode {
                 verb: "list",
                 path: path.to_string(),
@@ -320,31 +329,16 @@ impl Client {
 
     /// As [`Client::list`], but one object that does not decode as `T` does not fail the list:
     /// it comes back as an `Err` item (with its name) for the caller to skip. Each page is
-    /// decoded straight into `T`; only a page with a bad object is decoded again item by item
-    /// (through `Value`), so the usual path builds no `Value` tree of the objects.
+    /// decoded straight into `T`; only a page with a bad object is decoded again item by item,
+    /// each from its own bytes (found by [`prescan::json_array_items`]): no `Value` tree of the
+    /// page or its objects is built on either path.
     pub fn list_decoded<T: DeserializeOwned>(
         &self,
         r: &Resource,
         ns: Option<&str>,
         opts: &ListOptions,
     ) -> Result<ObjectList<Decoded<T>>, KubeError> {
-        self.paged(r, ns, opts, |path, bytes| match serde_json::from_slice::<Page<T>>(bytes) {
-            Ok(page) => {
-                Ok((page.items.unwrap_or_default().into_iter().map(Decoded::ok).collect(), page.metadata))
-            }
-            Err(_) => {
-                // some object does not decode as T: find which, keep the others
-                let page: Page<Value> = serde_json::from_slice(bytes).map_err(|e| KubeError::Decode {
-                    verb: "list",
-                    path: path.to_string(),
-                    detail: format!("bad list page: {e}"),
-                })?;
-                Ok((
-                    page.items.unwrap_or_default().into_iter().map(Decoded::from_value).collect(),
-                    page.metadata,
-                ))
-            }
-        })
+        self.paged(r, ns, opts, decode_page_decoded)
     }
 
     /// The paging loop of both lists: one request per page (at most `page_size` items, body at
@@ -455,7 +449,7 @@ impl Client {
     pub fn delete(&self, r: &Resource, ns: Option<&str>, name: &str) -> Result<(), KubeError> {
         let path = object_path("delete", r, ns, name)?;
         let resp = self.call_no_body("delete", &path, &[], "application/json", READ_TIMEOUT)?;
-        let _: Value = read_json("delete", &path, resp)?;
+        let _: IgnoredAny = read_json("delete", &path, resp)?;
         Ok(())
     }
 
@@ -535,7 +529,10 @@ fn map_ureq(verb: &'static str, path: &str, e: ureq::Error) -> KubeError {
 fn status_error(verb: &'static str, path: &str, mut resp: ureq::http::Response<ureq::Body>) -> KubeError {
     let code = resp.status().as_u16();
     let text = resp.body_mut().with_config().limit(MAX_ERROR_BODY_BYTES).read_to_string().unwrap_or_default();
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let v: Value = match nesting(text.as_bytes()) {
+        Ok(()) => serde_json::from_str(&text).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
     status_from_value(verb, path, code, &v)
 }
 
@@ -553,6 +550,49 @@ pub fn status_from_value(verb: &str, path: &str, fallback_code: u16, v: &Value) 
     KubeError::Status { code, reason, message: format!("{verb} {path}: {msg}") }
 }
 
+/// The nesting check of every response body and watch line: deeper than
+/// [`prescan::MAX_DEPTH`] is refused before serde sees it (a buggy or hostile server or proxy
+/// must not cost more than a scan).
+fn nesting(bytes: &[u8]) -> Result<(), String> {
+    prescan::check_json(bytes, prescan::MAX_DEPTH).map(|_| ()).map_err(|e| format!("response {e}"))
+}
+
+/// A page of [`Client::list_decoded`]: straight into `T`, or, when some item does not decode,
+/// item by item from the item's own bytes.
+fn decode_page_decoded<T: DeserializeOwned>(
+    path: &str,
+    bytes: &[u8],
+) -> Result<(Vec<Decoded<T>>, ListMeta), KubeError> {
+    let bad = |detail: String| KubeError::Decode { verb: "list", path: path.to_string(), detail };
+    nesting(bytes).map_err(bad)?;
+    let e = match serde_json::from_slice::<Page<T>>(bytes) {
+        Ok(page) => {
+            let items = page.items.unwrap_or_default().into_iter().map(Decoded::ok).collect();
+            return Ok((items, page.metadata));
+        }
+        Err(e) => e,
+    };
+    // some object does not decode as T: find which, keep the others
+    let meta =
+        serde_json::from_slice::<PageMeta>(bytes).map_err(|_| bad(clip(format!("bad list page: {e}"))))?;
+    let spans = match prescan::json_array_items(bytes, "items") {
+        Some(spans) => spans,
+        None if meta.items.is_none() => Vec::new(),
+        None => return Err(bad(clip(format!("bad list page: {e}")))),
+    };
+    let items = spans.into_iter().map(|span| Decoded::from_slice(&bytes[span])).collect();
+    Ok((items, meta.metadata))
+}
+
+/// A list page without its items (they are decoded one by one).
+#[derive(serde::Deserialize)]
+struct PageMeta {
+    #[serde(default)]
+    items: Option<IgnoredAny>,
+    #[serde(default)]
+    metadata: ListMeta,
+}
+
 /// One page of a list response.
 #[derive(serde::Deserialize)]
 struct Page<T> {
@@ -562,7 +602,7 @@ struct Page<T> {
     metadata: ListMeta,
 }
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, Debug)]
 struct ListMeta {
     #[serde(rename = "resourceVersion", default)]
     resource_version: String,
@@ -578,7 +618,15 @@ fn read_json<T: DeserializeOwned>(
     if !resp.status().is_success() {
         return Err(status_error(verb, path, resp));
     }
-    resp.body_mut().with_config().limit(MAX_BODY_BYTES).read_json().map_err(|e| map_ureq(verb, path, e))
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY_BYTES)
+        .read_to_vec()
+        .map_err(|e| map_ureq(verb, path, e))?;
+    let decode = |detail: String| KubeError::Decode { verb, path: path.to_string(), detail };
+    nesting(&bytes).map_err(decode)?;
+    serde_json::from_slice(&bytes).map_err(|e| decode(e.to_string()))
 }
 
 /// An open watch; yields events until the server ends the watch (`None`) or an error. After an
@@ -637,7 +685,15 @@ impl<T> Decoded<T> {
 }
 
 impl<T: DeserializeOwned> Decoded<T> {
-    /// From an already parsed object (the slow path of a list page with a bad object, tests).
+    /// From one object's bytes (a list page with a bad object): name and resourceVersion are
+    /// read apart from the object, so that a bad one can still be named.
+    pub fn from_slice(bytes: &[u8]) -> Decoded<T> {
+        let meta = serde_json::from_slice::<HeadObject>(bytes).map(|h| h.metadata).unwrap_or_default();
+        let object = serde_json::from_slice(bytes).map_err(|e| clip(e.to_string()));
+        Decoded { name: meta.name, resource_version: meta.resource_version, object }
+    }
+
+    /// From an already parsed object (tests, scripted reflector sources).
     pub fn from_value(v: Value) -> Decoded<T> {
         let field = |f: &str| v["metadata"][f].as_str().unwrap_or_default().to_string();
         let (name, resource_version) = (field("name"), field("resourceVersion"));
@@ -687,11 +743,21 @@ pub fn decode_event_line_decoded<T: DeserializeOwned>(
         return Ok(None);
     }
     let decode = |detail: String| KubeError::Decode { verb: "watch", path: path.to_string(), detail };
-    let head: EventHead = serde_json::from_slice(line).map_err(|e| decode(format!("bad event line: {e}")))?;
+    // too deep: the event may still be named (serde_json skips up to 128 levels unread), its
+    // object is not decoded
+    let too_deep = nesting(line).err();
+    let head: EventHead = serde_json::from_slice(line).map_err(|e| {
+        decode(clip(format!("bad event line: {}", too_deep.clone().unwrap_or_else(|| e.to_string()))))
+    })?;
     let obj = || Decoded {
         name: head.object.metadata.name.clone(),
         resource_version: head.object.metadata.resource_version.clone(),
-        object: serde_json::from_slice::<EventObject<T>>(line).map(|o| o.object).map_err(|e| e.to_string()),
+        object: match &too_deep {
+            Some(e) => Err(e.clone()),
+            None => serde_json::from_slice::<EventObject<T>>(line)
+                .map(|o| o.object)
+                .map_err(|e| clip(e.to_string())),
+        },
     };
     let ev = match head.kind.as_str() {
         "ADDED" => WatchEvent::Added(obj()),
@@ -699,9 +765,12 @@ pub fn decode_event_line_decoded<T: DeserializeOwned>(
         "DELETED" => WatchEvent::Deleted(obj()),
         "BOOKMARK" => WatchEvent::Bookmark { resource_version: head.object.metadata.resource_version },
         "ERROR" => {
-            // a Status: small, so a Value is fine
+            // a Status: small, so a Value is fine once the nesting is checked
+            if let Some(e) = too_deep {
+                return Err(decode(format!("bad ERROR event: {e}")));
+            }
             let status: EventObject<Value> =
-                serde_json::from_slice(line).map_err(|e| decode(format!("bad ERROR event: {e}")))?;
+                serde_json::from_slice(line).map_err(|e| decode(clip(format!("bad ERROR event: {e}"))))?;
             return Err(status_from_value("watch", path, 500, &status.object));
         }
         other => return Err(decode(format!("unknown event type {other:?}"))),
@@ -829,6 +898,64 @@ mod tests {
         }
         let e = decode_event_line::<N>("/x", br#"{"type":"MODIFIED","object":{"spec":"no"}}"#).unwrap_err();
         assert!(e.to_string().contains("bad MODIFIED object"), "{e}");
+    }
+
+    #[test]
+    fn deep_lines_and_pages_are_refused_before_decoding() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct N {
+            metadata: HeadMeta2,
+        }
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct HeadMeta2 {
+            name: String,
+        }
+        // deeper than the limit but within serde_json's 128: the event is named, its object refused
+        let deep = |n: usize| format!("{}0{}", "[".repeat(n), "]".repeat(n));
+        let line =
+            format!(r#"{{"type":"MODIFIED","object":{{"metadata":{{"name":"x"}},"spec":{}}}}}"#, deep(100));
+        let Some(WatchEvent::Modified(d)) = decode_event_line_decoded::<N>("/x", line.as_bytes()).unwrap()
+        else {
+            panic!("a modified event")
+        };
+        assert_eq!(d.name, "x");
+        assert!(d.object.unwrap_err().contains("nested deeper than the limit of 64 levels"));
+        // 100,000 levels: the line is an error of the stream, at once
+        let line = format!(r#"{{"type":"ADDED","object":{}}}"#, deep(100_000));
+        let e = decode_event_line::<Value>("/x", line.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("nested deeper than the limit of 64 levels"), "{e}");
+        // at the limit the line decodes (event 1, object 2, spec 3 ...)
+        let line =
+            format!(r#"{{"type":"ADDED","object":{{"metadata":{{"name":"x"}},"spec":{}}}}}"#, deep(62));
+        assert!(matches!(decode_event_line::<N>("/x", line.as_bytes()).unwrap(), Some(WatchEvent::Added(_))));
+        let page = format!(r#"{{"metadata":{{"resourceVersion":"5"}},"items":[{}]}}"#, deep(100_000));
+        let e = decode_page_decoded::<N>("/x", page.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("nested deeper than the limit"), "{e}");
+    }
+
+    #[test]
+    fn a_page_with_a_bad_item_is_decoded_item_by_item() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct N {
+            spec: u32,
+        }
+        let page = br#"{"kind":"List","metadata":{"resourceVersion":"9","continue":"c"},"items":[
+            {"metadata":{"name":"a"},"spec":1},
+            {"metadata":{"name":"b","resourceVersion":"7"},"spec":"bad"},
+            {"spec":3}]}"#;
+        let (items, meta) = decode_page_decoded::<N>("/x", page).unwrap();
+        assert_eq!((meta.resource_version.as_str(), meta.cont.as_deref()), ("9", Some("c")));
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].object, Ok(N { spec: 1 }));
+        assert_eq!((items[1].name.as_str(), items[1].resource_version.as_str()), ("b", "7"));
+        assert!(items[1].object.as_ref().is_err_and(|e| e.contains("invalid type")));
+        assert_eq!(items[2].object, Ok(N { spec: 3 }));
+        // the fast path: every item decodes
+        let (items, _) = decode_page_decoded::<N>("/x", br#"{"items":[{"spec":1}]}"#).unwrap();
+        assert_eq!(items, [Decoded::ok(N { spec: 1 })]);
+        let (items, _) = decode_page_decoded::<N>("/x", br#"{"metadata":{}}"#).unwrap();
+        assert!(items.is_empty());
+        assert!(decode_page_decoded::<N>("/x", br#"{"items":5}"#).is_err());
     }
 
     #[test]

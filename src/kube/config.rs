@@ -178,6 +178,9 @@ impl ClusterConfig {
     /// Parses kubeconfig YAML; relative file paths are resolved against `base_dir`; `origin`
     /// names the source in errors.
     pub fn parse_kubeconfig(text: &str, base_dir: &Path, origin: &str) -> Result<ClusterConfig, KubeError> {
+        // libyaml's time is quadratic in flow nesting: refuse deep text before it parses
+        crate::prescan::check_yaml(text.as_bytes(), crate::prescan::MAX_DEPTH)
+            .map_err(|e| cfg_err(origin, format!("not a kubeconfig: {e}")))?;
         let cfg: KubeConfig =
             yaml_serde::from_str(text).map_err(|e| cfg_err(origin, format!("not a kubeconfig: {e}")))?;
         if cfg.current_context.is_empty() {
@@ -314,6 +317,15 @@ mod tests {
         assert_eq!(c.ca_pem.as_deref(), Some(CA.as_bytes()));
         assert_eq!(c.auth, Auth::Token("abc".into()));
         assert!(!c.insecure_skip_tls_verify);
+    }
+
+    #[test]
+    fn deep_kubeconfig_is_refused_before_parsing() {
+        // 100,000 flow levels took libyaml tens of seconds of CPU
+        let deep =
+            format!("{}\n    token: {}{}", kc("    token: abc"), "[".repeat(100_000), "]".repeat(100_000));
+        let e = ClusterConfig::parse_kubeconfig(&deep, Path::new("/"), "kc.yaml").unwrap_err();
+        assert!(e.to_string().contains("not a kubeconfig: nested deeper than the limit of 64 levels"), "{e}");
     }
 
     #[test]

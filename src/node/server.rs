@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::protocol::frame::{self, FrameError};
-use crate::protocol::{ErrorCode, PROTOCOL_VERSION, RequestFrame, ResponseFrame};
+use crate::protocol::{ErrorCode, RequestFrame, ResponseFrame};
 use crate::slots::{Limits, Slot, Slots};
 
 use super::service::Service;
@@ -324,28 +324,9 @@ fn accept_loop(listener: UnixListener, slots: &Arc<Slots>, service: Arc<Service>
 }
 
 /// Decodes a request frame body; a frame of another protocol version gets its own answer.
+/// The decoding (typed, no value tree, depth-limited) is `protocol::decode_request`'s.
 fn decode_request(body: &[u8]) -> Result<RequestFrame, ResponseFrame> {
-    let value: serde_json::Value = frame::decode(body)
-        .map_err(|e| ResponseFrame::error(ErrorCode::BadFrame, format!("request is not valid JSON: {e}")))?;
-    match value.get("version").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
-        Some(v) => {
-            return Err(ResponseFrame::error(
-                ErrorCode::UnsupportedVersion,
-                format!(
-                    "protocol version {v} is not supported, this ipam-node speaks {PROTOCOL_VERSION}; install matching nv-ipam and ipam-node"
-                ),
-            ));
-        }
-        None => {
-            return Err(ResponseFrame::error(
-                ErrorCode::BadFrame,
-                "request has no numeric \"version\" field",
-            ));
-        }
-    }
-    serde_json::from_value(value)
-        .map_err(|e| ResponseFrame::error(ErrorCode::BadFrame, format!("malformed request: {e}")))
+    crate::protocol::decode_request(body).map_err(|e| ResponseFrame::error(e.code, e.message))
 }
 
 fn handle_connection(stream: UnixStream, slot: &Slot, service: &Service, stop: &StopHandle, timing: Timing) {

@@ -15,12 +15,29 @@ use crate::alloc::PoolType;
 /// [`ErrorCode::UnsupportedVersion`].
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Most pool names in one request's `pools`. The plugin sends one, or two for dual stack;
+/// 16 leaves room for tools. A name costs a heap allocation, so a 4 MiB list of one-letter names
+/// would cost 14 times its size decoded: longer lists are refused while decoding (`bad_frame`).
+pub const MAX_POOLS_PER_REQUEST: usize = 16;
+
 /// One request frame: `{"version":1,"op":"allocate",...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Bytes from a peer are decoded by [`super::decode_request`], which builds no value tree.
+/// The `Deserialize` impl goes through a `serde_json::Value` and then the same decoder: it is
+/// for trusted input (tests, tools), never for the socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RequestFrame {
     pub version: u32,
     #[serde(flatten)]
     pub request: Request,
+}
+
+impl<'de> Deserialize<'de> for RequestFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RequestFrame, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let bytes = serde_json::to_vec(&v).map_err(serde::de::Error::custom)?;
+        super::decode_request(&bytes).map_err(|e| serde::de::Error::custom(e.message))
+    }
 }
 
 impl RequestFrame {
@@ -29,8 +46,9 @@ impl RequestFrame {
     }
 }
 
-/// The five operations.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The five operations. Serialized with `op` inside the object; decoded by
+/// [`super::decode_request`] (an internally tagged enum would buffer the whole frame).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
     Allocate(AllocateRequest),
@@ -82,6 +100,7 @@ pub struct AllocateRequest {
     pub container_id: String,
     pub ifname: String,
     /// One pool, or two for dual-stack (all-or-nothing).
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_POOLS_PER_REQUEST>")]
     pub pools: Vec<String>,
     #[serde(default)]
     pub pool_type: PoolType,
@@ -106,6 +125,7 @@ pub struct CheckRequest {
     pub network: String,
     pub container_id: String,
     pub ifname: String,
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_POOLS_PER_REQUEST>")]
     pub pools: Vec<String>,
     #[serde(default)]
     pub pool_type: PoolType,
@@ -121,6 +141,7 @@ pub struct ReleaseRequest {
     pub network: String,
     pub container_id: String,
     pub ifname: String,
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, MAX_POOLS_PER_REQUEST>")]
     pub pools: Vec<String>,
     #[serde(default)]
     pub pool_type: PoolType,
@@ -138,18 +159,41 @@ pub struct GcRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::bounded::vec::<_, _, MAX_POOLS_PER_REQUEST>")]
     pub pools: Vec<String>,
     #[serde(default)]
     pub pool_type: PoolType,
 }
 
 /// One response frame: `{"version":1,"ok":{...}}` or `{"version":1,"error":{...}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResponseFrame {
     pub version: u32,
     #[serde(flatten)]
     pub response: Response,
+}
+
+/// The response as it is decoded: `#[serde(flatten)]` would buffer the whole frame in serde's
+/// private value tree first; this reads it in one pass, unknown fields skipped unread.
+#[derive(Deserialize)]
+struct WireResponse {
+    version: u32,
+    #[serde(default)]
+    ok: Option<Reply>,
+    #[serde(default)]
+    error: Option<ErrorReply>,
+}
+
+impl<'de> Deserialize<'de> for ResponseFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ResponseFrame, D::Error> {
+        let w = WireResponse::deserialize(d)?;
+        let response = match (w.ok, w.error) {
+            (Some(ok), None) => Response::Ok(ok),
+            (None, Some(e)) => Response::Error(e),
+            _ => return Err(serde::de::Error::custom("a response has exactly one of \"ok\" and \"error\"")),
+        };
+        Ok(ResponseFrame { version: w.version, response })
+    }
 }
 
 impl ResponseFrame {

@@ -3,12 +3,15 @@
 //! live in `protocol/examples/` and are loaded by the tests.
 //!
 //! Layout: [`frame`] works on bytes (length prefix, size limit), [`message`] holds the typed
-//! requests and responses, [`client`] owns a connection from the plugin's side. The daemon's
+//! requests and responses, [`decode`] turns a peer's request bytes into a typed request with
+//! bounded memory and depth, [`client`] owns a connection from the plugin's side. The daemon's
 //! side lives in `node::server`.
 
 pub mod client;
+pub mod decode;
 pub mod frame;
 pub mod message;
 
+pub use decode::{DecodeError, decode_request};
 pub use frame::{FrameError, MAX_FRAME_BYTES};
 pub use message::*;

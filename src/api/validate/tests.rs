@@ -393,3 +393,21 @@ fn static_allocation_rules() {
         ]
     );
 }
+
+#[test]
+fn a_message_lists_at_most_max_shown_errors() {
+    let bad = |n: usize| {
+        ippool("blue", |s: &mut IpPoolSpec| {
+            s.exclusions =
+                (0..n).map(|_| ExcludeRange { start_ip: "x".into(), end_ip: "192.168.0.5".into() }).collect()
+        })
+    };
+    let e = validate_ip_pool(&bad(MAX_SHOWN_ERRORS)).expect_err("invalid");
+    assert_eq!(e.errors.len(), MAX_SHOWN_ERRORS);
+    assert!(!e.to_string().contains("more"), "{e}");
+    let e = validate_ip_pool(&bad(1000)).expect_err("invalid");
+    assert_eq!(e.errors.len(), 1000, "every error is kept for callers that count them");
+    let text = e.to_string();
+    assert_eq!(text.matches("is not an IP address").count(), MAX_SHOWN_ERRORS);
+    assert!(text.ends_with(&format!("; and {} more", 1000 - MAX_SHOWN_ERRORS)), "{text}");
+}

@@ -278,3 +278,72 @@ fn other_operations_and_deletions_pass() {
     let body = serde_json::to_vec(&status).expect("JSON");
     assert!(run(PoolType::IpPool, &body, None).allowed);
 }
+
+#[test]
+fn unread_parts_of_a_review_are_skipped_and_the_opt_outs_still_found() {
+    // many annotations, managedFields, unknown fields at every level: none of it is kept, the
+    // two opt-out annotations are still seen among them
+    let mut annotations = serde_json::Map::new();
+    for i in 0..1000 {
+        annotations.insert(format!("a{i}"), json!("true"));
+    }
+    annotations.insert(ANNOTATION_ALLOW_OVERLAP.into(), json!("true"));
+    annotations.insert(ANNOTATION_ALLOW_REALLOCATION.into(), json!(["not", "a", "string"]));
+    let mut obj = object("IPPool", "blue", IP_SPEC, Value::Object(annotations), Value::Null);
+    obj["metadata"]["managedFields"] = json!([{"manager": "m", "fieldsV1": {"f:spec": {"f:subnet": {}}}}]);
+    obj["metadata"]["labels"] = json!({"x": "y"});
+    obj["spec"]["futureField"] = json!([[1], {"a": null}]);
+    obj["unknown"] = json!({"deep": [[[[]]]]});
+    let mut body: Value = serde_json::from_slice(&review("IPPool", "CREATE", obj, None)).expect("JSON");
+    body["request"]["userInfo"] = json!({"username": "u", "groups": ["g"]});
+    body["extra"] = json!(5);
+    let req = parse_review(PoolType::IpPool, &serde_json::to_vec(&body).expect("JSON")).expect("a review");
+    let Ok(PoolInput::Ip(p)) = &req.object else { panic!("an ippool: {:?}", req.object) };
+    assert_eq!(p.metadata.name, "blue");
+    assert_eq!(
+        Value::Object(p.metadata.rest.clone()),
+        json!({"namespace": "ns", "annotations": {ANNOTATION_ALLOW_OVERLAP: "true"}})
+    );
+    assert_eq!(p.spec.subnet, "192.168.0.0/16");
+    // the overlap opt-out works, the reallocation one (not a string) does not count
+    let others = [PoolRange {
+        pool_type: PoolType::IpPool,
+        name: "red".into(),
+        net: "192.168.0.0/24".parse().expect("net"),
+    }];
+    let v = decide(&req, Some(&others));
+    assert!(v.allowed && v.warnings.len() == 1, "{v:?}");
+}
+
+#[test]
+fn deep_or_oversized_reviews_are_refused_without_decoding_them() {
+    // 100,000 levels: HTTP 400 at once, naming the limit
+    let deep = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","x":{}"#,
+        "[".repeat(100_000)
+    );
+    let e = parse_review(PoolType::IpPool, deep.as_bytes()).expect_err("too deep");
+    assert!(e.to_string().contains("nested deeper than the limit of 64 levels"), "{e}");
+    assert!(
+        parse_review(PoolType::IpPool, b"{\"a\":\"\xff\"}").expect_err("utf-8").to_string().contains("UTF-8")
+    );
+    // a list over its cap in the object: denied with 400, uid echoed
+    let mut obj = ip(IP_SPEC);
+    obj["spec"]["exclusions"] = json!(vec![json!({}); crate::api::MAX_SPEC_LIST_ITEMS + 1]);
+    let req = parse_review(PoolType::IpPool, &review("IPPool", "CREATE", obj, None)).expect("a review");
+    assert_eq!(req.uid, "u-1");
+    let v = decide(&req, None);
+    assert_eq!((v.allowed, v.code), (false, 400));
+    assert!(v.message.contains("more than 4096 entries in a list (the limit)"), "{}", v.message);
+    // a bad oldObject is told apart from a good object
+    let mut old = ip(IP_SPEC);
+    old["status"] = json!({"allocations": "not a list"});
+    let req = parse_review(PoolType::IpPool, &review("IPPool", "UPDATE", ip(IP_SPEC), Some(old)))
+        .expect("a review");
+    assert!(req.object.is_ok());
+    assert!(
+        req.old_object
+            .as_ref()
+            .is_some_and(|o| o.as_ref().is_err_and(|e| e.starts_with("request.oldObject is not a IPPool")))
+    );
+}
