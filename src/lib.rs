@@ -22,6 +22,7 @@
 //! | [`slots`]    | shell | fair connection slots of the three servers (pure `admit` decides whom to close) |
 //! | [`metrics`]  | pure  | Prometheus text format rendering |
 //! | [`logging`]  | shell | the stderr/file logger behind the `log` facade (text or JSON lines) |
+//! | [`oflags`]   | pure  | `open(2)` flags std has no names for (no symlink follow, no FIFO wait) |
 
 pub mod alloc;
 pub mod api;
@@ -36,6 +37,7 @@ pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod oflags;
 pub mod prescan;
 pub mod protocol;
 pub mod slots;

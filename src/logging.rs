@@ -30,6 +30,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
 
+use crate::oflags;
+
 /// How each record is rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -110,47 +112,6 @@ pub fn write_record(sink: &mut dyn Write, format: LogFormat, level: log::Level, 
     let line = render(format, &format_utc(SystemTime::now()), level, target, msg);
     // As in the logger: a lost log line must not fail the program.
     let _ = sink.write_all(line.as_bytes()).and_then(|()| sink.flush());
-}
-
-/// `open(2)` flags std has no names for. Values from the Linux UAPI headers
-/// (`asm-generic/fcntl.h`; arm, arm64 and powerpc move `O_NOFOLLOW` in their `asm/fcntl.h`).
-/// Other architectures (mips, sparc, alpha, parisc use other values) do not build: a wrong
-/// flag would silently turn a refusal into a follow. std opens every file with `O_CLOEXEC`.
-pub mod oflags {
-    /// Fail with ELOOP instead of following a symlink in the last path component.
-    #[cfg(any(
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "powerpc",
-        target_arch = "powerpc64"
-    ))]
-    pub const O_NOFOLLOW: i32 = 0o100_000;
-    #[cfg(any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "riscv64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    ))]
-    pub const O_NOFOLLOW: i32 = 0o400_000;
-    #[cfg(not(any(
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "powerpc",
-        target_arch = "powerpc64",
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "riscv64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )))]
-    compile_error!("logging::oflags: add this architecture's O_NOFOLLOW, O_NONBLOCK and O_NOCTTY");
-    /// Do not wait for a FIFO's other end (open returns at once; writes never block).
-    pub const O_NONBLOCK: i32 = 0o4_000;
-    /// A terminal opened by path does not become the process's controlling terminal.
-    pub const O_NOCTTY: i32 = 0o400;
-    /// The errno of an `O_NOFOLLOW` open that met a symlink (the same on every Linux above).
-    pub const ELOOP: i32 = 40;
 }
 
 /// Opens `path` for appending as a log file: never through a symlink in its last component

@@ -20,7 +20,8 @@ use log::{Level, LevelFilter};
 
 use super::config::{self, CONF_FILE_NAME, ConfigError, IpamConf, MAX_CONF_FILE_BYTES, RawIpam};
 use super::paths::{self, Facts, Kind, Problem, Refusal, Warning};
-use crate::logging::{self, LogFormat, oflags};
+use crate::logging::{self, LogFormat};
+use crate::oflags;
 
 /// The `nv-ipam.conf` the call uses.
 #[derive(Debug)]

@@ -37,19 +37,7 @@ pub const MAX_POOLS_FILE_BYTES: u64 = 16 << 20;
 
 // `libc` is not a dependency and `unsafe` is denied, so the two open(2) flags are spelled out:
 // the values of Linux's generic ABI (asm-generic/fcntl.h: x86_64, aarch64, arm, riscv, ppc).
-#[cfg(any(
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "mips32r6",
-    target_arch = "mips64r6",
-    target_arch = "sparc",
-    target_arch = "sparc64"
-))]
-compile_error!("O_NONBLOCK and O_NOCTTY differ on this architecture: define them for it");
-/// `O_NONBLOCK`: opening a FIFO returns at once instead of waiting for a writer.
-const O_NONBLOCK: i32 = 0o4000;
-/// `O_NOCTTY`: a terminal must never become the daemon's controlling terminal.
-const O_NOCTTY: i32 = 0o400;
+use crate::oflags::{O_NOCTTY, O_NONBLOCK};
 
 #[derive(Debug)]
 pub enum PoolsFileError {

@@ -12,46 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::StoreError;
 
-/// `open(2)` flags std names no constant for, from the kernel's uapi `asm/fcntl.h` (the values
-/// differ between architectures; `unsafe`/libc are not used in this crate).
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "riscv64",
-    target_arch = "s390x",
-    target_arch = "loongarch64"
-))]
-mod oflags {
-    /// asm-generic: fail with ENOTDIR unless the path is a directory (never opens a FIFO).
-    pub const O_DIRECTORY: i32 = 0o200_000;
-    /// asm-generic: fail with ELOOP if the last path component is a symlink.
-    pub const O_NOFOLLOW: i32 = 0o400_000;
-    /// asm-generic: an open of a FIFO returns at once instead of waiting for a peer.
-    pub const O_NONBLOCK: i32 = 0o4_000;
-}
-#[cfg(any(target_arch = "aarch64", target_arch = "arm", target_arch = "powerpc", target_arch = "powerpc64"))]
-mod oflags {
-    /// arm/arm64/powerpc `asm/fcntl.h`.
-    pub const O_DIRECTORY: i32 = 0o40_000;
-    /// arm/arm64/powerpc `asm/fcntl.h`.
-    pub const O_NOFOLLOW: i32 = 0o100_000;
-    /// asm-generic (not overridden on these).
-    pub const O_NONBLOCK: i32 = 0o4_000;
-}
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "riscv64",
-    target_arch = "s390x",
-    target_arch = "loongarch64",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "powerpc",
-    target_arch = "powerpc64"
-)))]
-compile_error!("store: define O_DIRECTORY, O_NOFOLLOW and O_NONBLOCK for this architecture (asm/fcntl.h)");
-
-pub(super) use oflags::{O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK};
+pub(super) use crate::oflags::{O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK};
 
 /// Most `<store>.torn-<ms>` files kept: one is written per start that found a torn last line
 /// (one per crash mid-append); the newest 8 show a crash loop's history while a loop of
