@@ -487,7 +487,15 @@ impl Client {
 /// The path of one object, refusing names that would address something else: an empty name
 /// makes `DELETE .../configmaps/` a collection request, a `/` a subresource.
 fn object_path(verb: &'static str, r: &Resource, ns: Option<&str>, name: &str) -> Result<String, KubeError> {
-    let bad = |s: &str| s.is_empty() || s.contains('/') || s == "." || s == "..";
+    // Names of the objects we address (pods, nodes, pools, leases) are DNS subdomains; anything
+    // beyond these bytes (`?`, `#`, `%`, space, controls) would change the request's path or
+    // query, and reaches here from CNI_ARGS through the stale check.
+    let bad = |s: &str| {
+        s.is_empty()
+            || s == "."
+            || s == ".."
+            || !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'))
+    };
     if bad(name) || ns.is_some_and(|n| r.namespaced && bad(n)) {
         return Err(KubeError::InvalidName {
             verb,
@@ -1013,7 +1021,11 @@ mod tests {
     fn bad_names_never_reach_the_server() {
         use crate::kube::resource::{CONFIGMAPS, NODES};
         assert_eq!(object_path("get", &NODES, None, "n1").unwrap(), "/api/v1/nodes/n1");
-        for (ns, name) in [(None, ""), (None, "a/b"), (Some(""), "a"), (Some("x/y"), "a"), (None, "..")] {
+        for (ns, name) in
+            [(None, ""), (None, "a/b"), (Some(""), "a"), (Some("x/y"), "a"), (None, "..")].into_iter().chain(
+                [(None, "x?watch=true"), (None, "a#b"), (None, "a%2Fb"), (Some("n s"), "a"), (None, "a\nb")],
+            )
+        {
             let e = object_path("delete", &CONFIGMAPS, ns, name).unwrap_err();
             assert!(matches!(e, KubeError::InvalidName { .. }), "{e:?}");
             assert!(!e.is_transient());
@@ -1021,7 +1033,7 @@ mod tests {
         let e = object_path("delete", &CONFIGMAPS, Some("ns1"), "").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "delete configmaps \"\" in namespace \"ns1\": not a valid object or namespace name; names are non-empty and contain no '/'"
+            "delete configmaps \"\" in namespace \"ns1\": not a valid object or namespace name; names are non-empty DNS subdomains (letters, digits, '-', '.'), never '.' or '..'"
         );
     }
 

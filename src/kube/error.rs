@@ -30,7 +30,7 @@ pub enum KubeError {
     Decode { verb: &'static str, path: String, detail: String },
     /// The API server answered with an error status (or a watch `ERROR` event).
     Status { code: u16, reason: String, message: String },
-    /// A name or namespace that would address a different path (empty, `/`, `..`); refused
+    /// A name or namespace that would address a different path (empty, `/`, `..`, `?`, `%`); refused
     /// before sending, e.g. an empty name would turn a delete into a collection delete.
     InvalidName { verb: &'static str, resource: &'static str, namespace: String, name: String },
 }
@@ -106,7 +106,10 @@ impl fmt::Display for KubeError {
                 if !namespace.is_empty() {
                     write!(f, " in namespace {namespace:?}")?;
                 }
-                write!(f, ": not a valid object or namespace name; names are non-empty and contain no '/'")
+                write!(
+                    f,
+                    ": not a valid object or namespace name; names are non-empty DNS subdomains (letters, digits, '-', '.'), never '.' or '..'"
+                )
             }
             KubeError::Status { code, reason, message } => {
                 let reason = if reason.is_empty() { "status" } else { reason.as_str() };
