@@ -765,9 +765,13 @@ cmd_down() {
   fi
   kill_cgroup_processes kubepods
   if [[ -d $D/run ]]; then
+    # (wait for these two only: when up fails, the daemons are this shell's children too)
+    local stop1 stop2
     stop_daemon containerd 10 &
+    stop1=$!
     stop_daemon kube-apiserver 15 &
-    wait
+    stop2=$!
+    wait "$stop1" "$stop2" || true
     stop_daemon etcd 10
   fi
   kill_cgroup_processes ""
