@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Build the integration-test control plane binaries (kube-apiserver, etcd) and
-# kubectl (renders and dry-run-applies deploy/) from the Go module proxy, using
-# the wrapper modules under hack/testbins/, into a cache directory outside the
-# repository. Prints the bin dir (one directory holding `kube-apiserver`,
-# `etcd` and `kubectl`) on stdout; progress goes to stderr.
+# Build the test binaries from the Go module proxy, using the wrapper modules under
+# hack/testbins/, into a cache directory outside the repository:
+#   - etcd (hack/testbins/etcd);
+#   - kube-apiserver, kubectl, kubelet, kube-controller-manager and kube-scheduler, all five from
+#     one wrapper module (hack/testbins/kubernetes) in one `go build`, so the packages they share
+#     compile once: the integration-test control plane (hack/control-plane.sh), rendering of
+#     deploy/, and the end-to-end cluster (hack/cluster.sh);
+#   - the Multus thin plugin (hack/testbins/multus) and, beside it, Multus' own
+#     deployments/multus-daemonset.yml from the module zip (hack/cluster.sh takes the
+#     NetworkAttachmentDefinition CRD from it).
+# Prints the bin dir (one directory holding all of them) on stdout; progress goes to stderr.
 #
 #   hack/build-testbins.sh            # build what is missing, print the bin dir
 #   hack/build-testbins.sh --kubectl  # only kubectl (rendering deploy/, hack/bundle.sh): print its path
 #   NV_IPAM_TESTBINS_CACHE=DIR ...    # cache root (default /var/cache/nv-ipam-testbins)
 #
-# Layout: $CACHE/<component>-<version>-<sha256(go.sum)[:12]>/<component>
-#         $CACHE/bin-<kube-apiserver key>+<etcd key>+<kubectl key>/{kube-apiserver,etcd,kubectl}
-#           -> symlinks
-# A component whose binary exists is not rebuilt, and `go` is then not needed.
+# Layout: $CACHE/<wrapper>-<version>-<sha256(go.sum)[:12]>/<binaries>
+#         $CACHE/bin-<kubernetes key>+<etcd key>+<multus key>/{etcd,kube-apiserver,kubectl,kubelet,
+#           kube-controller-manager,kube-scheduler,multus,multus-daemonset.yml} -> symlinks
+# A binary that exists is not rebuilt, and `go` is then not needed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,13 +31,13 @@ mod_version() { # gomod module
   sed -n "s|^[[:space:]]*\(require[[:space:]]\+\)\?$2[[:space:]]\+\(v[^[:space:]]*\).*|\2|p" "$1" | head -n1
 }
 
-# component name -> "module version key_dir"
-component_key() { # component wrapper_dir module
-  local comp=$1 dir=$2 mod=$3 ver sum
+# wrapper name -> "version key_dir"
+component_key() { # name wrapper_dir module
+  local name=$1 dir=$2 mod=$3 ver sum
   ver=$(mod_version "$dir/go.mod" "$mod")
   [[ -n $ver ]] || die "no version of $mod in $dir/go.mod"
   sum=$(sha256sum "$dir/go.sum" | cut -c1-12)
-  printf '%s %s\n' "$ver" "$comp-$ver-$sum"
+  printf '%s %s\n' "$ver" "$name-$ver-$sum"
 }
 
 need_go() {
@@ -39,20 +45,39 @@ need_go() {
     die "'go' not found in PATH; Go >= 1.26 and the Go module proxy are needed to build the test binaries"
 }
 
-# go build PKG from wrapper DIR into OUT (atomically) with LDFLAGS
-go_build() { # dir pkg out ldflags
-  local dir=$1 pkg=$2 out=$3 ldflags=$4 start=$SECONDS
+# go build PKGS from wrapper DIR into OUTDIR (atomically: a temp dir, then one rename per binary)
+# with LDFLAGS. Several packages in one `go build -o DIR/` share the compilation of common packages.
+go_build() { # dir outdir ldflags pkg...
+  local dir=$1 outdir=$2 ldflags=$3 start=$SECONDS tmp p
+  shift 3
   need_go
-  log "building $pkg (this can take 10-25 min cold on 2 cores) ..."
+  log "building $* (cold, on 2 cores: etcd ~4 min, the five Kubernetes programs ~15 min, multus ~2 min) ..."
+  tmp=$outdir/.tmp.$$
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
   (
     cd "$dir"
     # GOTOOLCHAIN=local: never download a toolchain behind our back.
     # -mod=readonly: go.mod/go.sum are committed and must be complete.
     CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
-      go build -trimpath -ldflags "$ldflags" -o "$out.tmp.$$" "$pkg"
+      go build -trimpath -ldflags "$ldflags" -o "$tmp/" "$@"
   )
-  mv -f "$out.tmp.$$" "$out"
-  log "built $out in $((SECONDS - start)) s"
+  for p in "$@"; do
+    p=$(go_binary_name "$p")
+    mv -f "$tmp/$p" "$outdir/$p"
+  done
+  rmdir "$tmp"
+  log "built ${*##*/} in $((SECONDS - start)) s"
+}
+
+# the file name `go build -o DIR/` gives PKG: its last element, or the one before a /vN suffix
+go_binary_name() {
+  local p=$1 last=${1##*/}
+  if [[ $last =~ ^v[0-9]+$ ]]; then
+    p=${p%/*}
+    last=${p##*/}
+  fi
+  printf '%s' "$last"
 }
 
 # Version stamping of a k8s.io/kubernetes command as upstream hack/lib/version.sh
@@ -82,69 +107,80 @@ mkdir -p "$CACHE" || die "cannot create cache dir $CACHE (set NV_IPAM_TESTBINS_C
 exec 9>"$CACHE/.lock"
 flock 9
 
-KDIR=$ROOT/hack/testbins/kube-apiserver
+# --- the five Kubernetes programs ---------------------------------------------
+KDIR=$ROOT/hack/testbins/kubernetes
 KMOD=k8s.io/kubernetes
-read -r KVER KKEY < <(component_key kube-apiserver "$KDIR" "$KMOD")
+KUBE_PROGS=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler)
+read -r KVER KKEY < <(component_key kubernetes "$KDIR" "$KMOD")
+KOUT=$CACHE/$KKEY
+mkdir -p "$KOUT"
+if $ONLY_KUBECTL; then
+  want=(kubectl)
+else
+  want=("${KUBE_PROGS[@]}")
+fi
+missing=()
+for p in "${want[@]}"; do [[ -x $KOUT/$p ]] || missing+=("$KMOD/cmd/$p"); done
+if ((${#missing[@]})); then
+  need_go
+  go_build "$KDIR" "$KOUT" "-s -w$(kube_version_ldflags "$KDIR" "$KVER")" "${missing[@]}"
+else
+  log "cached: $KOUT/{${want[*]}}"
+fi
+for p in "${want[@]}"; do
+  case $p in
+    kubectl) v=$("$KOUT/kubectl" version --client | sed -n 's/^Client Version: //p') ;;
+    *) v=$("$KOUT/$p" --version | sed -n 's/^Kubernetes //p') ;;
+  esac
+  [[ $v == "$KVER" ]] || die "$p reports version '$v', expected '$KVER'"
+done
+if $ONLY_KUBECTL; then
+  log "kubectl $KVER"
+  printf '%s\n' "$KOUT/kubectl"
+  exit 0
+fi
 
-if ! $ONLY_KUBECTL; then
-# --- etcd ----------------------------------------------------------------
+# --- etcd ----------------------------------------------------------------------
 EDIR=$ROOT/hack/testbins/etcd
 EMOD=go.etcd.io/etcd/server/v3
 read -r EVER EKEY < <(component_key etcd "$EDIR" "$EMOD")
 EOUT=$CACHE/$EKEY
 if [[ ! -x $EOUT/etcd ]]; then
   mkdir -p "$EOUT"
-  go_build "$EDIR" "$EMOD" "$EOUT/etcd" "-s -w"
+  go_build "$EDIR" "$EOUT" "-s -w" "$EMOD"
+  # the module root is etcd's main package, which `go build` names "server"
+  mv -f "$EOUT/$(go_binary_name "$EMOD")" "$EOUT/etcd"
 else
   log "cached: $EOUT/etcd"
 fi
-
-# --- kube-apiserver ------------------------------------------------------
-KOUT=$CACHE/$KKEY
-if [[ ! -x $KOUT/kube-apiserver ]]; then
-  mkdir -p "$KOUT"
-  need_go
-  ld=$(kube_version_ldflags "$KDIR" "$KVER")
-  go_build "$KDIR" "$KMOD/cmd/kube-apiserver" "$KOUT/kube-apiserver" "-s -w$ld"
-else
-  log "cached: $KOUT/kube-apiserver"
-fi
-fi
-
-# --- kubectl (same Kubernetes version as the apiserver) -------------------
-CDIR=$ROOT/hack/testbins/kubectl
-read -r CVER CKEY < <(component_key kubectl "$CDIR" "$KMOD")
-[[ $CVER == "$KVER" ]] || die "kubectl wrapper is at $CVER but kube-apiserver at $KVER; keep them equal"
-COUT=$CACHE/$CKEY
-if [[ ! -x $COUT/kubectl ]]; then
-  mkdir -p "$COUT"
-  need_go
-  ld=$(kube_version_ldflags "$CDIR" "$CVER")
-  go_build "$CDIR" "$KMOD/cmd/kubectl" "$COUT/kubectl" "-s -w$ld"
-else
-  log "cached: $COUT/kubectl"
-fi
-
-cv=$("$COUT/kubectl" version --client | sed -n 's/^Client Version: //p')
-[[ $cv == "$CVER" ]] || die "kubectl version --client says '$cv', expected '$CVER'"
-if $ONLY_KUBECTL; then
-  log "kubectl $CVER"
-  printf '%s\n' "$COUT/kubectl"
-  exit 0
-fi
-
-# --- check and publish ---------------------------------------------------
-kv=$("$KOUT/kube-apiserver" --version)
-[[ $kv == "Kubernetes $KVER" ]] || die "kube-apiserver --version says '$kv', expected 'Kubernetes $KVER'"
 ev=$("$EOUT/etcd" --version | sed -n 's/^etcd Version: //p')
 [[ v$ev == "$EVER" ]] || die "etcd --version says '$ev', expected '${EVER#v}'"
 
-BIN=$CACHE/bin-$KKEY+$EKEY+$CKEY
-if [[ ! -e $BIN/kube-apiserver || ! -e $BIN/etcd || ! -e $BIN/kubectl ]]; then
-  mkdir -p "$BIN"
-  ln -sfn "../$KKEY/kube-apiserver" "$BIN/kube-apiserver"
-  ln -sfn "../$EKEY/etcd" "$BIN/etcd"
-  ln -sfn "../$CKEY/kubectl" "$BIN/kubectl"
+# --- Multus thin plugin -----------------------------------------------------------
+MDIR=$ROOT/hack/testbins/multus
+MMOD=gopkg.in/k8snetworkplumbingwg/multus-cni.v4
+read -r MVER MKEY < <(component_key multus "$MDIR" "$MMOD")
+MOUT=$CACHE/$MKEY
+if [[ ! -x $MOUT/multus || ! -s $MOUT/multus-daemonset.yml ]]; then
+  mkdir -p "$MOUT"
+  [[ -x $MOUT/multus ]] || go_build "$MDIR" "$MOUT" "-s -w -X $MMOD/pkg/multus.version=$MVER" "$MMOD/cmd/multus"
+  need_go
+  mdir=$(cd "$MDIR" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go list -m -f '{{.Dir}}' "$MMOD")
+  [[ -n $mdir && -s $mdir/deployments/multus-daemonset.yml ]] ||
+    die "no deployments/multus-daemonset.yml in the $MMOD $MVER module ($mdir)"
+  cp "$mdir/deployments/multus-daemonset.yml" "$MOUT/multus-daemonset.yml.tmp"
+  chmod 0644 "$MOUT/multus-daemonset.yml.tmp"
+  mv -f "$MOUT/multus-daemonset.yml.tmp" "$MOUT/multus-daemonset.yml"
+else
+  log "cached: $MOUT/multus"
 fi
-log "kube-apiserver $KVER, etcd $EVER, kubectl $CVER"
+
+# --- publish ----------------------------------------------------------------------
+BIN=$CACHE/bin-$KKEY+$EKEY+$MKEY
+links=("${KUBE_PROGS[@]/#/$KKEY/}" "$EKEY/etcd" "$MKEY/multus" "$MKEY/multus-daemonset.yml")
+mkdir -p "$BIN"
+for l in "${links[@]}"; do
+  [[ -e $BIN/${l##*/} ]] || ln -sfn "../$l" "$BIN/${l##*/}"
+done
+log "Kubernetes $KVER (${KUBE_PROGS[*]}), etcd $EVER, multus $MVER"
 printf '%s\n' "$BIN"

@@ -3,10 +3,15 @@
 #
 # Works on a fresh Debian 12 machine as root (installs the apt packages the
 # tests need, skipping apt when they are all present), with Go >= 1.26 and
-# Rust already installed. Steps: build the control-plane binaries and kubectl
-# (cached, hack/build-testbins.sh), cargo fmt --check, cargo clippy, then the whole
+# Rust already installed. Steps: build the Kubernetes binaries, etcd and Multus (cached,
+# hack/build-testbins.sh), cargo fmt --check, cargo clippy, then the whole
 # cargo test suite under a real etcd + kube-apiserver (hack/control-plane.sh), then the
-# delivery checks: static binaries, the image archive, vendor-check.sh.
+# delivery checks: static binaries, the image archive, then the end-to-end tests on a real
+# single-node cluster (hack/e2e.sh: kubelet, containerd, Multus, the image and deploy/),
+# then vendor-check.sh.
+#
+# NV_IPAM_SKIP_CLUSTER=1 skips the end-to-end cluster tests, for quick local runs only;
+# .ci/run never sets it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,9 +22,11 @@ die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
 # Debian packages: CNI plugins and iproute2 for the CNI/netns tests; jq,
 # openssl, curl for hack/control-plane.sh; util-linux (setsid, flock), perl
 # (free ports) and coreutils are in every Debian base image. file and libc6-dev (glibc's
-# libc.a) for hack/build-static.sh; python3 for hack/build-image.sh.
+# libc.a) for hack/build-static.sh; python3 for hack/build-image.sh. For the end-to-end
+# cluster (hack/cluster.sh): containerd and runc (the container runtime), busybox-static (the
+# test pods' image), iptables (the Service VIP rule), gcc (the pause binary), procps (sysctl).
 PKGS=(containernetworking-plugins iproute2 jq openssl curl ca-certificates util-linux perl-base
-  file libc6-dev python3)
+  file libc6-dev python3 containerd runc busybox-static iptables gcc procps)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -42,7 +49,7 @@ command -v go >/dev/null 2>&1 ||
   die "'go' not found in PATH: Go >= 1.26 (and the Go module proxy) are needed to build kube-apiserver, etcd and kubectl for the tests"
 command -v cargo >/dev/null 2>&1 || die "'cargo' not found in PATH"
 
-step "test binaries (kube-apiserver, etcd, kubectl)"
+step "test binaries (kube-apiserver, kubectl, kubelet, kube-controller-manager, kube-scheduler, etcd, multus)"
 start=$SECONDS
 NV_IPAM_TESTBINS=$(hack/build-testbins.sh)
 # kubectl renders deploy/ (kubectl kustomize) and dry-run-applies it in tests/kube_overlays.rs
@@ -93,6 +100,15 @@ hack/build-image.sh "$img_tmp"
 cmp "dist/$img" "$img_tmp/$img" || die "the image archive $img is not reproducible"
 rm -rf "$img_tmp"
 printf 'image archive: %d s\n' $((SECONDS - start)) >&2
+
+if [[ -n ${NV_IPAM_SKIP_CLUSTER:-} ]]; then
+  step "end-to-end cluster tests SKIPPED (NV_IPAM_SKIP_CLUSTER is set; CI never sets it)"
+else
+  step "end-to-end tests on a real cluster (hack/e2e.sh: hack/cluster.sh up, tests/e2e_cluster.rs, down)"
+  start=$SECONDS
+  hack/e2e.sh --image "dist/$img"
+  printf 'end-to-end: %d s\n' $((SECONDS - start)) >&2
+fi
 
 step "vendor-check.sh (vendor, allow-list, checksums, offline build), then --offline and --self-test"
 start=$SECONDS
