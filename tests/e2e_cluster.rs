@@ -476,14 +476,17 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 /// The Ready node daemon pod's name.
 fn node_daemon_pod() -> String {
+    try_node_daemon_pod().expect("a Ready nv-ipam-node pod")
+}
+
+/// The Ready node daemon pod's name, if one is Ready now.
+fn try_node_daemon_pod() -> Option<String> {
     let pods = get(&["-n", IPAM_NS, "pods", "-l", "app.kubernetes.io/component=node"]);
     pods["items"]
-        .as_array()
-        .unwrap()
+        .as_array()?
         .iter()
         .find(|p| p["metadata"]["deletionTimestamp"].is_null() && is_ready(p))
-        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
-        .expect("a Ready nv-ipam-node pod")
+        .and_then(|p| p["metadata"]["name"].as_str().map(str::to_string))
 }
 
 fn is_ready(pod: &Value) -> bool {
@@ -546,10 +549,15 @@ fn wait_allocated(want: &BTreeMap<String, u64>, what: &str) {
     }
 }
 
-/// `nv_ipam_node_stale_released_total` of the Ready node daemon.
+/// `nv_ipam_node_stale_released_total` of the Ready node daemon. Waits for one: a restarted
+/// kubelet reports every pod not Ready until its first probe passes again.
 fn stale_released() -> f64 {
-    let text = pod_metrics(IPAM_NS, &node_daemon_pod(), 8083).expect("node daemon metrics");
-    metric(&text, "nv_ipam_node_stale_released_total", &[]).unwrap_or(0.0)
+    let mut text = None;
+    wait_until(Duration::from_secs(60), "a Ready node daemon's metrics answer", || {
+        text = try_node_daemon_pod().and_then(|pod| pod_metrics(IPAM_NS, &pod, 8083));
+        text.is_some()
+    });
+    metric(&text.unwrap_or_default(), "nv_ipam_node_stale_released_total", &[]).unwrap_or(0.0)
 }
 
 fn plus(base: &BTreeMap<String, u64>, rails: &[usize], n: u64) -> BTreeMap<String, u64> {
