@@ -5,7 +5,7 @@
 //! struct it becomes 48 to 72), so a list's length, not its bytes, decides the memory. Error
 //! messages quote input (`invalid type: string "…"`) and must not grow with it.
 //!
-//! Owns: [`vec`], [`seq_with`], [`clip`]. Must not: know the types it decodes or do I/O.
+//! Owns: [`vec`], [`seq_with`], [`clip`], [`clip_str`]. Must not: know the types it decodes or do I/O.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -78,6 +78,19 @@ pub fn clip(mut msg: String) -> String {
     msg
 }
 
+/// [`clip`] for borrowed text: copies at most [`MAX_MESSAGE_BYTES`] of it (a long value quoted
+/// in an error costs no more than a short one).
+pub fn clip_str(text: &str) -> String {
+    if text.len() <= MAX_MESSAGE_BYTES {
+        return text.to_string();
+    }
+    let mut cut = MAX_MESSAGE_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +124,9 @@ mod tests {
         let c = clip(long);
         assert!(c.len() <= MAX_MESSAGE_BYTES + '…'.len_utf8() && c.ends_with('…'));
         assert_eq!(clip("x".repeat(MAX_MESSAGE_BYTES)).len(), MAX_MESSAGE_BYTES, "at the limit: kept");
+        for text in ["short".to_string(), "é".repeat(MAX_MESSAGE_BYTES), "x".repeat(MAX_MESSAGE_BYTES + 1)] {
+            assert_eq!(clip_str(&text), clip(text.clone()), "{text}");
+        }
+        assert_eq!(clip_str(&"x".repeat(MAX_MESSAGE_BYTES)), "x".repeat(MAX_MESSAGE_BYTES));
     }
 }

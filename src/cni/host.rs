@@ -50,7 +50,7 @@ pub fn select_conf(stdin_conf_dir: Option<&str>, default_dir: &Path) -> Result<S
             Err(refusal) => {
                 warning = Some(Warning {
                     field: "ipam.confDir",
-                    value: value.to_string(),
+                    value: crate::bounded::clip_str(value),
                     refusal,
                     using: default_dir.to_path_buf(),
                 });

@@ -25,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::config::MAX_CONF_FILE_BYTES;
+use crate::bounded::clip_str;
 
 /// A tenant's log file name must start with this. Why: in `/var/log` the system's own logs
 /// can look exactly like ours (RHEL's `secure`, `messages`, `maillog` and `boot.log` are
@@ -169,6 +170,8 @@ impl fmt::Display for Refusal {
 pub struct Warning {
     /// `ipam.confDir`, `ipam.logFile` or `ipam.daemonSocket`.
     pub field: &'static str,
+    /// The value as the config wrote it, cut to `bounded::MAX_MESSAGE_BYTES` ([`refuse`] cuts
+    /// it): one warning costs the same whatever the value's length.
     pub value: String,
     pub refusal: Refusal,
     /// What is used instead.
@@ -297,7 +300,7 @@ pub fn refuse(field: &'static str, value: &str, refusal: Refusal, node: &Path) -
     Choice {
         path: node.to_path_buf(),
         tenant: false,
-        warning: Some(Warning { field, value: value.to_string(), refusal, using: node.to_path_buf() }),
+        warning: Some(Warning { field, value: clip_str(value), refusal, using: node.to_path_buf() }),
     }
 }
 
