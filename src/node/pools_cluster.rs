@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{self, CidrPool, IpPool};
 use crate::kube::{self, Change, Client, ListOptions};
+use crate::prescan::{self, MAX_DEPTH};
 
 use super::pools::{self, Planning, PoolRef, PoolSet};
 use super::service::Service;
@@ -118,6 +119,9 @@ pub fn load_cache(path: &Path) -> Result<Option<Cache>, CacheError> {
     }
     let mut buf = Vec::new();
     f.take(MAX_CACHE_BYTES).read_to_end(&mut buf).map_err(io_err("read"))?;
+    // Damage that nests deep is refused in microseconds, before serde_json's recursion.
+    prescan::check_json(&buf, MAX_DEPTH)
+        .map_err(|e| CacheError::Decode { path: path.to_path_buf(), reason: e.to_string() })?;
     let c: Cache = serde_json::from_slice(&buf)
         .map_err(|e| CacheError::Decode { path: path.to_path_buf(), reason: e.to_string() })?;
     if c.format != CACHE_FORMAT || c.version != CACHE_VERSION {
@@ -451,5 +455,14 @@ mod tests {
         fs::write(&path, b"{not json").expect("damage");
         let e = load_cache(&path).expect_err("damaged");
         assert!(e.to_string().contains("remove it"), "{e}");
+    }
+
+    #[test]
+    fn a_deeply_nested_cache_is_refused_by_the_depth_check() {
+        let dir = crate::store::tests::TempDir::new("pools-cache-deep");
+        let path = cache_path(&dir.join("store"));
+        fs::write(&path, format!("{{\"x\":{}", "[".repeat(100_000))).expect("damage");
+        let e = load_cache(&path).expect_err("deep");
+        assert!(e.to_string().contains("nested deeper than the limit of 64 levels"), "{e}");
     }
 }
