@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use nv_ipam::cni::command::Daemon;
 use nv_ipam::cni::config::{self, Defaults};
-use nv_ipam::cni::{self, Env, args, paths, result};
+use nv_ipam::cni::{self, Env, args, paths};
 use nv_ipam::logging;
 use nv_ipam::protocol::client::ClientError;
 use nv_ipam::protocol::{Request, Response};
@@ -184,16 +184,19 @@ fn network_config() -> impl Strategy<Value = Value> {
 
 /// Every parsing step the plugin runs on a decoded config; each returns its typed result.
 fn parse_everything(obj: &Map<String, Value>) {
-    let _ = config::cni_version(obj);
-    let _ = config::network_name(obj);
-    let _ = config::args_cni(obj);
-    let _ = config::add_params(obj, &args::CniArgs::default());
-    let _ = config::valid_attachments(obj);
-    let _ = result::prev_result_ips(obj);
+    let text = Value::Object(obj.clone()).to_string();
+    // Generated values nest at most a few levels: they always decode.
+    let conf = config::decode(text.as_bytes()).expect("a generated object decodes");
+    let _ = config::cni_version(&conf);
+    let _ = config::network_name(&conf);
+    let _ = config::args_cni(&conf);
+    let _ = config::add_params(&conf, &args::CniArgs::default());
+    let _ = config::valid_attachments(&conf);
+    let _ = config::prev_result_ips(&conf);
     let conf_path = Path::new("/conf/nv-ipam.conf");
     // The same object as the node's conf file (its fields are the ipam ones).
-    let file = config::parse_conf_file(conf_path, Value::Object(obj.clone()).to_string().as_bytes()).ok();
-    if let (Ok(stdin), Ok(args)) = (config::stdin_ipam(obj), config::args_cni(obj)) {
+    let file = config::parse_conf_file(conf_path, text.as_bytes()).ok();
+    if let (Ok(stdin), Ok(args)) = (config::stdin_ipam(&conf), config::args_cni(&conf)) {
         let _ = config::resolve("n", &stdin, file.as_ref(), &args, conf_path, &Defaults::host());
     }
     if let Some(Value::Object(ipam)) = obj.get("ipam") {
@@ -235,9 +238,10 @@ proptest! {
     #[test]
     fn arbitrary_json_values_parse_or_fail_typed(v in json()) {
         let bytes = v.to_string().into_bytes();
-        match config::decode(&bytes) {
-            Ok(obj) => parse_everything(&obj),
-            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        match (config::decode(&bytes), v) {
+            (Ok(_), Value::Object(obj)) => parse_everything(&obj),
+            (Ok(_), v) => prop_assert!(false, "decoded a non-object: {v}"),
+            (Err(e), _) => prop_assert!(!e.to_string().is_empty()),
         }
     }
 
@@ -246,7 +250,9 @@ proptest! {
         let Value::Object(obj) = v else { unreachable!("network_config makes objects") };
         parse_everything(&obj);
         // A config error names its field in one line.
-        if let (Ok(stdin), Ok(args)) = (config::stdin_ipam(&obj), config::args_cni(&obj)) {
+        let text = Value::Object(obj).to_string();
+        let conf = config::decode(text.as_bytes()).expect("decodes");
+        if let (Ok(stdin), Ok(args)) = (config::stdin_ipam(&conf), config::args_cni(&conf)) {
             match config::resolve("n", &stdin, None, &args, Path::new("/c"), &Defaults::host()) {
                 Ok(c) => {
                     prop_assert!(!c.pools.is_empty() && c.pools.len() <= config::MAX_POOLS);

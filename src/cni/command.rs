@@ -11,10 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use log::{debug, info, warn};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::args;
-use super::config::{self, IpamConf};
+use super::config::{self, IpamConf, NetConf};
 use super::env::{AttachmentEnv, Env};
 use super::error::{CniError, Unavailable};
 use super::result;
@@ -45,8 +45,8 @@ pub struct Call<'a> {
     pub version: Version,
     pub network: &'a str,
     pub ipam: &'a IpamConf,
-    /// The whole stdin object (ADD, CHECK and GC read more of it).
-    pub config: &'a Map<String, Value>,
+    /// The decoded stdin (ADD, CHECK and GC read more of it).
+    pub config: &'a NetConf<'a>,
     pub daemon: &'a dyn Daemon,
 }
 
@@ -123,7 +123,7 @@ pub fn del(call: &Call<'_>, att: &AttachmentEnv) -> Result<(), CniError> {
 
 /// CHECK: the daemon confirms the reservation exists and holds exactly prevResult's addresses.
 pub fn check(call: &Call<'_>, att: &AttachmentEnv) -> Result<(), CniError> {
-    let ips = result::prev_result_ips(call.config)?;
+    let ips = config::prev_result_ips(call.config)?;
     let request = Request::Check(CheckRequest {
         network: call.network.to_string(),
         container_id: att.container_id.clone(),

@@ -118,8 +118,8 @@ fn dispatch(
         Command::Gc => Verb::Gc,
         Command::Status => Verb::Status,
     };
-    let obj = config::decode(bytes)?;
-    let (cni_version, version) = config::cni_version(&obj)?;
+    let netconf = config::decode(bytes)?;
+    let (cni_version, version) = config::cni_version(&netconf)?;
     if !version.is_supported() {
         return Err(CniError::UnsupportedVersion { requested: cni_version });
     }
@@ -133,11 +133,11 @@ fn dispatch(
     {
         return Err(CniError::CommandNeedsVersion { command, since, requested: version });
     }
-    let network = config::network_name(&obj)?;
-    let stdin_ipam = config::stdin_ipam(&obj)?;
+    let network = config::network_name(&netconf)?;
+    let stdin_ipam = config::stdin_ipam(&netconf)?;
     // The tenant's confDir only if root administers it; its file then fixes the node values.
     let conf = host::select_conf(stdin_ipam.conf_dir.as_deref(), &defaults.conf_dir)?;
-    let args_cni = config::args_cni(&obj)?;
+    let args_cni = config::args_cni(&netconf)?;
     let ipam = config::resolve(&network, &stdin_ipam, conf.file.as_ref(), &args_cni, &conf.path, defaults)?;
     let warnings = conf.warning.into_iter().chain(ipam.warnings.iter().cloned()).collect();
     host::start_logging(&ipam, warnings);
@@ -148,7 +148,7 @@ fn dispatch(
     );
 
     let call =
-        Call { cni_version: &cni_version, version, network: &network, ipam: &ipam, config: &obj, daemon };
+        Call { cni_version: &cni_version, version, network: &network, ipam: &ipam, config: &netconf, daemon };
     match verb {
         Verb::Add(att) => command::add(&call, &att, env).map(Some),
         Verb::Del(att) => command::del(&call, &att).map(|()| None),

@@ -1,5 +1,5 @@
-//! The CNI success result an IPAM plugin prints, per spec version, and the reading of
-//! `prevResult` on CHECK.
+//! The CNI success result an IPAM plugin prints, per spec version (CHECK's reading of
+//! `prevResult` is in `config::params`).
 //!
 //! ```text
 //! 0.3.1, 0.4.0: {"cniVersion":"0.4.0","ips":[{"version":"4","address":"10.0.0.5/24","gateway":"10.0.0.1"}],
@@ -12,12 +12,8 @@
 //! (the reference returns none), routes with `gw` = that allocation's gateway, never the 1.1.0
 //! route extras (we have none to give). Must not: decide addresses.
 
-use std::net::IpAddr;
-
-use ipnet::IpNet;
 use serde_json::{Map, Value, json};
 
-use super::config::{ConfigError, present};
 use super::version::Version;
 use crate::protocol::Allocation;
 
@@ -51,31 +47,6 @@ pub fn render(cni_version: &str, version: Version, allocations: &[Allocation]) -
         out.insert("routes".into(), Value::Array(routes));
     }
     Value::Object(out)
-}
-
-/// The addresses in `prevResult.ips[].address` (CHECK). `prevResult` is the main plugin's
-/// full result, so `interfaces`, `ips[].interface`, `version` and anything else is tolerated.
-pub fn prev_result_ips(obj: &Map<String, Value>) -> Result<Vec<IpAddr>, ConfigError> {
-    let prev = present(obj, "prevResult").ok_or(ConfigError::MissingPrevResult)?;
-    let Value::Object(prev) = prev else {
-        return Err(ConfigError::WrongType { field: "prevResult".into(), expected: "an object" });
-    };
-    let ips = match present(prev, "ips") {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(ips)) => ips,
-        Some(_) => return Err(ConfigError::WrongType { field: "prevResult.ips".into(), expected: "a list" }),
-    };
-    ips.iter()
-        .enumerate()
-        .map(|(i, entry)| {
-            let field = format!("prevResult.ips[{i}].address");
-            let value = entry.get("address").and_then(Value::as_str).unwrap_or_default();
-            value
-                .parse::<IpNet>()
-                .map(|n| n.addr())
-                .map_err(|_| ConfigError::BadPrevResultAddress { field, value: value.to_string() })
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -134,31 +105,5 @@ mod tests {
     fn no_routes_key_without_routes() {
         let got = render("1.0.0", Version::new(1, 0, 0), &dual_stack()[1..]);
         assert_eq!(got, json!({"cniVersion":"1.0.0","ips":[{"address":"fd10:cc::4/120"}]}));
-    }
-
-    #[test]
-    fn prev_result_from_a_main_plugin() {
-        let obj = json!({"prevResult": {"cniVersion":"0.4.0",
-            "interfaces":[{"name":"eth0","mac":"aa:bb:cc:dd:ee:ff","sandbox":"/run/netns/x"}],
-            "ips":[{"version":"4","interface":0,"address":"10.0.0.5/24","gateway":"10.0.0.1"},
-                   {"version":"6","interface":0,"address":"fd00::5/64"}],
-            "dns":{}}});
-        let got = prev_result_ips(obj.as_object().expect("obj")).expect("ips");
-        assert_eq!(got, vec!["10.0.0.5".parse::<IpAddr>().expect("v4"), "fd00::5".parse().expect("v6")]);
-    }
-
-    #[test]
-    fn prev_result_errors() {
-        let missing = json!({});
-        assert!(matches!(
-            prev_result_ips(missing.as_object().expect("o")),
-            Err(ConfigError::MissingPrevResult)
-        ));
-        let bad = json!({"prevResult":{"ips":[{"address":"10.0.0.5"}]}});
-        let e = prev_result_ips(bad.as_object().expect("o")).expect_err("no prefix");
-        assert_eq!(
-            e.to_string(),
-            "prevResult.ips[0].address \"10.0.0.5\" is not an address in CIDR notation"
-        );
     }
 }

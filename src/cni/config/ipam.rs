@@ -1,5 +1,5 @@
-//! The network configuration on stdin, the `ipam` section, and its layering with
-//! `<confDir>/nv-ipam.conf`.
+//! The `ipam` section, the pool selection in `args.cni`, the node's `nv-ipam.conf`, and the
+//! layering of the three over the defaults into the settings of one call ([`IpamConf`]).
 //!
 //! ```text
 //! value = stdin ipam.<field>        (a non-empty value wins)
@@ -8,31 +8,26 @@
 //! paths: confDir, logFile and daemonSocket from stdin only where the node allows (`paths`)
 //! pools = args.cni.poolNames | ipam.poolName | file poolName | network name (unless forcePoolName)
 //! type  = args.cni.poolType  | ipam.poolType | file poolType | ippool
-//! static IPs (ADD only) = runtimeConfig.ips | args.cni.ips | CNI_ARGS IP=   (first non-empty source)
 //! ```
 //!
-//! Owns: decoding stdin into a JSON object, the typed reading of every field the plugin
-//! uses (errors name the field: `ipam.poolType`, `args.cni.ips[1]`, or the conf file's path),
-//! the defaults, and the ADD-only request parameters. Tolerates every key it does not use:
-//! the main plugin's keys, `capabilities`, `runtimeConfig.*`, `args` without `cni` (the
-//! reference crashes on that, W17), `prevResult`, `cni.dev/*`.
-//! Must not: talk to the daemon, print, or touch the file system (`host` reads the conf file).
+//! Owns: [`RawIpam`] (one source's fields, stdin's or the conf file's, read by the same code),
+//! [`ArgsCni`], [`resolve`], the defaults and the pool-count rule. Must not: read the file
+//! system (`host` reads the conf file and hands its bytes to [`parse_conf_file`]), or keep more
+//! of a pool list than [`MAX_POOLS`] names.
 
-use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use log::LevelFilter;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
-use super::args::{self, CniArgs};
-use super::env::is_valid_id;
-use super::paths::{self, Problem, Refusal, Warning};
-use super::version::{IMPLIED, Version};
+use super::json::{self, DocumentError, NotAnObject};
+use super::stdin::NetConf;
+use super::{ConfigError, echo, not_an_object, opt_bool, opt_int, opt_str};
 use crate::alloc::PoolType;
+use crate::cni::paths::{self, Refusal, Warning};
 use crate::logging;
-use crate::protocol::Attachment;
+use crate::prescan::{self, MAX_DEPTH};
 
 /// The daemon's socket when neither stdin nor the conf file names one (the reference's).
 pub const DEFAULT_DAEMON_SOCKET: &str = "/var/lib/cni/nv-ipam/daemon.sock";
@@ -47,6 +42,7 @@ pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d/nv-ipam.d";
 pub const CONF_FILE_NAME: &str = "nv-ipam.conf";
 /// The plugin's log when neither stdin nor the conf file names one (the reference's).
 pub const DEFAULT_LOG_FILE: &str = "/var/log/nv-ipam-cni.log";
+/// The log level when neither stdin nor the conf file sets one (the reference's).
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 /// One pool, or two for dual stack (the reference's limit; the daemon allocates one address
 /// per pool).
@@ -74,182 +70,17 @@ impl Defaults {
     }
 }
 
-/// stdin cannot be decoded at all. CNI code 6.
-#[derive(Debug)]
-pub enum DecodeError {
-    BadJson(serde_json::Error),
-    NotAnObject,
-    VersionNotAString,
-    BadVersionString { value: String },
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DecodeError::BadJson(e) => write!(f, "stdin is not valid JSON: {e}"),
-            DecodeError::NotAnObject => write!(f, "stdin must be a JSON object (the network configuration)"),
-            DecodeError::VersionNotAString => write!(f, "cniVersion must be a string such as \"1.0.0\""),
-            DecodeError::BadVersionString { value } => {
-                write!(
-                    f,
-                    "cniVersion {value:?} is not a version; expected major.minor.patch such as \"1.0.0\""
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
-
-/// The network configuration is invalid. CNI code 7.
-#[derive(Debug)]
-pub enum ConfigError {
-    MissingName,
-    InvalidName { name: String },
-    MissingIpam,
-    WrongType { field: String, expected: &'static str },
-    NoPool,
-    TooManyPools { field: String, count: usize },
-    EmptyPoolName { field: String },
-    UnknownPoolType { field: String, value: String },
-    SocketNotUnix { field: String, value: String },
-    SocketNotAbsolute { field: String, value: String },
-    BadTimeout { field: String, value: i64 },
-    BadLogLevel { field: String, value: String },
-    ConfFileRefused { path: PathBuf, problem: Problem },
-    LogFileNotAbsolute { field: String, value: String },
-    ConfFileInvalid { path: PathBuf, source: serde_json::Error },
-    ConfFileNotAnObject { path: PathBuf },
-    BadStaticIp { field: String, value: String },
-    IndexOutOfRange { value: i64 },
-    DefaultGatewayWithStaticIps,
-    DefaultGatewayWithIndex,
-    MissingPrevResult,
-    BadPrevResultAddress { field: String, value: String },
-    MissingAttachments,
-    BadAttachment { field: String, problem: &'static str },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::MissingName => write!(f, "network config has no name; set the top-level \"name\""),
-            ConfigError::InvalidName { name } => {
-                write!(f, "network name {name:?} is invalid: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-            }
-            ConfigError::MissingIpam => {
-                write!(f, "network config has no \"ipam\" object; add one with \"type\":\"nv-ipam\"")
-            }
-            ConfigError::WrongType { field, expected } => write!(f, "{field} must be {expected}"),
-            ConfigError::NoPool => write!(
-                f,
-                "no pool provided: forcePoolName is set, so set ipam.poolName or args.cni.poolNames"
-            ),
-            ConfigError::TooManyPools { field, count } => {
-                write!(f, "{field} names {count} pools; at most {MAX_POOLS} are allowed (one per IP family)")
-            }
-            ConfigError::EmptyPoolName { field } => {
-                write!(f, "{field} contains an empty pool name; remove it")
-            }
-            ConfigError::UnknownPoolType { field, value } => {
-                write!(f, "{field} {value:?} is not a pool type; use \"ippool\" or \"cidrpool\"")
-            }
-            ConfigError::SocketNotUnix { field, value } => write!(
-                f,
-                "{field} {value:?} is not a unix socket; use unix:///path or an absolute path (tcp is refused: the root-only socket file is the access control)"
-            ),
-            ConfigError::SocketNotAbsolute { field, value } => {
-                write!(f, "{field} {value:?} must be an absolute path")
-            }
-            ConfigError::BadTimeout { field, value } => write!(
-                f,
-                "{field} {value} is out of range; use 1 to {MAX_CALL_TIMEOUT_SECONDS} seconds, or 0 for the default"
-            ),
-            ConfigError::BadLogLevel { field, value } => write!(
-                f,
-                "{field} {value:?} is not a log level; use verbose, debug, info, warning, error or panic"
-            ),
-            ConfigError::ConfFileRefused { path, problem } => write!(
-                f,
-                "{} {problem}; nv-ipam.conf must be a readable regular file (not a symlink, FIFO or device) of at most {MAX_CONF_FILE_BYTES} bytes: fix or remove it",
-                path.display()
-            ),
-            ConfigError::LogFileNotAbsolute { field, value } => {
-                write!(f, "{field} {value:?} must be an absolute path")
-            }
-            ConfigError::ConfFileInvalid { path, source } => {
-                write!(f, "{} is not valid JSON: {source}; fix or remove it", path.display())
-            }
-            ConfigError::ConfFileNotAnObject { path } => {
-                write!(f, "{} must hold one JSON object; fix or remove it", path.display())
-            }
-            ConfigError::BadStaticIp { field, value } => {
-                write!(f, "{field} {value:?} is not an IP address; use <ip> or <ip>/<len>")
-            }
-            ConfigError::IndexOutOfRange { value } => write!(
-                f,
-                "args.cni.allocateIPWithIndex {value} is out of range: it can't be negative and must fit in int32"
-            ),
-            ConfigError::DefaultGatewayWithStaticIps => write!(
-                f,
-                "args.cni.allocateDefaultGateway can't be combined with static IPs; drop one of them"
-            ),
-            ConfigError::DefaultGatewayWithIndex => write!(
-                f,
-                "args.cni.allocateDefaultGateway can't be combined with args.cni.allocateIPWithIndex; drop one of them"
-            ),
-            ConfigError::MissingPrevResult => {
-                write!(f, "CHECK needs prevResult (the ADD result) in the network config")
-            }
-            ConfigError::BadPrevResultAddress { field, value } => {
-                write!(f, "{field} {value:?} is not an address in CIDR notation")
-            }
-            ConfigError::MissingAttachments => write!(
-                f,
-                "GC needs cni.dev/valid-attachments (or cni.dev/attachments) in the network config; refusing to release everything"
-            ),
-            ConfigError::BadAttachment { field, problem } => write!(f, "{field} {problem}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Decodes stdin into the top-level object.
-pub fn decode(stdin: &[u8]) -> Result<Map<String, Value>, DecodeError> {
-    match serde_json::from_slice::<Value>(stdin).map_err(DecodeError::BadJson)? {
-        Value::Object(obj) => Ok(obj),
-        _ => Err(DecodeError::NotAnObject),
-    }
-}
-
-/// `cniVersion` as sent (for echoing) and parsed. Missing means 0.1.0 (spec).
-pub fn cni_version(obj: &Map<String, Value>) -> Result<(String, Version), DecodeError> {
-    match present(obj, "cniVersion") {
-        None => Ok((IMPLIED.to_string(), IMPLIED)),
-        Some(Value::String(s)) => match Version::parse(s) {
-            Some(v) => Ok((s.clone(), v)),
-            None => Err(DecodeError::BadVersionString { value: s.clone() }),
-        },
-        Some(_) => Err(DecodeError::VersionNotAString),
-    }
-}
-
-/// The `cniVersion` string for echoing in an error, read leniently from raw stdin (any
-/// string, even one we cannot parse). `None` when stdin has none.
-pub fn echo_version(stdin: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(stdin).ok()?;
-    v.get("cniVersion")?.as_str().filter(|s| !s.is_empty()).map(str::to_string)
-}
-
-/// The network name: the key of the allocation space.
-pub fn network_name(obj: &Map<String, Value>) -> Result<String, ConfigError> {
-    let name = opt_str(obj, "name", "name")?.ok_or(ConfigError::MissingName)?;
-    if !is_valid_id(name) {
-        return Err(ConfigError::InvalidName { name: name.to_string() });
-    }
-    Ok(name.to_string())
-}
+/// The fields of the `ipam` section and of the conf file, in [`RawIpam::read`]'s order.
+const IPAM_KEYS: [&str; 8] = [
+    "poolName",
+    "poolType",
+    "forcePoolName",
+    "daemonSocket",
+    "daemonCallTimeoutSeconds",
+    "confDir",
+    "logFile",
+    "logLevel",
+];
 
 /// One source's `ipam` fields, before layering. Empty strings count as absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -265,70 +96,138 @@ pub struct RawIpam {
 }
 
 impl RawIpam {
-    /// Reads the fields of one object; `field` turns a key into the name errors use.
-    fn from_object(obj: &Map<String, Value>, field: &dyn Fn(&str) -> String) -> Result<RawIpam, ConfigError> {
-        let s = |key: &str| -> Result<Option<String>, ConfigError> {
-            Ok(opt_str(obj, key, &field(key))?.filter(|v| !v.is_empty()).map(str::to_string))
+    /// Reads the members of one object ([`IPAM_KEYS`]); `field` turns a key into the name
+    /// errors use.
+    fn read(members: [Option<&RawValue>; 8], field: &dyn Fn(&str) -> String) -> Result<RawIpam, ConfigError> {
+        let [pool_name, pool_type, force, socket, timeout, conf_dir, log_file, log_level] = members;
+        let s = |raw: Option<&RawValue>, key: &str| -> Result<Option<String>, ConfigError> {
+            Ok(opt_str(raw, || field(key))?.filter(|v| !v.is_empty()))
         };
         Ok(RawIpam {
-            pool_name: s("poolName")?,
-            pool_type: s("poolType")?,
-            force_pool_name: opt_bool(obj, "forcePoolName", &field("forcePoolName"))?,
-            daemon_socket: s("daemonSocket")?,
-            daemon_call_timeout_seconds: opt_int(
-                obj,
-                "daemonCallTimeoutSeconds",
-                &field("daemonCallTimeoutSeconds"),
-            )?,
-            conf_dir: s("confDir")?,
-            log_file: s("logFile")?,
-            log_level: s("logLevel")?,
+            pool_name: s(pool_name, "poolName")?,
+            pool_type: s(pool_type, "poolType")?,
+            force_pool_name: opt_bool(force, || field("forcePoolName"))?,
+            daemon_socket: s(socket, "daemonSocket")?,
+            daemon_call_timeout_seconds: opt_int(timeout, || field("daemonCallTimeoutSeconds"))?,
+            conf_dir: s(conf_dir, "confDir")?,
+            log_file: s(log_file, "logFile")?,
+            log_level: s(log_level, "logLevel")?,
         })
     }
 }
 
 /// The stdin `ipam` section.
-pub fn stdin_ipam(obj: &Map<String, Value>) -> Result<RawIpam, ConfigError> {
-    match present(obj, "ipam") {
-        None => Err(ConfigError::MissingIpam),
-        Some(Value::Object(ipam)) => RawIpam::from_object(ipam, &|k| format!("ipam.{k}")),
-        Some(_) => Err(ConfigError::WrongType { field: "ipam".into(), expected: "an object" }),
-    }
+pub fn stdin_ipam(conf: &NetConf<'_>) -> Result<RawIpam, ConfigError> {
+    let raw = conf.ipam.ok_or(ConfigError::MissingIpam)?;
+    let members = json::members(raw.get(), &IPAM_KEYS).map_err(|NotAnObject| not_an_object("ipam"))?;
+    RawIpam::read(members, &|k| format!("ipam.{k}"))
 }
 
-/// Parses the conf file's bytes (`host` reads them; the layering tests need no files).
+/// Parses the conf file's bytes (`host` reads them; the layering tests need no files). The
+/// node writes it, but it is decoded as carefully as stdin: depth first, then JSON, no tree.
 pub fn parse_conf_file(path: &Path, bytes: &[u8]) -> Result<RawIpam, ConfigError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|source| ConfigError::ConfFileInvalid { path: path.to_path_buf(), source })?;
-    let Value::Object(obj) = value else {
-        return Err(ConfigError::ConfFileNotAnObject { path: path.to_path_buf() });
-    };
-    RawIpam::from_object(&obj, &|k| format!("{k} in {}", path.display()))
+    let path_buf = || path.to_path_buf();
+    prescan::check_json(bytes, MAX_DEPTH)
+        .map_err(|source| ConfigError::ConfFileTooDeep { path: path_buf(), source })?;
+    let text = json::document(bytes).map_err(|e| match e {
+        DocumentError::Json(source) => ConfigError::ConfFileInvalid { path: path_buf(), source },
+        // Unreachable (valid JSON is UTF-8); "not an object" is the nearest true statement.
+        DocumentError::NotUtf8 { .. } => ConfigError::ConfFileNotAnObject { path: path_buf() },
+    })?;
+    let members = json::members(text, &IPAM_KEYS)
+        .map_err(|NotAnObject| ConfigError::ConfFileNotAnObject { path: path_buf() })?;
+    RawIpam::read(members, &|k| format!("{k} in {}", path.display()))
 }
 
 /// The `args.cni` keys every command uses (pool selection).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ArgsCni {
+    /// At most [`MAX_POOLS`] names: a longer list is an error.
     pub pool_names: Option<Vec<String>>,
     pub pool_type: Option<String>,
 }
 
-/// `args.cni`, when present. `args` or `args.cni` of another shape is ignored: it is reserved
-/// metadata that other tools fill, not our config.
-fn args_cni_object(obj: &Map<String, Value>) -> Option<&Map<String, Value>> {
-    present(obj, "args")?.as_object()?.get("cni")?.as_object()
+/// The members `keys` of `args.cni`, when present. `args` or `args.cni` of another shape is
+/// ignored: it is reserved metadata that other tools fill, not our config.
+pub(super) fn args_cni_members<'a, const N: usize>(
+    conf: &NetConf<'a>,
+    keys: &[&'static str; N],
+) -> Option<[Option<&'a RawValue>; N]> {
+    let [cni] = json::members(conf.args?.get(), &["cni"]).ok()?;
+    json::members(cni?.get(), keys).ok()
 }
 
-pub fn args_cni(obj: &Map<String, Value>) -> Result<ArgsCni, ConfigError> {
-    let Some(cni) = args_cni_object(obj) else {
+/// `args.cni.poolNames` and `args.cni.poolType`. Types are checked first, then the pool list
+/// (empty names, more than [`MAX_POOLS`]), which is walked without being collected.
+pub fn args_cni(conf: &NetConf<'_>) -> Result<ArgsCni, ConfigError> {
+    const FIELD: &str = "args.cni.poolNames";
+    let Some([names, pool_type]) = args_cni_members(conf, &["poolNames", "poolType"]) else {
         return Ok(ArgsCni::default());
     };
-    Ok(ArgsCni {
-        pool_names: opt_str_list(cni, "poolNames", "args.cni.poolNames")?.filter(|l| !l.is_empty()),
-        pool_type: opt_str(cni, "poolType", "args.cni.poolType")?
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-    })
+    let names = match names {
+        None => None,
+        Some(raw) => {
+            let not_strings =
+                || ConfigError::WrongType { field: FIELD.into(), expected: "a list of strings" };
+            let mut pools = Pools::default();
+            let mut all_strings = true;
+            json::items(raw, |_, item| {
+                match json::string(item) {
+                    Some(name) => pools.push(&name),
+                    None => all_strings = false,
+                }
+                all_strings
+            })
+            .map_err(|_| not_strings())?;
+            if !all_strings {
+                return Err(not_strings());
+            }
+            Some(pools)
+        }
+    };
+    let pool_type = opt_str(pool_type, || "args.cni.poolType".into())?.filter(|s| !s.is_empty());
+    let pool_names = match names {
+        Some(pools) if pools.count > 0 => Some(pools.finish(FIELD)?),
+        _ => None,
+    };
+    Ok(ArgsCni { pool_names, pool_type })
+}
+
+/// Pool names as they are read: all counted, the first [`MAX_POOLS`] kept, so that a list of
+/// any length costs two names.
+#[derive(Debug, Default)]
+struct Pools {
+    kept: Vec<String>,
+    count: usize,
+    /// Some name is empty or blank.
+    empty: bool,
+}
+
+impl Pools {
+    fn push(&mut self, name: &str) {
+        self.count += 1;
+        self.empty |= name.trim().is_empty();
+        if self.kept.len() < MAX_POOLS {
+            self.kept.push(name.to_string());
+        }
+    }
+
+    /// The names, unless one is empty or there are more than [`MAX_POOLS`].
+    fn finish(self, field: &str) -> Result<Vec<String>, ConfigError> {
+        if self.empty {
+            return Err(ConfigError::EmptyPoolName { field: field.to_string() });
+        }
+        if self.count > MAX_POOLS {
+            return Err(ConfigError::TooManyPools { field: field.to_string(), count: self.count });
+        }
+        Ok(self.kept)
+    }
+}
+
+fn check_pools<'s>(names: impl Iterator<Item = &'s str>, field: &str) -> Result<Vec<String>, ConfigError> {
+    let mut pools = Pools::default();
+    names.for_each(|n| pools.push(n));
+    pools.finish(field)
 }
 
 /// The resolved plugin settings.
@@ -364,20 +263,14 @@ pub fn resolve(
     let empty = RawIpam::default();
     let file = file.unwrap_or(&empty);
     let in_file = |k: &str| format!("{k} in {}", conf_path.display());
-    // The field name of whichever source supplied the value, for errors.
-    let pick = |s: &Option<String>, f: &Option<String>, key: &str| -> Option<(String, String)> {
-        match (s, f) {
-            (Some(v), _) => Some((v.clone(), format!("ipam.{key}"))),
-            (None, Some(v)) => Some((v.clone(), in_file(key))),
-            (None, None) => None,
-        }
-    };
 
     let force = stdin.force_pool_name.or(file.force_pool_name).unwrap_or(false);
     let pools = if let Some(list) = &args.pool_names {
-        check_pools(list.clone(), "args.cni.poolNames")?
-    } else if let Some((value, field)) = pick(&stdin.pool_name, &file.pool_name, "poolName") {
-        check_pools(value.split(',').map(|p| p.trim().to_string()).collect(), &field)?
+        check_pools(list.iter().map(String::as_str), "args.cni.poolNames")?
+    } else if let Some((value, field)) =
+        pick(stdin.pool_name.as_deref(), file.pool_name.as_deref(), "poolName", &in_file)
+    {
+        check_pools(value.split(',').map(str::trim), &field)?
     } else if force {
         return Err(ConfigError::NoPool);
     } else {
@@ -386,14 +279,13 @@ pub fn resolve(
 
     let pool_type = match args
         .pool_type
-        .clone()
+        .as_deref()
         .map(|v| (v, "args.cni.poolType".to_string()))
-        .or_else(|| pick(&stdin.pool_type, &file.pool_type, "poolType"))
+        .or_else(|| pick(stdin.pool_type.as_deref(), file.pool_type.as_deref(), "poolType", &in_file))
     {
         None => PoolType::default(),
-        Some((value, field)) => {
-            PoolType::parse(&value).ok_or(ConfigError::UnknownPoolType { field, value })?
-        }
+        Some((value, field)) => PoolType::parse(value)
+            .ok_or_else(|| ConfigError::UnknownPoolType { field, value: echo(value) })?,
     };
 
     let mut warnings = Vec::new();
@@ -412,7 +304,9 @@ pub fn resolve(
     };
     // The warning quotes the value as the config wrote it (with its unix://).
     warnings.extend(
-        socket.warning.map(|w| Warning { value: stdin.daemon_socket.clone().unwrap_or_default(), ..w }),
+        socket
+            .warning
+            .map(|w| Warning { value: echo(stdin.daemon_socket.as_deref().unwrap_or_default()), ..w }),
     );
     let daemon_socket = socket.path;
 
@@ -427,7 +321,7 @@ pub fn resolve(
         None => defaults.log_file.clone(),
         Some(v) if v.starts_with('/') => PathBuf::from(v),
         Some(v) => {
-            return Err(ConfigError::LogFileNotAbsolute { field: in_file("logFile"), value: v.clone() });
+            return Err(ConfigError::LogFileNotAbsolute { field: in_file("logFile"), value: echo(v) });
         }
     };
     let log = paths::choose_log(stdin.log_file.as_deref(), &node_log_file);
@@ -435,14 +329,12 @@ pub fn resolve(
     let node_log_level = match &file.log_level {
         None => DEFAULT_LOG_LEVEL,
         Some(value) => logging::parse_level(value)
-            .ok_or_else(|| ConfigError::BadLogLevel { field: in_file("logLevel"), value: value.clone() })?,
+            .ok_or_else(|| ConfigError::BadLogLevel { field: in_file("logLevel"), value: echo(value) })?,
     };
     let log_level = match &stdin.log_level {
         None => node_log_level,
-        Some(value) => logging::parse_level(value).ok_or_else(|| ConfigError::BadLogLevel {
-            field: "ipam.logLevel".into(),
-            value: value.clone(),
-        })?,
+        Some(value) => logging::parse_level(value)
+            .ok_or_else(|| ConfigError::BadLogLevel { field: "ipam.logLevel".into(), value: echo(value) })?,
     };
 
     Ok(IpamConf {
@@ -459,14 +351,18 @@ pub fn resolve(
     })
 }
 
-fn check_pools(list: Vec<String>, field: &str) -> Result<Vec<String>, ConfigError> {
-    if list.iter().any(|p| p.trim().is_empty()) {
-        return Err(ConfigError::EmptyPoolName { field: field.to_string() });
+/// The stdin value, else the file's, with the field name errors use.
+fn pick<'v>(
+    stdin: Option<&'v str>,
+    file: Option<&'v str>,
+    key: &str,
+    in_file: &dyn Fn(&str) -> String,
+) -> Option<(&'v str, String)> {
+    match (stdin, file) {
+        (Some(v), _) => Some((v, format!("ipam.{key}"))),
+        (None, Some(v)) => Some((v, in_file(key))),
+        (None, None) => None,
     }
-    if list.len() > MAX_POOLS {
-        return Err(ConfigError::TooManyPools { field: field.to_string(), count: list.len() });
-    }
-    Ok(list)
 }
 
 fn timeout(v: i64, field: String) -> Result<Duration, ConfigError> {
@@ -480,7 +376,7 @@ fn timeout(v: i64, field: String) -> Result<Duration, ConfigError> {
 pub fn parse_socket(value: &str, field: &str) -> Result<PathBuf, ConfigError> {
     match socket_path(value, field)? {
         Ok(path) => Ok(PathBuf::from(path)),
-        Err(_) => Err(ConfigError::SocketNotAbsolute { field: field.into(), value: value.into() }),
+        Err(_) => Err(ConfigError::SocketNotAbsolute { field: field.into(), value: echo(value) }),
     }
 }
 
@@ -490,476 +386,12 @@ fn socket_path<'a>(value: &'a str, field: &str) -> Result<Result<&'a str, &'a st
     let path = match value.strip_prefix("unix://") {
         Some(p) => p,
         None if value.contains("://") => {
-            return Err(ConfigError::SocketNotUnix { field: field.into(), value: value.into() });
+            return Err(ConfigError::SocketNotUnix { field: field.into(), value: echo(value) });
         }
         None => value,
     };
     Ok(if path.starts_with('/') { Ok(path) } else { Err(path) })
 }
 
-/// What an ADD asks for beyond the attachment and pools.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AddParams {
-    pub requested_ips: Vec<IpAddr>,
-    pub allocate_default_gateway: bool,
-    pub allocate_ip_with_index: Option<u32>,
-    pub device_id: Option<String>,
-}
-
-/// Reads the ADD-only fields. Kept out of the other commands so that a DEL never fails
-/// over a request parameter it does not use.
-pub fn add_params(obj: &Map<String, Value>, cni_args: &CniArgs) -> Result<AddParams, ConfigError> {
-    let runtime = present(obj, "runtimeConfig").and_then(Value::as_object);
-    let cni = args_cni_object(obj);
-
-    let mut requested_ips = match runtime {
-        Some(rc) => ip_list(rc, "ips", "runtimeConfig.ips")?,
-        None => Vec::new(),
-    };
-    if requested_ips.is_empty()
-        && let Some(cni) = cni
-    {
-        requested_ips = ip_list(cni, "ips", "args.cni.ips")?;
-    }
-    if requested_ips.is_empty() {
-        requested_ips = cni_args.ips.clone();
-    }
-
-    let (allocate_default_gateway, index) = match cni {
-        Some(cni) => (
-            opt_bool(cni, "allocateDefaultGateway", "args.cni.allocateDefaultGateway")?.unwrap_or(false),
-            opt_int(cni, "allocateIPWithIndex", "args.cni.allocateIPWithIndex")?,
-        ),
-        None => (false, None),
-    };
-    let allocate_ip_with_index = match index {
-        None => None,
-        Some(v) if (0..=i64::from(i32::MAX)).contains(&v) => {
-            Some(u32::try_from(v).expect("0..=i32::MAX fits in u32"))
-        }
-        Some(value) => return Err(ConfigError::IndexOutOfRange { value }),
-    };
-    if allocate_default_gateway && !requested_ips.is_empty() {
-        return Err(ConfigError::DefaultGatewayWithStaticIps);
-    }
-    if allocate_default_gateway && allocate_ip_with_index.is_some() {
-        return Err(ConfigError::DefaultGatewayWithIndex);
-    }
-
-    // The reference reads the top-level deviceID (multus puts it there for SR-IOV); the
-    // `deviceID` capability puts it under runtimeConfig.
-    let device_id = match opt_str(obj, "deviceID", "deviceID")? {
-        Some(d) if !d.is_empty() => Some(d.to_string()),
-        _ => match runtime {
-            Some(rc) => opt_str(rc, "deviceID", "runtimeConfig.deviceID")?
-                .filter(|d| !d.is_empty())
-                .map(str::to_string),
-            None => None,
-        },
-    };
-    Ok(AddParams { requested_ips, allocate_default_gateway, allocate_ip_with_index, device_id })
-}
-
-fn ip_list(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Vec<IpAddr>, ConfigError> {
-    let Some(list) = opt_str_list(obj, key, field)? else {
-        return Ok(Vec::new());
-    };
-    list.iter()
-        .enumerate()
-        .map(|(i, s)| {
-            args::parse_ip(s.trim())
-                .ok_or_else(|| ConfigError::BadStaticIp { field: format!("{field}[{i}]"), value: s.clone() })
-        })
-        .collect()
-}
-
-/// GC's list of attachments to keep: `cni.dev/valid-attachments`, or the legacy
-/// `cni.dev/attachments` when only that is present.
-pub fn valid_attachments(obj: &Map<String, Value>) -> Result<Vec<Attachment>, ConfigError> {
-    let (key, value) = match present(obj, "cni.dev/valid-attachments") {
-        Some(v) => ("cni.dev/valid-attachments", v),
-        None => match present(obj, "cni.dev/attachments") {
-            Some(v) => ("cni.dev/attachments", v),
-            None => return Err(ConfigError::MissingAttachments),
-        },
-    };
-    let Value::Array(list) = value else {
-        return Err(ConfigError::WrongType {
-            field: key.into(),
-            expected: "a list of {containerID, ifname}",
-        });
-    };
-    list.iter()
-        .enumerate()
-        .map(|(i, entry)| {
-            let field = format!("{key}[{i}]");
-            let Value::Object(e) = entry else {
-                return Err(ConfigError::BadAttachment { field, problem: "must be an object" });
-            };
-            let get =
-                |k: &str| e.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
-            match (get("containerID"), get("ifname")) {
-                (Some(container_id), Some(ifname)) => Ok(Attachment { container_id, ifname }),
-                (None, _) => {
-                    Err(ConfigError::BadAttachment { field, problem: "needs a non-empty containerID" })
-                }
-                (_, None) => Err(ConfigError::BadAttachment { field, problem: "needs a non-empty ifname" }),
-            }
-        })
-        .collect()
-}
-
-/// A key's value, `None` when missing or `null` (JSON null means "not set" in every CNI config
-/// we have seen).
-pub(crate) fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key).filter(|v| !v.is_null())
-}
-
-fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, field: &str) -> Result<Option<&'a str>, ConfigError> {
-    match present(obj, key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ConfigError::WrongType { field: field.into(), expected: "a string" }),
-    }
-}
-
-fn opt_bool(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<bool>, ConfigError> {
-    match present(obj, key) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ConfigError::WrongType { field: field.into(), expected: "true or false" }),
-    }
-}
-
-fn opt_int(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<i64>, ConfigError> {
-    match present(obj, key) {
-        None => Ok(None),
-        Some(v) => {
-            v.as_i64().map(Some).ok_or(ConfigError::WrongType { field: field.into(), expected: "an integer" })
-        }
-    }
-}
-
-fn opt_str_list(
-    obj: &Map<String, Value>,
-    key: &str,
-    field: &str,
-) -> Result<Option<Vec<String>>, ConfigError> {
-    match present(obj, key) {
-        None => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .map(Some)
-            .ok_or(ConfigError::WrongType { field: field.into(), expected: "a list of strings" }),
-        Some(_) => Err(ConfigError::WrongType { field: field.into(), expected: "a list of strings" }),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(o) => o,
-            other => panic!("not an object: {other}"),
-        }
-    }
-
-    /// Resolves a stdin config with an optional conf file body, as the plugin does.
-    fn resolve_with(stdin: Value, file: Option<Value>) -> Result<IpamConf, ConfigError> {
-        let o = obj(stdin);
-        let name = network_name(&o)?;
-        let path = Path::new("/conf/nv-ipam.conf");
-        let file = match file {
-            Some(f) => Some(parse_conf_file(path, f.to_string().as_bytes())?),
-            None => None,
-        };
-        resolve(&name, &stdin_ipam(&o)?, file.as_ref(), &args_cni(&o)?, path, &Defaults::host())
-    }
-
-    #[test]
-    fn defaults_from_a_bare_config() {
-        // reference example 54: {"name":"my-net","ipam":{}} -> pool my-net, ippool, info
-        let c = resolve_with(json!({"name":"my-net","ipam":{}}), None).expect("valid");
-        assert_eq!(
-            c,
-            IpamConf {
-                pools: vec!["my-net".into()],
-                pool_type: PoolType::IpPool,
-                daemon_socket: PathBuf::from(DEFAULT_DAEMON_SOCKET),
-                call_timeout: Duration::from_secs(5),
-                log_file: PathBuf::from(DEFAULT_LOG_FILE),
-                log_file_is_tenant: false,
-                log_level: LevelFilter::Info,
-                node_log_file: PathBuf::from(DEFAULT_LOG_FILE),
-                node_log_level: LevelFilter::Info,
-                warnings: vec![],
-            }
-        );
-    }
-
-    #[test]
-    fn tenant_paths_follow_the_node_and_are_ignored_with_a_warning() {
-        let node = json!({"daemonSocket":"unix:///run/nv/daemon.sock","logFile":"/srv/log/cni.log","logLevel":"error"});
-        // Inside the node's directories: honoured.
-        let c = resolve_with(
-            json!({"name":"n","ipam":{"daemonSocket":"unix:///run/nv/b.sock","logFile":"/srv/log/nv-ipam-n.log",
-                   "logLevel":"debug"}}),
-            Some(node.clone()),
-        )
-        .expect("valid");
-        assert_eq!(c.daemon_socket, PathBuf::from("/run/nv/b.sock"));
-        assert_eq!((c.log_file, c.log_file_is_tenant), (PathBuf::from("/srv/log/nv-ipam-n.log"), true));
-        assert_eq!((c.log_level, c.node_log_level), (LevelFilter::Debug, LevelFilter::Error));
-        assert_eq!(c.node_log_file, PathBuf::from("/srv/log/cni.log"));
-        assert!(c.warnings.is_empty());
-        // Outside: the node's values, one warning each, the config's value quoted as written.
-        let c = resolve_with(
-            json!({"name":"n","ipam":{"daemonSocket":"unix:///run/docker.sock","logFile":"/root/.ssh/authorized_keys"}}),
-            Some(node.clone()),
-        )
-        .expect("ignored, not an error");
-        assert_eq!(c.daemon_socket, PathBuf::from("/run/nv/daemon.sock"));
-        assert_eq!((c.log_file, c.log_file_is_tenant), (PathBuf::from("/srv/log/cni.log"), false));
-        let fields: Vec<_> = c.warnings.iter().map(|w| (w.field, w.value.as_str())).collect();
-        assert_eq!(
-            fields,
-            vec![
-                ("ipam.daemonSocket", "unix:///run/docker.sock"),
-                ("ipam.logFile", "/root/.ssh/authorized_keys")
-            ]
-        );
-        // A relative socket is ignored too; a relative log file from the node is its error.
-        let c =
-            resolve_with(json!({"name":"n","ipam":{"daemonSocket":"unix://run/x.sock"}}), None).expect("ok");
-        assert_eq!(c.daemon_socket, PathBuf::from(DEFAULT_DAEMON_SOCKET));
-        assert_eq!(c.warnings[0].refusal, Refusal::NotAbsolute);
-        let e =
-            resolve_with(json!({"name":"n","ipam":{}}), Some(json!({"logFile":"cni.log"}))).expect_err("rel");
-        assert_eq!(e.to_string(), "logFile in /conf/nv-ipam.conf \"cni.log\" must be an absolute path");
-        // Without a conf file the defaults' directories apply.
-        let c =
-            resolve_with(json!({"name":"n","ipam":{"logFile":"/var/log/nv-ipam-n.log"}}), None).expect("ok");
-        assert!(c.log_file_is_tenant && c.warnings.is_empty());
-    }
-
-    #[test]
-    fn stdin_wins_file_fills() {
-        let c = resolve_with(
-            json!({"name":"n","ipam":{"logLevel":"error","poolName":""}}),
-            Some(json!({"logLevel":"debug","daemonSocket":"unix:///run/x.sock","daemonCallTimeoutSeconds":9,
-                        "poolType":"CIDRPool","logFile":"/tmp/f.log"})),
-        )
-        .expect("valid");
-        assert_eq!(c.log_level, LevelFilter::Error, "stdin logLevel wins");
-        assert_eq!(c.daemon_socket, PathBuf::from("/run/x.sock"));
-        assert_eq!(c.call_timeout, Duration::from_secs(9));
-        assert_eq!(c.pool_type, PoolType::CidrPool, "file poolType, case-insensitive");
-        assert_eq!(c.log_file, PathBuf::from("/tmp/f.log"));
-        assert_eq!(c.node_log_level, LevelFilter::Debug, "refusals follow the node's level");
-        assert_eq!(c.pools, vec!["n".to_string()], "empty poolName falls back to the network name");
-    }
-
-    #[test]
-    fn pool_selection() {
-        let c = resolve_with(json!({"name":"n","ipam":{"poolName":"a, b"}}), None).expect("two");
-        assert_eq!(c.pools, vec!["a".to_string(), "b".to_string()]);
-        let c = resolve_with(
-            json!({"name":"n","ipam":{"poolName":"x","poolType":"ippool"},
-                   "args":{"cni":{"poolNames":["a","b"],"poolType":"cidrpool"}}}),
-            None,
-        )
-        .expect("args win");
-        assert_eq!((c.pools, c.pool_type), (vec!["a".to_string(), "b".to_string()], PoolType::CidrPool));
-
-        let e =
-            resolve_with(json!({"name":"n","ipam":{"poolName":"pool1,pool2,pool3"}}), None).expect_err("3");
-        assert_eq!(e.to_string(), "ipam.poolName names 3 pools; at most 2 are allowed (one per IP family)");
-        let e = resolve_with(json!({"name":"n","ipam":{"poolName":"a,,b"}}), None).expect_err("empty item");
-        assert!(matches!(e, ConfigError::EmptyPoolName { .. }), "{e}");
-        let e = resolve_with(json!({"name":"n","ipam":{},"args":{"cni":{"poolNames":["a",""]}}}), None)
-            .expect_err("empty item");
-        assert_eq!(e.to_string(), "args.cni.poolNames contains an empty pool name; remove it");
-    }
-
-    #[test]
-    fn force_pool_name() {
-        let e = resolve_with(json!({"name":"n","ipam":{"forcePoolName":true}}), None).expect_err("no pool");
-        assert!(matches!(e, ConfigError::NoPool));
-        let e = resolve_with(json!({"name":"n","ipam":{}}), Some(json!({"forcePoolName":true})))
-            .expect_err("file");
-        assert!(matches!(e, ConfigError::NoPool));
-        let c =
-            resolve_with(json!({"name":"n","ipam":{"forcePoolName":true,"poolName":"p"}}), None).expect("ok");
-        assert_eq!(c.pools, vec!["p".to_string()]);
-    }
-
-    #[test]
-    fn bad_values_name_their_field() {
-        let cases = [
-            (json!({"name":"n","ipam":{"poolType":"foobar"}}), "ipam.poolType \"foobar\" is not a pool type"),
-            (
-                json!({"name":"n","ipam":{"daemonSocket":"tcp://1.2.3.4:9"}}),
-                "ipam.daemonSocket \"tcp://1.2.3.4:9\" is not a unix socket",
-            ),
-            (
-                json!({"name":"n","ipam":{"daemonCallTimeoutSeconds":-1}}),
-                "ipam.daemonCallTimeoutSeconds -1 is out of range",
-            ),
-            (
-                json!({"name":"n","ipam":{"daemonCallTimeoutSeconds":601}}),
-                "ipam.daemonCallTimeoutSeconds 601 is out of range",
-            ),
-            (
-                json!({"name":"n","ipam":{"daemonCallTimeoutSeconds":"5"}}),
-                "ipam.daemonCallTimeoutSeconds must be an integer",
-            ),
-            (json!({"name":"n","ipam":{"logLevel":"loud"}}), "ipam.logLevel \"loud\" is not a log level"),
-            (json!({"name":"n","ipam":{"forcePoolName":"yes"}}), "ipam.forcePoolName must be true or false"),
-            (
-                json!({"name":"n","ipam":{},"args":{"cni":{"poolNames":"a"}}}),
-                "args.cni.poolNames must be a list of strings",
-            ),
-            (json!({"name":"n"}), "network config has no \"ipam\" object"),
-            (json!({"name":"n","ipam":[]}), "ipam must be an object"),
-        ];
-        for (stdin, want) in cases {
-            let e = resolve_with(stdin.clone(), None).expect_err(&stdin.to_string());
-            assert!(e.to_string().starts_with(want), "{stdin}: got {e}");
-        }
-        let e = resolve_with(json!({"name":"n","ipam":{}}), Some(json!({"poolType":"x"}))).expect_err("file");
-        assert!(e.to_string().starts_with("poolType in /conf/nv-ipam.conf \"x\""), "{e}");
-    }
-
-    #[test]
-    fn socket_forms() {
-        assert_eq!(parse_socket("unix:///a/b.sock", "f").expect("unix"), PathBuf::from("/a/b.sock"));
-        assert_eq!(parse_socket("/a/b.sock", "f").expect("bare"), PathBuf::from("/a/b.sock"));
-        assert!(matches!(parse_socket("unix://rel", "f"), Err(ConfigError::SocketNotAbsolute { .. })));
-        assert!(matches!(parse_socket("http://x", "f"), Err(ConfigError::SocketNotUnix { .. })));
-    }
-
-    #[test]
-    fn tolerates_foreign_keys() {
-        // W17: args without cni; also the main plugin's keys, capabilities, prevResult, cni.dev/*.
-        let c = resolve_with(
-            json!({"cniVersion":"1.0.0","name":"n","type":"macvlan","master":"eth1","mode":"bridge",
-                   "capabilities":{"ips":true},"args":{"other":1},"prevResult":{"ips":[]},
-                   "cni.dev/valid-attachments":[],"runtimeConfig":{"mac":"x"},"dns":{},
-                   "ipam":{"type":"nv-ipam","unknownKey":{"deep":[1,2]}}}),
-            None,
-        )
-        .expect("tolerant");
-        assert_eq!(c.pools, vec!["n".to_string()]);
-        for args in [json!("x"), json!({"cni":"x"}), json!({"cni":null}), json!(null)] {
-            let o = obj(json!({"name":"n","ipam":{},"args":args}));
-            assert_eq!(args_cni(&o).expect("ignored"), ArgsCni::default());
-            assert_eq!(add_params(&o, &CniArgs::default()).expect("ignored"), AddParams::default());
-        }
-    }
-
-    #[test]
-    fn names_and_versions() {
-        assert!(matches!(network_name(&obj(json!({}))), Err(ConfigError::MissingName)));
-        assert!(matches!(network_name(&obj(json!({"name":""}))), Err(ConfigError::InvalidName { .. })));
-        assert!(matches!(
-            network_name(&obj(json!({"name":"bad/name"}))),
-            Err(ConfigError::InvalidName { .. })
-        ));
-        assert!(matches!(network_name(&obj(json!({"name":1}))), Err(ConfigError::WrongType { .. })));
-        assert_eq!(cni_version(&obj(json!({}))).expect("implied"), ("0.1.0".to_string(), IMPLIED));
-        assert!(matches!(
-            cni_version(&obj(json!({"cniVersion":"abc"}))),
-            Err(DecodeError::BadVersionString { .. })
-        ));
-        assert!(matches!(cni_version(&obj(json!({"cniVersion":1}))), Err(DecodeError::VersionNotAString)));
-        assert!(matches!(decode(b"[1]"), Err(DecodeError::NotAnObject)));
-        assert!(matches!(decode(b"garbage"), Err(DecodeError::BadJson(_))));
-        assert_eq!(echo_version(br#"{"cniVersion":"9.9"}"#).as_deref(), Some("9.9"));
-        assert_eq!(echo_version(b"garbage"), None);
-    }
-
-    fn ips(list: &[&str]) -> Vec<IpAddr> {
-        list.iter().map(|s| s.parse().expect("ip")).collect()
-    }
-
-    #[test]
-    fn static_ip_priority() {
-        let cni_args = args::parse("IP=192.168.77.52").expect("args");
-        let both = obj(json!({"args":{"cni":{"ips":["192.168.77.51"]}}}));
-        assert_eq!(add_params(&both, &cni_args).expect("ok").requested_ips, ips(&["192.168.77.51"]));
-        let all =
-            obj(json!({"runtimeConfig":{"ips":["1.1.1.1","2.2.2.2/24"]},"args":{"cni":{"ips":["3.3.3.3"]}}}));
-        assert_eq!(add_params(&all, &cni_args).expect("ok").requested_ips, ips(&["1.1.1.1", "2.2.2.2"]));
-        let only_env = obj(json!({"runtimeConfig":{"ips":[]},"args":{"cni":{}}}));
-        assert_eq!(add_params(&only_env, &cni_args).expect("ok").requested_ips, ips(&["192.168.77.52"]));
-        let bad = obj(json!({"runtimeConfig":{"ips":["1.1.1.1","nope"]}}));
-        let e = add_params(&bad, &CniArgs::default()).expect_err("bad");
-        assert_eq!(
-            e.to_string(),
-            "runtimeConfig.ips[1] \"nope\" is not an IP address; use <ip> or <ip>/<len>"
-        );
-    }
-
-    #[test]
-    fn index_and_default_gateway() {
-        let p = add_params(&obj(json!({"args":{"cni":{"allocateIPWithIndex":5}}})), &CniArgs::default())
-            .expect("ok");
-        assert_eq!(p.allocate_ip_with_index, Some(5));
-        let e = add_params(&obj(json!({"args":{"cni":{"allocateIPWithIndex":-1}}})), &CniArgs::default())
-            .expect_err("negative");
-        assert!(e.to_string().contains("can't be negative"), "{e}");
-        let e = add_params(
-            &obj(json!({"args":{"cni":{"allocateIPWithIndex":2147483648_i64}}})),
-            &CniArgs::default(),
-        )
-        .expect_err("too large");
-        assert!(matches!(e, ConfigError::IndexOutOfRange { .. }));
-        let gw = json!({"args":{"cni":{"allocateDefaultGateway":true,"ips":["10.0.0.5"]}}});
-        assert!(matches!(
-            add_params(&obj(gw), &CniArgs::default()),
-            Err(ConfigError::DefaultGatewayWithStaticIps)
-        ));
-        let gw_env = obj(json!({"args":{"cni":{"allocateDefaultGateway":true}}}));
-        let cni_args = args::parse("IP=10.0.0.5").expect("args");
-        assert!(matches!(add_params(&gw_env, &cni_args), Err(ConfigError::DefaultGatewayWithStaticIps)));
-        let gw_idx = json!({"args":{"cni":{"allocateDefaultGateway":true,"allocateIPWithIndex":0}}});
-        assert!(matches!(
-            add_params(&obj(gw_idx), &CniArgs::default()),
-            Err(ConfigError::DefaultGatewayWithIndex)
-        ));
-        let p = add_params(&gw_env, &CniArgs::default()).expect("gateway alone");
-        assert!(p.allocate_default_gateway);
-    }
-
-    #[test]
-    fn device_id_sources() {
-        let p = add_params(
-            &obj(json!({"deviceID":"0000:03:00.1","runtimeConfig":{"deviceID":"x"}})),
-            &CniArgs::default(),
-        )
-        .expect("ok");
-        assert_eq!(p.device_id.as_deref(), Some("0000:03:00.1"));
-        let p = add_params(&obj(json!({"runtimeConfig":{"deviceID":"x"}})), &CniArgs::default()).expect("ok");
-        assert_eq!(p.device_id.as_deref(), Some("x"));
-    }
-
-    #[test]
-    fn gc_attachments() {
-        let both = obj(json!({"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}],
-                              "cni.dev/attachments":[{"containerID":"c2","ifname":"eth0"}]}));
-        let got = valid_attachments(&both).expect("valid");
-        assert_eq!(got, vec![Attachment { container_id: "c1".into(), ifname: "eth0".into() }]);
-        let legacy = obj(json!({"cni.dev/attachments":[{"containerID":"c2","ifname":"net1"}]}));
-        assert_eq!(valid_attachments(&legacy).expect("legacy")[0].container_id, "c2");
-        assert_eq!(valid_attachments(&obj(json!({"cni.dev/valid-attachments":[]}))).expect("empty"), vec![]);
-        assert!(matches!(valid_attachments(&obj(json!({}))), Err(ConfigError::MissingAttachments)));
-        let e = valid_attachments(&obj(json!({"cni.dev/valid-attachments":[{"containerID":"c1"}]})))
-            .expect_err("x");
-        assert_eq!(e.to_string(), "cni.dev/valid-attachments[0] needs a non-empty ifname");
-    }
-}
+mod tests;
