@@ -1,6 +1,7 @@
 //! Property tests of the CNI config parser and the tenant-path rule: for arbitrary JSON-ish
 //! network configs (nested objects using the fields the plugin reads, with values of every
-//! type) every parsing step returns a value or its typed error and never panics; a whole
+//! type) every parsing step returns a value or its typed error and never panics; the decoder,
+//! which builds no value tree, accepts and reads what a `serde_json::Value` did; a whole
 //! plugin call answers with nothing or one JSON object; a path a tenant names is only ever
 //! honoured inside the node's directory; an escaped log message holds no control character.
 //!
@@ -262,6 +263,46 @@ proptest! {
                 }
                 Err(e) => prop_assert!(!e.to_string().is_empty()),
             }
+        }
+    }
+
+    /// The decoder builds no value tree, yet accepts exactly what reading stdin into a
+    /// `serde_json::Value` accepted, with the same error, and reads the same `name` and
+    /// `cniVersion` (a key given twice: the last counts); only nesting past the depth limit
+    /// is refused where a `Value` was not.
+    #[test]
+    fn decode_accepts_what_a_value_accepted(
+        v in json(),
+        twice in prop::option::of((prop::sample::select(vec!["name", "cniVersion", "ipam"]), json())),
+        mutate in prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+    ) {
+        let mut text = v.to_string();
+        if let (Some((key, value)), Some(body)) = (twice, text.strip_suffix('}')) {
+            let sep = if body.ends_with('{') { "" } else { "," };
+            text = format!("{body}{sep}{key:?}:{value}}}");
+        }
+        let mut bytes = text.into_bytes();
+        if let Some((at, byte)) = mutate.filter(|_| !bytes.is_empty()) {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+        }
+        let old = serde_json::from_slice::<Value>(&bytes);
+        match (config::decode(&bytes), &old) {
+            (Ok(conf), Ok(Value::Object(obj))) => {
+                let name = obj.get("name").filter(|n| !n.is_null());
+                let valid = name.and_then(Value::as_str).filter(|n| cni::env::is_valid_id(n));
+                let got = config::network_name(&conf).ok();
+                prop_assert_eq!(got.as_deref(), valid);
+                let version = obj.get("cniVersion").and_then(Value::as_str).filter(|s| !s.is_empty());
+                let echo = config::echo_version(&bytes);
+                prop_assert_eq!(echo.as_deref(), version);
+            }
+            (Err(config::DecodeError::NotAnObject), Ok(v)) => prop_assert!(!v.is_object()),
+            (Err(config::DecodeError::BadJson(e)), Err(old)) => prop_assert_eq!(e.to_string(), old.to_string()),
+            (Err(config::DecodeError::TooDeep(_)), _) => {
+                prop_assert!(nv_ipam::prescan::check_json(&bytes, nv_ipam::prescan::MAX_DEPTH).is_err());
+            }
+            (new, old) => prop_assert!(false, "decode {:?} but a Value {:?}", new.map(|_| ()), old),
         }
     }
 
