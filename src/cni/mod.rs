@@ -36,7 +36,10 @@ pub use error::CniError;
 use version::{CHECK_SINCE, GC_STATUS_SINCE, LATEST};
 
 /// Largest network config accepted on stdin: 1 MiB. Real configs are a few KiB; a GC list of
-/// 5,000 attachments is ~400 KiB.
+/// 5,000 attachments is ~400 KiB. The config is tenant-written (a NAD), so more is refused
+/// (code 5) without being buffered; what is read is decoded without a value tree
+/// (`config::json`), so the plugin's peak RSS grows by about the input's size (1 MiB of tiny
+/// objects or 30-deep arrays: ~1.1 MiB; tests/cni_stdin_limits.rs).
 pub const MAX_STDIN_BYTES: usize = 1 << 20;
 
 /// What the binary prints and how it exits.
