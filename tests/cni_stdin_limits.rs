@@ -173,9 +173,10 @@ fn repeat(item: &str, count: usize) -> String {
 fn filler(s: &Sandbox, key: &str, item: &str, budget: usize) -> Vec<u8> {
     let (open, close) = if item.starts_with("\"k\":") { ("{", "}") } else { ("[", "]") };
     let base = s.config(&format!(r#","{key}":{open}{close}"#)).len();
-    let count = (budget - base) / (item.len() + 1);
+    // count items take count × (len + 1) - 1 bytes (commas between them)
+    let count = (budget - base + 1) / (item.len() + 1);
     let stdin = s.config(&format!(r#","{key}":{open}{}{close}"#, repeat(item, count)));
-    assert!(stdin.len() <= budget && stdin.len() + 2 * item.len() > budget, "{} of {budget}", stdin.len());
+    assert!(stdin.len() <= budget && budget - stdin.len() <= item.len(), "{} of {budget}", stdin.len());
     stdin
 }
 
