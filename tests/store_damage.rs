@@ -20,7 +20,7 @@ use common::{CniOut, Sandbox, run_ok};
 use nv_ipam::alloc::PoolType;
 use nv_ipam::protocol::client::call;
 use nv_ipam::protocol::message::{AllocateRequest, PodRef, ReleaseRequest, Request, Response};
-use nv_ipam::store::{COMPACT_MIN_LINES, MAX_TORN_FILES, Op, Reservation, Store};
+use nv_ipam::store::{COMPACT_MIN_LINES, MAX_TORN_FILES, Op, Reservation, Store, StoreError};
 
 /// 10.60.0.1-10.60.3.232 (1000 addresses) for node1; gateway 10.60.0.1.
 const POOLS: &str = "apiVersion: nv-ipam.nvidia.com/v1alpha1
@@ -544,6 +544,21 @@ fn header_generation(store: &Path) -> u64 {
     serde_json::from_str::<serde_json::Value>(json).unwrap()["generation"].as_u64().unwrap()
 }
 
+/// Opens a store this process closed a moment ago. The lock can outlive the close by a few
+/// milliseconds: a child that another test of this binary is spawning shares the lock's open
+/// file until its exec closes it (O_CLOEXEC), so `Locked` is waited out, with a deadline.
+fn reopen(p: &Path) -> Store {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open(p) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(10)); // a poll interval
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
 #[test]
 fn compaction_on_a_full_disk_keeps_serving_and_loses_nothing() {
     let sb = Sandbox::new();
@@ -568,7 +583,7 @@ fn compaction_on_a_full_disk_keeps_serving_and_loses_nothing() {
     assert_eq!(header_generation(&p), 1, "the compaction failed");
     assert!(!tmpfs.dir.join("store.tmp").exists(), "a failed compaction leaves no temp file");
     drop(s);
-    let mut s = Store::open(&p).unwrap();
+    let mut s = reopen(&p);
     assert_eq!(s.state().len(), first + 20, "nothing lost");
     // with room again, the next attempt compacts
     fs::remove_file(&filler).unwrap();
@@ -579,7 +594,7 @@ fn compaction_on_a_full_disk_keeps_serving_and_loses_nothing() {
         assert!(i < 4 * COMPACT_MIN_LINES, "compaction never retried");
     }
     drop(s);
-    assert_eq!(Store::open(&p).unwrap().state().len(), i);
+    assert_eq!(reopen(&p).state().len(), i);
     assert!(tmpfs.dir.join("store.prev").exists());
     drop(tmpfs);
 }
