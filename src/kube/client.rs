@@ -253,7 +253,7 @@ impl Client {
     /// As [`Client::list`], but one object that does not decode as `T` does not fail the list:
     /// it comes back as an `Err` item (with its name) for the caller to skip. Each page is
     /// decoded straight into `T`; only a page with a bad object is decoded again item by item,
-    /// each from its own bytes (found by [`prescan::json_array_items`]): no `Value` tree of the
+    /// each from its own bytes (found by [`crate::prescan::json_array_items`]): no `Value` tree of the
     /// page or its objects is built on either path.
     pub fn list_decoded<T: DeserializeOwned>(
         &self,
