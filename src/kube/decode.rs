@@ -228,7 +228,7 @@ pub fn strict<T>(path: &str, ev: WatchEvent<Decoded<T>>) -> Result<WatchEvent<T>
 mod tests {
     use super::*;
 
-    /// One line decoded as [`super::super::watch::WatchStream`]'s iterator does: the one
+    /// One line decoded as [`crate::kube::WatchStream`]'s iterator does: the one
     /// decoder, then the strict view.
     fn decode_strict<T: DeserializeOwned>(p: &str, line: &[u8]) -> Result<Option<WatchEvent<T>>, KubeError> {
         decode_event_line(p, line)?.map(|ev| strict(p, ev)).transpose()

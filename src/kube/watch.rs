@@ -16,8 +16,8 @@ use super::error::KubeError;
 use super::resource::WatchEvent;
 
 /// An open watch; yields events until the server ends the watch (`None`) or an error. After an
-/// I/O error or an oversized line the stream is finished; so does an object that does not
-/// decode as `T` (see [`WatchStream::decoded`] to skip it instead).
+/// I/O error or an oversized line the stream is finished; an object that does not decode as
+/// `T` is an `Err` item (see [`WatchStream::decoded`] to get it with its name instead).
 pub struct WatchStream<T> {
     path: String,
     reader: BufReader<Box<dyn Read + Send>>,
@@ -130,5 +130,38 @@ mod tests {
         let mut rd = BufReader::with_capacity(3, &data[..]);
         let e = read_line_capped(&mut rd, 5, &mut line).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    /// Both views read the same lines through the one decoder: the strict one turns the bad
+    /// object into an error item and goes on; an oversized line ends either.
+    #[test]
+    fn strict_and_decoded_views_of_one_stream() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct N {
+            spec: u32,
+        }
+        let body = format!(
+            "{}\n\n{}\n{}\n{}\nnot reached\n",
+            r#"{"type":"ADDED","object":{"metadata":{"name":"a"},"spec":1}}"#,
+            r#"{"type":"MODIFIED","object":{"metadata":{"name":"b","resourceVersion":"7"},"spec":"bad"}}"#,
+            r#"{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"8"}}}"#,
+            "x".repeat(MAX_EVENT_LINE_BYTES + 1),
+        );
+        let stream =
+            |body: &str| WatchStream::<N>::new("/x".into(), Box::new(std::io::Cursor::new(body.to_string())));
+
+        let strict: Vec<_> = stream(&body).collect();
+        assert_eq!(strict.len(), 4, "{strict:?}");
+        assert_eq!(strict[0].as_ref().unwrap(), &WatchEvent::Added(N { spec: 1 }));
+        assert!(strict[1].as_ref().unwrap_err().to_string().contains("bad MODIFIED object"));
+        assert_eq!(strict[2].as_ref().unwrap(), &WatchEvent::Bookmark { resource_version: "8".into() });
+        assert!(strict[3].as_ref().unwrap_err().to_string().contains("event line over"));
+
+        let decoded: Vec<_> = stream(&body).decoded().collect();
+        assert_eq!(decoded.len(), 4, "{decoded:?}");
+        let Ok(WatchEvent::Modified(d)) = &decoded[1] else { panic!("{:?}", decoded[1]) };
+        assert_eq!((d.name.as_str(), d.resource_version.as_str()), ("b", "7"));
+        assert!(d.object.is_err());
+        assert!(decoded[3].as_ref().unwrap_err().to_string().contains("event line over"));
     }
 }
