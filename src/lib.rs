@@ -10,12 +10,12 @@
 //! | [`bounded`]  | pure  | serde helpers that cap decoded list lengths; clipping of echoed input in messages |
 //! | [`api`]      | pure  | IPPool/CIDRPool/Node serde types (wire names kept), manifest decoding, validation |
 //! | [`alloc`]    | pure  | block/prefix planners, node pool configs, the container-IP allocator |
-//! | [`store`]    | shell | the node's allocation store: flock, journal, atomic snapshots |
+//! | [`store`]    | shell | the node's allocation store: flock, journal, compaction, refusal of damage |
 //! | [`protocol`] | shell | the length-prefixed JSON protocol between `nv-ipam` and `ipam-node` |
 //! | [`node`]     | shell | `ipam-node`: socket server, request handling, CNI install, pools file |
 //! | [`cni`]      | shell | the `nv-ipam` CNI plugin: env, config layering, results, errors |
-//! | [`kube`]     | shell | Kubernetes API: kubeconfig/in-cluster config, HTTPS client, list-then-watch reflector |
-//! | [`controller`] | shell | `ipam-controller`: offline `plan`, cluster mode (pure `reconcile`, leader election, status writes) |
+//! | [`kube`]     | shell | Kubernetes API: config, HTTPS client, page and watch decoding ([`kube::decode`]), reflector |
+//! | [`controller`] | shell | `ipam-controller`: `plan`, pure `reconcile`/`admission`, cluster mode ([`controller::run`]) |
 //! | [`health`]   | shell | the `/healthz`, `/readyz`, `/metrics` HTTP server of both daemons |
 //! | [`http`]     | shell | the minimal HTTP/1.1 request reader and response writer of both servers |
 //! | [`deadline`] | shell | a socket whose reads and writes end at one instant (whole-request deadlines) |

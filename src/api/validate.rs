@@ -1,11 +1,14 @@
 //! Validation: raw IPPool/CIDRPool specs become [`ValidIpPool`]/[`ValidCidrPool`], or every
 //! broken rule of the reference CRD (upstream §3.1) is reported by JSON field path.
 //!
+//! The error types are `error`'s ([`FieldError`], [`PoolErrors`]).
+//!
 //! Owns: the rules and their messages, and the validated pool types the planners and the node
 //! take ("parse, don't validate": nothing downstream re-checks a spec). Must not: look at status
 //! (entries are judged by the planners) or at nodes.
 
-use std::fmt;
+mod error;
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -16,57 +19,7 @@ use super::{
 };
 use crate::alloc::PoolType;
 use crate::ip::{self, Family, IpRange};
-
-/// One broken rule: the JSON path of the field and what is wrong with it / what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError { field: field.into(), message: message.into() }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-/// Most broken rules one message lists; the rest are counted. A list of 65,536 bad entries
-/// (`api::MAX_LIST_ITEMS`) would otherwise make a message of megabytes, in a webhook answer, a
-/// pool condition or an Event; 16 is more than a person fixes before trying again.
-pub const MAX_SHOWN_ERRORS: usize = 16;
-
-/// Every broken rule of one pool. Displays as one line, at most [`MAX_SHOWN_ERRORS`] of them:
-/// `ippool "blue": spec.perNodeBlockSize: must be at least 1; spec.gateway: ...`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolErrors {
-    pub pool_type: PoolType,
-    pub name: String,
-    pub errors: Vec<FieldError>,
-}
-
-impl fmt::Display for PoolErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {:?}: ", self.pool_type, self.name)?;
-        for (i, e) in self.errors.iter().take(MAX_SHOWN_ERRORS).enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{e}")?;
-        }
-        if let Some(more) = self.errors.len().checked_sub(MAX_SHOWN_ERRORS).filter(|n| *n > 0) {
-            write!(f, "; and {more} more")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for PoolErrors {}
+pub use error::{FieldError, MAX_SHOWN_ERRORS, PoolErrors};
 
 /// An IPPool whose spec passed every rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,33 +1,28 @@
-//! The blocking HTTPS client for the Kubernetes REST API: [`Client`] and [`WatchStream`].
+//! The blocking HTTPS client for the Kubernetes REST API: [`Client`].
 //!
 //! Owns: the ureq agent (rustls with ring, only the configured CA, no proxy, timeouts on every
-//! request), credentials per request (token files re-read at most every
-//! [`TOKEN_REFRESH`]), CRUD verbs, paginated list, merge patch, status subresource, and the
-//! line-by-line watch decoder with its size cap. Every body and watch line is checked for
-//! nesting ([`prescan::MAX_DEPTH`]) before it is decoded, and decoded without `Value` trees of
-//! objects. Must not: retry, sleep or cache objects;
-//! retry policy lives in the reflector and the callers.
-//!
-//! ```text
-//! watch stream:  {"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":{...}}\n  (one per line)
-//! ```
+//! request), CRUD verbs, paginated list, merge patch, status subresource, opening a watch, and
+//! the size limits of what is read. Credentials per request are `auth`'s (token files re-read
+//! at most every [`TOKEN_REFRESH`]); bodies, pages and watch lines are decoded by `decode`
+//! (nesting checked first, no `Value` trees of objects); an open watch is `watch`'s
+//! [`WatchStream`]. Must not: retry, sleep or cache objects; retry policy lives in the
+//! reflector and the callers.
 
-use std::io::{BufRead, BufReader, Read};
-use std::marker::PhantomData;
-use std::path::PathBuf;
+use std::io::Read;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
-use ureq::tls::{ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+use ureq::tls::{RootCerts, TlsConfig};
 
+use super::auth::{Credentials, client_cert, config_err, parse_certs};
 use super::config::{Auth, ClusterConfig};
+use super::decode::{Decoded, ListMeta, Page, decode_page_decoded, nesting, status_from_value};
 use super::error::KubeError;
-use super::resource::{ACCEPT_METADATA, ACCEPT_METADATA_LIST, ListOptions, ObjectList, Resource, WatchEvent};
-use crate::bounded::clip;
-use crate::prescan;
+use super::resource::{ACCEPT_METADATA, ACCEPT_METADATA_LIST, ListOptions, ObjectList, Resource};
+use super::watch::WatchStream;
 
 /// TCP connect plus TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,45 +55,6 @@ pub struct Client {
     creds: Arc<Credentials>,
     page_size: u32,
     watch_timeout_secs: (u32, u32),
-}
-
-enum Credentials {
-    None,
-    Token(String),
-    TokenFile { path: PathBuf, cached: Mutex<Option<(String, Instant)>> },
-}
-
-fn config_err(detail: impl Into<String>) -> KubeError {
-    KubeError::Config { origin: "client".into(), detail: detail.into() }
-}
-
-fn parse_certs(what: &str, pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>, KubeError> {
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(pem) {
-        match item {
-            Ok(PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => return Err(config_err(format!("{what}: bad PEM: {e}"))),
-        }
-    }
-    if certs.is_empty() {
-        return Err(config_err(format!("{what}: no certificate in the PEM data")));
-    }
-    Ok(certs)
-}
-
-/// Checks that the client certificate and key belong together; ureq panics on the first
-/// connect otherwise (rust-deps.md §2.3).
-fn client_cert(cert_pem: &[u8], key_pem: &[u8]) -> Result<ClientCert, KubeError> {
-    use rustls::pki_types::pem::PemObject as _;
-    let chain = parse_certs("client certificate", cert_pem)?;
-    let key = PrivateKey::from_pem(key_pem).map_err(|e| config_err(format!("client key: {e}")))?;
-    let key_der = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| config_err(format!("client key: {e}")))?;
-    let chain_der = chain.iter().map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec())).collect();
-    rustls::sign::CertifiedKey::from_der(chain_der, key_der, &rustls::crypto::ring::default_provider())
-        .map_err(|e| config_err(format!("client certificate and key do not match: {e}")))?;
-    Ok(ClientCert::new_with_certs(&chain, key))
 }
 
 fn now_seed() -> u64 {
@@ -186,40 +142,7 @@ impl Client {
     }
 
     fn bearer(&self) -> Result<Option<String>, KubeError> {
-        match &*self.creds {
-            Credentials::None => Ok(None),
-            Credentials::Token(t) => Ok(Some(format!("Bearer {t}"))),
-            Credentials::TokenFile { path, cached } => {
-                let mut guard = cached.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((tok, at)) = &*guard
-                    && at.elapsed() < TOKEN_REFRESH
-                {
-                    return Ok(Some(format!("Bearer {tok}")));
-                }
-                match std::fs::read_to_string(path) {
-                    Ok(t) if !t.trim().is_empty() => {
-                        let t = t.trim().to_string();
-                        *guard = Some((t.clone(), Instant::now()));
-                        Ok(Some(format!("Bearer {t}")))
-                    }
-                    res => {
-                        let why = match res {
-                            Ok(_) => "empty".to_string(),
-                            Err(e) => e.to_string(),
-                        };
-                        // a rotation in progress: keep using the token we have
-                        if let Some((tok, _)) = &*guard {
-                            log::warn!("token file {}: {why}; using the previous token", path.display());
-                            return Ok(Some(format!("Bearer {tok}")));
-                        }
-                        Err(KubeError::Config {
-                            origin: path.display().to_string(),
-                            detail: format!("cannot read the token file: {why}"),
-                        })
-                    }
-                }
-            }
-        }
+        self.creds.bearer()
     }
 
     fn url(&self, path: &str) -> String {
@@ -330,7 +253,7 @@ impl Client {
     /// As [`Client::list`], but one object that does not decode as `T` does not fail the list:
     /// it comes back as an `Err` item (with its name) for the caller to skip. Each page is
     /// decoded straight into `T`; only a page with a bad object is decoded again item by item,
-    /// each from its own bytes (found by [`prescan::json_array_items`]): no `Value` tree of the
+    /// each from its own bytes (found by [`crate::prescan::json_array_items`]): no `Value` tree of the
     /// page or its objects is built on either path.
     pub fn list_decoded<T: DeserializeOwned>(
         &self,
@@ -480,7 +403,7 @@ impl Client {
             return Err(status_error("watch", &path, resp));
         }
         let reader: Box<dyn Read + Send> = Box::new(resp.into_body().into_reader());
-        Ok(WatchStream { path, reader: BufReader::new(reader), done: false, _t: PhantomData })
+        Ok(WatchStream::new(path, reader))
     }
 }
 
@@ -518,7 +441,7 @@ fn selector_query(opts: &ListOptions) -> Vec<(&'static str, String)> {
     q
 }
 
-fn map_ureq(verb: &'static str, path: &str, e: ureq::Error) -> KubeError {
+pub(super) fn map_ureq(verb: &'static str, path: &str, e: ureq::Error) -> KubeError {
     let path = path.to_string();
     match e {
         ureq::Error::Timeout(t) => KubeError::Timeout { verb, path, detail: t.to_string() },
@@ -544,80 +467,6 @@ fn status_error(verb: &'static str, path: &str, mut resp: ureq::http::Response<u
     status_from_value(verb, path, code, &v)
 }
 
-/// A `Status` object (HTTP error body or the object of a watch ERROR event) as an error.
-/// `fallback_code` is used when the object carries no code.
-pub fn status_from_value(verb: &str, path: &str, fallback_code: u16, v: &Value) -> KubeError {
-    let code = v
-        .get("code")
-        .and_then(Value::as_u64)
-        .and_then(|c| u16::try_from(c).ok())
-        .filter(|c| *c != 0)
-        .unwrap_or(fallback_code);
-    let reason = v.get("reason").and_then(Value::as_str).unwrap_or_default().to_string();
-    let msg = v.get("message").and_then(Value::as_str).unwrap_or("no message");
-    KubeError::Status { code, reason, message: format!("{verb} {path}: {msg}") }
-}
-
-/// The nesting check of every response body and watch line: deeper than
-/// [`prescan::MAX_DEPTH`] is refused before serde sees it (a buggy or hostile server or proxy
-/// must not cost more than a scan).
-fn nesting(bytes: &[u8]) -> Result<(), String> {
-    prescan::check_json(bytes, prescan::MAX_DEPTH).map(|_| ()).map_err(|e| format!("response {e}"))
-}
-
-/// A page of [`Client::list_decoded`]: straight into `T`, or, when some item does not decode,
-/// item by item from the item's own bytes.
-fn decode_page_decoded<T: DeserializeOwned>(
-    path: &str,
-    bytes: &[u8],
-) -> Result<(Vec<Decoded<T>>, ListMeta), KubeError> {
-    let bad = |detail: String| KubeError::Decode { verb: "list", path: path.to_string(), detail };
-    nesting(bytes).map_err(bad)?;
-    let e = match serde_json::from_slice::<Page<T>>(bytes) {
-        Ok(page) => {
-            let items = page.items.unwrap_or_default().into_iter().map(Decoded::ok).collect();
-            return Ok((items, page.metadata));
-        }
-        Err(e) => e,
-    };
-    // some object does not decode as T: find which, keep the others
-    let meta =
-        serde_json::from_slice::<PageMeta>(bytes).map_err(|_| bad(clip(format!("bad list page: {e}"))))?;
-    let spans = match prescan::json_array_items(bytes, "items") {
-        Some(spans) => spans,
-        None if meta.items.is_none() => Vec::new(),
-        None => return Err(bad(clip(format!("bad list page: {e}")))),
-    };
-    let items = spans.into_iter().map(|span| Decoded::from_slice(&bytes[span])).collect();
-    Ok((items, meta.metadata))
-}
-
-/// A list page without its items (they are decoded one by one).
-#[derive(serde::Deserialize)]
-struct PageMeta {
-    #[serde(default)]
-    items: Option<IgnoredAny>,
-    #[serde(default)]
-    metadata: ListMeta,
-}
-
-/// One page of a list response.
-#[derive(serde::Deserialize)]
-struct Page<T> {
-    #[serde(default = "Option::default")]
-    items: Option<Vec<T>>,
-    #[serde(default)]
-    metadata: ListMeta,
-}
-
-#[derive(serde::Deserialize, Default, Debug)]
-struct ListMeta {
-    #[serde(rename = "resourceVersion", default)]
-    resource_version: String,
-    #[serde(rename = "continue", default)]
-    cont: Option<String>,
-}
-
 fn read_json<T: DeserializeOwned>(
     verb: &'static str,
     path: &str,
@@ -637,423 +486,6 @@ fn read_json<T: DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| decode(e.to_string()))
 }
 
-/// An open watch; yields events until the server ends the watch (`None`) or an error. After an
-/// I/O error or an oversized line the stream is finished; so does an object that does not
-/// decode as `T` (see [`WatchStream::decoded`] to skip it instead).
-pub struct WatchStream<T> {
-    path: String,
-    reader: BufReader<Box<dyn Read + Send>>,
-    done: bool,
-    _t: PhantomData<fn() -> T>,
-}
-
-/// Reads one line (without the newline) of at most `max` bytes. `Ok(None)` at EOF.
-fn read_line_capped(rd: &mut impl BufRead, max: usize, line: &mut Vec<u8>) -> std::io::Result<Option<()>> {
-    line.clear();
-    loop {
-        let buf = rd.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(if line.is_empty() { None } else { Some(()) });
-        }
-        let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (&buf[..i], Some(i + 1)),
-            None => (buf, None),
-        };
-        if line.len() + chunk.len() > max {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("event line over {max} bytes"),
-            ));
-        }
-        line.extend_from_slice(chunk);
-        let used = found.unwrap_or(chunk.len());
-        rd.consume(used);
-        if found.is_some() {
-            return Ok(Some(()));
-        }
-    }
-}
-
-/// One object of a list or watch as the reflector needs it: the object if it decodes as `T`,
-/// else why not; and its name and resourceVersion, read separately so that an object that does
-/// not decode can still be named and its resourceVersion still followed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decoded<T> {
-    /// `metadata.name` (empty for list items that decoded: nobody needs it then).
-    pub name: String,
-    /// `metadata.resourceVersion` (empty for list items: the list's own version counts).
-    pub resource_version: String,
-    pub object: Result<T, String>,
-}
-
-impl<T> Decoded<T> {
-    fn ok(t: T) -> Decoded<T> {
-        Decoded { name: String::new(), resource_version: String::new(), object: Ok(t) }
-    }
-}
-
-impl<T: DeserializeOwned> Decoded<T> {
-    /// From one object's bytes (a list page with a bad object): name and resourceVersion are
-    /// read apart from the object, so that a bad one can still be named.
-    pub fn from_slice(bytes: &[u8]) -> Decoded<T> {
-        let meta = serde_json::from_slice::<HeadObject>(bytes).map(|h| h.metadata).unwrap_or_default();
-        let object = serde_json::from_slice(bytes).map_err(|e| clip(e.to_string()));
-        Decoded { name: meta.name, resource_version: meta.resource_version, object }
-    }
-
-    /// From an already parsed object (tests, scripted reflector sources).
-    pub fn from_value(v: Value) -> Decoded<T> {
-        let field = |f: &str| v["metadata"][f].as_str().unwrap_or_default().to_string();
-        let (name, resource_version) = (field("name"), field("resourceVersion"));
-        let object = serde_json::from_value(v).map_err(|e| e.to_string());
-        Decoded { name, resource_version, object }
-    }
-}
-
-/// The parts of a watch line every event needs; serde skips the rest of the object unread.
-#[derive(serde::Deserialize)]
-struct EventHead {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    object: HeadObject,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct HeadObject {
-    #[serde(default)]
-    metadata: HeadMeta,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct HeadMeta {
-    #[serde(default)]
-    name: String,
-    #[serde(rename = "resourceVersion", default)]
-    resource_version: String,
-}
-
-/// The object of a watch line, decoded straight into `T`.
-#[derive(serde::Deserialize)]
-struct EventObject<T> {
-    object: T,
-}
-
-/// Decodes one watch line. `Ok(None)` for a blank line. An object that does not decode as `T`
-/// is an `Err` inside [`Decoded`], not an error of the stream: the line itself was fine. The
-/// line is parsed twice (head, then object) rather than through a `Value` tree, which for a
-/// 400 KB pool costs ten times its size in memory.
-pub fn decode_event_line_decoded<T: DeserializeOwned>(
-    path: &str,
-    line: &[u8],
-) -> Result<Option<WatchEvent<Decoded<T>>>, KubeError> {
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let decode = |detail: String| KubeError::Decode { verb: "watch", path: path.to_string(), detail };
-    // too deep: the event may still be named (serde_json skips up to 128 levels unread), its
-    // object is not decoded
-    let too_deep = nesting(line).err();
-    let head: EventHead = serde_json::from_slice(line).map_err(|e| {
-        decode(clip(format!("bad event line: {}", too_deep.clone().unwrap_or_else(|| e.to_string()))))
-    })?;
-    let obj = || Decoded {
-        name: head.object.metadata.name.clone(),
-        resource_version: head.object.metadata.resource_version.clone(),
-        object: match &too_deep {
-            Some(e) => Err(e.clone()),
-            None => serde_json::from_slice::<EventObject<T>>(line)
-                .map(|o| o.object)
-                .map_err(|e| clip(e.to_string())),
-        },
-    };
-    let ev = match head.kind.as_str() {
-        "ADDED" => WatchEvent::Added(obj()),
-        "MODIFIED" => WatchEvent::Modified(obj()),
-        "DELETED" => WatchEvent::Deleted(obj()),
-        "BOOKMARK" => WatchEvent::Bookmark { resource_version: head.object.metadata.resource_version },
-        "ERROR" => {
-            // a Status: small, so a Value is fine once the nesting is checked
-            if let Some(e) = too_deep {
-                return Err(decode(format!("bad ERROR event: {e}")));
-            }
-            let status: EventObject<Value> =
-                serde_json::from_slice(line).map_err(|e| decode(clip(format!("bad ERROR event: {e}"))))?;
-            return Err(status_from_value("watch", path, 500, &status.object));
-        }
-        other => return Err(decode(format!("unknown event type {other:?}"))),
-    };
-    Ok(Some(ev))
-}
-
-/// As [`decode_event_line_decoded`], but an object that does not decode as `T` is an error.
-pub fn decode_event_line<T: DeserializeOwned>(
-    path: &str,
-    line: &[u8],
-) -> Result<Option<WatchEvent<T>>, KubeError> {
-    let strict = |kind: &str, d: Decoded<T>| {
-        d.object.map_err(|e| KubeError::Decode {
-            verb: "watch",
-            path: path.to_string(),
-            detail: format!("bad {kind} object: {e}"),
-        })
-    };
-    Ok(match decode_event_line_decoded(path, line)? {
-        None => None,
-        Some(WatchEvent::Added(d)) => Some(WatchEvent::Added(strict("ADDED", d)?)),
-        Some(WatchEvent::Modified(d)) => Some(WatchEvent::Modified(strict("MODIFIED", d)?)),
-        Some(WatchEvent::Deleted(d)) => Some(WatchEvent::Deleted(strict("DELETED", d)?)),
-        Some(WatchEvent::Bookmark { resource_version }) => Some(WatchEvent::Bookmark { resource_version }),
-    })
-}
-
-impl<T: DeserializeOwned> WatchStream<T> {
-    /// The same events, but an object that does not decode as `T` is an `Err` inside
-    /// [`Decoded`] (with its name and resourceVersion) instead of ending the stream.
-    pub fn decoded(self) -> DecodedWatch<T> {
-        DecodedWatch(self)
-    }
-
-    /// The next event decoded by `decode`; `None` when the stream is finished.
-    fn next_with<E>(
-        &mut self,
-        decode: fn(&str, &[u8]) -> Result<Option<E>, KubeError>,
-    ) -> Option<Result<E, KubeError>> {
-        let mut line = Vec::new();
-        while !self.done {
-            match read_line_capped(&mut self.reader, MAX_EVENT_LINE_BYTES, &mut line) {
-                Ok(None) => self.done = true,
-                Ok(Some(())) => match decode(&self.path, &line) {
-                    Ok(None) => continue,
-                    Ok(Some(ev)) => return Some(Ok(ev)),
-                    Err(e) => return Some(Err(e)),
-                },
-                Err(e) => {
-                    self.done = true;
-                    let err = if e.kind() == std::io::ErrorKind::InvalidData {
-                        KubeError::Decode { verb: "watch", path: self.path.clone(), detail: e.to_string() }
-                    } else {
-                        map_ureq("watch", &self.path, ureq::Error::from(e))
-                    };
-                    return Some(Err(err));
-                }
-            }
-        }
-        None
-    }
-}
-
-impl<T: DeserializeOwned> Iterator for WatchStream<T> {
-    type Item = Result<WatchEvent<T>, KubeError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.next_with(decode_event_line)
-    }
-}
-
-/// A [`WatchStream`] that yields [`Decoded`] objects: see [`WatchStream::decoded`].
-pub struct DecodedWatch<T>(WatchStream<T>);
-
-impl<T: DeserializeOwned> Iterator for DecodedWatch<T> {
-    type Item = Result<WatchEvent<Decoded<T>>, KubeError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.next_with(decode_event_line_decoded)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_events() {
-        let p = "/api/v1/nodes";
-        let ev: WatchEvent<Value> =
-            decode_event_line(p, br#"{"type":"ADDED","object":{"metadata":{"name":"a"}}}"#).unwrap().unwrap();
-        assert_eq!(ev, WatchEvent::Added(serde_json::json!({"metadata":{"name":"a"}})));
-        let ev: WatchEvent<Value> = decode_event_line(
-            p,
-            br#"{"type":"BOOKMARK","object":{"kind":"Node","metadata":{"resourceVersion":"42"}}}"#,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(ev, WatchEvent::Bookmark { resource_version: "42".into() });
-        assert!(decode_event_line::<Value>(p, b"  \r").unwrap().is_none());
-        let e = decode_event_line::<Value>(
-            p,
-            br#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version: 1 (5)"}}"#,
-        )
-        .unwrap_err();
-        assert!(e.is_gone(), "{e:?}");
-        assert_eq!(
-            e.to_string(),
-            "watch /api/v1/nodes: too old resource version: 1 (5) (410 Expired); gone: the resourceVersion is too old; relist"
-        );
-        let e = decode_event_line::<Value>(p, b"{not json").unwrap_err();
-        assert!(matches!(e, KubeError::Decode { .. }), "{e:?}");
-        let e = decode_event_line::<Value>(p, br#"{"type":"WHAT","object":{}}"#).unwrap_err();
-        assert!(e.to_string().contains("unknown event type \"WHAT\""), "{e}");
-    }
-
-    #[test]
-    fn typed_decode_error_names_the_event() {
-        #[derive(serde::Deserialize, Debug)]
-        struct N {
-            #[allow(dead_code)]
-            spec: u32,
-        }
-        let e = decode_event_line::<N>("/x", br#"{"type":"MODIFIED","object":{"spec":"no"}}"#).unwrap_err();
-        assert!(e.to_string().contains("bad MODIFIED object"), "{e}");
-    }
-
-    #[test]
-    fn deep_lines_and_pages_are_refused_before_decoding() {
-        #[derive(serde::Deserialize, Debug, PartialEq)]
-        struct N {
-            metadata: HeadMeta2,
-        }
-        #[derive(serde::Deserialize, Debug, PartialEq)]
-        struct HeadMeta2 {
-            name: String,
-        }
-        // deeper than the limit but within serde_json's 128: the event is named, its object refused
-        let deep = |n: usize| format!("{}0{}", "[".repeat(n), "]".repeat(n));
-        let line =
-            format!(r#"{{"type":"MODIFIED","object":{{"metadata":{{"name":"x"}},"spec":{}}}}}"#, deep(100));
-        let Some(WatchEvent::Modified(d)) = decode_event_line_decoded::<N>("/x", line.as_bytes()).unwrap()
-        else {
-            panic!("a modified event")
-        };
-        assert_eq!(d.name, "x");
-        assert!(d.object.unwrap_err().contains("nested deeper than the limit of 64 levels"));
-        // 100,000 levels: the line is an error of the stream, at once
-        let line = format!(r#"{{"type":"ADDED","object":{}}}"#, deep(100_000));
-        let e = decode_event_line::<Value>("/x", line.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("nested deeper than the limit of 64 levels"), "{e}");
-        // at the limit the line decodes (event 1, object 2, spec 3 ...)
-        let line =
-            format!(r#"{{"type":"ADDED","object":{{"metadata":{{"name":"x"}},"spec":{}}}}}"#, deep(62));
-        assert!(matches!(decode_event_line::<N>("/x", line.as_bytes()).unwrap(), Some(WatchEvent::Added(_))));
-        let page = format!(r#"{{"metadata":{{"resourceVersion":"5"}},"items":[{}]}}"#, deep(100_000));
-        let e = decode_page_decoded::<N>("/x", page.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("nested deeper than the limit"), "{e}");
-    }
-
-    #[test]
-    fn a_page_with_a_bad_item_is_decoded_item_by_item() {
-        #[derive(serde::Deserialize, Debug, PartialEq)]
-        struct N {
-            spec: u32,
-        }
-        let page = br#"{"kind":"List","metadata":{"resourceVersion":"9","continue":"c"},"items":[
-            {"metadata":{"name":"a"},"spec":1},
-            {"metadata":{"name":"b","resourceVersion":"7"},"spec":"bad"},
-            {"spec":3}]}"#;
-        let (items, meta) = decode_page_decoded::<N>("/x", page).unwrap();
-        assert_eq!((meta.resource_version.as_str(), meta.cont.as_deref()), ("9", Some("c")));
-        assert_eq!(items.len(), 3);
-        assert_eq!(items[0].object, Ok(N { spec: 1 }));
-        assert_eq!((items[1].name.as_str(), items[1].resource_version.as_str()), ("b", "7"));
-        assert!(items[1].object.as_ref().is_err_and(|e| e.contains("invalid type")));
-        assert_eq!(items[2].object, Ok(N { spec: 3 }));
-        // the fast path: every item decodes
-        let (items, _) = decode_page_decoded::<N>("/x", br#"{"items":[{"spec":1}]}"#).unwrap();
-        assert_eq!(items, [Decoded::ok(N { spec: 1 })]);
-        let (items, _) = decode_page_decoded::<N>("/x", br#"{"metadata":{}}"#).unwrap();
-        assert!(items.is_empty());
-        assert!(decode_page_decoded::<N>("/x", br#"{"items":5}"#).is_err());
-    }
-
-    #[test]
-    fn line_cap() {
-        let data = b"abc\n\ndefgh\nxy".to_vec();
-        let mut rd = BufReader::with_capacity(2, &data[..]);
-        let mut line = Vec::new();
-        let mut got = Vec::new();
-        while let Some(()) = read_line_capped(&mut rd, 5, &mut line).unwrap() {
-            got.push(String::from_utf8(line.clone()).unwrap());
-        }
-        assert_eq!(got, ["abc", "", "defgh", "xy"]);
-        let data = b"abcdefg\n".to_vec();
-        let mut rd = BufReader::with_capacity(3, &data[..]);
-        let e = read_line_capped(&mut rd, 5, &mut line).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
-    }
-
-    #[test]
-    fn token_file_is_cached_and_survives_a_missing_file() {
-        let dir = std::env::temp_dir().join(format!("nv-ipam-kube-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("token");
-        std::fs::write(&path, "first\n").unwrap();
-        let cfg = ClusterConfig {
-            server: "https://127.0.0.1:1".into(),
-            ca_pem: None,
-            auth: Auth::TokenFile(path.clone()),
-            insecure_skip_tls_verify: true,
-        };
-        let c = Client::new(cfg, "t").unwrap();
-        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer first"));
-        // within TOKEN_REFRESH the file is not read again
-        std::fs::write(&path, "second").unwrap();
-        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer first"));
-        // an expired cache with an unreadable file keeps the previous token
-        std::fs::remove_file(&path).unwrap();
-        if let Credentials::TokenFile { cached, .. } = &*c.creds {
-            let mut g = cached.lock().unwrap();
-            let tok = g.as_ref().unwrap().0.clone();
-            *g = Some((tok, Instant::now().checked_sub(TOKEN_REFRESH * 2).unwrap()));
-        }
-        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer first"));
-        std::fs::write(&path, "third").unwrap();
-        if let Credentials::TokenFile { cached, .. } = &*c.creds {
-            let mut g = cached.lock().unwrap();
-            let tok = g.as_ref().unwrap().0.clone();
-            *g = Some((tok, Instant::now().checked_sub(TOKEN_REFRESH * 2).unwrap()));
-        }
-        assert_eq!(c.bearer().unwrap().as_deref(), Some("Bearer third"));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn bad_names_never_reach_the_server() {
-        use crate::kube::resource::{CONFIGMAPS, NODES};
-        assert_eq!(object_path("get", &NODES, None, "n1").unwrap(), "/api/v1/nodes/n1");
-        for (ns, name) in
-            [(None, ""), (None, "a/b"), (Some(""), "a"), (Some("x/y"), "a"), (None, "..")].into_iter().chain(
-                [(None, "x?watch=true"), (None, "a#b"), (None, "a%2Fb"), (Some("n s"), "a"), (None, "a\nb")],
-            )
-        {
-            let e = object_path("delete", &CONFIGMAPS, ns, name).unwrap_err();
-            assert!(matches!(e, KubeError::InvalidName { .. }), "{e:?}");
-            assert!(!e.is_transient());
-        }
-        let e = object_path("delete", &CONFIGMAPS, Some("ns1"), "").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "delete configmaps \"\" in namespace \"ns1\": not a valid object or namespace name; names are non-empty DNS subdomains (letters, digits, '-', '.'), never '.' or '..'"
-        );
-    }
-
-    #[test]
-    fn construction_checks_tls_material() {
-        let cfg = |ca: Option<Vec<u8>>, auth: Auth| ClusterConfig {
-            server: "https://127.0.0.1:1".into(),
-            ca_pem: ca,
-            auth,
-            insecure_skip_tls_verify: false,
-        };
-        let e = Client::new(cfg(None, Auth::None), "t").err().unwrap();
-        assert!(e.to_string().contains("no certificate authority"), "{e}");
-        let e = Client::new(cfg(Some(b"garbage".to_vec()), Auth::None), "t").err().unwrap();
-        assert!(e.to_string().contains("certificate authority: no certificate"), "{e}");
-        let mut c = cfg(None, Auth::Token("x".into()));
-        c.insecure_skip_tls_verify = true;
-        assert!(Client::new(c.clone(), "t").is_ok());
-        c.server = "http://127.0.0.1:8080".into();
-        let e = Client::new(c, "t").err().unwrap();
-        assert!(e.to_string().contains("must be an https:// URL"), "{e}");
-    }
-}
+mod tests;

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 
 use super::backoff::Backoff;
-use super::client::{Client, Decoded, DecodedWatch};
+use super::client::Client;
+use super::decode::Decoded;
 use super::error::KubeError;
 use super::resource::{ListOptions, ObjectList, Resource, WatchEvent};
+use super::watch::DecodedWatch;
 
 /// A change to the caller's view.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,240 @@
+//! The controller's cache and work queue: every pool of the namespace (typed, shared by
+//! `Arc`), every node (name and labels, one sorted list), what we last wrote, holds, rechecks,
+//! failures and gauges per pool, and the queue of pool keys the worker pops. The reflectors'
+//! callbacks ([`pool_changed`], [`nodes_changed`]) decide what to enqueue.
+//!
+//! Owns: [`Shared`] (the cache behind one mutex, the worker's condvar, the counters). Must
+//! not: talk to the API server or decide allocations (see `worker` and `reconcile`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use super::MAX_LOGGED_NAMES;
+use crate::alloc::PoolType;
+use crate::api::{Node, ObjectMeta};
+use crate::controller::reconcile::{Condition, Event, NodeChange, PoolInput, nodes_matter};
+use crate::kube::Change;
+
+/// Key of a pool in the queue: kind and name (the namespace is fixed).
+pub(super) type Key = (PoolType, String);
+
+/// A pool as the cache keeps it: typed, so a 5,000-entry status is compact structs rather than
+/// a `serde_json::Value` tree (~10x the JSON); plus `status.conditions` (not in the api types)
+/// and a hash of the status as stored, to recognise our own write's echo without a copy.
+#[derive(Debug, Clone)]
+pub(super) struct CachedPool {
+    pub(super) pool: PoolInput,
+    pub(super) conditions: Vec<Condition>,
+    pub(super) status_hash: u64,
+}
+
+impl CachedPool {
+    pub(super) fn meta(&self) -> &ObjectMeta {
+        match &self.pool {
+            PoolInput::Ip(p) => &p.metadata,
+            PoolInput::Cidr(p) => &p.metadata,
+        }
+    }
+
+    pub(super) fn generation(&self) -> Option<i64> {
+        self.meta().rest.get("generation").and_then(Value::as_i64)
+    }
+
+    pub(super) fn resource_version(&self) -> &str {
+        self.meta().rest.get("resourceVersion").and_then(Value::as_str).unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Cache {
+    /// `Arc`: a reconcile takes its pool out of the lock without copying 5,000 entries.
+    pub(super) pools: BTreeMap<Key, Arc<CachedPool>>,
+    /// Every node (name + labels), sorted by name: the planner's input as is, shared with a
+    /// running reconcile instead of copied for each (5,000 nodes with labels are megabytes).
+    pub(super) nodes: Arc<Vec<Node>>,
+    pub(super) synced_ippools: bool,
+    pub(super) synced_cidrpools: bool,
+    pub(super) synced_nodes: bool,
+    pub(super) queue: BTreeSet<Key>,
+    /// Hash ([`status_hash`]) of the status we last wrote per pool: a watch event carrying it
+    /// is our own echo. A hash, not a copy: a copy of a 5,000-entry status is megabytes.
+    pub(super) written: HashMap<Key, u64>,
+    pub(super) holds: HashMap<Key, BTreeMap<String, SystemTime>>,
+    pub(super) recheck: HashMap<Key, SystemTime>,
+    pub(super) last_events: HashMap<Key, Vec<Event>>,
+    /// Consecutive failed reconciles per pool, for the retry backoff.
+    pub(super) failures: HashMap<Key, u32>,
+    pub(super) gauges: BTreeMap<Key, PoolGauges>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct PoolGauges {
+    pub(super) allocated: u64,
+    pub(super) free: Option<u64>,
+    pub(super) size: Option<u64>,
+    pub(super) held: u64,
+}
+
+pub(super) struct Shared {
+    pub(super) cache: Mutex<Cache>,
+    pub(super) wake: Condvar,
+    pub(super) is_leader: Arc<AtomicBool>,
+    pub(super) reconciles: AtomicU64,
+    pub(super) reconcile_errors: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Cache> {
+        // a panic elsewhere must not stop the controller; the cache is rebuilt by relists
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn enqueue_all(&self) {
+        let mut c = self.lock();
+        let keys: Vec<Key> = c.pools.keys().cloned().collect();
+        c.queue.extend(keys);
+        self.wake.notify_all();
+    }
+}
+
+/// Caches a pool change and enqueues the pool unless the change is our own status echo.
+pub(super) fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>) {
+    let mut c = shared.lock();
+    match ch {
+        Change::Reset(items) => {
+            let fresh: BTreeMap<Key, Arc<CachedPool>> =
+                items.into_iter().map(|p| ((t, p.pool.name().to_string()), Arc::new(p))).collect();
+            let gone: Vec<Key> =
+                c.pools.keys().filter(|k| k.0 == t && !fresh.contains_key(k)).cloned().collect();
+            for k in gone {
+                forget(&mut c, &k);
+            }
+            for (k, v) in fresh {
+                c.queue.insert(k.clone());
+                c.pools.insert(k, v);
+            }
+            match t {
+                PoolType::IpPool => c.synced_ippools = true,
+                PoolType::CidrPool => c.synced_cidrpools = true,
+            }
+        }
+        Change::Applied(v) => {
+            let k = (t, v.pool.name().to_string());
+            let old = c.pools.get(&k);
+            let same_gen = old.is_some_and(|o| o.generation() == v.generation());
+            let own_echo = c.written.get(&k).is_some_and(|w| *w == v.status_hash);
+            let same_status = old.is_some_and(|o| o.status_hash == v.status_hash);
+            if !(same_gen && (own_echo || same_status)) {
+                log::debug!(
+                    "pool {} {:?} changed (generation changed: {}, status: {}): queued",
+                    k.0,
+                    k.1,
+                    !same_gen,
+                    if same_status { "same" } else { "changed" }
+                );
+                c.queue.insert(k.clone());
+            }
+            c.pools.insert(k, Arc::new(v));
+        }
+        Change::Deleted(v) => {
+            let k = (t, v.pool.name().to_string());
+            forget(&mut c, &k);
+        }
+    }
+    shared.wake.notify_all();
+}
+
+pub(super) fn forget(c: &mut Cache, k: &Key) {
+    c.pools.remove(k);
+    c.queue.remove(k);
+    c.written.remove(k);
+    c.holds.remove(k);
+    c.recheck.remove(k);
+    c.last_events.remove(k);
+    c.failures.remove(k);
+    c.gauges.remove(k);
+}
+
+/// Caches names and labels; enqueues the pools a name or label change matters to
+/// ([`nodes_matter`]). Heartbeats change neither and enqueue nothing.
+pub(super) fn nodes_changed(shared: &Shared, ch: Change<Node>) {
+    let mut c = shared.lock();
+    let mut changes = Vec::new();
+    let find = |nodes: &[Node], name: &str| nodes.binary_search_by(|n| n.name().cmp(name));
+    match ch {
+        Change::Reset(mut fresh) => {
+            fresh.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+            fresh.dedup_by(|a, b| a.metadata.name == b.metadata.name);
+            // Before the first sync every pool is queued already (its list queued it and the
+            // worker waits for the nodes; becoming leader queues all): no per-node changes.
+            if c.synced_nodes {
+                for before in c.nodes.iter() {
+                    let after = find(&fresh, before.name()).ok().map(|i| &fresh[i]);
+                    if after.map(Node::labels) != Some(before.labels()) {
+                        changes.push(NodeChange {
+                            name: before.metadata.name.clone(),
+                            before: Some(before.metadata.labels.clone()),
+                            after: after.map(|a| a.metadata.labels.clone()),
+                        });
+                    }
+                }
+                for after in &fresh {
+                    if find(&c.nodes, after.name()).is_err() {
+                        changes.push(NodeChange {
+                            name: after.metadata.name.clone(),
+                            before: None,
+                            after: Some(after.metadata.labels.clone()),
+                        });
+                    }
+                }
+            }
+            c.nodes = Arc::new(fresh);
+            c.synced_nodes = true;
+        }
+        Change::Applied(n) => {
+            let (name, labels) = (n.metadata.name.clone(), n.metadata.labels.clone());
+            // copies the list only while a reconcile still holds the previous one
+            let nodes = Arc::make_mut(&mut c.nodes);
+            let before = match find(nodes, &name) {
+                Ok(i) => Some(std::mem::replace(&mut nodes[i], n).metadata.labels),
+                Err(i) => {
+                    nodes.insert(i, n);
+                    None
+                }
+            };
+            if before.as_ref() != Some(&labels) {
+                changes.push(NodeChange { name, before, after: Some(labels) });
+            }
+        }
+        Change::Deleted(n) => {
+            if let Ok(i) = find(&c.nodes, n.name()) {
+                let before = Arc::make_mut(&mut c.nodes).remove(i);
+                changes.push(NodeChange {
+                    name: before.metadata.name,
+                    before: Some(before.metadata.labels),
+                    after: None,
+                });
+            }
+        }
+    }
+    if changes.is_empty() {
+        log::trace!("node change without name or label change ignored");
+        return;
+    }
+    let keys: Vec<Key> =
+        c.pools.iter().filter(|(_, p)| nodes_matter(&p.pool, &changes)).map(|(k, _)| k.clone()).collect();
+    if !keys.is_empty() {
+        log::debug!(
+            "{} nodes added, deleted or relabelled (first: {:?}): {} pools queued",
+            changes.len(),
+            changes.iter().take(MAX_LOGGED_NAMES).map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            keys.len()
+        );
+        c.queue.extend(keys);
+        shared.wake.notify_all();
+    }
+}

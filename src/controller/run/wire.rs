@@ -1,0 +1,145 @@
+//! A pool on the wire as cluster mode reads and writes it: the typed object with its
+//! `status.conditions` (which the api types do not carry), the borrowed status we write as a
+//! merge patch, and the hash that recognises our own write's echo without keeping a copy.
+//!
+//! Owns: [`WirePool`], [`StatusRef`], [`StatusPatch`], [`status_hash`] and turning a wire pool
+//! into the cache's [`CachedPool`]. Must not: send requests or touch the cache.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::Hasher;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::cache::CachedPool;
+use crate::api::{
+    CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, IpAllocation, IpPool, IpPoolSpec, IpPoolStatus,
+    ObjectMeta,
+};
+use crate::controller::reconcile::{Condition, PoolInput};
+
+/// A pool object on the wire, as read by the reflector, GET and the status write's answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WirePool<S, A> {
+    #[serde(default)]
+    pub(super) api_version: String,
+    #[serde(default)]
+    pub(super) kind: String,
+    #[serde(default)]
+    pub(super) metadata: ObjectMeta,
+    #[serde(default)]
+    pub(super) spec: S,
+    #[serde(default = "Option::default")]
+    pub(super) status: Option<WireStatus<A>>,
+}
+
+/// `status` of either pool kind: what we read and what we write.
+#[derive(Serialize, Deserialize)]
+pub(super) struct WireStatus<A> {
+    #[serde(default = "Vec::new")]
+    pub(super) allocations: Vec<A>,
+    #[serde(default)]
+    pub(super) conditions: Vec<Condition>,
+}
+
+/// A status as we write it (borrowed, so nothing is copied to write or to hash it).
+/// `allocatedNodes` is derived from `allocations` (for the CRD's "Nodes" printer column, since a
+/// JSONPath column cannot count a list), so hashing a written and a read-back status agrees.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StatusRef<'a, A> {
+    pub(super) allocations: &'a [A],
+    pub(super) conditions: &'a [Condition],
+    pub(super) allocated_nodes: usize,
+}
+
+impl<'a, A> StatusRef<'a, A> {
+    pub(super) fn new(allocations: &'a [A], conditions: &'a [Condition]) -> StatusRef<'a, A> {
+        StatusRef { allocations, conditions, allocated_nodes: allocations.len() }
+    }
+}
+
+/// The status write: a merge patch carrying the resourceVersion the decision was based on, so
+/// the API server refuses it (409) when the pool changed meanwhile.
+#[derive(Serialize)]
+pub(super) struct StatusPatch<'a, A> {
+    pub(super) metadata: PatchMeta<'a>,
+    pub(super) status: StatusRef<'a, A>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PatchMeta<'a> {
+    pub(super) resource_version: &'a str,
+}
+
+/// Hashes a value's JSON form: equal statuses (as decoded into our types) hash equal whatever
+/// the key order or omitted defaults of the stored JSON.
+pub(super) fn json_hash<T: Serialize + ?Sized>(v: &T) -> u64 {
+    struct W(DefaultHasher);
+    impl std::io::Write for W {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = W(DefaultHasher::new());
+    // serializing our own types into a sink cannot fail (string keys, no floats)
+    let _ = serde_json::to_writer(&mut w, v);
+    w.0.finish()
+}
+
+/// Hash of a status as stored: `None` (no status yet) differs from every written status.
+pub(super) fn status_hash<A: Serialize>(s: Option<StatusRef<'_, A>>) -> u64 {
+    json_hash(&s)
+}
+
+/// The wire shape of one pool kind, turned into the cache's [`CachedPool`].
+pub(super) trait PoolWire: DeserializeOwned {
+    fn into_cached(self) -> CachedPool;
+}
+
+impl PoolWire for WirePool<IpPoolSpec, IpAllocation> {
+    fn into_cached(self) -> CachedPool {
+        let status_hash =
+            status_hash(self.status.as_ref().map(|s| StatusRef::new(&s.allocations, &s.conditions)));
+        let (status, conditions) = match self.status {
+            Some(s) => (Some(IpPoolStatus { allocations: s.allocations }), s.conditions),
+            None => (None, Vec::new()),
+        };
+        let pool = IpPool {
+            api_version: self.api_version,
+            kind: self.kind,
+            metadata: self.metadata,
+            spec: self.spec,
+            status,
+        };
+        CachedPool { pool: PoolInput::Ip(pool), conditions, status_hash }
+    }
+}
+
+impl PoolWire for WirePool<CidrPoolSpec, CidrAllocation> {
+    fn into_cached(self) -> CachedPool {
+        let status_hash =
+            status_hash(self.status.as_ref().map(|s| StatusRef::new(&s.allocations, &s.conditions)));
+        let (status, conditions) = match self.status {
+            Some(s) => (Some(CidrPoolStatus { allocations: s.allocations }), s.conditions),
+            None => (None, Vec::new()),
+        };
+        let pool = CidrPool {
+            api_version: self.api_version,
+            kind: self.kind,
+            metadata: self.metadata,
+            spec: self.spec,
+            status,
+        };
+        CachedPool { pool: PoolInput::Cidr(pool), conditions, status_hash }
+    }
+}
+
+pub(super) type IpWire = WirePool<IpPoolSpec, IpAllocation>;
+pub(super) type CidrWire = WirePool<CidrPoolSpec, CidrAllocation>;

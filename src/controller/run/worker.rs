@@ -1,0 +1,286 @@
+//! The reconcile worker: pops pool keys while leader, decides each pool from the cache
+//! ([`reconcile`]), writes its status (merge patch checked against the cached
+//! resourceVersion; on 409 re-read and re-decide, at most [`MAX_STATUS_ATTEMPTS`] times),
+//! records what the next reconcile and the metrics need, emits new Events, and requeues a
+//! failing pool with a doubling delay.
+//!
+//! Owns: the worker loop and every write of cluster mode. Must not: decide allocations (see
+//! `reconcile`) or watch (see the reflectors started by `run`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::cache::{CachedPool, Key, PoolGauges, Shared};
+use super::wire::{CidrWire, IpWire, PatchMeta, PoolWire, StatusPatch, StatusRef, status_hash};
+use super::{COMPONENT, ERROR_REQUEUE, MAX_ERROR_REQUEUE, MAX_STATUS_ATTEMPTS, WORKER_POLL};
+use crate::alloc::PoolType;
+use crate::api::{API_VERSION, KIND_CIDRPOOL, KIND_IPPOOL, Node};
+use crate::controller::leader;
+use crate::controller::reconcile::{Allocations, Condition, Event, Input, Outcome, reconcile};
+use crate::kube::{CIDRPOOLS, Client, EVENTS, IPPOOLS, KubeError, Resource};
+
+/// Pops pool keys and reconciles them while leader, until `stop`.
+pub(super) fn worker(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool, grace: Duration) {
+    while !stop.load(Ordering::Relaxed) {
+        let next = {
+            let mut c = shared.lock();
+            let now = SystemTime::now();
+            let due: Vec<Key> =
+                c.recheck.iter().filter(|(_, at)| **at <= now).map(|(k, _)| k.clone()).collect();
+            for k in due {
+                c.recheck.remove(&k);
+                c.queue.insert(k);
+            }
+            let leader = shared.is_leader.load(Ordering::SeqCst);
+            let ready = c.synced_ippools && c.synced_cidrpools && c.synced_nodes;
+            if leader
+                && ready
+                && let Some(k) = c.queue.pop_first()
+            {
+                Some(k)
+            } else {
+                if !leader {
+                    // becoming leader enqueues every pool again
+                    c.queue.clear();
+                }
+                let wait = c
+                    .recheck
+                    .values()
+                    .min()
+                    .and_then(|at| at.duration_since(now).ok())
+                    .map_or(WORKER_POLL, |d| d.min(WORKER_POLL));
+                let _ = shared.wake.wait_timeout(c, wait);
+                None
+            }
+        };
+        if let Some(k) = next {
+            shared.reconciles.fetch_add(1, Ordering::Relaxed);
+            match reconcile_pool(client, ns, shared, &k, grace) {
+                Ok(()) => {
+                    shared.lock().failures.remove(&k);
+                }
+                Err(e) => {
+                    shared.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                    let mut c = shared.lock();
+                    let n = c.failures.entry(k.clone()).or_insert(0);
+                    *n = n.saturating_add(1);
+                    let delay = retry_delay(*n);
+                    log::warn!("reconcile {} {:?}: {e}; retry {n} in {delay:?}", k.0, k.1);
+                    let at = SystemTime::now() + delay;
+                    c.recheck.insert(k, at);
+                }
+            }
+        }
+    }
+}
+
+/// [`ERROR_REQUEUE`] doubled per earlier consecutive failure, capped at [`MAX_ERROR_REQUEUE`].
+pub(super) fn retry_delay(failures: u32) -> Duration {
+    let factor = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+    ERROR_REQUEUE.saturating_mul(factor).min(MAX_ERROR_REQUEUE)
+}
+
+pub(super) fn resource(t: PoolType) -> &'static Resource {
+    match t {
+        PoolType::IpPool => &IPPOOLS,
+        PoolType::CidrPool => &CIDRPOOLS,
+    }
+}
+
+/// Decides one pool from the cache and writes the outcome; re-reads and re-decides on 409.
+pub(super) fn reconcile_pool(
+    client: &Client,
+    ns: &str,
+    shared: &Shared,
+    k: &Key,
+    grace: Duration,
+) -> Result<(), KubeError> {
+    let (mut raw, nodes, holds) = {
+        let c = shared.lock();
+        let Some(raw) = c.pools.get(k).cloned() else { return Ok(()) };
+        (raw, Arc::clone(&c.nodes), c.holds.get(k).cloned().unwrap_or_default())
+    };
+    for attempt in 1..=MAX_STATUS_ATTEMPTS {
+        let outcome = decide(&raw, &nodes, &holds, grace);
+        if !outcome.changed {
+            record(shared, k, &raw, &outcome, None);
+            emit_events(client, ns, shared, k, &raw, &outcome.events);
+            return Ok(());
+        }
+        if !shared.is_leader.load(Ordering::SeqCst) {
+            return Ok(()); // lost the lease meanwhile: the new leader decides
+        }
+        let rv = raw.resource_version();
+        let written = match &outcome.allocations {
+            Allocations::Ip(a) => {
+                write_status::<IpWire, _>(client, ns, shared, k, rv, a, &outcome.conditions)
+            }
+            Allocations::Cidr(a) => {
+                write_status::<CidrWire, _>(client, ns, shared, k, rv, a, &outcome.conditions)
+            }
+        };
+        match written {
+            Ok(stored) => {
+                log::info!(
+                    "pool status written type={} pool={} nodes={} conditions={}",
+                    k.0,
+                    k.1,
+                    outcome.allocations.len(),
+                    outcome
+                        .conditions
+                        .iter()
+                        .map(|c| format!("{}={}", c.type_, c.status))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                record(shared, k, &raw, &outcome, Some(stored));
+                emit_events(client, ns, shared, k, &raw, &outcome.events);
+                return Ok(());
+            }
+            Err(e) if e.is_conflict() && attempt < MAX_STATUS_ATTEMPTS => {
+                log::debug!(
+                    "status of {} {:?} changed meanwhile (attempt {attempt}); reading it again",
+                    k.0,
+                    k.1
+                );
+                raw = Arc::new(match k.0 {
+                    PoolType::IpPool => client.get::<IpWire>(resource(k.0), Some(ns), &k.1)?.into_cached(),
+                    PoolType::CidrPool => {
+                        client.get::<CidrWire>(resource(k.0), Some(ns), &k.1)?.into_cached()
+                    }
+                });
+            }
+            Err(e) if e.is_not_found() => return Ok(()), // deleted meanwhile
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `status` (allocations and conditions, replacing both) as a merge patch checked
+/// against `resource_version`; returns the pool as stored. The answer is decoded straight into
+/// the typed pool: no `Value` tree of a 5,000-entry status.
+pub(super) fn write_status<W: PoolWire, A: Serialize>(
+    client: &Client,
+    ns: &str,
+    shared: &Shared,
+    k: &Key,
+    resource_version: &str,
+    allocations: &[A],
+    conditions: &[Condition],
+) -> Result<CachedPool, KubeError> {
+    let status = StatusRef::new(allocations, conditions);
+    // recorded before the write: the watch may deliver the echo before the answer
+    shared.lock().written.insert(k.clone(), status_hash(Some(StatusRef::new(allocations, conditions))));
+    let patch = StatusPatch { metadata: PatchMeta { resource_version }, status };
+    let stored: W = client.patch_status_merge(resource(k.0), Some(ns), &k.1, &patch)?;
+    Ok(stored.into_cached())
+}
+
+pub(super) fn decide(
+    raw: &CachedPool,
+    nodes: &[Node],
+    holds: &BTreeMap<String, SystemTime>,
+    grace: Duration,
+) -> Outcome {
+    reconcile(&Input {
+        pool: &raw.pool,
+        conditions: &raw.conditions,
+        generation: raw.generation(),
+        nodes,
+        holds,
+        now: SystemTime::now(),
+        grace,
+    })
+}
+
+/// Stores what the next reconcile and the metrics need.
+pub(super) fn record(shared: &Shared, k: &Key, raw: &CachedPool, o: &Outcome, stored: Option<CachedPool>) {
+    let mut c = shared.lock();
+    if let Some(stored) = stored {
+        c.written.insert(k.clone(), stored.status_hash);
+        // the write's answer is at least as new as the cache; the watch echo is then ignored
+        if c.pools.contains_key(k) {
+            c.pools.insert(k.clone(), Arc::new(stored));
+        }
+    } else if c.pools.get(k).is_some_and(|p| p.resource_version() == raw.resource_version()) {
+        c.written.insert(k.clone(), raw.status_hash);
+    }
+    c.holds.insert(k.clone(), o.holds.clone());
+    match o.recheck_at {
+        Some(at) => {
+            c.recheck.insert(k.clone(), at);
+        }
+        None => {
+            c.recheck.remove(k);
+        }
+    }
+    let allocated = o.allocations.len() as u64;
+    c.gauges.insert(
+        k.clone(),
+        PoolGauges {
+            allocated,
+            free: o.capacity.map(|cap| cap.saturating_sub(allocated)),
+            size: o.size,
+            held: o.holds.len() as u64,
+        },
+    );
+}
+
+/// POSTs the events that were not emitted by the pool's previous reconcile.
+pub(super) fn emit_events(
+    client: &Client,
+    ns: &str,
+    shared: &Shared,
+    k: &Key,
+    raw: &CachedPool,
+    events: &[Event],
+) {
+    let fresh: Vec<Event> = {
+        let mut c = shared.lock();
+        let before = c.last_events.insert(k.clone(), events.to_vec()).unwrap_or_default();
+        events.iter().filter(|e| !before.contains(e)).cloned().collect()
+    };
+    let kind = match k.0 {
+        PoolType::IpPool => KIND_IPPOOL,
+        PoolType::CidrPool => KIND_CIDRPOOL,
+    };
+    for e in fresh {
+        let now = crate::controller::reconcile::rfc3339(SystemTime::now());
+        let ev = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": format!("{}.", k.1), "namespace": ns},
+            "involvedObject": {
+                "apiVersion": API_VERSION, "kind": kind, "name": k.1, "namespace": ns,
+                "uid": raw.meta().rest.get("uid"), "resourceVersion": raw.meta().rest.get("resourceVersion"),
+            },
+            "reason": e.reason, "message": e.message, "type": "Warning",
+            "source": {"component": COMPONENT},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "reportingComponent": COMPONENT, "reportingInstance": leader::identity(),
+        });
+        log::warn!("pool {} {:?}: {}: {}", k.0, k.1, e.reason, e.message);
+        if let Err(err) = client.create::<Value>(&EVENTS, Some(ns), &ev) {
+            log::warn!("cannot emit event {} for {} {:?}: {err}", e.reason, k.0, k.1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_up_to_the_cap() {
+        assert_eq!(retry_delay(1), ERROR_REQUEUE);
+        assert_eq!(retry_delay(2), ERROR_REQUEUE * 2);
+        assert_eq!(retry_delay(4), ERROR_REQUEUE * 8);
+        assert_eq!(retry_delay(40), MAX_ERROR_REQUEUE);
+        assert_eq!(retry_delay(u32::MAX), MAX_ERROR_REQUEUE);
+    }
+}
