@@ -23,6 +23,7 @@
 //! | [`metrics`]  | pure  | Prometheus text format rendering |
 //! | [`logging`]  | shell | the stderr/file logger behind the `log` facade (text or JSON lines) |
 //! | [`oflags`]   | pure  | `open(2)` flags std has no names for (no symlink follow, no FIFO wait) |
+//! | [`replace`]  | shell | atomic file replacement (temp, fsync, rename, fsync dir): the only rename |
 
 pub mod alloc;
 pub mod api;
@@ -40,5 +41,6 @@ pub mod node;
 pub mod oflags;
 pub mod prescan;
 pub mod protocol;
+pub mod replace;
 pub mod slots;
 pub mod store;

@@ -26,7 +26,7 @@
 //! Compaction keeps cooldowns that have not ended and drops the rest.
 //! Why a journal and not a whole-file rewrite per request: rewriting 10,000 reservations on
 //! every ADD costs milliseconds and grows with the store; an append plus `fdatasync` costs the
-//! same at any size. Compaction rewrites the file atomically (write `store.tmp`, fsync, hard-link
+//! same at any size. Compaction rewrites the file atomically (`crate::replace`: write `store.tmp`, fsync, hard-link
 //! `store` to `store.prev`, rename `store.tmp` over `store`, fsync the directory) once the
 //! journal holds more lines than live reservations, so the amortised cost stays flat.
 //!
@@ -98,6 +98,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use durability::{Durability, Ticket};
+
+use crate::replace;
 pub use files::{MAX_TORN_BYTES, MAX_TORN_FILES};
 pub use record::{AttachmentKey, Header, Op, Reservation, Txn};
 pub use recovery::{Prev, Recovery};
@@ -657,7 +659,6 @@ impl Store {
     /// file as `.prev`, rename, fsync dir. A failure before the rename keeps the old journal;
     /// after it, the new file is the store whatever happens, and a failure poisons the store.
     fn rewrite(&mut self) -> Result<(), StoreError> {
-        let tmp = sibling(&self.path, ".tmp");
         let generation = self.generation + 1;
         // Ended cooldowns carry no information; dropping them here bounds their number by the
         // releases of one cooldown period.
@@ -695,23 +696,10 @@ impl Store {
             buf.extend(encode_line(&Txn { seq, ops: vec![Op::Reserve(r.clone())] }));
             lines += 1;
         }
-        let write = || -> io::Result<()> {
-            // A leftover from a crash is removed first: the new file is always created by us
-            // (O_EXCL, O_NOFOLLOW), never an existing file or link someone else put there.
-            match fs::remove_file(&tmp) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            let mut f = files::create_new(&tmp)?;
-            f.write_all(&buf)?;
-            // Without this fsync the rename below could expose an empty file after a power loss.
-            f.sync_all()
-        };
-        write().map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            StoreError::Commit { path: self.path.clone(), source }
-        })?;
+        // A leftover from a crash is removed first: the new file is always created by us
+        // (O_EXCL, O_NOFOLLOW), never an existing file or link someone else put there.
+        let staged = replace::stage(&self.path, ".tmp", 0o600, |f| f.write_all(&buf))
+            .map_err(|source| StoreError::Commit { path: self.path.clone(), source })?;
         // Keep the current generation as .prev; a crash here leaves the current file intact.
         let prev = sibling(&self.path, ".prev");
         if fs::symlink_metadata(&self.path).is_ok() {
@@ -721,8 +709,7 @@ impl Store {
             }
         }
         // The rename is the atomic switch to the new generation.
-        if let Err(source) = fs::rename(&tmp, &self.path) {
-            let _ = fs::remove_file(&tmp);
+        if let Err(source) = staged.rename() {
             return Err(StoreError::Commit { path: self.path.clone(), source });
         }
         // From here on the new file is the store: appending to the old one would put
