@@ -23,6 +23,8 @@
 //! | [`metrics`]  | pure  | Prometheus text format rendering |
 //! | [`logging`]  | shell | the stderr/file logger behind the `log` facade (text or JSON lines) |
 //! | [`oflags`]   | pure  | `open(2)` flags std has no names for (no symlink follow, no FIFO wait) |
+//! | [`flags`]    | pure  | flag value syntax both daemons share: durations, booleans, `-v`, `--logging-format` |
+//! | [`default_paths`] | pure | the default host paths of the three programs (socket, store, CNI dirs, log, certs) |
 //! | [`replace`]  | shell | atomic file replacement (temp, fsync, rename, fsync dir): the only rename |
 
 pub mod alloc;
@@ -31,6 +33,8 @@ pub mod bounded;
 pub mod cni;
 pub mod controller;
 pub mod deadline;
+pub mod default_paths;
+pub mod flags;
 pub mod health;
 pub mod http;
 pub mod ip;
