@@ -30,7 +30,8 @@ flags:
   --metrics-bind-address ADDR         /metrics address, \"0\" disables (default :8080)
   --health-probe-bind-address ADDR    /healthz, /readyz address, \"0\" disables (default :8081)
   --node-release-grace-period DUR     how long a deleted or unlabelled node keeps its block
-                                      before another node may get it, e.g. 30s, 5m, 0s (default 5m)
+                                      before another node may get it, e.g. 30s, 1.5m, 0s
+                                      (default 5m, at most 720h)
   --webhook                           serve the validating admission webhook (HTTPS, on every
                                       replica, leader or not; /readyz fails until a certificate
                                       is loaded)

@@ -119,6 +119,8 @@ pub const USAGE: &str = "usage: ipam-node --node-name NAME [flags]
   -v, --v LEVEL                       log verbosity (0 info, 1-3 debug, 4+ trace)
   --logging-format text|json          log line format (default text)
   --version                           print the version and exit
+
+DUR is a Go duration: 90s, 1.5m, 1h30m, 500ms (units ns, us, ms, s, m, h), at most 24h.
 ";
 
 /// `unix:///path` or a plain absolute path; TCP is refused (the socket's file mode is the
