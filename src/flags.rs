@@ -3,14 +3,20 @@
 //! (a duration the node takes, such as `1.5m`, the controller takes too) and word their
 //! refusals alike.
 //!
-//! Owns: the syntax of a flag value and [`ValueError`]. Must not: know which flags a program
-//! has or their defaults (`controller::args`, `node::config` own those), or act on a value.
+//! Owns: the syntax of a flag value, [`ValueError`], and the defaults of flags both daemons
+//! have with the same meaning ([`DEFAULT_IPPOOLS_NAMESPACE`]: one value, so they cannot
+//! drift). Must not: know which flags a program has or its other defaults
+//! (`controller::args`, `node::config` own those), or act on a value.
 
 use std::ffi::OsString;
 use std::fmt;
 use std::time::Duration;
 
 use crate::logging::LogFormat;
+
+/// `--ippools-namespace` of both daemons: where the IPPools and CIDRPools are (the
+/// reference's default).
+pub const DEFAULT_IPPOOLS_NAMESPACE: &str = "kube-system";
 
 /// Why a flag value was refused. Display is one line naming the flag and what to write
 /// instead; each program appends where its help is.

@@ -53,8 +53,8 @@ commands:
   plan    plan every IPPool and CIDRPool of --pools for the nodes of --nodes and print the
           pools with status.allocations filled in, as a JSON List (files: JSON or YAML)";
 
-/// Default of `--ippools-namespace` (the reference's).
-pub const DEFAULT_IPPOOLS_NAMESPACE: &str = "kube-system";
+/// Default of `--ippools-namespace`, shared with ipam-node.
+pub use crate::flags::DEFAULT_IPPOOLS_NAMESPACE;
 /// Default of `--metrics-bind-address` (controller-runtime's).
 pub const DEFAULT_METRICS_BIND_ADDRESS: &str = ":8080";
 /// Default of `--health-probe-bind-address` (the reference's).

@@ -16,8 +16,8 @@ use crate::logging::LogFormat;
 
 /// How often the pools file is checked for changes (standalone mode).
 pub const DEFAULT_POOLS_FILE_POLL: Duration = Duration::from_secs(1);
-/// Namespace of the IPPool and CIDRPool objects (the reference's default).
-pub const DEFAULT_IPPOOLS_NAMESPACE: &str = "kube-system";
+/// Namespace of the IPPool and CIDRPool objects, shared with ipam-controller.
+pub use crate::flags::DEFAULT_IPPOOLS_NAMESPACE;
 /// `/healthz`, `/readyz` and `/metrics` in cluster mode: :8083, clear of the controller's
 /// :8080 (metrics) and :8081 (probes), which may share a host network with it. Standalone mode
 /// serves none unless the flag is given (no kubelet probes there, and no port to claim).
