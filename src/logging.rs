@@ -469,11 +469,8 @@ mod tests {
         assert_eq!(parse_level("warning"), Some(LevelFilter::Warn));
         assert_eq!(parse_level("error"), Some(LevelFilter::Error));
         assert_eq!(parse_level("panic"), Some(LevelFilter::Error));
-        // Numbers mean what the daemons' -v means (level_for_verbosity).
         assert_eq!(parse_level("0"), Some(LevelFilter::Info));
-        assert_eq!(parse_level("1"), Some(LevelFilter::Debug));
-        assert_eq!(parse_level("3"), Some(LevelFilter::Debug));
-        assert_eq!(parse_level("4"), Some(LevelFilter::Trace));
+        assert_eq!(parse_level("4"), Some(LevelFilter::Trace), "as -v 4: level_for_verbosity");
         assert_eq!(parse_level("9"), Some(LevelFilter::Trace));
         assert_eq!(parse_level("loud"), None);
         assert_eq!(parse_level("-1"), None);
