@@ -23,6 +23,15 @@
 //! | [`metrics`]  | pure  | Prometheus text format rendering |
 //! | [`logging`]  | shell | the stderr/file logger behind the `log` facade (text or JSON lines) |
 //! | [`oflags`]   | pure  | `open(2)` flags std has no names for (no symlink follow, no FIFO wait) |
+//! | [`flags`]    | pure  | flag value syntax both daemons share: durations, booleans, `-v`, `--logging-format` |
+//! | [`default_paths`] | pure | the default host paths of the three programs (socket, store, CNI dirs, log, certs) |
+//! | [`replace`]  | shell | atomic file replacement (temp, fsync, rename, fsync dir): the only rename |
+//!
+//! Lint and style policy (what clippy.toml enforces and why): docs/style.md.
+
+// Tests rename files to play other actors (an operator's `mv`, a crash leftover); production
+// code is still held to clippy.toml's rules by the non-test build `--all-targets` also checks.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod alloc;
 pub mod api;
@@ -30,6 +39,8 @@ pub mod bounded;
 pub mod cni;
 pub mod controller;
 pub mod deadline;
+pub mod default_paths;
+pub mod flags;
 pub mod health;
 pub mod http;
 pub mod ip;
@@ -40,5 +51,6 @@ pub mod node;
 pub mod oflags;
 pub mod prescan;
 pub mod protocol;
+pub mod replace;
 pub mod slots;
 pub mod store;

@@ -13,8 +13,10 @@
 //! cannot forge a line or draw on a terminal, and no caller has to remember to escape.
 //!
 //! Owns: formatting and escaping, the UTC clock-to-text conversion, the level names of the
-//! CNI config, and how a log file is opened ([`open_log_file`]: append-only, never through a
-//! symlink, never blocking on a FIFO, never creating directories, regular files only).
+//! CNI config, the one mapping of a `-v` number to a level ([`level_for_verbosity`]), the
+//! one place a logger is installed, and how a log file is opened ([`open_log_file`]:
+//! append-only, never through a symlink, never blocking on a FIFO, never creating
+//! directories, regular files only).
 //! Must not: write to stdout (the CNI plugin's stdout carries only its result), pull in a
 //! time or logging crate (the plugin binary must stay small), or fail the program because a
 //! log file cannot be opened (it falls back to stderr and says so once).
@@ -100,8 +102,12 @@ pub fn init_writer(
     sink: Box<dyn Write + Send>,
 ) -> Result<(), LoggingError> {
     let logger = Logger { level, format, sink: Mutex::new(sink) };
-    log::set_boxed_logger(Box::new(logger)).map_err(|_| LoggingError::AlreadyInitialized)?;
-    log::set_max_level(level);
+    // The one place a logger is installed (clippy.toml): every record gets the escaping above.
+    #[allow(clippy::disallowed_methods)]
+    {
+        log::set_boxed_logger(Box::new(logger)).map_err(|_| LoggingError::AlreadyInitialized)?;
+        log::set_max_level(level);
+    }
     Ok(())
 }
 
@@ -166,20 +172,28 @@ pub fn file_kind(m: &std::fs::Metadata) -> &'static str {
     }
 }
 
+/// The one mapping from a klog-style `-v N` to a level, for both daemons' `-v` and a number
+/// in the CNI config's `logLevel`: 0 info, 1–3 debug, 4 and above trace. Why these steps:
+/// the reference's daemons log through logr, where `V(1)` is debug, so its DaemonSet's
+/// `--v=1` (kept in deploy/) means debug here too.
+pub fn level_for_verbosity(v: u32) -> LevelFilter {
+    match v {
+        0 => LevelFilter::Info,
+        1..=3 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    }
+}
+
 /// Parses a log level as the reference's CNI config spells it (`verbose`, `debug`, `info`,
-/// `warning`, `error`, `panic`; case-insensitive; `warn`, `trace` and `off` too), or a
-/// klog-style `-v` number: 0–1 info, 2–4 debug, 5 and above trace.
+/// `warning`, `error`, `panic`; case-insensitive; `warn`, `trace` and `off` too), or a `-v`
+/// number ([`level_for_verbosity`]).
 ///
 /// `panic` maps to `error`: the `log` facade has no level above error, and the plugin never
 /// panics on purpose.
 pub fn parse_level(s: &str) -> Option<LevelFilter> {
     let s = s.trim();
     if let Ok(n) = s.parse::<u32>() {
-        return Some(match n {
-            0 | 1 => LevelFilter::Info,
-            2..=4 => LevelFilter::Debug,
-            _ => LevelFilter::Trace,
-        });
+        return Some(level_for_verbosity(n));
     }
     match s.to_ascii_lowercase().as_str() {
         "verbose" | "trace" => Some(LevelFilter::Trace),
@@ -456,10 +470,19 @@ mod tests {
         assert_eq!(parse_level("error"), Some(LevelFilter::Error));
         assert_eq!(parse_level("panic"), Some(LevelFilter::Error));
         assert_eq!(parse_level("0"), Some(LevelFilter::Info));
-        assert_eq!(parse_level("4"), Some(LevelFilter::Debug));
+        assert_eq!(parse_level("4"), Some(LevelFilter::Trace), "as -v 4: level_for_verbosity");
         assert_eq!(parse_level("9"), Some(LevelFilter::Trace));
         assert_eq!(parse_level("loud"), None);
         assert_eq!(parse_level("-1"), None);
+    }
+
+    #[test]
+    fn verbosity_levels_at_each_step() {
+        let steps = [(0, LevelFilter::Info), (1, LevelFilter::Debug), (3, LevelFilter::Debug)];
+        for (v, want) in steps.into_iter().chain([(4, LevelFilter::Trace), (u32::MAX, LevelFilter::Trace)]) {
+            assert_eq!(level_for_verbosity(v), want, "-v {v}");
+            assert_eq!(parse_level(&v.to_string()), Some(want), "logLevel {v}");
+        }
     }
 
     #[test]

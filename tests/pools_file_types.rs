@@ -6,6 +6,8 @@
 //! Real `ipam-node` processes on real files (mkfifo, mkdir, /dev/null); every wait has a
 //! deadline and polls the protocol `status` op or the daemon's log.
 #![allow(clippy::unwrap_used)]
+// Renames here play an operator or another tool replacing a file (clippy.toml, docs/style.md).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -5,6 +5,8 @@
 //! last line, it starts, keeps the cut bytes in a named file, says so, and serves every
 //! complete line's reservation. The lock cases run two daemons on one store.
 #![allow(clippy::unwrap_used)]
+// Renames here play an operator or another tool replacing a file (clippy.toml, docs/style.md).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

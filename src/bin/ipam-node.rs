@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use nv_ipam::logging::{self, LogFormat, LogTarget};
+use nv_ipam::logging::{self, LogTarget};
 use nv_ipam::node::{self, Command};
 
 fn main() -> ExitCode {
@@ -21,13 +21,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let level = match cfg.verbosity {
-        0 => log::LevelFilter::Info,
-        1..=3 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
-    let format = if cfg.json_logs { LogFormat::Json } else { LogFormat::Text };
-    let logging_ok = match logging::init(level, format, LogTarget::Stderr) {
+    let level = logging::level_for_verbosity(cfg.verbosity);
+    let logging_ok = match logging::init(level, cfg.logging_format, LogTarget::Stderr) {
         Ok(()) => true,
         Err(e) => {
             eprintln!("ipam-node: cannot set up logging: {e}");

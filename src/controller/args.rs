@@ -1,14 +1,17 @@
 //! The `ipam-controller` command line, parsed with lexopt into a [`Command`].
 //!
-//! Owns: flag names and defaults (the reference's, upstream.md §3.5, plus
-//! `--node-release-grace-period`), usage text and [`ArgsError`]. Must not: touch the files the
-//! flags name (see `plan`) or open sockets (see `run`).
+//! Owns: flag names and defaults (the reference's, plus `--node-release-grace-period`), usage
+//! text and [`ArgsError`]. Value syntax (durations, booleans, `-v`, `--logging-format`) is
+//! `crate::flags`', shared with `ipam-node`; default paths are `crate::default_paths`'. Must
+//! not: touch the files the flags name (see `plan`) or open sockets (see `run`).
 
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::default_paths;
+use crate::flags::{self, ValueError, shown};
 use crate::logging::LogFormat;
 
 /// Usage text printed for `--help` and on usage errors.
@@ -27,7 +30,8 @@ flags:
   --metrics-bind-address ADDR         /metrics address, \"0\" disables (default :8080)
   --health-probe-bind-address ADDR    /healthz, /readyz address, \"0\" disables (default :8081)
   --node-release-grace-period DUR     how long a deleted or unlabelled node keeps its block
-                                      before another node may get it, e.g. 30s, 5m, 0s (default 5m)
+                                      before another node may get it, e.g. 30s, 1.5m, 0s
+                                      (default 5m, at most 720h)
   --webhook                           serve the validating admission webhook (HTTPS, on every
                                       replica, leader or not; /readyz fails until a certificate
                                       is loaded)
@@ -49,8 +53,8 @@ commands:
   plan    plan every IPPool and CIDRPool of --pools for the nodes of --nodes and print the
           pools with status.allocations filled in, as a JSON List (files: JSON or YAML)";
 
-/// Default of `--ippools-namespace` (the reference's).
-pub const DEFAULT_IPPOOLS_NAMESPACE: &str = "kube-system";
+/// Default of `--ippools-namespace`, shared with ipam-node.
+pub use crate::flags::DEFAULT_IPPOOLS_NAMESPACE;
 /// Default of `--metrics-bind-address` (controller-runtime's).
 pub const DEFAULT_METRICS_BIND_ADDRESS: &str = ":8080";
 /// Default of `--health-probe-bind-address` (the reference's).
@@ -59,9 +63,6 @@ pub const DEFAULT_HEALTH_PROBE_BIND_ADDRESS: &str = ":8081";
 pub const DEFAULT_NODE_RELEASE_GRACE: Duration = Duration::from_secs(300);
 /// Default of `--webhook-bind-address` (controller-runtime's webhook port).
 pub const DEFAULT_WEBHOOK_BIND_ADDRESS: &str = ":9443";
-/// Default of `--webhook-cert-dir`: controller-runtime's, where the reference manifests mount
-/// the certificate Secret.
-pub const DEFAULT_WEBHOOK_CERT_DIR: &str = "/tmp/k8s-webhook-server/serving-certs";
 /// Longest `--node-release-grace-period` accepted (30 days); longer is surely a typo.
 pub const MAX_NODE_RELEASE_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -100,11 +101,23 @@ pub enum Command {
 /// A command line that cannot be run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArgsError {
-    UnknownCommand { command: String },
-    UnexpectedArgument { argument: String },
-    MissingFlag { flag: &'static str },
-    MissingValue { flag: String },
-    Invalid { message: String },
+    UnknownCommand {
+        command: String,
+    },
+    UnexpectedArgument {
+        argument: String,
+    },
+    MissingFlag {
+        flag: &'static str,
+    },
+    MissingValue {
+        flag: String,
+    },
+    Invalid {
+        message: String,
+    },
+    /// A value `crate::flags` refused (durations, booleans, `-v`, `--logging-format`).
+    Value(ValueError),
 }
 
 impl fmt::Display for ArgsError {
@@ -117,25 +130,23 @@ impl fmt::Display for ArgsError {
             ArgsError::MissingFlag { flag } => write!(f, "plan needs {flag} FILE"),
             ArgsError::MissingValue { flag } => write!(f, "{flag} needs a value"),
             ArgsError::Invalid { message } => write!(f, "{message}: see --help"),
+            ArgsError::Value(e) => write!(f, "{e}: see --help"),
         }
     }
 }
 
 impl std::error::Error for ArgsError {}
 
+impl From<ValueError> for ArgsError {
+    fn from(e: ValueError) -> ArgsError {
+        ArgsError::Value(e)
+    }
+}
+
 fn from_lexopt(e: lexopt::Error) -> ArgsError {
     match e {
         lexopt::Error::MissingValue { option: Some(o) } => ArgsError::MissingValue { flag: o },
         other => ArgsError::Invalid { message: other.to_string() },
-    }
-}
-
-/// An argument as the user typed it.
-fn shown(arg: &lexopt::Arg) -> String {
-    match arg {
-        lexopt::Arg::Long(l) => format!("--{l}"),
-        lexopt::Arg::Short(c) => format!("-{c}"),
-        lexopt::Arg::Value(v) => v.to_string_lossy().into_owned(),
     }
 }
 
@@ -153,17 +164,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ArgsEr
         node_release_grace: DEFAULT_NODE_RELEASE_GRACE,
         webhook: false,
         webhook_bind_address: DEFAULT_WEBHOOK_BIND_ADDRESS.into(),
-        webhook_cert_dir: PathBuf::from(DEFAULT_WEBHOOK_CERT_DIR),
+        webhook_cert_dir: PathBuf::from(default_paths::WEBHOOK_CERT_DIR),
         verbosity: 0,
         logging_format: LogFormat::Text,
     };
     let mut first = true;
     while let Some(arg) = p.next().map_err(from_lexopt)? {
+        let flag = shown(&arg);
         let string = |p: &mut lexopt::Parser| -> Result<String, ArgsError> {
-            p.value()
-                .map_err(from_lexopt)?
-                .into_string()
-                .map_err(|v| ArgsError::Invalid { message: format!("{} is not UTF-8", v.to_string_lossy()) })
+            Ok(flags::text(&flag, p.value().map_err(from_lexopt)?)?)
         };
         match arg {
             Long("version") | Short('V') => return Ok(Command::Version),
@@ -174,51 +183,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ArgsEr
             }
             Long("kubeconfig") => c.kubeconfig = Some(PathBuf::from(p.value().map_err(from_lexopt)?)),
             Long("ippools-namespace") => c.ippools_namespace = string(&mut p)?,
-            Long("leader-elect") => {
-                c.leader_elect = match p.optional_value() {
-                    None => true,
-                    Some(v) => parse_bool("--leader-elect", &v.to_string_lossy())?,
-                }
-            }
-            Long("webhook") => {
-                c.webhook = match p.optional_value() {
-                    None => true,
-                    Some(v) => parse_bool("--webhook", &v.to_string_lossy())?,
-                }
-            }
+            Long("leader-elect") => c.leader_elect = flags::boolean("--leader-elect", p.optional_value())?,
+            Long("webhook") => c.webhook = flags::boolean("--webhook", p.optional_value())?,
             Long("webhook-bind-address") => c.webhook_bind_address = string(&mut p)?,
             Long("webhook-cert-dir") => c.webhook_cert_dir = PathBuf::from(p.value().map_err(from_lexopt)?),
             Long("leader-elect-namespace") => c.leader_elect_namespace = string(&mut p)?,
             Long("metrics-bind-address") => c.metrics_bind_address = string(&mut p)?,
             Long("health-probe-bind-address") => c.health_probe_bind_address = string(&mut p)?,
             Long("node-release-grace-period") => {
-                let v = string(&mut p)?;
-                c.node_release_grace = parse_duration(&v).filter(|d| *d <= MAX_NODE_RELEASE_GRACE).ok_or(
-                    ArgsError::Invalid {
-                        message: format!(
-                            "--node-release-grace-period {v:?} is not a duration up to 720h: use e.g. 30s, 5m, 1h30m"
-                        ),
-                    },
-                )?;
+                c.node_release_grace = flags::duration(&flag, &string(&mut p)?, MAX_NODE_RELEASE_GRACE)?;
             }
-            Short('v') | Long("v") => {
-                let v = string(&mut p)?;
-                c.verbosity = v.parse().map_err(|_| ArgsError::Invalid {
-                    message: format!("-v {v:?} is not a number: use e.g. -v 2"),
-                })?;
-            }
-            Long("logging-format") => {
-                let v = string(&mut p)?;
-                c.logging_format = match v.as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => {
-                        return Err(ArgsError::Invalid {
-                            message: format!("--logging-format {v:?}: use text or json"),
-                        });
-                    }
-                }
-            }
+            Short('v') | Long("v") => c.verbosity = flags::verbosity(&string(&mut p)?)?,
+            Long("logging-format") => c.logging_format = flags::log_format(&string(&mut p)?)?,
             other => return Err(ArgsError::UnexpectedArgument { argument: shown(&other) }),
         }
         first = false;
@@ -227,45 +203,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ArgsEr
         c.leader_elect_namespace = c.ippools_namespace.clone();
     }
     Ok(Command::Cluster(c))
-}
-
-fn parse_bool(flag: &str, v: &str) -> Result<bool, ArgsError> {
-    match v {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(ArgsError::Invalid { message: format!("{flag}={v:?}: use true or false") }),
-    }
-}
-
-/// A Go-style duration of whole units: `0`, `30s`, `5m`, `1h30m`, `500ms`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let d = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60)?),
-            "h" => Duration::from_secs(n.checked_mul(3600)?),
-            _ => return None,
-        };
-        total = total.checked_add(d)?;
-        rest = &rest[unit_len..];
-    }
-    Some(total)
 }
 
 fn parse_plan(p: &mut lexopt::Parser) -> Result<Command, ArgsError> {
@@ -386,6 +323,38 @@ mod tests {
         for flag in ["--webhook ", "--webhook-bind-address", "--webhook-cert-dir", "allow-reallocation"] {
             assert!(USAGE.contains(flag), "--help mentions {flag}");
         }
+    }
+
+    /// The grace period's duration syntax (crate::flags, shared with ipam-node).
+    fn parse_duration(s: &str) -> Option<Duration> {
+        flags::duration("--node-release-grace-period", s, MAX_NODE_RELEASE_GRACE).ok()
+    }
+
+    #[test]
+    fn the_node_daemons_durations_are_accepted() {
+        // Before crate::flags the controller refused decimals and sub-second units the node took.
+        for (v, want) in
+            [("1.5m", 90_000u64), ("1.5h", 5_400_000), ("90s", 90_000), ("250ms", 250), ("0.5s", 500)]
+        {
+            let Ok(Command::Cluster(c)) = parse_str(&["--node-release-grace-period", v]) else {
+                panic!("{v}")
+            };
+            assert_eq!(c.node_release_grace, Duration::from_millis(want), "{v}");
+        }
+        let Ok(Command::Cluster(c)) = parse_str(&["--node-release-grace-period=720h"]) else {
+            panic!("limit")
+        };
+        assert_eq!(c.node_release_grace, MAX_NODE_RELEASE_GRACE);
+        assert_eq!(
+            parse_str(&["--node-release-grace-period=720h1s"]),
+            Err("--node-release-grace-period \"720h1s\" is not a duration up to 720h: use e.g. 30s, 5m, 1h30m: \
+                 see --help"
+                .into())
+        );
+        let Ok(Command::Cluster(c)) = parse_str(&["--leader-elect=t", "--webhook=TRUE"]) else {
+            panic!("bools")
+        };
+        assert!(c.leader_elect && c.webhook, "Go's boolean spellings, as ipam-node takes them");
     }
 
     #[test]

@@ -103,11 +103,7 @@ impl std::error::Error for RunError {}
 
 /// Runs cluster mode until SIGTERM or SIGINT.
 pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
-    let level = match args.verbosity {
-        0 => log::LevelFilter::Info,
-        1..=3 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
+    let level = crate::logging::level_for_verbosity(args.verbosity);
     crate::logging::init(level, args.logging_format, crate::logging::LogTarget::Stderr)
         .map_err(RunError::Logging)?;
     let stop = Arc::new(AtomicBool::new(false));

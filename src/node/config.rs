@@ -1,7 +1,8 @@
 //! `ipam-node` flags: the reference's names and defaults, parsed once into [`NodeConfig`].
 //!
-//! Owns: flag syntax (`--flag value`, `--flag=value`, bare booleans) and defaults. Must not:
-//! act on the values.
+//! Owns: which flags exist, their defaults and usage text. Value syntax (durations, booleans,
+//! `-v`, `--logging-format`) is `crate::flags`', shared with `ipam-controller`; default paths
+//! are `crate::default_paths`'. Must not: act on the values.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -9,14 +10,14 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
-/// Default daemon socket, as in the reference.
-pub const DEFAULT_BIND_ADDRESS: &str = "unix:///var/lib/cni/nv-ipam/daemon.sock";
-/// Default store file, as in the reference.
-pub const DEFAULT_STORE_FILE: &str = "/var/lib/cni/nv-ipam/store";
+use crate::default_paths;
+use crate::flags::{self, ValueError};
+use crate::logging::LogFormat;
+
 /// How often the pools file is checked for changes (standalone mode).
 pub const DEFAULT_POOLS_FILE_POLL: Duration = Duration::from_secs(1);
-/// Namespace of the IPPool and CIDRPool objects (the reference's default).
-pub const DEFAULT_IPPOOLS_NAMESPACE: &str = "kube-system";
+/// Namespace of the IPPool and CIDRPool objects, shared with ipam-controller.
+pub use crate::flags::DEFAULT_IPPOOLS_NAMESPACE;
 /// `/healthz`, `/readyz` and `/metrics` in cluster mode: :8083, clear of the controller's
 /// :8080 (metrics) and :8081 (probes), which may share a host network with it. Standalone mode
 /// serves none unless the flag is given (no kubelet probes there, and no port to claim).
@@ -45,8 +46,8 @@ pub struct NodeConfig {
     pub cni_log_file: String,
     pub cni_log_level: String,
     pub cni_force_pool_name: bool,
-    pub verbosity: u8,
-    pub json_logs: bool,
+    pub verbosity: u32,
+    pub logging_format: LogFormat,
     /// Cluster mode: kubeconfig path (else $KUBECONFIG, else in-cluster).
     pub kubeconfig: Option<PathBuf>,
     pub ippools_namespace: String,
@@ -80,6 +81,12 @@ impl fmt::Display for FlagError {
 
 impl std::error::Error for FlagError {}
 
+impl From<ValueError> for FlagError {
+    fn from(e: ValueError) -> FlagError {
+        FlagError(e.to_string())
+    }
+}
+
 impl From<lexopt::Error> for FlagError {
     fn from(e: lexopt::Error) -> FlagError {
         FlagError(e.to_string())
@@ -112,16 +119,9 @@ pub const USAGE: &str = "usage: ipam-node --node-name NAME [flags]
   -v, --v LEVEL                       log verbosity (0 info, 1-3 debug, 4+ trace)
   --logging-format text|json          log line format (default text)
   --version                           print the version and exit
-";
 
-fn parse_bool(flag: &str, v: Option<std::ffi::OsString>) -> Result<bool, FlagError> {
-    match v.map(|s| s.to_string_lossy().to_ascii_lowercase()) {
-        None => Ok(true),
-        Some(s) if ["true", "1", "t"].contains(&s.as_str()) => Ok(true),
-        Some(s) if ["false", "0", "f"].contains(&s.as_str()) => Ok(false),
-        Some(s) => Err(FlagError(format!("--{flag}: {s:?} is not a boolean (true or false)"))),
-    }
-}
+DUR is a Go duration: 90s, 1.5m, 1h30m, 500ms (units ns, us, ms, s, m, h), at most 24h.
+";
 
 /// `unix:///path` or a plain absolute path; TCP is refused (the socket's file mode is the
 /// access control).
@@ -140,69 +140,29 @@ pub fn socket_path(flag: &str, addr: &str) -> Result<PathBuf, FlagError> {
     Ok(PathBuf::from(path))
 }
 
-/// A Go `time.ParseDuration` subset: one or more `<number><unit>` with units `ns`, `us`, `ms`,
-/// `s`, `m`, `h` and optional decimals (`90s`, `1m30s`, `1.5h`, `500ms`); a bare `0` is zero.
-pub fn parse_duration(flag: &str, v: &str) -> Result<Duration, FlagError> {
-    let bad = || {
-        FlagError(format!(
-            "--{flag}: {v:?} is not a duration such as 90s, 1m or 500ms (units ns, us, ms, s, m, h; at most 24h)"
-        ))
-    };
-    let t = v.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = t;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += num * scale;
-        rest = &rest[unit_len..];
-    }
-    if !total.is_finite() || total > MAX_DURATION.as_secs_f64() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
 pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Command, FlagError> {
     let mut p = lexopt::Parser::from_args(args);
     let mut node_name = std::env::var("NODE_NAME").unwrap_or_default();
-    let mut bind = DEFAULT_BIND_ADDRESS.to_string();
+    let mut bind = default_paths::DAEMON_SOCKET_ADDRESS.to_string();
     let mut cni_socket: Option<String> = None;
     let mut c = NodeConfig {
         node_name: String::new(),
         bind_socket: PathBuf::new(),
-        store_file: PathBuf::from(DEFAULT_STORE_FILE),
+        store_file: PathBuf::from(default_paths::STORE_FILE),
         pools_file: None,
         pools_file_poll: DEFAULT_POOLS_FILE_POLL,
-        cni_bin_dir: PathBuf::from("/opt/cni/bin"),
-        cni_nv_ipam_bin_file: PathBuf::from("/nv-ipam"),
+        cni_bin_dir: PathBuf::from(default_paths::CNI_BIN_DIR),
+        cni_nv_ipam_bin_file: PathBuf::from(default_paths::PLUGIN_BINARY),
         cni_skip_binary_copy: false,
         cni_skip_config_creation: false,
-        cni_conf_dir: PathBuf::from("/etc/cni/net.d/nv-ipam.d"),
-        cni_daemon_socket: DEFAULT_BIND_ADDRESS.to_string(),
+        cni_conf_dir: PathBuf::from(default_paths::CNI_CONF_DIR),
+        cni_daemon_socket: default_paths::DAEMON_SOCKET_ADDRESS.to_string(),
         cni_daemon_call_timeout: 5,
-        cni_log_file: "/var/log/nv-ipam-cni.log".into(),
+        cni_log_file: default_paths::CNI_LOG_FILE.into(),
         cni_log_level: "info".into(),
         cni_force_pool_name: false,
         verbosity: 0,
-        json_logs: false,
+        logging_format: LogFormat::Text,
         kubeconfig: None,
         ippools_namespace: DEFAULT_IPPOOLS_NAMESPACE.into(),
         health_probe_bind_address: String::new(),
@@ -213,7 +173,13 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
     };
     let mut health: Option<String> = None;
     while let Some(arg) = p.next()? {
-        let s = |p: &mut lexopt::Parser| -> Result<String, FlagError> { Ok(p.value()?.string()?) };
+        let flag = flags::shown(&arg);
+        let s = |p: &mut lexopt::Parser| -> Result<String, FlagError> { Ok(flags::text(&flag, p.value()?)?) };
+        let boolean = |p: &mut lexopt::Parser| -> Result<bool, FlagError> {
+            Ok(flags::boolean(&flag, p.optional_value())?)
+        };
+        let duration =
+            |v: &str| -> Result<Duration, FlagError> { Ok(flags::duration(&flag, v, MAX_DURATION)?) };
         match arg {
             Long("node-name") => node_name = s(&mut p)?,
             Long("bind-address") => bind = s(&mut p)?,
@@ -221,13 +187,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
             Long("pools-file") => c.pools_file = Some(s(&mut p)?.into()),
             Long("cni-bin-dir") => c.cni_bin_dir = s(&mut p)?.into(),
             Long("cni-nv-ipam-bin-file") => c.cni_nv_ipam_bin_file = s(&mut p)?.into(),
-            Long("cni-skip-nv-ipam-binary-copy") => {
-                c.cni_skip_binary_copy = parse_bool("cni-skip-nv-ipam-binary-copy", p.optional_value())?
-            }
-            Long("cni-skip-nv-ipam-config-creation") => {
-                c.cni_skip_config_creation =
-                    parse_bool("cni-skip-nv-ipam-config-creation", p.optional_value())?
-            }
+            Long("cni-skip-nv-ipam-binary-copy") => c.cni_skip_binary_copy = boolean(&mut p)?,
+            Long("cni-skip-nv-ipam-config-creation") => c.cni_skip_config_creation = boolean(&mut p)?,
             Long("cni-conf-dir") => c.cni_conf_dir = s(&mut p)?.into(),
             Long("cni-daemon-socket") => cni_socket = Some(s(&mut p)?),
             Long("cni-daemon-call-timeout") => {
@@ -238,31 +199,15 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
             }
             Long("cni-log-file") => c.cni_log_file = s(&mut p)?,
             Long("cni-log-level") => c.cni_log_level = s(&mut p)?,
-            Long("cni-force-pool-name") => {
-                c.cni_force_pool_name = parse_bool("cni-force-pool-name", p.optional_value())?
-            }
-            Short('v') | Long("v") => {
-                let v = s(&mut p)?;
-                c.verbosity = v
-                    .trim_start_matches('=')
-                    .parse()
-                    .map_err(|_| FlagError(format!("-v: {v:?} is not a verbosity level (0-10)")))?;
-            }
-            Long("logging-format") => {
-                c.json_logs = match s(&mut p)?.as_str() {
-                    "text" => false,
-                    "json" => true,
-                    other => {
-                        return Err(FlagError(format!("--logging-format: {other:?} must be text or json")));
-                    }
-                }
-            }
+            Long("cni-force-pool-name") => c.cni_force_pool_name = boolean(&mut p)?,
+            Short('v') | Long("v") => c.verbosity = flags::verbosity(&s(&mut p)?)?,
+            Long("logging-format") => c.logging_format = flags::log_format(&s(&mut p)?)?,
             Long("kubeconfig") => c.kubeconfig = Some(s(&mut p)?.into()),
             Long("ippools-namespace") => c.ippools_namespace = s(&mut p)?,
             Long("health-probe-bind-address") => health = Some(s(&mut p)?),
             Long("metrics-bind-address") => c.metrics_bind_address = s(&mut p)?,
             Long("stale-ip-check-interval") => {
-                c.stale_ip_check_interval = parse_duration("stale-ip-check-interval", &s(&mut p)?)?;
+                c.stale_ip_check_interval = duration(&s(&mut p)?)?;
                 if c.stale_ip_check_interval.is_zero() {
                     return Err(FlagError("--stale-ip-check-interval must be more than 0".into()));
                 }
@@ -275,9 +220,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
                     ))
                 })?;
             }
-            Long("released-ip-cooldown") => {
-                c.released_ip_cooldown = parse_duration("released-ip-cooldown", &s(&mut p)?)?
-            }
+            Long("released-ip-cooldown") => c.released_ip_cooldown = duration(&s(&mut p)?)?,
             Long("version") => return Ok(Command::Version),
             Short('h') | Long("help") => return Ok(Command::Help),
             other => return Err(other.unexpected().into()),
@@ -332,8 +275,40 @@ mod tests {
         ])
         .expect("parse");
         assert_eq!(c.bind_socket, PathBuf::from("/tmp/x.sock"));
-        assert!(c.cni_skip_binary_copy && !c.cni_skip_config_creation && c.json_logs);
+        assert!(c.cni_skip_binary_copy && !c.cni_skip_config_creation);
+        assert_eq!(c.logging_format, LogFormat::Json);
         assert_eq!(c.verbosity, 4);
+    }
+
+    /// A duration flag's syntax (crate::flags, shared with ipam-controller).
+    fn parse_duration(flag: &str, v: &str) -> Result<Duration, FlagError> {
+        Ok(flags::duration(&format!("--{flag}"), v, MAX_DURATION)?)
+    }
+
+    #[test]
+    fn durations_and_booleans_at_the_edges() {
+        let c = run(&["--node-name=n", "--released-ip-cooldown=24h", "--stale-ip-check-interval=1ms"])
+            .expect("limit");
+        assert_eq!(
+            (c.released_ip_cooldown, c.stale_ip_check_interval),
+            (MAX_DURATION, Duration::from_millis(1))
+        );
+        let e = run(&["--node-name=n", "--released-ip-cooldown=24h1ns"]).expect_err("over the limit");
+        assert_eq!(
+            e.to_string(),
+            "--released-ip-cooldown \"24h1ns\" is not a duration up to 24h: use e.g. 30s, 5m, 1h30m; \
+             see ipam-node --help"
+        );
+        let e = run(&["--node-name=n", "--stale-ip-check-interval=0s"]).expect_err("zero");
+        assert!(e.to_string().contains("--stale-ip-check-interval must be more than 0"), "{e}");
+        let c = run(&["--node-name=n", "--cni-force-pool-name=T", "--cni-skip-nv-ipam-binary-copy=0"])
+            .expect("bools");
+        assert!(c.cni_force_pool_name && !c.cni_skip_binary_copy);
+        let e = run(&["--node-name=n", "--cni-force-pool-name=yes"]).expect_err("not a boolean");
+        assert_eq!(e.to_string(), "--cni-force-pool-name=\"yes\": use true or false; see ipam-node --help");
+        let e = run(&["--node-name=n", "-v", "loud"]).expect_err("not a number");
+        assert_eq!(e.to_string(), "-v \"loud\" is not a number: use e.g. -v 2; see ipam-node --help");
+        assert_eq!(run(&["--node-name=n", "--v=9"]).expect("-v").verbosity, 9);
     }
 
     #[test]

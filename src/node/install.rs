@@ -1,5 +1,5 @@
 //! Host install at start: the `nv-ipam` plugin binary into the CNI bin dir and its config file
-//! `<cni-conf-dir>/nv-ipam.conf`, each atomically (temp file, fsync, rename) so that a runtime
+//! `<cni-conf-dir>/nv-ipam.conf`, each atomically (`crate::replace`) so that a runtime
 //! never executes or reads a half-written file.
 //!
 //! The conf file is what the plugin trusts to fix the directories a tenant's `ipam.logFile`
@@ -11,12 +11,14 @@
 //! Owns: those two files. Must not: touch anything else on the host.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+use crate::replace;
 
 #[derive(Debug)]
 pub struct InstallError {
@@ -56,34 +58,15 @@ fn write_atomically(
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<(), InstallError> {
     let err = |action, source| InstallError { action, path: dest.to_path_buf(), source };
-    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = replace::parent_dir(dest);
     // 0755 (less if the umask says so): the plugin refuses a confDir others can write.
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(dir)
         .map_err(|e| err("create the directory of", e))?;
-    let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(".nv-ipam-tmp");
-    let tmp = dir.join(name);
-    let result = (|| {
-        // A leftover temp file of a killed run is removed; create_new (O_EXCL) never follows a
-        // symlink put in its place.
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-        fill(&mut f)?;
-        f.sync_all()?;
-        fs::rename(&tmp, dest)?;
-        File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(err("write", e));
-    }
-    Ok(())
+    // A leftover temp file of a killed run is replaced; the new one never follows a symlink.
+    replace::write(dest, ".nv-ipam-tmp", mode, fill).map_err(|e| err("write", e))
 }
 
 /// Copies the plugin binary `src` to `<bin_dir>/nv-ipam` (mode 0755).

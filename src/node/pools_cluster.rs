@@ -22,9 +22,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{self, CidrPool, IpPool};
 use crate::kube::{self, Change, Client, ListOptions};
 use crate::prescan::{self, MAX_DEPTH};
+use crate::replace;
 
 use super::pools::{self, Planning, PoolRef, PoolSet};
 use super::service::Service;
@@ -136,7 +136,7 @@ pub fn load_cache(path: &Path) -> Result<Option<Cache>, CacheError> {
     Ok(Some(c))
 }
 
-/// Writes the cache atomically (temp, fsync, rename, fsync dir; mode 0600).
+/// Writes the cache atomically (`crate::replace`: temp, fsync, rename, fsync dir; mode 0600).
 pub fn save_cache(
     path: &Path,
     node: &str,
@@ -156,22 +156,10 @@ pub fn save_cache(
         path: path.to_path_buf(),
         reason: format!("cannot encode: {e}"),
     })?;
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let write = || -> io::Result<()> {
-        let mut f = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(&bytes)?;
-        // Without this fsync the rename below could expose an empty cache after a power loss.
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // Without this the rename itself may be lost, leaving the older cache.
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        CacheError::Io { action: "write", path: path.to_path_buf(), source }
+    replace::write(path, ".tmp", 0o600, |f| f.write_all(&bytes)).map_err(|source| CacheError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
     })
 }
 
@@ -384,6 +372,7 @@ mod tests {
     use super::*;
     use crate::alloc::{PoolKey, PoolType};
     use crate::api::{IpAllocation, IpPoolStatus};
+    use std::fs;
 
     fn ippool(name: &str, alloc: Option<Vec<(&str, &str, &str)>>) -> IpPool {
         let mut p = IpPool::default();

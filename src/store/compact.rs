@@ -11,6 +11,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
+use crate::replace;
+
 use super::journal::encode_line;
 use super::{
     COMPACT_MIN_LINES, Header, Op, Reservation, Store, StoreError, Txn, files, io_err, lock_journal, record,
@@ -36,7 +38,6 @@ impl Store {
     /// file as `.prev`, rename, fsync dir. A failure before the rename keeps the old journal;
     /// after it, the new file is the store whatever happens, and a failure poisons the store.
     pub(super) fn rewrite(&mut self) -> Result<(), StoreError> {
-        let tmp = sibling(&self.path, ".tmp");
         let generation = self.generation + 1;
         // Ended cooldowns carry no information; dropping them here bounds their number by the
         // releases of one cooldown period.
@@ -74,23 +75,10 @@ impl Store {
             buf.extend(encode_line(&Txn { seq, ops: vec![Op::Reserve(r.clone())] }));
             lines += 1;
         }
-        let write = || -> io::Result<()> {
-            // A leftover from a crash is removed first: the new file is always created by us
-            // (O_EXCL, O_NOFOLLOW), never an existing file or link someone else put there.
-            match fs::remove_file(&tmp) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            let mut f = files::create_new(&tmp)?;
-            f.write_all(&buf)?;
-            // Without this fsync the rename below could expose an empty file after a power loss.
-            f.sync_all()
-        };
-        write().map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            StoreError::Commit { path: self.path.clone(), source }
-        })?;
+        // A leftover from a crash is removed first: the new file is always created by us
+        // (O_EXCL, O_NOFOLLOW), never an existing file or link someone else put there.
+        let staged = replace::stage(&self.path, ".tmp", 0o600, |f| f.write_all(&buf))
+            .map_err(|source| StoreError::Commit { path: self.path.clone(), source })?;
         // Keep the current generation as .prev; a crash here leaves the current file intact.
         let prev = sibling(&self.path, ".prev");
         if fs::symlink_metadata(&self.path).is_ok() {
@@ -100,8 +88,7 @@ impl Store {
             }
         }
         // The rename is the atomic switch to the new generation.
-        if let Err(source) = fs::rename(&tmp, &self.path) {
-            let _ = fs::remove_file(&tmp);
+        if let Err(source) = staged.rename() {
             return Err(StoreError::Commit { path: self.path.clone(), source });
         }
         // From here on the new file is the store: appending to the old one would put

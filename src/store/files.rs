@@ -170,9 +170,7 @@ pub(super) fn open_dir(dir: &Path, euid: Option<u32>) -> Result<File, StoreError
 }
 
 /// fsync a directory so that a rename or create inside it survives a power loss.
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    OpenOptions::new().read(true).custom_flags(O_DIRECTORY).open(dir)?.sync_all()
-}
+pub(super) use crate::replace::sync_dir;
 
 /// Creates `path` (mode 0600, failing if anything is there, never through a symlink).
 pub(super) fn create_new(path: &Path) -> io::Result<File> {

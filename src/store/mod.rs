@@ -26,7 +26,7 @@
 //! Compaction keeps cooldowns that have not ended and drops the rest.
 //! Why a journal and not a whole-file rewrite per request: rewriting 10,000 reservations on
 //! every ADD costs milliseconds and grows with the store; an append plus `fdatasync` costs the
-//! same at any size. Compaction rewrites the file atomically (write `store.tmp`, fsync, hard-link
+//! same at any size. Compaction rewrites the file atomically (`crate::replace`: write `store.tmp`, fsync, hard-link
 //! `store` to `store.prev`, rename `store.tmp` over `store`, fsync the directory) once the
 //! journal holds more lines than live reservations, so the amortised cost stays flat.
 //!
