@@ -1,5 +1,6 @@
 //! Validation: raw IPPool/CIDRPool specs become [`ValidIpPool`]/[`ValidCidrPool`], or every
-//! broken rule of the reference CRD (upstream §3.1) is reported by JSON field path.
+//! broken rule of the reference's validation (`api/v1alpha1/*_validate.go` in
+//! https://github.com/Mellanox/nvidia-k8s-ipam) is reported by JSON field path.
 //!
 //! Owns: the rules and their messages, and the validated pool types the planners and the node
 //! take ("parse, don't validate": nothing downstream re-checks a spec). Must not: look at status

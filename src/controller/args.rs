@@ -1,6 +1,6 @@
 //! The `ipam-controller` command line, parsed with lexopt into a [`Command`].
 //!
-//! Owns: flag names and defaults (the reference's, upstream.md §3.5, plus
+//! Owns: flag names and defaults (the reference's `cmd/ipam-controller/app/options`, plus
 //! `--node-release-grace-period`), usage text and [`ArgsError`]. Must not: touch the files the
 //! flags name (see `plan`) or open sockets (see `run`).
 
