@@ -577,6 +577,19 @@ fn install_guide_recipes_render_as_promised() {
             "{guide} no longer has this recipe (keep the test in step):\n{text}"
         );
     }
+    // Two node daemons must never share a store: the guide waits until the reference's pods are
+    // gone before it applies ours.
+    let upgrade = std::fs::read_to_string(b.path("UPGRADE.md")).unwrap();
+    let at = |what: &str| upgrade.find(what).unwrap_or_else(|| panic!("UPGRADE.md lacks `{what}`"));
+    for wait in [
+        "kubectl -n kube-system wait --for=delete pod -l name=nv-ipam-node --timeout=5m\n",
+        "kubectl -n kube-system wait --for=delete pod -l 'name in (nv-ipam-controller,controller)' --timeout=5m\n",
+    ] {
+        assert!(
+            at(wait) < at("kubectl apply --server-side --force-conflicts -f upgrade/"),
+            "UPGRADE.md applies nv-ipam before `{wait}`"
+        );
+    }
     let home = b.path(".home");
     let original = std::fs::read_to_string(b.path("manifests/no-webhook.yaml")).unwrap();
     let (old_image, new_image) =
