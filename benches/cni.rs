@@ -1,7 +1,7 @@
 //! `cargo bench --bench cni`: nv-ipam + ipam-node against Debian's host-local, in the same run,
 //! through the real exec path a runtime uses (fork+exec of the IPAM plugin with the CNI
 //! environment and the network config on stdin; IPAM only, `CNI_NETNS` names a path that does
-//! not exist, as in `cni.md` §1/§2).
+//! not exist).
 //!
 //! Measures: ADD/DEL p50/p99 over 1,000 sequential calls; the span (release → last exit) of 64
 //! and 256 concurrent ADDs released by a barrier (duplicates counted); ADD p50 with 10,000

@@ -8,6 +8,7 @@
 # progress goes to stderr. The tarball holds one directory, nv-ipam-<version>-linux-amd64/:
 #
 #   INSTALL.md                   the install guide (docs/install-airgapped.md)
+#   UPGRADE.md                   upgrading, and replacing nvidia-k8s-ipam (docs/upgrade.md)
 #   VERSION                      the version, for the guide's commands
 #   bin/{ipam-controller,ipam-node,nv-ipam}   static x86_64 (hack/build-static.sh)
 #   image/nv-ipam-image-<version>.oci.tar     OCI image localhost/nv-ipam:<version> of those
@@ -105,6 +106,7 @@ cp $crds "$B/manifests/crds/"
 cp deploy/examples/*.yaml "$B/examples/"
 cp hack/bundle/examples/*.yaml "$B/examples/"
 cp docs/install-airgapped.md "$B/INSTALL.md"
+cp docs/upgrade.md "$B/UPGRADE.md"
 printf '%s\n' "$VERSION" >"$B/VERSION"
 
 # -- checksums and tarball ---------------------------------------------------------

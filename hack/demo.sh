@@ -22,9 +22,13 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 # ---------------------------------------------------------------- build and dependencies
 say "building release binaries"
 cargo build --release --locked
-if [[ ! -x /usr/lib/cni/bridge ]] || ! command -v jq >/dev/null || ! command -v ping >/dev/null; then
-    say "installing Debian's CNI plugins, jq and ping"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y containernetworking-plugins jq iproute2 iputils-ping
+if [[ ! -x /usr/lib/cni/bridge ]] || ! command -v jq >/dev/null || ! command -v ping >/dev/null ||
+    ! command -v ip >/dev/null; then
+    say "installing Debian's CNI plugins, jq, iproute2 and ping"
+    # a fresh machine or container has empty package lists: install would find nothing
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        containernetworking-plugins jq iproute2 iputils-ping
 fi
 
 # ---------------------------------------------------------------- names, temp dir, cleanup

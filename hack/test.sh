@@ -63,6 +63,9 @@ cargo fmt --check
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
+step "docs: relative links resolve, the layout list matches the tree (hack/check-docs.py)"
+python3 hack/check-docs.py
+
 # Built once here; tests/bundle_install.rs installs it (it would build its own otherwise).
 step "air-gapped bundle (hack/bundle.sh), built twice: same bytes"
 start=$SECONDS

@@ -233,7 +233,8 @@ impl Log for Logger {
         }
         let ts = format_utc(SystemTime::now());
         let line = render(self.format, &ts, record.level(), record.target(), &record.args().to_string());
-        // A poisoned lock only means another thread panicked mid-write; keep logging.
+        // Poisoning needs an unwinding build (release aborts on panic): another thread
+        // panicked mid-write; keep logging.
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         // Logging must never fail the program: a full disk loses log lines, not pods.
         let _ = sink.write_all(line.as_bytes());

@@ -155,6 +155,7 @@ fn bundle_is_complete_checksummed_and_reproducible_in_form() {
     let files = b.files();
     let mut want: BTreeSet<String> = [
         "INSTALL.md",
+        "UPGRADE.md",
         "VERSION",
         "SHA256SUMS",
         "bin/ipam-controller",
@@ -536,7 +537,7 @@ images:
     newName: $REGISTRY/nv-ipam
     newTag: \"$VERSION\"
 ";
-/// INSTALL.md step 7's kustomization (upgrade from the reference: everything into kube-system).
+/// UPGRADE.md step 1's kustomization (upgrade from the reference: everything into kube-system).
 const UPGRADE_KUSTOMIZATION: &str = "resources: [no-webhook.yaml]
 namespace: kube-system
 patches:
@@ -558,22 +559,35 @@ fn yaml_text_docs(text: &str) -> Vec<Value> {
     docs
 }
 
-/// The image and upgrade recipes of INSTALL.md, run on the bundle's rendered file as written
-/// there: `sed` and a kustomization give the same objects with only the image changed, and the
-/// kube-system rendering moves every namespaced object and subject and passes a server-side
-/// dry run on the real apiserver.
+/// The image recipes of INSTALL.md and the upgrade recipe of UPGRADE.md, run on the bundle's
+/// rendered file as written there: `sed` and a kustomization give the same objects with only
+/// the image changed, and the kube-system rendering moves every namespaced object and subject
+/// and passes a server-side dry run on the real apiserver.
 #[test]
 fn install_guide_recipes_render_as_promised() {
     let b = Unpacked::new();
-    let guide = std::fs::read_to_string(b.path("INSTALL.md")).unwrap();
-    for (heredoc, body) in [
-        ("cat > site/kustomization.yaml <<EOF\n", SITE_KUSTOMIZATION),
-        ("cat > upgrade/kustomization.yaml <<'EOF'\n", UPGRADE_KUSTOMIZATION),
+    for (guide, heredoc, body) in [
+        ("INSTALL.md", "cat > site/kustomization.yaml <<EOF\n", SITE_KUSTOMIZATION),
+        ("UPGRADE.md", "cat > upgrade/kustomization.yaml <<'EOF'\n", UPGRADE_KUSTOMIZATION),
     ] {
         let text = format!("{heredoc}{body}EOF\n");
+        let content = std::fs::read_to_string(b.path(guide)).unwrap();
         assert!(
-            guide.contains(&text),
-            "INSTALL.md no longer has this recipe (keep the test in step):\n{text}"
+            content.contains(&text),
+            "{guide} no longer has this recipe (keep the test in step):\n{text}"
+        );
+    }
+    // Two node daemons must never share a store: the guide waits until the reference's pods are
+    // gone before it applies ours.
+    let upgrade = std::fs::read_to_string(b.path("UPGRADE.md")).unwrap();
+    let at = |what: &str| upgrade.find(what).unwrap_or_else(|| panic!("UPGRADE.md lacks `{what}`"));
+    for wait in [
+        "kubectl -n kube-system wait --for=delete pod -l name=nv-ipam-node --timeout=5m\n",
+        "kubectl -n kube-system wait --for=delete pod -l 'name in (nv-ipam-controller,controller)' --timeout=5m\n",
+    ] {
+        assert!(
+            at(wait) < at("kubectl apply --server-side --force-conflicts -f upgrade/"),
+            "UPGRADE.md applies nv-ipam before `{wait}`"
         );
     }
     let home = b.path(".home");
@@ -613,7 +627,7 @@ fn install_guide_recipes_render_as_promised() {
     let got = yaml_text_docs(&String::from_utf8(out.stdout).unwrap());
     assert!(got == want, "the kustomization changed more or less than the image");
 
-    // Step 7: everything into kube-system, the nv-ipam Namespace dropped.
+    // UPGRADE.md step 1: everything into kube-system, the nv-ipam Namespace dropped.
     let up = b.path("upgrade");
     std::fs::create_dir_all(&up).unwrap();
     std::fs::write(up.join("no-webhook.yaml"), &original).unwrap();

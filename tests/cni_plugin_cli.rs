@@ -1,5 +1,5 @@
 //! The real `nv-ipam` binary, run as a runtime runs it, for every case that needs no daemon
-//! (shared/reference/cni.md §5 cases 1–10, 19, 23, 24, 26, 34, 38 and config errors).
+//! (the CNI spec's errors and the config errors, https://www.cni.dev/docs/spec/).
 //!
 //! Each test gets its own temp dir holding `confDir` (so /etc is never read) with the node's
 //! `nv-ipam.conf` naming `logFile` and the daemon socket in that dir, as ipam-node writes it

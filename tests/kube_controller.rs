@@ -347,7 +347,7 @@ fn seed_and_reference_examples_come_out_exactly() {
         "pool1",
         json!({"cidr": "192.168.0.0/16", "gatewayIndex": 1, "perNodeNetworkPrefix": 24, "nodeSelector": w.selector("a")}),
     );
-    // upstream.md §4 worked example 1 and 22
+    // worked examples with the reference planner's results (as in src/alloc/*_planner/tests.rs)
     w.create_pool(
         "ippools",
         "IPPool",

@@ -1,5 +1,5 @@
 //! `ipam-controller --webhook` behind the real kube-apiserver of `hack/control-plane.sh`: a
-//! ValidatingWebhookConfiguration with `url` + `caBundle` on 127.0.0.1 (control-plane.md §3.6)
+//! ValidatingWebhookConfiguration with `url` + `caBundle` on 127.0.0.1
 //! in front of the real binary. Fails (never skips) when not run under the control plane.
 //!
 //! Isolation: the configuration's namespaceSelector matches only this test's namespace, so
@@ -335,7 +335,7 @@ fn webhook_behind_the_real_apiserver() {
         });
     }
 
-    // invalid pools (upstream.md §3.1), each refused naming the field
+    // invalid pools (the rules of src/api/validate.rs), each refused naming the field
     let ip = |spec: Value| pool("IPPool", "bad", spec);
     let cidr = |spec: Value| pool("CIDRPool", "bad", spec);
     let table = [

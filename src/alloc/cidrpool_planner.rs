@@ -1,5 +1,5 @@
-//! The CIDRPool prefix planner (reference §2.3) and the status-entry check it shares with the
-//! node (`validateAllocation`).
+//! The CIDRPool prefix planner (the reference's `pkg/ipam-controller/controllers/cidrpool`) and
+//! the status-entry check it shares with the node (`validateAllocation`).
 //!
 //! Reproduces the reference for valid specs: valid existing entries are kept, static
 //! allocations beat dynamic ones, statics without a node only reserve their prefix, and new

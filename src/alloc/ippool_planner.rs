@@ -1,5 +1,6 @@
-//! The IPPool block planner (reference §2.2): which block of `perNodeBlockSize` addresses each
-//! node holds, given the validated pool, the matching nodes and the previous status.
+//! The IPPool block planner (the reference's `pkg/ipam-controller/allocator` in
+//! https://github.com/Mellanox/nvidia-k8s-ipam): which block of `perNodeBlockSize` addresses
+//! each node holds, given the validated pool, the matching nodes and the previous status.
 //!
 //! Reproduces the reference for valid specs: offset 1 (0 for /31, /32, /127, /128), aligned
 //! blocks, existing entries kept when still valid, first fit for the first new node and a

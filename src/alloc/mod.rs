@@ -90,7 +90,7 @@ impl fmt::Display for PoolKey {
     }
 }
 
-/// What this node allocates container IPs from, for one pool (reference §2.4).
+/// What this node allocates container IPs from, for one pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodePool {
     pub key: PoolKey,
@@ -101,7 +101,7 @@ pub struct NodePool {
     pub range: IpRange,
     pub gateway: Option<IpAddr>,
     /// Pool exclusions and per-node index exclusions as addresses, clamped to `subnet` and
-    /// merged (overlaps and adjacency joined: reference weakness W11 fixed).
+    /// merged (overlaps and adjacency joined; the reference fails every ADD on an overlap).
     pub exclusions: Vec<IpRange>,
     /// `spec.routes[].dst`, parsed.
     pub routes: Vec<IpNet>,

@@ -1,11 +1,11 @@
 //! What one node allocates container IPs from, derived from a validated pool and its status
-//! (reference §2.4), plus standalone mode: a pool without status is planned as if this node
-//! were the cluster's only node.
+//! (as the reference's node does), plus standalone mode: a pool without status is planned as if
+//! this node were the cluster's only node.
 //!
 //! Owns: [`ip_node_pool`], [`cidr_node_pool`], [`standalone_ip_node_pool`],
-//! [`standalone_cidr_node_pool`], [`NodePoolError`]. Does better than the reference on W11:
-//! pool and per-node exclusions come out clamped and merged, never overlapping. Must not: read
-//! the pool from anywhere; callers pass it in.
+//! [`standalone_cidr_node_pool`], [`NodePoolError`]. Does better than the reference, which fails
+//! every ADD on overlapping exclusions: pool and per-node exclusions come out clamped and merged,
+//! never overlapping. Must not: read the pool from anywhere; callers pass it in.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -2,8 +2,9 @@
 //! an IPPool or CIDRPool CREATE/UPDATE in, the verdict and the response body out.
 //!
 //! Checks, in order (all broken ones are reported in one message, field by field):
-//! 1. the request `object` (not a template: upstream.md W10) passes exactly the controller's
-//!    validation ([`validate_ip_pool`] / [`validate_cidr_pool`]), decoded with the same types;
+//! 1. the request `object` (the reference's webhook checks an empty template instead) passes
+//!    exactly the controller's validation ([`validate_ip_pool`] / [`validate_cidr_pool`]),
+//!    decoded with the same types;
 //! 2. UPDATE: every allocation of `oldObject.status` that the old spec keeps is also kept when
 //!    the planner ([`plan_ip_pool`] / [`plan_cidr_pool`], as the reconcile runs it) plans the new
 //!    spec for the same nodes: otherwise the update would move blocks or prefixes that nodes hold

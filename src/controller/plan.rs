@@ -3,7 +3,7 @@
 //!
 //! Per pool: validate; when valid, select the nodes (nodeSelector), plan with the previous
 //! status kept stable, and fill `status.allocations`. An invalid pool keeps its previous status
-//! unchanged (the reference wipes it, W7) and is reported. Nodes left without a block/prefix are
+//! unchanged (the reference wipes it) and is reported. Nodes left without a block/prefix are
 //! reported as warnings.
 //!
 //! Owns: [`run_plan`] (reads the two files), [`plan`] (pure), [`PlanReport`], [`PlanError`].

@@ -2,7 +2,7 @@
 //! now, the nodes still held in their grace period, and the time, to the status to write and
 //! the Events to emit.
 //!
-//! Rules (each improves on the reference, upstream.md W7):
+//! Rules (each improves on the reference, which empties the status of an invalid pool):
 //! - valid spec: plan for the matching nodes plus the nodes that left (deleted, unlabelled)
 //!   less than `grace` ago; a held node keeps exactly its previous entry (never a new block)
 //!   and gets no `NoFree*` Event. The previous status is the planner's input, so nothing moves.

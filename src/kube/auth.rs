@@ -41,7 +41,7 @@ pub(super) fn parse_certs(what: &str, pem: &[u8]) -> Result<Vec<ureq::tls::Certi
 }
 
 /// Checks that the client certificate and key belong together; ureq panics on the first
-/// connect otherwise (rust-deps.md §2.3).
+/// connect otherwise.
 pub(super) fn client_cert(cert_pem: &[u8], key_pem: &[u8]) -> Result<ClientCert, KubeError> {
     use rustls::pki_types::pem::PemObject as _;
     let chain = parse_certs("client certificate", cert_pem)?;

@@ -4,7 +4,7 @@
 //! Two modes: standalone (`--pools-file`) and cluster (no pools file: IPPools/CIDRPools of
 //! `--ippools-namespace` from the API server, see `pools_cluster`, plus the stale cleaner).
 //!
-//! Start order (never serve before state is loaded, upstream W6): store (lock, load) → pools
+//! Start order (never serve before state is loaded): store (lock, load) → pools
 //! (standalone: the file; cluster: the pools cache if there is one, else wait — without a
 //! deadline, logging every [`POOLS_WAIT_LOG_EVERY`] — for the first complete list, while the
 //! reflectors retry in the background) → host install → socket → serve. The health server

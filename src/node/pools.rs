@@ -7,7 +7,8 @@
 //! spec is invalid the node also ignores status changes of the pool: a block can only be judged
 //! against a valid spec, and the controller itself never moves blocks of an invalid pool (a
 //! status that does is noted in the log line). A pool that is invalid and was not served
-//! before (created invalid, or invalid at a standalone start) is refused with the reason
+//! before (created invalid, or invalid at a start with nothing earlier to keep: no pools cache
+//! entry in cluster mode, always in standalone mode) is refused with the reason
 //! ([`PoolSet::refused`]), which the ADD error repeats instead of "not found".
 //!
 //! Owns: the lookup table the request handler reads, [`derive`], and the log lines of a change
@@ -115,7 +116,8 @@ pub enum Planning {
 }
 
 /// The node's pools from pool objects: see the module docs for invalid specs. `previous` is the
-/// set the node serves now (empty at start).
+/// set the node serves now: empty for a source's first load, but in cluster mode the first view
+/// from the API server is derived over the set loaded from the pools cache (`pools_cluster`).
 pub fn derive<'a>(
     objects: impl IntoIterator<Item = PoolRef<'a>>,
     node: &str,

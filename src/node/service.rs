@@ -241,8 +241,9 @@ impl Service {
     }
 
     fn lock_store(&self) -> std::sync::MutexGuard<'_, Store> {
-        // A panic while holding the lock cannot leave the store half-applied: commit applies
-        // in memory only what reached the disk. So a poisoned mutex is still consistent.
+        // Release builds abort on panic (Cargo.toml), so a poisoned lock exists only in
+        // unwinding builds (tests). There it is still consistent: commit applies in memory
+        // only what reached the disk, so a panic under the lock leaves nothing half-applied.
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 

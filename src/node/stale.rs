@@ -11,16 +11,17 @@
 //!   any other API error → unknown: the counter stays as it is for this pass;
 //! - a key whose counter reaches `--stale-ip-check-count-before-release` is released (one commit).
 //!
-//! Terminal phases (`Succeeded`, `Failed`) count as stale (upstream W9: such pods kept their
+//! Terminal phases (`Succeeded`, `Failed`) count as stale (the reference's such pods kept their
 //! addresses forever): their containers never run again, and the kubelet's own DEL normally
 //! came first anyway. Reservations without pod metadata (podman, nerdctl, GC'd runtimes) are
 //! never judged here; DEL or CNI GC releases them. Counters live in memory: after a restart a
 //! stale entry needs the full count again, which only delays a release, never hastens one.
 //!
 //! Owns: the counters and the decision, and one pass over the service ([`pass`]). Must not:
-//! hold the store lock while asking the API server (W2): the pass copies the candidates out
-//! first, and the release re-checks the store under the lock: a reservation DEL'd meanwhile is
-//! a no-op, and one re-made under the same key is a different reservation and stays.
+//! hold the store lock while asking the API server (a slow answer would stall every ADD): the
+//! pass copies the candidates out first, and the release re-checks the store under the lock: a
+//! reservation DEL'd meanwhile is a no-op, and one re-made under the same key is a different
+//! reservation and stays.
 
 use std::collections::{HashMap, HashSet};
 

@@ -57,7 +57,7 @@ impl HostLink {
         n
     }
 
-    /// A bridge with a fixed locally administered MAC (see cni.md §1.4: otherwise the bridge
+    /// A bridge with a fixed locally administered MAC (otherwise the bridge
     /// takes its ports' lowest MAC and bridge's CHECK fails for earlier attachments), up.
     pub fn bridge() -> HostLink {
         let name = HostLink::name("nvb");

@@ -1,4 +1,4 @@
-//! Worked examples of reference §4 (22-25), the README example, static allocations,
+//! Worked examples with the reference planner's results, the README example, static allocations,
 //! validateAllocation, and the planner's properties.
 
 use super::*;

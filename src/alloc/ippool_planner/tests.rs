@@ -1,4 +1,4 @@
-//! Worked examples of reference §4 (1-4, 11), the README example, and the planner's
+//! Worked examples with the reference planner's results, the README example, and the planner's
 //! properties: stable re-plans, dropped nodes, fast huge IPv6 pools.
 
 use super::*;

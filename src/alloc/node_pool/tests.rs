@@ -1,4 +1,5 @@
-//! Node pool configs (reference §2.4) with the W11 fix, and standalone mode.
+//! Node pool configs, with exclusions merged (the reference fails every ADD when they overlap),
+//! and standalone mode.
 
 use super::*;
 use crate::api::{
@@ -15,7 +16,7 @@ fn r(a: &str, b: &str) -> IpRange {
 }
 
 fn readme_ippool() -> ValidIpPool {
-    // The reference README's pool that breaks every ADD upstream (W11).
+    // The reference README's example pool: its overlapping exclusions break every ADD there.
     validate_ip_pool(&IpPool {
         metadata: ObjectMeta::named("pool1"),
         spec: IpPoolSpec {

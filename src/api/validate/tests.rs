@@ -1,5 +1,5 @@
-//! Every rule of reference §3.1: at least one failing and one passing case each, asserting the
-//! message text.
+//! Every rule of the reference's validation (see the module docs): at least one failing and one
+//! passing case each, asserting the message text.
 
 use super::*;
 use crate::api::selector::{NodeSelectorRequirement, NodeSelectorTerm};

@@ -22,7 +22,7 @@
 //! `ipam.poolType`, `args.cni.ips[1]`, or the conf file's path), the defaults, and the
 //! per-command request parameters. Tolerates every key it does not use: the main plugin's
 //! keys, `capabilities`, `runtimeConfig.*`, `args` without `cni` (the reference crashes on
-//! that, W17), `prevResult`, `cni.dev/*`. A key given twice counts once, the last (as when
+//! that), `prevResult`, `cni.dev/*`. A key given twice counts once, the last (as when
 //! stdin was read into a `Map`).
 //! Must not: talk to the daemon, print, or touch the file system (`host` reads the conf file).
 

@@ -89,7 +89,8 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, Cache> {
-        // a panic elsewhere must not stop the controller; the cache is rebuilt by relists
+        // Release builds abort on panic (Cargo.toml), so poisoning happens only in unwinding
+        // builds (tests); there a panicked thread's half-updated cache is repaired by relists.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 

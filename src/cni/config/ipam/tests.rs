@@ -188,7 +188,7 @@ fn socket_forms() {
 
 #[test]
 fn tolerates_foreign_keys() {
-    // W17: args without cni; also the main plugin's keys, capabilities, prevResult, cni.dev/*.
+    // args without cni; also the main plugin's keys, capabilities, prevResult, cni.dev/*.
     let c = resolve_with(
         json!({"cniVersion":"1.0.0","name":"n","type":"macvlan","master":"eth1","mode":"bridge",
                "capabilities":{"ips":true},"args":{"other":1},"prevResult":{"ips":[]},
