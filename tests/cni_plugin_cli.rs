@@ -12,9 +12,8 @@ mod common;
 use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::tempdir::TempDir;
 use nv_ipam::alloc::PoolType;
 use nv_ipam::protocol::frame;
 use nv_ipam::protocol::{Allocation, ErrorCode, Reply, Request, RequestFrame, ResponseFrame};
@@ -31,6 +30,11 @@ struct Run {
 
 /// Runs the plugin with exactly `env` (nothing inherited) and `stdin`.
 fn run(env: &[(&str, &str)], stdin: &[u8]) -> Run {
+    run_within(env, stdin, common::PLUGIN_DEADLINE)
+}
+
+/// [`run`], failing the test if the plugin has not exited within `deadline`.
+fn run_within(env: &[(&str, &str)], stdin: &[u8], deadline: Duration) -> Run {
     let mut child = Command::new(BIN)
         .env_clear()
         .envs(env.iter().copied())
@@ -45,7 +49,7 @@ fn run(env: &[(&str, &str)], stdin: &[u8]) -> Run {
     let writer = std::thread::spawn(move || {
         let _ = pipe.write_all(&input);
     });
-    let out = child.wait_with_output().expect("wait for nv-ipam");
+    let out = common::wait::output_within(child, deadline, "nv-ipam exits");
     let _ = writer.join();
     let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
     let json = if stdout.trim().is_empty() {
@@ -64,7 +68,7 @@ fn run(env: &[(&str, &str)], stdin: &[u8]) -> Run {
 
 /// A sandbox: conf dir, log file and socket path under one temp dir.
 struct Sandbox {
-    dir: TempDir,
+    dir: common::Sandbox,
 }
 
 impl Sandbox {
@@ -72,10 +76,10 @@ impl Sandbox {
     /// `conf.d/nv-ipam.conf` (0600) naming the sandbox's log and socket.
     fn new(label: &str) -> Sandbox {
         use std::os::unix::fs::PermissionsExt;
-        let s = Sandbox { dir: TempDir::new(label) };
-        let conf_dir = s.dir.path().join("conf.d");
+        let s = Sandbox { dir: common::Sandbox::labelled(label) };
+        let conf_dir = s.dir.root().join("conf.d");
         std::fs::create_dir(&conf_dir).expect("mkdir conf.d");
-        for d in [s.dir.path(), conf_dir.as_path()] {
+        for d in [s.dir.root(), conf_dir.as_path()] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
         s.write_node_conf(json!({}));
@@ -89,17 +93,17 @@ impl Sandbox {
         if let (Value::Object(c), Value::Object(more)) = (&mut c, more) {
             c.extend(more);
         }
-        let path = self.dir.path().join("conf.d/nv-ipam.conf");
+        let path = self.dir.root().join("conf.d/nv-ipam.conf");
         std::fs::write(&path, c.to_string()).expect("write nv-ipam.conf");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
 
     fn socket(&self) -> String {
-        self.dir.path().join("daemon.sock").display().to_string()
+        self.dir.root().join("daemon.sock").display().to_string()
     }
 
     fn log_path(&self) -> String {
-        self.dir.path().join("nv-ipam-cni.log").display().to_string()
+        self.dir.root().join("nv-ipam-cni.log").display().to_string()
     }
 
     fn log(&self) -> String {
@@ -108,7 +112,7 @@ impl Sandbox {
 
     /// A valid config at `version`, with `ipam` fields merged over the sandbox's.
     fn conf(&self, version: &str, ipam: Value) -> Value {
-        let mut i = json!({"type": "nv-ipam", "confDir": self.dir.path().join("conf.d"),
+        let mut i = json!({"type": "nv-ipam", "confDir": self.dir.root().join("conf.d"),
             "logFile": self.log_path(), "logLevel": "debug",
             "daemonSocket": format!("unix://{}", self.socket()), "daemonCallTimeoutSeconds": 1});
         if let (Value::Object(i), Value::Object(more)) = (&mut i, ipam) {
@@ -250,7 +254,7 @@ fn invalid_ipam_is_7_naming_the_field() {
 #[test]
 fn invalid_conf_file_is_7_naming_the_file() {
     let s = Sandbox::new("cli-conffile");
-    std::fs::write(s.dir.path().join("conf.d/nv-ipam.conf"), "{broken").expect("write");
+    std::fs::write(s.dir.root().join("conf.d/nv-ipam.conf"), "{broken").expect("write");
     assert_error(&run(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({})))), 7, "nv-ipam.conf");
 }
 
@@ -258,7 +262,7 @@ fn invalid_conf_file_is_7_naming_the_file() {
 fn conf_file_fills_what_stdin_leaves_empty() {
     // stdin names no socket; the file points at one that does not exist, so the error shows it.
     let s = Sandbox::new("cli-layer");
-    let from_file = s.dir.path().join("from-file.sock");
+    let from_file = s.dir.root().join("from-file.sock");
     s.write_node_conf(json!({"daemonSocket": from_file}));
     let mut c = s.conf("1.0.0", json!({}));
     c["ipam"].as_object_mut().expect("ipam").remove("daemonSocket");
@@ -289,10 +293,9 @@ fn check_below_0_4_0_and_gc_below_1_1_0_are_1() {
 #[test]
 fn add_with_daemon_socket_missing_is_11_quickly() {
     let s = Sandbox::new("cli-add-down");
-    let start = Instant::now();
-    let r = run(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))));
+    // no socket: the plugin answers at once, long before this deadline
+    let r = run_within(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))), Duration::from_secs(5));
     assert_error(&r, 11, &s.socket());
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
     assert!(r.stderr.is_empty(), "logs go to the log file, not stderr: {}", r.stderr);
     assert!(s.log().contains("ipam-node daemon unreachable"), "log file: {}", s.log());
 }
@@ -302,14 +305,9 @@ fn add_with_a_stuck_daemon_times_out_with_11() {
     // A listener that never accepts: connect and write succeed (backlog), the read times out.
     let s = Sandbox::new("cli-add-stuck");
     let _listener = UnixListener::bind(s.socket()).expect("bind");
-    let start = Instant::now();
-    let r = run(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))));
+    // bounded by daemonCallTimeoutSeconds (1 s): the plugin has answered before this deadline
+    let r = run_within(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))), Duration::from_secs(4));
     assert_error(&r, 11, "did not answer within 1s");
-    assert!(
-        start.elapsed() < Duration::from_secs(4),
-        "bounded by daemonCallTimeoutSeconds: {:?}",
-        start.elapsed()
-    );
 }
 
 #[test]
