@@ -66,17 +66,17 @@ fn run_within(env: &[(&str, &str)], stdin: &[u8], deadline: Duration) -> Run {
     }
 }
 
-/// A sandbox: conf dir, log file and socket path under one temp dir.
-struct Sandbox {
+/// The plugin's files for one test: conf dir, log file and socket path in one temp dir.
+struct PluginDir {
     dir: common::Sandbox,
 }
 
-impl Sandbox {
+impl PluginDir {
     /// The temp dir (root-owned 0755, as the plugin wants a tenant-named confDir) with
     /// `conf.d/nv-ipam.conf` (0600) naming the sandbox's log and socket.
-    fn new(label: &str) -> Sandbox {
+    fn new(label: &str) -> PluginDir {
         use std::os::unix::fs::PermissionsExt;
-        let s = Sandbox { dir: common::Sandbox::labelled(label) };
+        let s = PluginDir { dir: common::Sandbox::labelled(label) };
         let conf_dir = s.dir.root().join("conf.d");
         std::fs::create_dir(&conf_dir).expect("mkdir conf.d");
         for d in [s.dir.root(), conf_dir.as_path()] {
@@ -189,7 +189,7 @@ fn version_echoes_the_request() {
 
 #[test]
 fn unsupported_version_is_1() {
-    let s = Sandbox::new("cli-version");
+    let s = PluginDir::new("cli-version");
     let r = run(&with("ADD", &[], &[]), &bytes(&s.conf("2.0.0", json!({}))));
     assert_error(&r, 1, "2.0.0");
     assert_error(&r, 1, "0.3.1, 0.4.0, 1.0.0, 1.1.0");
@@ -206,7 +206,7 @@ fn garbage_is_6() {
 
 #[test]
 fn missing_or_bad_name_is_7() {
-    let s = Sandbox::new("cli-name");
+    let s = PluginDir::new("cli-name");
     let mut c = s.conf("1.0.0", json!({}));
     c.as_object_mut().expect("object").remove("name");
     assert_error(&run(&with("ADD", &[], &[]), &bytes(&c)), 7, "no name");
@@ -216,7 +216,7 @@ fn missing_or_bad_name_is_7() {
 
 #[test]
 fn missing_env_is_4_naming_the_variable() {
-    let s = Sandbox::new("cli-env");
+    let s = PluginDir::new("cli-env");
     let c = bytes(&s.conf("1.0.0", json!({})));
     assert_error(&run(&with("ADD", &[], &["CNI_CONTAINERID"]), &c), 4, "CNI_CONTAINERID");
     assert_error(&run(&with("ADD", &[("CNI_CONTAINERID", "")], &[]), &c), 4, "CNI_CONTAINERID");
@@ -230,7 +230,7 @@ fn missing_env_is_4_naming_the_variable() {
 
 #[test]
 fn unknown_command_is_4() {
-    let s = Sandbox::new("cli-cmd");
+    let s = PluginDir::new("cli-cmd");
     let r = run(&with("ADD", &[("CNI_COMMAND", "FOO")], &[]), &bytes(&s.conf("1.0.0", json!({}))));
     assert_error(&r, 4, "unknown CNI_COMMAND");
     assert_eq!(r.json["msg"], "unknown CNI_COMMAND");
@@ -238,7 +238,7 @@ fn unknown_command_is_4() {
 
 #[test]
 fn invalid_ipam_is_7_naming_the_field() {
-    let s = Sandbox::new("cli-ipam");
+    let s = PluginDir::new("cli-ipam");
     let cases = [
         (json!({"poolName": "a,b,c"}), "ipam.poolName names 3 pools"),
         (json!({"poolType": "foobar"}), "ipam.poolType \"foobar\""),
@@ -253,7 +253,7 @@ fn invalid_ipam_is_7_naming_the_field() {
 
 #[test]
 fn invalid_conf_file_is_7_naming_the_file() {
-    let s = Sandbox::new("cli-conffile");
+    let s = PluginDir::new("cli-conffile");
     std::fs::write(s.dir.root().join("conf.d/nv-ipam.conf"), "{broken").expect("write");
     assert_error(&run(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({})))), 7, "nv-ipam.conf");
 }
@@ -261,7 +261,7 @@ fn invalid_conf_file_is_7_naming_the_file() {
 #[test]
 fn conf_file_fills_what_stdin_leaves_empty() {
     // stdin names no socket; the file points at one that does not exist, so the error shows it.
-    let s = Sandbox::new("cli-layer");
+    let s = PluginDir::new("cli-layer");
     let from_file = s.dir.root().join("from-file.sock");
     s.write_node_conf(json!({"daemonSocket": from_file}));
     let mut c = s.conf("1.0.0", json!({}));
@@ -271,7 +271,7 @@ fn conf_file_fills_what_stdin_leaves_empty() {
 
 #[test]
 fn bad_cni_args_ip_is_4_naming_it() {
-    let s = Sandbox::new("cli-args");
+    let s = PluginDir::new("cli-args");
     let r = run(
         &with("ADD", &[("CNI_ARGS", "IgnoreUnknown=1;IP=10.0.0.300")], &[]),
         &bytes(&s.conf("1.0.0", json!({}))),
@@ -281,7 +281,7 @@ fn bad_cni_args_ip_is_4_naming_it() {
 
 #[test]
 fn check_below_0_4_0_and_gc_below_1_1_0_are_1() {
-    let s = Sandbox::new("cli-verbs");
+    let s = PluginDir::new("cli-verbs");
     assert_error(&run(&with("CHECK", &[], &[]), &bytes(&s.conf("0.3.1", json!({})))), 1, "CHECK");
     let mut gc = s.conf("1.0.0", json!({}));
     gc["cni.dev/valid-attachments"] = json!([]);
@@ -292,7 +292,7 @@ fn check_below_0_4_0_and_gc_below_1_1_0_are_1() {
 
 #[test]
 fn add_with_daemon_socket_missing_is_11_quickly() {
-    let s = Sandbox::new("cli-add-down");
+    let s = PluginDir::new("cli-add-down");
     // no socket: the plugin answers at once, long before this deadline
     let r = run_within(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))), Duration::from_secs(5));
     assert_error(&r, 11, &s.socket());
@@ -303,7 +303,7 @@ fn add_with_daemon_socket_missing_is_11_quickly() {
 #[test]
 fn add_with_a_stuck_daemon_times_out_with_11() {
     // A listener that never accepts: connect and write succeed (backlog), the read times out.
-    let s = Sandbox::new("cli-add-stuck");
+    let s = PluginDir::new("cli-add-stuck");
     let _listener = UnixListener::bind(s.socket()).expect("bind");
     // bounded by daemonCallTimeoutSeconds (1 s): the plugin has answered before this deadline
     let r = run_within(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))), Duration::from_secs(4));
@@ -312,7 +312,7 @@ fn add_with_a_stuck_daemon_times_out_with_11() {
 
 #[test]
 fn status_with_daemon_socket_missing_is_50() {
-    let s = Sandbox::new("cli-status-down");
+    let s = PluginDir::new("cli-status-down");
     let empty = [("CNI_CONTAINERID", ""), ("CNI_NETNS", ""), ("CNI_IFNAME", ""), ("CNI_ARGS", "")];
     assert_error(&run(&with("STATUS", &empty, &[]), &bytes(&s.conf("1.1.0", json!({})))), 50, &s.socket());
 }
@@ -320,14 +320,14 @@ fn status_with_daemon_socket_missing_is_50() {
 #[test]
 fn del_with_daemon_socket_missing_is_11() {
     // Also: no CNI_NETNS and no CNI_PATH are fine for DEL; it gets as far as the daemon.
-    let s = Sandbox::new("cli-del-down");
+    let s = PluginDir::new("cli-del-down");
     let r = run(&with("DEL", &[], &["CNI_NETNS", "CNI_PATH"]), &bytes(&s.conf("0.4.0", json!({}))));
     assert_error(&r, 11, "ipam-node daemon unreachable");
 }
 
 #[test]
 fn gc_with_daemon_socket_missing_is_11() {
-    let s = Sandbox::new("cli-gc-down");
+    let s = PluginDir::new("cli-gc-down");
     let mut c = s.conf("1.1.0", json!({}));
     c["cni.dev/attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
     let empty = [("CNI_CONTAINERID", ""), ("CNI_NETNS", ""), ("CNI_IFNAME", ""), ("CNI_ARGS", "")];
@@ -342,7 +342,7 @@ fn oversized_stdin_is_refused() {
 
 /// A one-shot stand-in for ipam-node on the sandbox socket: reads one request frame, answers
 /// `reply`, and hands the request back. It checks the plugin's side of the wire, not allocation.
-fn serve_once(s: &Sandbox, reply: ResponseFrame) -> std::thread::JoinHandle<RequestFrame> {
+fn serve_once(s: &PluginDir, reply: ResponseFrame) -> std::thread::JoinHandle<RequestFrame> {
     let listener = UnixListener::bind(s.socket()).expect("bind stand-in socket");
     std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().expect("accept");
@@ -368,7 +368,7 @@ fn allocation_reply() -> ResponseFrame {
 #[test]
 fn add_over_the_socket_at_every_version() {
     for v in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
-        let s = Sandbox::new("cli-add-ok");
+        let s = PluginDir::new("cli-add-ok");
         let daemon = serve_once(&s, allocation_reply());
         let r = run(&with("ADD", &[], &[]), &bytes(&s.conf(v, json!({}))));
         assert_eq!(r.status, 0, "{v}: {}", r.stdout);
@@ -396,13 +396,13 @@ fn add_over_the_socket_at_every_version() {
 
 #[test]
 fn del_and_check_over_the_socket_print_nothing() {
-    let s = Sandbox::new("cli-del-ok");
+    let s = PluginDir::new("cli-del-ok");
     let daemon = serve_once(&s, ResponseFrame::ok(Reply { released: Some(1), ..Reply::default() }));
     let r = run(&with("DEL", &[], &["CNI_NETNS"]), &bytes(&s.conf("1.0.0", json!({}))));
     assert_eq!((r.status, r.stdout.as_str()), (0, ""), "{}", r.stdout);
     assert!(matches!(daemon.join().expect("stand-in").request, Request::Release(_)));
 
-    let s = Sandbox::new("cli-check-ok");
+    let s = PluginDir::new("cli-check-ok");
     let daemon = serve_once(&s, ResponseFrame::ok(Reply::default()));
     let mut c = s.conf("0.4.0", json!({}));
     c["prevResult"] = json!({"cniVersion": "0.4.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
@@ -415,7 +415,7 @@ fn del_and_check_over_the_socket_print_nothing() {
 
 #[test]
 fn daemon_error_reply_reaches_the_runtime() {
-    let s = Sandbox::new("cli-refused");
+    let s = PluginDir::new("cli-refused");
     let daemon =
         serve_once(&s, ResponseFrame::error(ErrorCode::PoolExhausted, "pool \"net1\": no free addresses"));
     let r = run(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))));
