@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use common::controller::{Controller, cluster_args, sample};
+use common::controller::{Controller, cluster_args};
 use common::kube::{Kube, allowed, apply_manifests, unique_name};
 use common::wait::{stays_true_until, wait_stable};
 use common::{Sandbox, unique, wait_until};
@@ -206,32 +206,6 @@ impl Drop for World {
             let _ = self.admin.delete(&format!("/api/v1/nodes/{n}"));
         }
         let _ = self.admin.delete(&format!("/api/v1/namespaces/{}", self.ns));
-    }
-}
-
-/// What these tests read from a controller's metrics.
-trait Observe {
-    fn reconciles(&self) -> f64;
-    /// `nv_ipam_leader == 1` and `nv_ipam_reconcile_total` from one scrape.
-    fn leader_and_reconciles(&self) -> (bool, f64);
-    fn is_leader(&self) -> bool;
-}
-
-impl Observe for Controller {
-    fn reconciles(&self) -> f64 {
-        self.metric("nv_ipam_reconcile_total").expect("nv_ipam_reconcile_total is exported")
-    }
-
-    fn leader_and_reconciles(&self) -> (bool, f64) {
-        let body = self.scrape();
-        (
-            sample(&body, "nv_ipam_leader") == Some(1.0),
-            sample(&body, "nv_ipam_reconcile_total").expect("reconcile_total is exported"),
-        )
-    }
-
-    fn is_leader(&self) -> bool {
-        self.metric("nv_ipam_leader") == Some(1.0)
     }
 }
 

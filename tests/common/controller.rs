@@ -92,6 +92,25 @@ impl Controller {
         sample(&self.scrape(), series)
     }
 
+    /// `nv_ipam_reconcile_total`.
+    pub fn reconciles(&self) -> f64 {
+        self.metric("nv_ipam_reconcile_total").expect("nv_ipam_reconcile_total is exported")
+    }
+
+    /// `nv_ipam_leader == 1`.
+    pub fn is_leader(&self) -> bool {
+        self.metric("nv_ipam_leader") == Some(1.0)
+    }
+
+    /// `nv_ipam_leader == 1` and `nv_ipam_reconcile_total` from one scrape.
+    pub fn leader_and_reconciles(&self) -> (bool, f64) {
+        let body = self.scrape();
+        (
+            sample(&body, "nv_ipam_leader") == Some(1.0),
+            sample(&body, "nv_ipam_reconcile_total").expect("nv_ipam_reconcile_total is exported"),
+        )
+    }
+
     pub fn log(&self) -> String {
         self.proc.log()
     }
