@@ -17,19 +17,21 @@
 //! instead of changing it under the other tests, and the CRDs' `metadata.generation` must not
 //! move. They are left in place afterwards; the test's own namespace, Node and controller go,
 //! and so do the Deployment and DaemonSet (see [`WORKLOADS`]).
-//! Fails (never skips) when not run under the control plane.
+//! Skips (one line on stderr) when not run under the control plane; fails instead under
+//! hack/test.sh.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::kube::{Kube, allowed, cp_dir, unique_name, yaml_docs};
+use common::controller::{Controller, cluster_args};
+use common::kube::{Kube, allowed, unique_name, yaml_docs};
 use common::{Sandbox, run_ok, wait_until};
 use serde_json::{Value, json};
 
@@ -151,6 +153,7 @@ fn kind_name(o: &Value) -> String {
 
 #[test]
 fn bundle_is_complete_checksummed_and_reproducible_in_form() {
+    crate::needs_control_plane!();
     let b = Unpacked::new();
     let files = b.files();
     let mut want: BTreeSet<String> = [
@@ -235,6 +238,7 @@ fn bundle_is_complete_checksummed_and_reproducible_in_form() {
 
 #[test]
 fn manifests_reference_nothing_outside_the_bundle() {
+    crate::needs_control_plane!();
     let b = Unpacked::new();
     let image = format!("{IMAGE_PREFIX}:{VERSION}");
     let mut files: Vec<String> = OVERLAYS.iter().map(|o| format!("manifests/{o}.yaml")).collect();
@@ -327,28 +331,6 @@ fn object_path(o: &Value) -> String {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
-/// The bundle's controller; killed on drop, its log printed if the test failed.
-struct Controller {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- {} ---\n{log}", self.log.display());
-        }
-    }
-}
-
 /// What the test owns, deleted on drop: its namespace and Node, and the workloads the apply
 /// created (kinds [`WORKLOADS`]).
 struct Owned<'a> {
@@ -380,6 +362,7 @@ fn ipv4(s: &str) -> u32 {
 
 #[test]
 fn no_webhook_manifest_installs_and_the_bundled_controller_allocates() {
+    crate::needs_control_plane!();
     let admin = Kube::from_env();
     let b = Unpacked::new();
     let manifest = b.path("manifests/no-webhook.yaml");
@@ -491,24 +474,11 @@ fn no_webhook_manifest_installs_and_the_bundled_controller_allocates() {
     let pools = format!("/apis/nv-ipam.nvidia.com/v1alpha1/namespaces/{ns}/ippools");
     admin.post(&pools, &pool).expect_status(201, "create the example IPPool");
 
-    let (health, metrics) = (free_port(), free_port());
-    let log = b.path("ipam-controller.log");
-    let child = Command::new(b.path("bin/ipam-controller"))
-        .arg("--kubeconfig")
-        .arg(cp_dir().join("controller.kubeconfig"))
-        .args(["--ippools-namespace", ns, "--leader-elect", "--leader-elect-namespace", ns])
-        .arg(format!("--health-probe-bind-address=127.0.0.1:{health}"))
-        .arg(format!("--metrics-bind-address=127.0.0.1:{metrics}"))
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start the bundle's ipam-controller");
-    let _controller = Controller { child, log };
-    wait_until(SETTLE, "the bundle's controller is ready (/readyz)", || {
-        common::http_get(health, "/readyz").0 == 200
-    });
+    let mut args = cluster_args(ns);
+    args.extend(["--leader-elect", "--leader-elect-namespace", ns].map(String::from));
+    let mut controller =
+        Controller::spawn_clean(&b.path("bin/ipam-controller"), b.path("ipam-controller.log"), &args);
+    controller.wait_ready(SETTLE);
 
     let subnet = pool["spec"]["subnet"].as_str().unwrap();
     let block = pool["spec"]["perNodeBlockSize"].as_u64().unwrap() as u32;
@@ -565,6 +535,7 @@ fn yaml_text_docs(text: &str) -> Vec<Value> {
 /// and passes a server-side dry run on the real apiserver.
 #[test]
 fn install_guide_recipes_render_as_promised() {
+    crate::needs_control_plane!();
     let b = Unpacked::new();
     for (guide, heredoc, body) in [
         ("INSTALL.md", "cat > site/kustomization.yaml <<EOF\n", SITE_KUSTOMIZATION),

@@ -12,9 +12,8 @@ mod common;
 use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::tempdir::TempDir;
 use nv_ipam::alloc::PoolType;
 use nv_ipam::protocol::frame;
 use nv_ipam::protocol::{Allocation, ErrorCode, Reply, Request, RequestFrame, ResponseFrame};
@@ -31,6 +30,11 @@ struct Run {
 
 /// Runs the plugin with exactly `env` (nothing inherited) and `stdin`.
 fn run(env: &[(&str, &str)], stdin: &[u8]) -> Run {
+    run_within(env, stdin, common::PLUGIN_DEADLINE)
+}
+
+/// [`run`], failing the test if the plugin has not exited within `deadline`.
+fn run_within(env: &[(&str, &str)], stdin: &[u8], deadline: Duration) -> Run {
     let mut child = Command::new(BIN)
         .env_clear()
         .envs(env.iter().copied())
@@ -45,7 +49,7 @@ fn run(env: &[(&str, &str)], stdin: &[u8]) -> Run {
     let writer = std::thread::spawn(move || {
         let _ = pipe.write_all(&input);
     });
-    let out = child.wait_with_output().expect("wait for nv-ipam");
+    let out = common::wait::output_within(child, deadline, "nv-ipam exits");
     let _ = writer.join();
     let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
     let json = if stdout.trim().is_empty() {
@@ -62,20 +66,20 @@ fn run(env: &[(&str, &str)], stdin: &[u8]) -> Run {
     }
 }
 
-/// A sandbox: conf dir, log file and socket path under one temp dir.
-struct Sandbox {
-    dir: TempDir,
+/// The plugin's files for one test: conf dir, log file and socket path in one temp dir.
+struct PluginDir {
+    dir: common::Sandbox,
 }
 
-impl Sandbox {
+impl PluginDir {
     /// The temp dir (root-owned 0755, as the plugin wants a tenant-named confDir) with
     /// `conf.d/nv-ipam.conf` (0600) naming the sandbox's log and socket.
-    fn new(label: &str) -> Sandbox {
+    fn new(label: &str) -> PluginDir {
         use std::os::unix::fs::PermissionsExt;
-        let s = Sandbox { dir: TempDir::new(label) };
-        let conf_dir = s.dir.path().join("conf.d");
+        let s = PluginDir { dir: common::Sandbox::labelled(label) };
+        let conf_dir = s.dir.root().join("conf.d");
         std::fs::create_dir(&conf_dir).expect("mkdir conf.d");
-        for d in [s.dir.path(), conf_dir.as_path()] {
+        for d in [s.dir.root(), conf_dir.as_path()] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
         s.write_node_conf(json!({}));
@@ -89,17 +93,17 @@ impl Sandbox {
         if let (Value::Object(c), Value::Object(more)) = (&mut c, more) {
             c.extend(more);
         }
-        let path = self.dir.path().join("conf.d/nv-ipam.conf");
+        let path = self.dir.root().join("conf.d/nv-ipam.conf");
         std::fs::write(&path, c.to_string()).expect("write nv-ipam.conf");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
 
     fn socket(&self) -> String {
-        self.dir.path().join("daemon.sock").display().to_string()
+        self.dir.root().join("daemon.sock").display().to_string()
     }
 
     fn log_path(&self) -> String {
-        self.dir.path().join("nv-ipam-cni.log").display().to_string()
+        self.dir.root().join("nv-ipam-cni.log").display().to_string()
     }
 
     fn log(&self) -> String {
@@ -108,7 +112,7 @@ impl Sandbox {
 
     /// A valid config at `version`, with `ipam` fields merged over the sandbox's.
     fn conf(&self, version: &str, ipam: Value) -> Value {
-        let mut i = json!({"type": "nv-ipam", "confDir": self.dir.path().join("conf.d"),
+        let mut i = json!({"type": "nv-ipam", "confDir": self.dir.root().join("conf.d"),
             "logFile": self.log_path(), "logLevel": "debug",
             "daemonSocket": format!("unix://{}", self.socket()), "daemonCallTimeoutSeconds": 1});
         if let (Value::Object(i), Value::Object(more)) = (&mut i, ipam) {
@@ -185,7 +189,7 @@ fn version_echoes_the_request() {
 
 #[test]
 fn unsupported_version_is_1() {
-    let s = Sandbox::new("cli-version");
+    let s = PluginDir::new("cli-version");
     let r = run(&with("ADD", &[], &[]), &bytes(&s.conf("2.0.0", json!({}))));
     assert_error(&r, 1, "2.0.0");
     assert_error(&r, 1, "0.3.1, 0.4.0, 1.0.0, 1.1.0");
@@ -202,7 +206,7 @@ fn garbage_is_6() {
 
 #[test]
 fn missing_or_bad_name_is_7() {
-    let s = Sandbox::new("cli-name");
+    let s = PluginDir::new("cli-name");
     let mut c = s.conf("1.0.0", json!({}));
     c.as_object_mut().expect("object").remove("name");
     assert_error(&run(&with("ADD", &[], &[]), &bytes(&c)), 7, "no name");
@@ -212,7 +216,7 @@ fn missing_or_bad_name_is_7() {
 
 #[test]
 fn missing_env_is_4_naming_the_variable() {
-    let s = Sandbox::new("cli-env");
+    let s = PluginDir::new("cli-env");
     let c = bytes(&s.conf("1.0.0", json!({})));
     assert_error(&run(&with("ADD", &[], &["CNI_CONTAINERID"]), &c), 4, "CNI_CONTAINERID");
     assert_error(&run(&with("ADD", &[("CNI_CONTAINERID", "")], &[]), &c), 4, "CNI_CONTAINERID");
@@ -226,7 +230,7 @@ fn missing_env_is_4_naming_the_variable() {
 
 #[test]
 fn unknown_command_is_4() {
-    let s = Sandbox::new("cli-cmd");
+    let s = PluginDir::new("cli-cmd");
     let r = run(&with("ADD", &[("CNI_COMMAND", "FOO")], &[]), &bytes(&s.conf("1.0.0", json!({}))));
     assert_error(&r, 4, "unknown CNI_COMMAND");
     assert_eq!(r.json["msg"], "unknown CNI_COMMAND");
@@ -234,7 +238,7 @@ fn unknown_command_is_4() {
 
 #[test]
 fn invalid_ipam_is_7_naming_the_field() {
-    let s = Sandbox::new("cli-ipam");
+    let s = PluginDir::new("cli-ipam");
     let cases = [
         (json!({"poolName": "a,b,c"}), "ipam.poolName names 3 pools"),
         (json!({"poolType": "foobar"}), "ipam.poolType \"foobar\""),
@@ -249,16 +253,16 @@ fn invalid_ipam_is_7_naming_the_field() {
 
 #[test]
 fn invalid_conf_file_is_7_naming_the_file() {
-    let s = Sandbox::new("cli-conffile");
-    std::fs::write(s.dir.path().join("conf.d/nv-ipam.conf"), "{broken").expect("write");
+    let s = PluginDir::new("cli-conffile");
+    std::fs::write(s.dir.root().join("conf.d/nv-ipam.conf"), "{broken").expect("write");
     assert_error(&run(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({})))), 7, "nv-ipam.conf");
 }
 
 #[test]
 fn conf_file_fills_what_stdin_leaves_empty() {
     // stdin names no socket; the file points at one that does not exist, so the error shows it.
-    let s = Sandbox::new("cli-layer");
-    let from_file = s.dir.path().join("from-file.sock");
+    let s = PluginDir::new("cli-layer");
+    let from_file = s.dir.root().join("from-file.sock");
     s.write_node_conf(json!({"daemonSocket": from_file}));
     let mut c = s.conf("1.0.0", json!({}));
     c["ipam"].as_object_mut().expect("ipam").remove("daemonSocket");
@@ -267,7 +271,7 @@ fn conf_file_fills_what_stdin_leaves_empty() {
 
 #[test]
 fn bad_cni_args_ip_is_4_naming_it() {
-    let s = Sandbox::new("cli-args");
+    let s = PluginDir::new("cli-args");
     let r = run(
         &with("ADD", &[("CNI_ARGS", "IgnoreUnknown=1;IP=10.0.0.300")], &[]),
         &bytes(&s.conf("1.0.0", json!({}))),
@@ -277,7 +281,7 @@ fn bad_cni_args_ip_is_4_naming_it() {
 
 #[test]
 fn check_below_0_4_0_and_gc_below_1_1_0_are_1() {
-    let s = Sandbox::new("cli-verbs");
+    let s = PluginDir::new("cli-verbs");
     assert_error(&run(&with("CHECK", &[], &[]), &bytes(&s.conf("0.3.1", json!({})))), 1, "CHECK");
     let mut gc = s.conf("1.0.0", json!({}));
     gc["cni.dev/valid-attachments"] = json!([]);
@@ -288,11 +292,10 @@ fn check_below_0_4_0_and_gc_below_1_1_0_are_1() {
 
 #[test]
 fn add_with_daemon_socket_missing_is_11_quickly() {
-    let s = Sandbox::new("cli-add-down");
-    let start = Instant::now();
-    let r = run(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))));
+    let s = PluginDir::new("cli-add-down");
+    // no socket: the plugin answers at once, long before this deadline
+    let r = run_within(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))), Duration::from_secs(5));
     assert_error(&r, 11, &s.socket());
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
     assert!(r.stderr.is_empty(), "logs go to the log file, not stderr: {}", r.stderr);
     assert!(s.log().contains("ipam-node daemon unreachable"), "log file: {}", s.log());
 }
@@ -300,21 +303,16 @@ fn add_with_daemon_socket_missing_is_11_quickly() {
 #[test]
 fn add_with_a_stuck_daemon_times_out_with_11() {
     // A listener that never accepts: connect and write succeed (backlog), the read times out.
-    let s = Sandbox::new("cli-add-stuck");
+    let s = PluginDir::new("cli-add-stuck");
     let _listener = UnixListener::bind(s.socket()).expect("bind");
-    let start = Instant::now();
-    let r = run(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))));
+    // bounded by daemonCallTimeoutSeconds (1 s): the plugin has answered before this deadline
+    let r = run_within(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))), Duration::from_secs(4));
     assert_error(&r, 11, "did not answer within 1s");
-    assert!(
-        start.elapsed() < Duration::from_secs(4),
-        "bounded by daemonCallTimeoutSeconds: {:?}",
-        start.elapsed()
-    );
 }
 
 #[test]
 fn status_with_daemon_socket_missing_is_50() {
-    let s = Sandbox::new("cli-status-down");
+    let s = PluginDir::new("cli-status-down");
     let empty = [("CNI_CONTAINERID", ""), ("CNI_NETNS", ""), ("CNI_IFNAME", ""), ("CNI_ARGS", "")];
     assert_error(&run(&with("STATUS", &empty, &[]), &bytes(&s.conf("1.1.0", json!({})))), 50, &s.socket());
 }
@@ -322,14 +320,14 @@ fn status_with_daemon_socket_missing_is_50() {
 #[test]
 fn del_with_daemon_socket_missing_is_11() {
     // Also: no CNI_NETNS and no CNI_PATH are fine for DEL; it gets as far as the daemon.
-    let s = Sandbox::new("cli-del-down");
+    let s = PluginDir::new("cli-del-down");
     let r = run(&with("DEL", &[], &["CNI_NETNS", "CNI_PATH"]), &bytes(&s.conf("0.4.0", json!({}))));
     assert_error(&r, 11, "ipam-node daemon unreachable");
 }
 
 #[test]
 fn gc_with_daemon_socket_missing_is_11() {
-    let s = Sandbox::new("cli-gc-down");
+    let s = PluginDir::new("cli-gc-down");
     let mut c = s.conf("1.1.0", json!({}));
     c["cni.dev/attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
     let empty = [("CNI_CONTAINERID", ""), ("CNI_NETNS", ""), ("CNI_IFNAME", ""), ("CNI_ARGS", "")];
@@ -344,7 +342,7 @@ fn oversized_stdin_is_refused() {
 
 /// A one-shot stand-in for ipam-node on the sandbox socket: reads one request frame, answers
 /// `reply`, and hands the request back. It checks the plugin's side of the wire, not allocation.
-fn serve_once(s: &Sandbox, reply: ResponseFrame) -> std::thread::JoinHandle<RequestFrame> {
+fn serve_once(s: &PluginDir, reply: ResponseFrame) -> std::thread::JoinHandle<RequestFrame> {
     let listener = UnixListener::bind(s.socket()).expect("bind stand-in socket");
     std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().expect("accept");
@@ -370,7 +368,7 @@ fn allocation_reply() -> ResponseFrame {
 #[test]
 fn add_over_the_socket_at_every_version() {
     for v in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
-        let s = Sandbox::new("cli-add-ok");
+        let s = PluginDir::new("cli-add-ok");
         let daemon = serve_once(&s, allocation_reply());
         let r = run(&with("ADD", &[], &[]), &bytes(&s.conf(v, json!({}))));
         assert_eq!(r.status, 0, "{v}: {}", r.stdout);
@@ -398,13 +396,13 @@ fn add_over_the_socket_at_every_version() {
 
 #[test]
 fn del_and_check_over_the_socket_print_nothing() {
-    let s = Sandbox::new("cli-del-ok");
+    let s = PluginDir::new("cli-del-ok");
     let daemon = serve_once(&s, ResponseFrame::ok(Reply { released: Some(1), ..Reply::default() }));
     let r = run(&with("DEL", &[], &["CNI_NETNS"]), &bytes(&s.conf("1.0.0", json!({}))));
     assert_eq!((r.status, r.stdout.as_str()), (0, ""), "{}", r.stdout);
     assert!(matches!(daemon.join().expect("stand-in").request, Request::Release(_)));
 
-    let s = Sandbox::new("cli-check-ok");
+    let s = PluginDir::new("cli-check-ok");
     let daemon = serve_once(&s, ResponseFrame::ok(Reply::default()));
     let mut c = s.conf("0.4.0", json!({}));
     c["prevResult"] = json!({"cniVersion": "0.4.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}],
@@ -417,7 +415,7 @@ fn del_and_check_over_the_socket_print_nothing() {
 
 #[test]
 fn daemon_error_reply_reaches_the_runtime() {
-    let s = Sandbox::new("cli-refused");
+    let s = PluginDir::new("cli-refused");
     let daemon =
         serve_once(&s, ResponseFrame::error(ErrorCode::PoolExhausted, "pool \"net1\": no free addresses"));
     let r = run(&with("ADD", &[], &[]), &bytes(&s.conf("1.0.0", json!({}))));

@@ -1,8 +1,12 @@
 //! `ipam-controller plan` through the real binary: pools and nodes files in YAML multi-doc,
 //! JSON array and `kind: List` forms, exact JSON output, stderr lines and exit codes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::Sandbox;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipam-controller");
 
@@ -14,35 +18,17 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).expect("fixture readable")
 }
 
-/// A temp directory owned by one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("nv-ipam-plan-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    /// Copies a fixture into the directory (the test owns what it runs on).
-    fn copy(&self, name: &str) -> PathBuf {
-        let to = self.0.join(name);
-        std::fs::copy(fixture(name), &to).expect("copy fixture");
-        to
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let to = self.0.join(name);
-        std::fs::write(&to, text).expect("write temp file");
-        to
-    }
+/// Copies a fixture into the test's directory (the test owns what it runs on).
+fn copy(dir: &Sandbox, name: &str) -> PathBuf {
+    let to = dir.path(name);
+    std::fs::copy(fixture(name), &to).expect("copy fixture");
+    to
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn write(dir: &Sandbox, name: &str, text: &str) -> PathBuf {
+    let to = dir.path(name);
+    std::fs::write(&to, text).expect("write temp file");
+    to
 }
 
 fn run(args: &[&str]) -> Output {
@@ -66,8 +52,8 @@ fn assert_same(got: &str, want: &str) {
 
 #[test]
 fn yaml_multidoc_pools_with_json_array_nodes_and_an_invalid_pool() {
-    let dir = TempDir::new("multidoc");
-    let out = plan(&dir.copy("pools.yaml"), &dir.copy("nodes.json"));
+    let dir = Sandbox::labelled("plan-multidoc");
+    let out = plan(&copy(&dir, "pools.yaml"), &copy(&dir, "nodes.json"));
     assert_same(&text(&out.stdout), &read(&fixture("pools.planned.json")));
     assert_eq!(
         text(&out.stderr),
@@ -79,16 +65,16 @@ fn yaml_multidoc_pools_with_json_array_nodes_and_an_invalid_pool() {
 
 #[test]
 fn kind_list_nodes_give_the_same_plan() {
-    let dir = TempDir::new("kindlist");
-    let out = plan(&dir.copy("pools.yaml"), &dir.copy("nodes-kind-list.yaml"));
+    let dir = Sandbox::labelled("plan-kindlist");
+    let out = plan(&copy(&dir, "pools.yaml"), &copy(&dir, "nodes-kind-list.yaml"));
     assert_same(&text(&out.stdout), &read(&fixture("pools.planned.json")));
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn json_list_pools_with_selector_keep_existing_blocks_and_warn() {
-    let dir = TempDir::new("jsonlist");
-    let out = plan(&dir.copy("pools-list.json"), &dir.copy("nodes.yaml"));
+    let dir = Sandbox::labelled("plan-jsonlist");
+    let out = plan(&copy(&dir, "pools-list.json"), &copy(&dir, "nodes.yaml"));
     assert_same(&text(&out.stdout), &read(&fixture("pools-list.planned.json")));
     assert_eq!(
         text(&out.stderr),
@@ -100,17 +86,17 @@ fn json_list_pools_with_selector_keep_existing_blocks_and_warn() {
 
 #[test]
 fn planning_the_output_again_changes_nothing() {
-    let dir = TempDir::new("stable");
+    let dir = Sandbox::labelled("plan-stable");
     let planned = read(&fixture("pools-list.planned.json"));
-    let out = plan(&dir.write("again.json", &planned), &dir.copy("nodes.yaml"));
+    let out = plan(&write(&dir, "again.json", &planned), &copy(&dir, "nodes.yaml"));
     assert_same(&text(&out.stdout), &planned);
 }
 
 #[test]
 fn file_errors_name_the_flag_and_path_and_exit_2() {
-    let dir = TempDir::new("errors");
-    let nodes = dir.copy("nodes.yaml");
-    let missing = dir.0.join("missing.yaml");
+    let dir = Sandbox::labelled("plan-errors");
+    let nodes = copy(&dir, "nodes.yaml");
+    let missing = dir.path("missing.yaml");
     let out = plan(&missing, &nodes);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
@@ -118,8 +104,8 @@ fn file_errors_name_the_flag_and_path_and_exit_2() {
         err.starts_with(&format!("ipam-controller: --pools {}: cannot read: ", missing.display())),
         "{err}"
     );
-    let bad = dir.write("bad.yaml", "kind: IPPool\nmetadata: {name: x}\n---\nkind: Pod\n");
-    let out = plan(&dir.copy("pools.yaml"), &bad);
+    let bad = write(&dir, "bad.yaml", "kind: IPPool\nmetadata: {name: x}\n---\nkind: Pod\n");
+    let out = plan(&copy(&dir, "pools.yaml"), &bad);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         text(&out.stderr),

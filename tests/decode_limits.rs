@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::Daemon;
 use common::{Sandbox, wait_until};
@@ -109,23 +109,9 @@ fn a_deep_pools_file_edit_keeps_the_previous_pools() {
 
 /// Runs a command that must exit within [`EXIT_DEADLINE`]; its exit code and stderr.
 fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
-    let started = Instant::now();
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if started.elapsed() > EXIT_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} still ran after {EXIT_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
-    (status.code(), err)
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let out = common::wait::output_within(child, EXIT_DEADLINE, &format!("{cmd:?} exits"));
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]

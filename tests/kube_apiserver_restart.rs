@@ -11,6 +11,7 @@ use serde_json::json;
 
 #[test]
 fn apiserver_restart_keeps_url_credentials_and_data() {
+    crate::needs_control_plane!();
     let kube = Kube::from_env();
     let name = unique_name("it-restart");
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});

@@ -1,20 +1,23 @@
 //! `ipam-controller` in cluster mode against the real kube-apiserver of `hack/control-plane.sh`:
 //! the real binary, as the controller's service-account token with deploy/rbac applied.
-//! Fails (never skips) when not run under the control plane.
+//! Skips (one line on stderr) when not run under the control plane; fails instead under
+//! hack/test.sh (`NV_IPAM_REQUIRE_CONTROL_PLANE=1`).
 //!
 //! Isolation: each test has its own namespace (pools, Lease, Events) and its own node label
 //! value, and its pools select only nodes with that value, so tests sharing the apiserver never
-//! see each other's Nodes. Every wait is bounded (`wait_until`).
+//! see each other's Nodes. Every wait is bounded (`common::wait`); "not before" properties (grace
+//! periods, live leases) are checked at every poll over their window, never by measuring time.
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use common::kube::{Kube, allowed, apply_manifests, cp_dir, unique_name};
+use common::controller::{Controller, cluster_args};
+use common::kube::{Kube, allowed, apply_manifests, unique_name};
+use common::wait::{stays_true_until, wait_stable};
 use common::{Sandbox, unique, wait_until};
 use serde_json::{Value, json};
 
@@ -23,6 +26,9 @@ const API: &str = "/apis/nv-ipam.nvidia.com/v1alpha1";
 const LABEL: &str = "nv-ipam.test/group";
 /// Bound for a status to appear after a change (watch + reconcile + write, on a busy machine).
 const SETTLE: Duration = Duration::from_secs(30);
+/// `--node-release-grace-period` of the grace test: long enough that planning a new node
+/// (a watch event, a reconcile, a status write) fits inside it on a busy machine.
+const GRACE: Duration = Duration::from_secs(5);
 /// RBAC changes reach the authorizer through an informer; this bounds the wait for that.
 const RBAC_PROPAGATION: Duration = Duration::from_secs(30);
 
@@ -60,7 +66,6 @@ impl World {
 
     fn with_lifecycle(prefix: &str, lifecycle: Lifecycle) -> World {
         let admin = Kube::from_env();
-        let _ = cp_dir();
         ensure_rbac(&admin);
         let ns = unique_name(prefix);
         admin
@@ -186,36 +191,11 @@ impl World {
     }
 
     fn start(&self, name: &str, extra: &[&str]) -> Controller {
-        let (health, metrics) = (free_port(), free_port());
-        let log = self.sandbox.path(&format!("{name}.log"));
-        let kubeconfig = cp_dir().join("controller.kubeconfig");
-        let mut args: Vec<String> = vec![
-            "--kubeconfig".into(),
-            kubeconfig.display().to_string(),
-            "--ippools-namespace".into(),
-            self.ns.clone(),
-            "--leader-elect-namespace".into(),
-            self.ns.clone(),
-            "--health-probe-bind-address".into(),
-            format!("127.0.0.1:{health}"),
-            "--metrics-bind-address".into(),
-            format!("127.0.0.1:{metrics}"),
-            "-v".into(),
-            "2".into(),
-        ];
+        let mut args = cluster_args(&self.ns);
+        args.extend(["--leader-elect-namespace".to_string(), self.ns.clone()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(env!("CARGO_BIN_EXE_ipam-controller"))
-            .args(&args)
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create log file"))
-            .spawn()
-            .expect("start ipam-controller");
-        let c = Controller { child: Some(child), health, metrics, log: log.display().to_string() };
-        wait_until(SETTLE, "the controller is ready (/readyz)", || {
-            common::http_get(c.health, "/readyz").0 == 200
-        });
+        let mut c = Controller::spawn(self.sandbox.path(&format!("{name}.log")), &args);
+        c.wait_ready(SETTLE);
         c
     }
 }
@@ -227,85 +207,6 @@ impl Drop for World {
         }
         let _ = self.admin.delete(&format!("/api/v1/namespaces/{}", self.ns));
     }
-}
-
-/// A running controller process; killed on drop (its log printed if the test failed).
-struct Controller {
-    child: Option<Child>,
-    health: u16,
-    metrics: u16,
-    log: String,
-}
-
-impl Controller {
-    /// The value of the sample line starting with `series` (name plus labels), if any.
-    fn metric(&self, series: &str) -> Option<f64> {
-        let (_, body) = common::http_get(self.metrics, "/metrics");
-        body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    fn reconciles(&self) -> f64 {
-        self.metric("nv_ipam_reconcile_total").expect("nv_ipam_reconcile_total is exported")
-    }
-
-    /// `nv_ipam_leader == 1` and `nv_ipam_reconcile_total` from one scrape.
-    fn leader_and_reconciles(&self) -> (bool, f64) {
-        let (_, body) = common::http_get(self.metrics, "/metrics");
-        let get = |series: &str| {
-            body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
-        };
-        (
-            get("nv_ipam_leader") == Some(1.0),
-            get("nv_ipam_reconcile_total").expect("reconcile_total is exported"),
-        )
-    }
-
-    fn is_leader(&self) -> bool {
-        self.metric("nv_ipam_leader") == Some(1.0)
-    }
-
-    fn signal(&mut self, sig: &str) {
-        if let Some(c) = &self.child {
-            let ok =
-                Command::new("kill").args([sig, &c.id().to_string()]).status().expect("run kill").success();
-            assert!(ok, "kill {sig} {}", c.id());
-        }
-    }
-
-    /// Waits for the process to end; its exit code.
-    fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
-        let end = Instant::now() + deadline;
-        let child = self.child.as_mut()?;
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                self.child = None;
-                return st.code();
-            }
-            assert!(Instant::now() < end, "controller did not exit within {deadline:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- controller log {} ---\n{}",
-                self.log,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
 }
 
 /// Applies deploy/base/namespace.yaml and deploy/rbac/controller.yaml as admin, accepting
@@ -325,6 +226,7 @@ fn triple(n: &str, a: &str, b: &str) -> (String, String, String) {
 
 #[test]
 fn seed_and_reference_examples_come_out_exactly() {
+    crate::needs_control_plane!();
     let w = World::new("it-ctl-seed");
     for n in ["node1", "node2"] {
         w.create_node(n, "a");
@@ -391,11 +293,12 @@ fn seed_and_reference_examples_come_out_exactly() {
             && c.metric("nv_ipam_pool_free_blocks{pool=\"example1\",type=\"ippool\"}") == Some(12.0)
             && c.metric("nv_ipam_pool_size{pool=\"pool1\",type=\"cidrpool\"}") == Some(65536.0)
     });
-    assert_eq!(common::http_get(c.health, "/healthz").0, 200);
+    assert_eq!(c.healthz(), 200);
 }
 
 #[test]
 fn unlabelled_node_with_zero_grace_frees_its_block_for_a_new_node() {
+    crate::needs_control_plane!();
     let w = World::new("it-ctl-grace0");
     let n1 = w.create_node("node1", "a");
     w.create_node("node2", "a");
@@ -423,6 +326,7 @@ fn unlabelled_node_with_zero_grace_frees_its_block_for_a_new_node() {
 
 #[test]
 fn departed_node_keeps_its_block_for_the_grace_period() {
+    crate::needs_control_plane!();
     let w = World::new("it-ctl-grace");
     let n1 = w.create_node("node1", "a");
     w.create_node("node2", "a");
@@ -432,31 +336,28 @@ fn departed_node_keeps_its_block_for_the_grace_period() {
         "p",
         json!({"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "nodeSelector": w.selector("a")}),
     );
-    let c = w.start("ctl", &["--node-release-grace-period", "3s"]);
+    let c = w.start("ctl", &["--node-release-grace-period", &format!("{}s", GRACE.as_secs())]);
     wait_until(SETTLE, "two blocks", || w.ip_allocations("p").len() == 2);
-    let changed_at = Instant::now();
+    // the grace period starts when the controller sees the deletion, after this instant
+    let grace_end = Instant::now() + GRACE;
     w.delete_node(&n1);
     w.create_node("node3", "a");
-    // node3 is planned while node1 is held: it must not get node1's block
-    wait_until(SETTLE, "node3 gets a block", || w.ip_allocations("p").len() == 3);
-    assert!(
-        changed_at.elapsed() < Duration::from_secs(3),
-        "too slow to observe the hold; rerun on a calmer machine"
-    );
-    assert_eq!(
-        w.ip_allocations("p"),
-        vec![
-            triple("node1", "192.168.0.1", "192.168.0.4"),
-            triple("node2", "192.168.0.5", "192.168.0.8"),
-            triple("node3", "192.168.0.9", "192.168.0.12"),
-        ],
-        "node1 is still held"
-    );
-    assert_eq!(c.metric("nv_ipam_pool_nodes_held{pool=\"p\",type=\"ippool\"}"), Some(1.0));
+    let held = vec![
+        triple("node1", "192.168.0.1", "192.168.0.4"),
+        triple("node2", "192.168.0.5", "192.168.0.8"),
+        triple("node3", "192.168.0.9", "192.168.0.12"),
+    ];
+    // node3 is planned while node1 is held: it gets the next block, not node1's
+    wait_until(SETTLE, "node3 gets a block", || w.ip_allocations("p").iter().any(|a| a.0 == "node3"));
+    assert_eq!(w.ip_allocations("p"), held, "node1 is still held when node3 is planned");
+    // and node1 stays held, in status and metrics, until the grace period has passed
+    stays_true_until(grace_end, 1, "node1 is held until the grace period ended", || {
+        w.ip_allocations("p") == held
+            && c.metric("nv_ipam_pool_nodes_held{pool=\"p\",type=\"ippool\"}") == Some(1.0)
+    });
     wait_until(SETTLE, "node1's block is released after the grace period", || {
         w.ip_allocations("p").len() == 2
     });
-    assert!(changed_at.elapsed() >= Duration::from_secs(3), "released before the grace period ended");
     assert_eq!(
         w.ip_allocations("p"),
         vec![triple("node2", "192.168.0.5", "192.168.0.8"), triple("node3", "192.168.0.9", "192.168.0.12")]
@@ -465,6 +366,7 @@ fn departed_node_keeps_its_block_for_the_grace_period() {
 
 #[test]
 fn invalid_spec_update_keeps_allocations_and_reports_why() {
+    crate::needs_control_plane!();
     let w = World::new("it-ctl-invalid");
     w.create_node("node1", "a");
     w.create_pool(
@@ -505,6 +407,7 @@ fn invalid_spec_update_keeps_allocations_and_reports_why() {
 
 #[test]
 fn exhausted_pool_emits_no_free_ranges() {
+    crate::needs_control_plane!();
     let w = World::new("it-ctl-exhausted");
     w.create_node("n1", "a");
     w.create_node("n2", "a");
@@ -527,6 +430,7 @@ fn exhausted_pool_emits_no_free_ranges() {
 
 #[test]
 fn node_heartbeats_do_not_reconcile() {
+    crate::needs_control_plane!();
     let w = World::new("it-ctl-heartbeat");
     let n1 = w.create_node("node1", "a");
     w.create_pool(
@@ -538,13 +442,9 @@ fn node_heartbeats_do_not_reconcile() {
     let c = w.start("ctl", &[]);
     wait_until(SETTLE, "one block", || w.ip_allocations("p").len() == 1);
     // the status write's own watch echo must not trigger anything either: let the count settle
-    let mut last = c.reconciles();
-    wait_until(SETTLE, "the reconcile count is stable for 1 s", || {
-        std::thread::sleep(Duration::from_secs(1)); // a quiet window, measured, not a sync guess
-        let now = c.reconciles();
-        std::mem::replace(&mut last, now) == now
+    let before = wait_stable(SETTLE, Duration::from_secs(1), "the reconcile count is stable for 1 s", || {
+        c.reconciles()
     });
-    let before = c.reconciles();
     for i in 0..5 {
         let path = format!("/api/v1/nodes/{n1}/status");
         let mut node = w.admin.get(&format!("/api/v1/nodes/{n1}")).expect_status(200, "get node");
@@ -565,6 +465,7 @@ fn node_heartbeats_do_not_reconcile() {
 
 #[test]
 fn leader_election_one_reconciles_kill_and_release_hand_over() {
+    crate::needs_control_plane!();
     let w = World::new("it-ctl-leader");
     w.create_node("node1", "a");
     w.create_pool(
@@ -583,8 +484,14 @@ fn leader_election_one_reconciles_kill_and_release_hand_over() {
     // kill -9: the follower takes over within the lease duration (15 s) plus retry margin
     leader.signal("-KILL");
     let killed_at = Instant::now();
-    wait_until(Duration::from_secs(15 + 10), "the follower becomes leader", || follower.is_leader());
-    assert!(killed_at.elapsed() >= Duration::from_secs(10), "took over a live-looking lease too early");
+    stays_true_until(
+        killed_at + Duration::from_secs(10),
+        1,
+        "the follower waits for the lease to expire",
+        || !follower.is_leader(),
+    );
+    // within the lease duration (15 s) plus retry margin: 25 s after the kill in all
+    wait_until(Duration::from_secs(15), "the follower becomes leader", || follower.is_leader());
     w.create_node("node2", "a");
     wait_until(SETTLE, "the new leader reconciles", || w.ip_allocations("p").len() == 2);
 
@@ -592,10 +499,8 @@ fn leader_election_one_reconciles_kill_and_release_hand_over() {
     let c = w.start("c", &["--leader-elect"]);
     assert!(!c.is_leader());
     follower.signal("-TERM");
-    assert_eq!(follower.wait_exit(Duration::from_secs(20)), Some(0), "graceful exit code");
-    let released_at = Instant::now();
+    assert_eq!(follower.wait_exit(Duration::from_secs(20)).code(), Some(0), "graceful exit code");
     wait_until(Duration::from_secs(8), "the third candidate takes the released lease", || c.is_leader());
-    assert!(released_at.elapsed() < Duration::from_secs(8));
     let lease = w
         .admin
         .get(&format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases/dd1643cf.nvidia.com", w.ns))
@@ -605,6 +510,7 @@ fn leader_election_one_reconciles_kill_and_release_hand_over() {
 
 #[test]
 fn restart_writes_nothing_when_nothing_changed() {
+    crate::needs_control_plane!();
     let w = World::new("it-ctl-restart");
     w.create_node("node1", "a");
     w.create_node("node2", "a");
@@ -617,7 +523,7 @@ fn restart_writes_nothing_when_nothing_changed() {
     let mut c = w.start("first", &[]);
     wait_until(SETTLE, "two blocks", || w.ip_allocations("p").len() == 2);
     c.signal("-TERM");
-    assert_eq!(c.wait_exit(Duration::from_secs(20)), Some(0));
+    assert_eq!(c.wait_exit(Duration::from_secs(20)).code(), Some(0));
     let rv = w.pool("ippools", "p")["metadata"]["resourceVersion"].clone();
     // status.allocations is the only truth: a new process decides the same and writes nothing
     let c2 = w.start("second", &[]);
@@ -627,6 +533,7 @@ fn restart_writes_nothing_when_nothing_changed() {
 
 #[test]
 fn a_stolen_lease_stops_reconciling_until_won_back() {
+    crate::needs_control_plane!();
     let w = World::new("it-ctl-stolen");
     w.create_node("node1", "a");
     w.create_pool(
@@ -649,8 +556,8 @@ fn a_stolen_lease_stops_reconciling_until_won_back() {
     wait_until(Duration::from_secs(10), "the controller steps down", || !c.is_leader());
     let count = c.reconciles();
     w.create_node("node2", "a");
-    // the intruder never renews: after the lease duration the controller takes it back
-    wait_until(Duration::from_secs(15 + 10), "the controller is leader again", || {
+    // without the lease nothing is reconciled and no status written
+    let leader_again = || {
         // one scrape for both values, and a second one to know the status read happened
         // while still not leader
         let (leader, n) = c.leader_and_reconciles();
@@ -663,8 +570,16 @@ fn a_stolen_lease_stops_reconciling_until_won_back() {
             assert_eq!(allocated, 1, "status written without the lease");
         }
         false
-    });
-    assert!(stolen_at.elapsed() >= Duration::from_secs(12), "took a live lease back");
+    };
+    // the intruder's lease looks live for its duration (15 s from its renewTime): not taken back
+    stays_true_until(
+        stolen_at + Duration::from_secs(12),
+        1,
+        "the controller leaves a live lease alone",
+        || !leader_again(),
+    );
+    // the intruder never renews: after the lease duration the controller takes it back
+    wait_until(Duration::from_secs(15 + 10 - 12), "the controller is leader again", leader_again);
     wait_until(SETTLE, "node2 is allocated after winning the lease back", || {
         w.ip_allocations("p").len() == 2
     });
@@ -672,6 +587,7 @@ fn a_stolen_lease_stops_reconciling_until_won_back() {
 
 #[test]
 fn keeps_reconciling_across_an_apiserver_restart() {
+    crate::needs_control_plane!();
     let w = World::exclusive("it-ctl-apirestart");
     w.create_node("node1", "a");
     w.create_pool(
@@ -691,6 +607,6 @@ fn keeps_reconciling_across_an_apiserver_restart() {
     wait_until(Duration::from_secs(60), "node2 is allocated after the restart", || {
         w.ip_allocations("p").len() == 2
     });
-    assert_eq!(common::http_get(c.health, "/healthz").0, 200);
-    assert_eq!(common::http_get(c.health, "/readyz").0, 200);
+    assert_eq!(c.healthz(), 200);
+    assert_eq!(c.readyz(), 200);
 }

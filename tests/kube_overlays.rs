@@ -4,8 +4,8 @@
 //! the properties the manifests promise: least privilege, the reference's paths and flags, the
 //! RBAC the other integration tests authenticate against, and a namespace override that moves
 //! every reference to the namespace. Pods made from the templates go through the apiserver's
-//! pod admission (Priority, PodSecurity) in a dry run. Fails (never skips) when not run under
-//! the control plane.
+//! pod admission (Priority, PodSecurity) in a dry run. Skips (one line on stderr) when not
+//! run under the control plane; fails instead under hack/test.sh.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -17,8 +17,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::Sandbox;
 use common::kube::{Kube, create_or_exists, yaml_docs};
-use common::tempdir::TempDir;
 use serde_json::{Value, json};
 
 const OVERLAYS: [&str; 3] = ["no-webhook", "certmanager", "openshift"];
@@ -366,6 +366,7 @@ fn whoami(kube: &Kube) -> String {
 
 #[test]
 fn no_webhook_overlay_applies_and_is_the_base() {
+    crate::needs_control_plane!();
     prerequisites();
     let (text, objs) = render_overlay("no-webhook");
     dry_run_apply(&text, &objs, false);
@@ -391,6 +392,7 @@ fn no_webhook_overlay_applies_and_is_the_base() {
 
 #[test]
 fn pods_run_as_the_identities_the_tests_use() {
+    crate::needs_control_plane!();
     // The tokens of hack/control-plane.sh that every integration test authenticates with are
     // the users the pods of the rendered base run as: same ServiceAccounts, same namespace.
     let (_, objs) = render_overlay("no-webhook");
@@ -411,6 +413,7 @@ fn pods_run_as_the_identities_the_tests_use() {
 
 #[test]
 fn certmanager_overlay_applies_with_a_cert_manager_certificate() {
+    crate::needs_control_plane!();
     prerequisites();
     let (text, objs) = render_overlay("certmanager");
     dry_run_apply(&text, &objs, false);
@@ -438,6 +441,7 @@ fn certmanager_overlay_applies_with_a_cert_manager_certificate() {
 
 #[test]
 fn openshift_overlay_applies_with_its_scc_and_service_ca() {
+    crate::needs_control_plane!();
     prerequisites();
     let (text, objs) = render_overlay("openshift");
     dry_run_apply(&text, &objs, false);
@@ -502,13 +506,14 @@ fn relative(from: &Path, to: &Path) -> PathBuf {
 
 #[test]
 fn namespace_override_moves_rbac_subjects_and_the_lease_binding() {
+    crate::needs_control_plane!();
     // The upgrade path from the reference, which runs in kube-system with its pools there: a
     // user's overlay of no-webhook with `namespace: kube-system`, dropping our Namespace object
     // (kube-system exists and is not ours to label).
     prerequisites();
-    let dir = TempDir::new("kustomize-ns");
+    let dir = Sandbox::labelled("kustomize-ns");
     let base = relative(
-        &dir.path().canonicalize().unwrap(),
+        &dir.root().canonicalize().unwrap(),
         &repo().join("deploy/overlays/no-webhook").canonicalize().unwrap(),
     );
     let kustomization = format!(
@@ -517,8 +522,8 @@ fn namespace_override_moves_rbac_subjects_and_the_lease_binding() {
          kind: Namespace\n      metadata:\n        name: nv-ipam\n",
         base.display()
     );
-    std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
-    let text = render(dir.path());
+    std::fs::write(dir.root().join("kustomization.yaml"), kustomization).unwrap();
+    let text = render(dir.root());
     let objs = docs(&text);
     // Other tests of this apiserver installed the cluster-wide bindings for nv-ipam; moving
     // their subjects to kube-system is the point, so take them over (nothing is stored).
@@ -542,14 +547,15 @@ fn namespace_override_moves_rbac_subjects_and_the_lease_binding() {
 
 #[test]
 fn render_manifests_script_writes_each_overlay() {
-    let out = TempDir::new("render-manifests");
+    crate::needs_control_plane!();
+    let out = Sandbox::labelled("render-manifests");
     let status = Command::new(repo().join("hack/render-manifests.sh"))
-        .arg(out.path())
+        .arg(out.root())
         .env("NV_IPAM_KUBECTL", kubectl())
         .status()
         .unwrap();
     assert!(status.success(), "hack/render-manifests.sh: {status}");
-    let mut written: Vec<String> = std::fs::read_dir(out.path())
+    let mut written: Vec<String> = std::fs::read_dir(out.root())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -558,7 +564,7 @@ fn render_manifests_script_writes_each_overlay() {
     want.sort();
     assert_eq!(written, want);
     for o in OVERLAYS {
-        let file = std::fs::read_to_string(out.path().join(format!("{o}.yaml"))).unwrap();
+        let file = std::fs::read_to_string(out.root().join(format!("{o}.yaml"))).unwrap();
         assert_eq!(file, render_overlay(o).0, "{o}");
     }
 }
@@ -577,15 +583,16 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn certmanager_copy_with_a_namespace_derives_the_names_from_it() {
+    crate::needs_control_plane!();
     // deploy/README.md: for certmanager in another namespace, copy the overlay and set
     // `namespace:` in the copy; the DNS names and inject-ca-from must follow.
-    let dir = TempDir::new("kustomize-cm");
-    copy_dir(&repo().join("deploy"), &dir.path().join("deploy"));
-    let k = dir.path().join("deploy/overlays/certmanager/kustomization.yaml");
+    let dir = Sandbox::labelled("kustomize-cm");
+    copy_dir(&repo().join("deploy"), &dir.root().join("deploy"));
+    let k = dir.root().join("deploy/overlays/certmanager/kustomization.yaml");
     let text =
         std::fs::read_to_string(&k).unwrap().replace("\nresources:", "\nnamespace: ipam-x\nresources:");
     std::fs::write(&k, text).unwrap();
-    let objs = docs(&render(&dir.path().join("deploy/overlays/certmanager")));
+    let objs = docs(&render(&dir.root().join("deploy/overlays/certmanager")));
     let cert = find(&objs, "Certificate", CERT_SECRET);
     assert_eq!(
         strs(&cert["spec"]["dnsNames"]),
@@ -620,6 +627,7 @@ fn dry_run_pod(admin: &Kube, pod: &Value) -> common::kube::Reply {
 
 #[test]
 fn pods_of_the_templates_are_admitted_and_only_hostpath_and_root_need_more_than_restricted() {
+    crate::needs_control_plane!();
     prerequisites();
     let admin = Kube::from_env();
     for obj in yaml_docs("deploy/rbac/controller.yaml").into_iter().chain(yaml_docs("deploy/rbac/node.yaml"))

@@ -11,7 +11,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
 use common::daemon::Daemon;
-use common::peers::{Proc, SLOW_FRAME, Target, Trickle, fd_count, spawn_node};
+use common::peers::{SLOW_FRAME, Target, Trickle, fd_count, spawn_node};
+use common::process::Proc;
 use common::wait_until;
 
 const POOLS: &str = "

@@ -15,9 +15,12 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, free_port};
-use common::peers::{Proc, SLOW_FRAME, SLOW_HTTP, Target, Trickle, fd_count, proc_status, spawn_node};
-use common::{Sandbox, http_get, unique, wait_until};
+use common::controller::Controller;
+use common::daemon::Daemon;
+use common::peers::{SLOW_FRAME, SLOW_HTTP, Target, Trickle, fd_count, proc_status, spawn_node};
+use common::process::Proc;
+use common::wait::stays_true;
+use common::{Sandbox, free_port, http_get, unique, wait_until};
 
 /// Node1 holds 10.60.0.1-10.60.4.0: room for every ADD of these tests.
 const POOLS: &str = "
@@ -101,14 +104,10 @@ fn healthz_answers_while_slow_peers_hold_every_slot() {
     let other = Trickle::start(Target::Tcp(addr), 24, SLOW_HTTP, EVERY, reconnect);
     let same = Trickle::start(Target::Tcp(v4(port)), 24, SLOW_HTTP, EVERY, false);
     wait_accepted(p.pid(), base, 16);
-    let start = Instant::now();
-    let mut probes = 0;
-    while probes < 10 || start.elapsed() < Duration::from_secs(3) {
-        let (status, body) = http_get(port, "/healthz");
-        assert_eq!((status, body.as_str()), (200, "ok"), "probe {probes} while slow peers are connected");
-        probes += 1;
-        std::thread::sleep(Duration::from_millis(100)); // probe pacing, as kubelet's period
-    }
+    // at least 10 probes over at least 3 s, every one answered
+    stays_true(Duration::from_secs(3), 10, "/healthz answers 200 ok while slow peers are connected", || {
+        http_get(port, "/healthz") == (200, "ok".to_string())
+    });
     assert!(!reconnect || open(&other) >= 8, "the reconnecting slow peer stayed connected");
     drop(same);
 }
@@ -191,21 +190,20 @@ fn webhook() -> Webhook {
         "spec": {"subnet": "10.0.0.0/24", "perNodeBlockSize": 4}}}}"#,
     )
     .expect("write review");
-    let (port, health) = (free_port(), free_port());
-    let log = sandbox.path("controller.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_ipam-controller"))
-        .args(["--kubeconfig", &kubeconfig.display().to_string(), "-v", "2"])
-        .args(["--metrics-bind-address", "0"])
-        .args(["--health-probe-bind-address", &format!("127.0.0.1:{health}")])
-        .args(["--webhook", "--webhook-bind-address", &format!("{DUAL_STACK}:{port}")])
-        .args(["--webhook-cert-dir", &certs.display().to_string()])
-        .env_remove("KUBECONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("create log"))
-        .spawn()
-        .expect("start ipam-controller");
-    let mut w = Webhook { proc: Proc::new(child, &log), port, health, review, _sandbox: sandbox };
+    let port = free_port();
+    let args: Vec<String> = [
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--webhook",
+        "--webhook-bind-address",
+        &format!("{DUAL_STACK}:{port}"),
+        "--webhook-cert-dir",
+        &certs.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let Controller { proc, health, .. } = Controller::spawn(sandbox.path("controller.log"), &args);
+    let mut w = Webhook { proc, port, health, review, _sandbox: sandbox };
     wait_until(SETTLE, "the webhook answers a review", || {
         assert!(w.proc.running(), "ipam-controller exited:\n{}", w.proc.log());
         w.verdict().is_some()

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{CniOut, Sandbox, attachment_env, cni, env_refs, wait_until};
+use super::wait::wait_exit;
+use super::{CniOut, Sandbox, attachment_env, cni, env_refs, free_port, wait_until};
 
 /// How long the daemon gets to bind its socket, and to exit after SIGTERM.
 pub const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -45,12 +46,6 @@ pub struct ClusterOpts {
     pub health_port: u16,
     /// More flags, e.g. `--stale-ip-check-interval=1s`.
     pub extra: Vec<String>,
-}
-
-/// A TCP port that was free a moment ago (bound to port 0, then released).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
 }
 
 impl Daemon {
@@ -213,19 +208,9 @@ impl Daemon {
         let f = fs::File::create(&err).expect("create stderr file");
         let mut child =
             self.command().stdin(Stdio::null()).stdout(Stdio::null()).stderr(f).spawn().expect("spawn");
-        let mut status = None;
-        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            wait_until(START_DEADLINE, "ipam-node exits", || {
-                status = child.try_wait().expect("try_wait");
-                status.is_some()
-            })
-        }));
-        if res.is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ipam-node kept running although it was expected to exit");
-        }
-        (status.expect("exited"), fs::read_to_string(err).unwrap_or_default())
+        let status =
+            wait_exit(&mut child, START_DEADLINE, "ipam-node exits (it was expected to refuse to start)");
+        (status, fs::read_to_string(err).unwrap_or_default())
     }
 
     pub fn write_pools(&self, pools: &str) {
@@ -255,12 +240,7 @@ impl Daemon {
     pub fn stop(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("daemon is running");
         super::sh("kill", &["-TERM", &c.id().to_string()]);
-        let mut st = None;
-        wait_until(START_DEADLINE, "ipam-node exits after SIGTERM", || {
-            st = c.try_wait().expect("try_wait");
-            st.is_some()
-        });
-        st.expect("exited")
+        wait_exit(&mut c, START_DEADLINE, "ipam-node exits after SIGTERM")
     }
 
     /// Kill -9 (if running) and start again on the same store, pools and socket.

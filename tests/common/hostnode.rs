@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -147,20 +147,8 @@ impl HostNode {
             let _ = err.read_to_end(&mut s);
             s
         });
-        let end = Instant::now() + CALL_DEADLINE;
-        let mut pause = Duration::from_millis(2);
-        let exit = loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                break st.code().unwrap_or(-1);
-            }
-            if Instant::now() >= end {
-                let _ = child.kill();
-                let _ = child.wait();
-                break -1;
-            }
-            std::thread::sleep(pause); // poll interval while waiting on the deadline
-            pause = (pause * 2).min(Duration::from_millis(50));
-        };
+        let exit =
+            super::wait::exit_within(&mut child, CALL_DEADLINE).map_or(-1, |st| st.code().unwrap_or(-1));
         let _ = feeder.join();
         let stdout = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
         let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();

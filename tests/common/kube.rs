@@ -20,6 +20,48 @@ use ureq::tls::{PemItem, RootCerts, TlsConfig};
 pub const NOT_UNDER_CONTROL_PLANE: &str =
     "KUBECONFIG and NV_IPAM_CP_DIR must be set: run under hack/control-plane.sh; hack/test.sh does this";
 
+/// Set to `1` by hack/test.sh: there, a test that needs the control plane and does not find it
+/// fails instead of skipping, so a broken set-up cannot pass as a run of skipped tests.
+pub const REQUIRE_CONTROL_PLANE: &str = "NV_IPAM_REQUIRE_CONTROL_PLANE";
+
+/// Whether this test runs under `hack/control-plane.sh` (`KUBECONFIG` and `NV_IPAM_CP_DIR`
+/// set). When it does not, prints one line naming the test and how to run it, and returns
+/// false (the test then returns: plain `cargo test` passes on a machine without the control
+/// plane); when [`REQUIRE_CONTROL_PLANE`] is `1`, panics instead. Call it through
+/// [`crate::needs_control_plane!`], the first line of every test that needs it.
+pub fn under_control_plane() -> bool {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    if set("KUBECONFIG") && set("NV_IPAM_CP_DIR") {
+        return true;
+    }
+    if std::env::var(REQUIRE_CONTROL_PLANE).is_ok_and(|v| v == "1") {
+        panic!("{NOT_UNDER_CONTROL_PLANE} ({REQUIRE_CONTROL_PLANE}=1: this run must not skip)");
+    }
+    // libtest names the test's thread after the test; the binary is `<file>-<hash>`
+    let exe = std::env::current_exe().ok();
+    let file = exe.as_ref().and_then(|p| p.file_stem()).and_then(|s| s.to_str()).unwrap_or("?");
+    let file = file.rsplit_once('-').map_or(file, |(f, _)| f);
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    // straight to the stderr stream: libtest's capture would hide an eprintln of a passing test
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {file}::{test}: needs the control plane; run it under hack/control-plane.sh (hack/test.sh does)"
+    );
+    false
+}
+
+/// Returns from the calling test when it does not run under the control plane (see
+/// [`common::kube::under_control_plane`]).
+#[macro_export]
+macro_rules! needs_control_plane {
+    () => {
+        if !$crate::common::kube::under_control_plane() {
+            return;
+        }
+    };
+}
+
 /// One identity (token) on one API server.
 #[derive(Clone)]
 pub struct Kube {

@@ -1,25 +1,33 @@
-//! Shared fixtures for the end-to-end tests: a sandbox directory per test, `wait_until` with a
-//! deadline, the real `ipam-node` daemon ([`daemon::Daemon`]), the real `nv-ipam` plugin run
-//! with a clean environment ([`cni`]), network namespaces / links the test owns ([`netns`]),
-//! and slow or idle peers ([`peers`]). Every name is unique per process and per call, so tests
-//! run in parallel.
+//! The one helper layer of the integration tests: a temp directory per test ([`Sandbox`]),
+//! a free port ([`free_port`]), waits with a deadline ([`wait`]: the only place that sleeps to wait),
+//! processes killed on drop ([`process::Proc`]), the real `ipam-node` daemon
+//! ([`daemon::Daemon`]), the real `ipam-controller` ([`controller::Controller`]), the real
+//! `nv-ipam` plugin run with a clean environment ([`cni`]), the API server of
+//! `hack/control-plane.sh` ([`kube`], which also decides when a test skips), network
+//! namespaces / links the test owns ([`netns`]), and slow or idle peers ([`peers`]). Every
+//! name is unique per process and per call, so tests run in parallel. A test file that needs
+//! something twice adds it here rather than keeping its own copy.
 //!
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
+pub mod controller;
 pub mod daemon;
 pub mod hostnode;
 pub mod kube;
 pub mod netns;
 pub mod peers;
-pub mod tempdir;
+pub mod process;
+pub mod wait;
+
+pub use wait::wait_until;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -49,18 +57,39 @@ fn base36(mut n: usize) -> String {
     String::from_utf8(out).expect("ascii digits")
 }
 
-/// A directory owned by one test, removed (with its contents) on drop.
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A directory owned by one test, removed (with its contents) on drop. The one temp-dir type
+/// of the tests (no tempfile crate: the project adds no crates for this).
 pub struct Sandbox {
     pub dir: PathBuf,
 }
 
 impl Sandbox {
+    /// `<tmp>/nv-ipam-e2e-<unique>`.
     pub fn new() -> Sandbox {
-        let dir = std::env::temp_dir().join(format!("nv-ipam-e2e-{}", unique()));
-        fs::create_dir_all(&dir).expect("create the sandbox dir");
+        Sandbox::labelled("e2e")
+    }
+
+    /// `<tmp>/nv-ipam-<label>-<unique>`: the label tells whose leftovers a killed run left.
+    pub fn labelled(label: &str) -> Sandbox {
+        let dir = std::env::temp_dir().join(format!("nv-ipam-{label}-{}", unique()));
+        // A leftover from a killed run with the same pid would make results stale.
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         Sandbox { dir }
     }
 
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `name` inside the directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -75,22 +104,6 @@ impl Default for Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Polls `cond` until it holds; panics naming `what` when `deadline` passes first.
-pub fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if cond() {
-            return;
-        }
-        if Instant::now() >= end {
-            panic!("timed out after {deadline:?} waiting until {what}");
-        }
-        std::thread::sleep(pause); // a poll interval, not a synchronisation guess
-        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
@@ -147,7 +160,22 @@ pub fn run_plugin(binary: &Path, cmd: &str, config: &Value, env: &[(&str, &str)]
     run_plugin_raw(binary, cmd, &stdin, env)
 }
 
+/// How long one plugin run may take before the test fails: far beyond any call timeout of the
+/// plugin (`daemonCallTimeoutSeconds`), so only a hung plugin reaches it.
+pub const PLUGIN_DEADLINE: Duration = Duration::from_secs(60);
+
 pub fn run_plugin_raw(binary: &Path, cmd: &str, stdin: &[u8], env: &[(&str, &str)]) -> CniOut {
+    run_plugin_within(binary, cmd, stdin, env, PLUGIN_DEADLINE)
+}
+
+/// [`run_plugin_raw`] that must exit within `deadline` (killed and a panic otherwise).
+pub fn run_plugin_within(
+    binary: &Path,
+    cmd: &str,
+    stdin: &[u8],
+    env: &[(&str, &str)],
+    deadline: Duration,
+) -> CniOut {
     let mut c = Command::new(binary);
     c.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -164,7 +192,7 @@ pub fn run_plugin_raw(binary: &Path, cmd: &str, stdin: &[u8], env: &[(&str, &str
         // A plugin that fails early may close stdin; that is its answer, not a test error.
         let _ = w.write_all(stdin);
     }
-    let out = child.wait_with_output().expect("wait for the plugin");
+    let out = wait::output_within(child, deadline, &format!("{} CNI_COMMAND={cmd} exits", binary.display()));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
     let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -1,17 +1,17 @@
 //! Hostile peers for the slow-peer and shutdown tests: connections that trickle a request one
 //! byte at a time (reconnecting when the server drops them, as an attacker would), idle TCP
-//! connections, a process handle killed on drop, and a few /proc readings of the daemon.
+//! connections, `ipam-node` started as a [`Proc`], and a few /proc readings of the daemon.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::process::Proc;
 use super::wait_until;
 
 /// Where a trickler connects.
@@ -151,63 +151,6 @@ pub fn fd_count(pid: u32) -> usize {
 pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
-}
-
-/// A spawned process, killed on drop.
-pub struct Proc {
-    pub child: Option<Child>,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn new(child: Child, log: &Path) -> Proc {
-        Proc { child: Some(child), log: log.to_path_buf() }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    /// SIGTERM, then waits until the process exits; panics naming `what` after `deadline`.
-    pub fn term_and_wait(&mut self, deadline: Duration, what: &str) -> ExitStatus {
-        let mut c = self.child.take().expect("process is running");
-        super::sh("kill", &["-TERM", &c.id().to_string()]);
-        let mut st = None;
-        let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            wait_until(deadline, what, || {
-                st = c.try_wait().expect("try_wait");
-                st.is_some()
-            })
-        }));
-        if let Err(p) = waited {
-            let _ = c.kill();
-            let _ = c.wait();
-            eprintln!("--- log {} ---\n{}", self.log.display(), self.log());
-            std::panic::resume_unwind(p);
-        }
-        st.expect("exited")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- log {} ---\n{}", self.log.display(), self.log());
-        }
-    }
 }
 
 /// Starts `ipam-node` for `d`'s sandbox with `extra` flags, without touching the socket path
