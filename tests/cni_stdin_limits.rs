@@ -20,7 +20,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use common::tempdir::TempDir;
 use nv_ipam::cni::MAX_STDIN_BYTES;
 use nv_ipam::prescan::MAX_DEPTH;
 use serde_json::{Value, json};
@@ -46,18 +45,18 @@ struct Run {
 }
 
 /// A temp dir with `conf.d/nv-ipam.conf` naming the dir's log and socket, as ipam-node writes it.
-struct Sandbox {
-    dir: TempDir,
+struct PluginDir {
+    dir: common::Sandbox,
 }
 
-impl Sandbox {
-    fn new(label: &str) -> Sandbox {
+impl PluginDir {
+    fn new(label: &str) -> PluginDir {
         use std::os::unix::fs::PermissionsExt;
-        let s = Sandbox { dir: TempDir::new(label) };
-        let conf_dir = s.dir.path().join("conf.d");
+        let s = PluginDir { dir: common::Sandbox::labelled(label) };
+        let conf_dir = s.dir.root().join("conf.d");
         std::fs::create_dir(&conf_dir).expect("mkdir conf.d");
         // root-owned 0755: the plugin honours a config's confDir only then
-        for d in [s.dir.path(), conf_dir.as_path()] {
+        for d in [s.dir.root(), conf_dir.as_path()] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
         let conf = json!({"logFile": s.path("nv-ipam-cni.log"), "daemonSocket": s.path("daemon.sock")});
@@ -68,7 +67,7 @@ impl Sandbox {
     }
 
     fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
+        self.dir.root().join(name).display().to_string()
     }
 
     /// A valid ADD config whose top level also holds `extra` verbatim (`,"x":[...]`).
@@ -170,7 +169,7 @@ fn repeat(item: &str, count: usize) -> String {
 
 /// `,"<key>":[item,item,…]` (or `{item,…}` when `item` is a member) with as many items as
 /// keep the config within `budget` bytes.
-fn filler(s: &Sandbox, key: &str, item: &str, budget: usize) -> Vec<u8> {
+fn filler(s: &PluginDir, key: &str, item: &str, budget: usize) -> Vec<u8> {
     let (open, close) = if item.starts_with("\"k\":") { ("{", "}") } else { ("[", "]") };
     let base = s.config(&format!(r#","{key}":{open}{close}"#)).len();
     // count items take count × (len + 1) - 1 bytes (commas between them)
@@ -182,7 +181,7 @@ fn filler(s: &Sandbox, key: &str, item: &str, budget: usize) -> Vec<u8> {
 
 #[test]
 fn a_100k_deep_member_is_refused_with_code_6_naming_the_limit() {
-    let s = Sandbox::new("stdin-deep");
+    let s = PluginDir::new("stdin-deep");
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     for (where_, extra) in [
         ("an unknown member", format!(r#","x":{deep}"#)),
@@ -198,7 +197,7 @@ fn a_100k_deep_member_is_refused_with_code_6_naming_the_limit() {
 
 #[test]
 fn nesting_at_the_depth_limit_is_read_and_one_more_level_is_refused() {
-    let s = Sandbox::new("stdin-depth-limit");
+    let s = PluginDir::new("stdin-depth-limit");
     // The top-level object is level 1, so MAX_DEPTH - 1 arrays inside it reach the limit.
     let nested = |n: usize| format!(r#","x":{}0{}"#, "[".repeat(n), "]".repeat(n));
     let r = s.run(&s.config(&nested(MAX_DEPTH - 1)), true);
@@ -211,7 +210,7 @@ fn nesting_at_the_depth_limit_is_read_and_one_more_level_is_refused() {
 
 #[test]
 fn stdin_over_the_limit_is_refused_with_code_5_and_at_the_limit_is_read() {
-    let s = Sandbox::new("stdin-size");
+    let s = PluginDir::new("stdin-size");
     let at_limit = filler(&s, "x", "0", MAX_STDIN_BYTES);
     let mut at_limit = at_limit;
     // Pad with whitespace to exactly the limit: still one valid config.
@@ -232,7 +231,7 @@ fn stdin_over_the_limit_is_refused_with_code_5_and_at_the_limit_is_read() {
 
 #[test]
 fn many_tiny_objects_just_under_the_limit_cost_a_small_multiple_of_the_input() {
-    let s = Sandbox::new("stdin-memory");
+    let s = PluginDir::new("stdin-memory");
     let small = s.config("");
     let base = s.run(&small, true);
     assert_error(&base, 11, "daemon");
