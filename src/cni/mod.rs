@@ -47,15 +47,11 @@ pub const MAX_STDIN_BYTES: usize = 1 << 20;
 pub struct Outcome {
     /// The result or error JSON; empty for DEL, CHECK, GC and STATUS successes.
     pub stdout: String,
+    /// Exit 0, else 1 (the error code is in the JSON, as the spec asks; `bin/nv-ipam.rs`).
     pub success: bool,
 }
 
 impl Outcome {
-    /// 0 on success, 1 on error (the error code is in the JSON, as the spec asks).
-    pub fn exit_code(&self) -> i32 {
-        if self.success { 0 } else { 1 }
-    }
-
     fn ok(value: Option<Value>) -> Outcome {
         Outcome { stdout: value.map(|v| v.to_string()).unwrap_or_default(), success: true }
     }

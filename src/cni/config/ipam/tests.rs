@@ -109,6 +109,22 @@ fn stdin_wins_file_fills() {
     assert_eq!(c.pools, vec!["n".to_string()], "empty poolName falls back to the network name");
 }
 
+/// 0 is Go's zero value: the reference reads it as "unset", so a NAD written for it keeps
+/// working here; the conf file's value or the default applies. Negative and > 600 are errors.
+#[test]
+fn a_zero_call_timeout_means_unset() {
+    let c = resolve_with(json!({"name":"n","ipam":{"daemonCallTimeoutSeconds":0}}), None).expect("0");
+    assert_eq!(c.call_timeout, DEFAULT_CALL_TIMEOUT);
+    let c = resolve_with(
+        json!({"name":"n","ipam":{"daemonCallTimeoutSeconds":0}}),
+        Some(json!({"daemonCallTimeoutSeconds":7})),
+    )
+    .expect("0 over a file value");
+    assert_eq!(c.call_timeout, Duration::from_secs(7), "the file's value fills an unset one");
+    let c = resolve_with(json!({"name":"n","ipam":{"daemonCallTimeoutSeconds":600}}), None).expect("600");
+    assert_eq!(c.call_timeout, Duration::from_secs(600), "at the limit");
+}
+
 #[test]
 fn pool_selection() {
     let c = resolve_with(json!({"name":"n","ipam":{"poolName":"a, b"}}), None).expect("two");
