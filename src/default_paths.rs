@@ -39,14 +39,4 @@ mod tests {
         }
         assert_eq!(DAEMON_SOCKET_ADDRESS.strip_prefix("unix://"), Some(DAEMON_SOCKET));
     }
-
-    #[test]
-    fn the_plugin_defaults_agree() {
-        // The plugin keeps its own names for these (src/cni is decoded on its own); they must
-        // not drift from the daemon's, or a default install would dial or log elsewhere.
-        use crate::cni::config;
-        assert_eq!(config::DEFAULT_DAEMON_SOCKET, DAEMON_SOCKET);
-        assert_eq!(config::DEFAULT_CONF_DIR, CNI_CONF_DIR);
-        assert_eq!(config::DEFAULT_LOG_FILE, CNI_LOG_FILE);
-    }
 }

@@ -26,22 +26,23 @@ use super::stdin::NetConf;
 use super::{ConfigError, echo, not_an_object, opt_bool, opt_int, opt_str};
 use crate::alloc::PoolType;
 use crate::cni::paths::{self, Refusal, Warning};
+use crate::default_paths;
 use crate::logging;
 use crate::prescan::{self, MAX_DEPTH};
 
 /// The daemon's socket when neither stdin nor the conf file names one (the reference's).
-pub const DEFAULT_DAEMON_SOCKET: &str = "/var/lib/cni/nv-ipam/daemon.sock";
+pub const DEFAULT_DAEMON_SOCKET: &str = default_paths::DAEMON_SOCKET;
 /// Per daemon call (the reference's `daemonCallTimeoutSeconds` default).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound on `daemonCallTimeoutSeconds`: ten minutes is already longer than any runtime
 /// waits for a CNI call (kubelet's CRI call deadline is 4 minutes), so a larger value is a typo.
 pub const MAX_CALL_TIMEOUT_SECONDS: i64 = 600;
 /// Where `nv-ipam.conf` lives when stdin has no `ipam.confDir` (the reference's).
-pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d/nv-ipam.d";
+pub const DEFAULT_CONF_DIR: &str = default_paths::CNI_CONF_DIR;
 /// The layered conf file's name inside `confDir`.
 pub const CONF_FILE_NAME: &str = "nv-ipam.conf";
 /// The plugin's log when neither stdin nor the conf file names one (the reference's).
-pub const DEFAULT_LOG_FILE: &str = "/var/log/nv-ipam-cni.log";
+pub const DEFAULT_LOG_FILE: &str = default_paths::CNI_LOG_FILE;
 /// The log level when neither stdin nor the conf file sets one (the reference's).
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 /// One pool, or two for dual stack (the reference's limit; the daemon allocates one address
