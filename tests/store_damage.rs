@@ -550,15 +550,19 @@ fn header_generation(store: &Path) -> u64 {
 /// milliseconds: a child that another test of this binary is spawning shares the lock's open
 /// file until its exec closes it (O_CLOEXEC), so `Locked` is waited out, with a deadline.
 fn reopen(p: &Path) -> Store {
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match Store::open(p) {
-            Err(StoreError::Locked { .. }) if std::time::Instant::now() < end => {
-                std::thread::sleep(Duration::from_millis(10)); // a poll interval
+    let mut opened = None;
+    common::wait::wait_until(
+        Duration::from_secs(10),
+        "the store's lock is free again",
+        || match Store::open(p) {
+            Err(StoreError::Locked { .. }) => false,
+            r => {
+                opened = Some(r.unwrap());
+                true
             }
-            r => return r.unwrap(),
-        }
-    }
+        },
+    );
+    opened.unwrap()
 }
 
 #[test]
