@@ -12,13 +12,14 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::NodePool;
 use super::cidrpool_planner::{AllocationError, plan_cidr_pool, validate_allocation};
 use super::ippool_planner::plan_ip_pool;
-use super::{NodePool, PoolKey, PoolType};
 use crate::api::{
     CidrAllocation, CidrPool, IpAllocation, IpPool, Manifest, Object, PoolErrors, ValidCidrPool, ValidIpPool,
     validate_cidr_pool, validate_ip_pool,
 };
+use crate::api::{PoolKey, PoolType};
 use crate::ip::{self, IpRange};
 
 /// Why a node has no configuration for a pool.

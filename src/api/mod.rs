@@ -2,7 +2,7 @@
 //! wire names (`nv-ipam.nvidia.com/v1alpha1`), manifest decoding, and validation into types
 //! that cannot be wrong.
 //!
-//! Owns: the raw wire shapes ([`IpPool`], [`CidrPool`], [`Node`]), the parse step from raw to
+//! Owns: the pool kinds and their fixed names ([`kind`]), the raw wire shapes ([`IpPool`], [`CidrPool`], [`Node`]), the parse step from raw to
 //! validated ([`validate`]), node selection ([`selector`]) and reading manifests
 //! ([`manifest`]). Must not: plan allocations (that is `alloc`), or do any I/O; callers pass
 //! text in and get values out.
@@ -10,6 +10,7 @@
 pub mod cidrpool;
 pub mod exclusion;
 pub mod ippool;
+pub mod kind;
 pub mod manifest;
 pub mod meta;
 pub mod node;
@@ -20,6 +21,7 @@ pub mod validate;
 pub use cidrpool::{CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, StaticAllocation};
 pub use exclusion::{ExcludeIndexRange, ExcludeRange, IndexRange};
 pub use ippool::{IpAllocation, IpPool, IpPoolSpec, IpPoolStatus};
+pub use kind::{KindInfo, PoolKey, PoolType};
 pub use manifest::{Manifest, ManifestError, Object, decode};
 pub use meta::ObjectMeta;
 pub use node::Node;
@@ -33,9 +35,9 @@ pub use validate::{
 /// The API group and version of both pool kinds.
 pub const API_VERSION: &str = "nv-ipam.nvidia.com/v1alpha1";
 /// `kind` of an IPPool object.
-pub const KIND_IPPOOL: &str = "IPPool";
+pub const KIND_IPPOOL: &str = PoolType::IpPool.info().kind;
 /// `kind` of a CIDRPool object.
-pub const KIND_CIDRPOOL: &str = "CIDRPool";
+pub const KIND_CIDRPOOL: &str = PoolType::CidrPool.info().kind;
 /// `kind` of a core/v1 Node object.
 pub const KIND_NODE: &str = "Node";
 

@@ -14,7 +14,7 @@ use super::selector::validate_node_selector;
 use super::{
     CidrPool, ExcludeIndexRange, ExcludeRange, IndexRange, IpPool, Route, StaticAllocation, ValidNodeSelector,
 };
-use crate::alloc::PoolType;
+use crate::api::PoolType;
 use crate::ip::{self, Family, IpRange};
 
 /// One broken rule: the JSON path of the field and what is wrong with it / what to do.

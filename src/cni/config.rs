@@ -30,7 +30,7 @@ use super::args::{self, CniArgs};
 use super::env::is_valid_id;
 use super::paths::{self, Problem, Refusal, Warning};
 use super::version::{IMPLIED, Version};
-use crate::alloc::PoolType;
+use crate::api::PoolType;
 use crate::logging;
 use crate::protocol::Attachment;
 

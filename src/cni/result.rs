@@ -81,7 +81,7 @@ pub fn prev_result_ips(obj: &Map<String, Value>) -> Result<Vec<IpAddr>, ConfigEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::PoolType;
+    use crate::api::PoolType;
 
     fn dual_stack() -> Vec<Allocation> {
         vec![

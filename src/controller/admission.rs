@@ -29,18 +29,19 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
 
 use super::reconcile::PoolInput;
-use crate::alloc::{PoolType, plan_cidr_pool, plan_ip_pool};
+use crate::alloc::{plan_cidr_pool, plan_ip_pool};
+use crate::api::PoolType;
 use crate::api::{
     CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, IpAllocation, IpPool, IpPoolSpec, IpPoolStatus,
-    KIND_CIDRPOOL, KIND_IPPOOL, ObjectMeta, ValidCidrPool, ValidIpPool, validate_cidr_pool, validate_ip_pool,
+    ObjectMeta, ValidCidrPool, ValidIpPool, validate_cidr_pool, validate_ip_pool,
 };
 use crate::bounded::clip;
 use crate::prescan;
 
 /// The reference's path for IPPools (controller-runtime's `/validate-<group>-<version>-<kind>`).
-pub const PATH_IPPOOL: &str = "/validate-nv-ipam-nvidia-com-v1alpha1-ippool";
+pub const PATH_IPPOOL: &str = PoolType::IpPool.info().webhook_path;
 /// The reference's path for CIDRPools.
-pub const PATH_CIDRPOOL: &str = "/validate-nv-ipam-nvidia-com-v1alpha1-cidrpool";
+pub const PATH_CIDRPOOL: &str = PoolType::CidrPool.info().webhook_path;
 /// `"true"` on the pool lets an UPDATE move blocks or prefixes that nodes hold.
 pub const ANNOTATION_ALLOW_REALLOCATION: &str = "nv-ipam.nvidia.com/allow-reallocation";
 /// `"true"` on the pool lets its range overlap another pool of the namespace.
@@ -52,11 +53,7 @@ pub const MAX_NAMED_NODES: usize = 10;
 
 /// The pool kind a webhook path validates, `None` for any other path (404).
 pub fn path_kind(path: &str) -> Option<PoolType> {
-    match path {
-        PATH_IPPOOL => Some(PoolType::IpPool),
-        PATH_CIDRPOOL => Some(PoolType::CidrPool),
-        _ => None,
-    }
+    PoolType::ALL.into_iter().find(|t| t.info().webhook_path == path)
 }
 
 /// A body that is not an AdmissionReview v1 with a request: answered HTTP 400.
@@ -380,13 +377,6 @@ impl<'de> Deserialize<'de> for IsTrue {
     }
 }
 
-fn kind_name(t: PoolType) -> &'static str {
-    match t {
-        PoolType::IpPool => KIND_IPPOOL,
-        PoolType::CidrPool => KIND_CIDRPOOL,
-    }
-}
-
 /// Decodes a review for a pool of kind `t` (the path's). The objects are decoded into the
 /// controller's spec and status types; a failure there is kept in the request (its uid must be
 /// echoed).
@@ -408,7 +398,7 @@ pub fn parse_review(t: PoolType, body: &[u8]) -> Result<Request, NotAReview> {
     }
     let r = review.request.ok_or_else(|| NotAReview { detail: "no request".into() })?;
     let WireRequest { uid, kind, operation, namespace, sub_resource, object, old_object } = r;
-    let want = kind_name(t);
+    let want = t.kind();
     let decode = |present: bool, field: &str, old: bool| -> Result<PoolInput, String> {
         if !kind.kind.is_empty() && kind.kind != want {
             return Err(clip(format!(
@@ -527,7 +517,7 @@ pub fn decide(req: &Request, others: Option<&[PoolRange]>) -> Verdict {
             }
             let text = format!(
                 "{field}: {net} overlaps {} {:?} ({}) in namespace {:?}",
-                kind_name(o.pool_type),
+                o.pool_type.kind(),
                 o.name,
                 o.net,
                 req.namespace

@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::alloc::{PoolKey, PoolType, plan_cidr_pool, plan_ip_pool};
+use crate::alloc::{plan_cidr_pool, plan_ip_pool};
 use crate::api::selector::select_nodes;
 use crate::api::{
     CidrPool, CidrPoolStatus, IpPool, IpPoolStatus, Manifest, ManifestError, Node, Object, PoolErrors,
     validate_cidr_pool, validate_ip_pool,
 };
+use crate::api::{PoolKey, PoolType};
 
 /// Largest pools or nodes file read, so a wrong path (a disk image, /dev/zero) fails fast
 /// instead of exhausting memory; 64 MiB holds well over 100k nodes.

@@ -23,7 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alloc::{PoolType, plan_cidr_pool, plan_ip_pool};
+use crate::alloc::{plan_cidr_pool, plan_ip_pool};
+use crate::api::PoolType;
 use crate::api::selector::select_nodes;
 use crate::api::{
     CidrAllocation, CidrPool, IpAllocation, IpPool, Node, ValidCidrPool, ValidIpPool, validate_cidr_pool,
@@ -38,9 +39,9 @@ pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// Reason of a `True` `SpecValid` condition.
 pub const REASON_VALID: &str = "Valid";
 /// Event reason for an IPPool node without a block (the reference's).
-pub const REASON_NO_FREE_RANGES: &str = "NoFreeRanges";
+pub const REASON_NO_FREE_RANGES: &str = PoolType::IpPool.info().no_free_reason;
 /// Event reason for a CIDRPool node without a prefix (the reference's).
-pub const REASON_NO_FREE_PREFIXES: &str = "NoFreePrefixes";
+pub const REASON_NO_FREE_PREFIXES: &str = PoolType::CidrPool.info().no_free_reason;
 /// Longest condition message kept; the API server's limit for `message` is 32768 bytes.
 pub const MAX_CONDITION_MESSAGE_BYTES: usize = 32 * 1024;
 

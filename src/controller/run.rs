@@ -46,10 +46,10 @@ use super::reconcile::{
     Allocations, Condition, Event, Input, NodeChange, Outcome, PoolInput, nodes_matter, reconcile,
 };
 use super::webhook::{self, CertReloader};
-use crate::alloc::PoolType;
+use crate::api::PoolType;
 use crate::api::{
     API_VERSION, CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, IpAllocation, IpPool, IpPoolSpec,
-    IpPoolStatus, KIND_CIDRPOOL, KIND_IPPOOL, Node, ObjectMeta,
+    IpPoolStatus, Node, ObjectMeta,
 };
 use crate::health::{self, HealthError, Probe};
 use crate::kube::{
@@ -925,10 +925,7 @@ fn emit_events(client: &Client, ns: &str, shared: &Shared, k: &Key, raw: &Cached
         let before = c.last_events.insert(k.clone(), events.to_vec()).unwrap_or_default();
         events.iter().filter(|e| !before.contains(e)).cloned().collect()
     };
-    let kind = match k.0 {
-        PoolType::IpPool => KIND_IPPOOL,
-        PoolType::CidrPool => KIND_CIDRPOOL,
-    };
+    let kind = k.0.kind();
     for e in fresh {
         let now = super::reconcile::rfc3339(SystemTime::now());
         let ev = json!({

@@ -17,8 +17,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::alloc::{self, NodePool, NodePoolError, PoolKey, PoolType};
+use crate::alloc::{self, NodePool, NodePoolError};
 use crate::api::{self, CidrPool, IpPool, PoolErrors};
+use crate::api::{PoolKey, PoolType};
 use crate::ip::IpRange;
 
 /// An immutable snapshot of the node's pools; replaced whole on every change.

@@ -378,8 +378,8 @@ impl ClusterPools {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::{PoolKey, PoolType};
     use crate::api::{IpAllocation, IpPoolStatus};
+    use crate::api::{PoolKey, PoolType};
 
     fn ippool(name: &str, alloc: Option<Vec<(&str, &str, &str)>>) -> IpPool {
         let mut p = IpPool::default();

@@ -222,7 +222,7 @@ pub fn watch(path: PathBuf, node: String, interval: Duration, service: Arc<Servi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::{PoolKey, PoolType};
+    use crate::api::{PoolKey, PoolType};
     use crate::store::tests::TempDir;
 
     const POOL: &str = "apiVersion: nv-ipam.nvidia.com/v1alpha1

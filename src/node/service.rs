@@ -17,8 +17,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::alloc::NodePool;
 use crate::alloc::allocator::{self, AllocError};
-use crate::alloc::{NodePool, PoolKey, PoolType};
+use crate::api::{PoolKey, PoolType};
 use crate::ip::{self, Family};
 use crate::protocol::{
     AllocateRequest, Allocation, CheckRequest, ErrorCode, GcRequest, PoolStatus, ReleaseRequest, Reply,
