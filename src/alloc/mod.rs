@@ -13,15 +13,13 @@ use ipnet::IpNet;
 
 pub mod cidrpool_planner;
 pub mod ippool_planner;
+pub mod kind;
 pub mod node_pool;
 
 pub use cidrpool_planner::{AllocationError, CidrPlan, plan_cidr_pool, validate_allocation};
 pub use ippool_planner::{IpPlan, plan_ip_pool};
-pub use node_pool::{
-    NodePoolError, cidr_node_pool, cidr_pool_for_node, ip_node_pool, ip_pool_for_node,
-    node_pool_from_cidr_pool, node_pool_from_ip_pool, node_pools, standalone_cidr_node_pool,
-    standalone_ip_node_pool,
-};
+pub use kind::{CidrPoolKind, IpPoolKind, Plan, PoolKind};
+pub use node_pool::{NodePoolError, node_pool_from, node_pools, pool_for_node, standalone_node_pool};
 
 /// What this node allocates container IPs from, for one pool (reference §2.4).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,8 +34,9 @@ pub struct KindInfo {
     pub key_prefix: &'static str,
     /// The spec field holding the pool's whole range.
     pub range_field: &'static str,
-    /// What one node gets, in messages (`blocks`, `prefixes`).
+    /// What one node gets, in messages (`block`, `prefix`), and its plural.
     pub unit: &'static str,
+    pub units: &'static str,
     /// Reason of the Warning Event for a node that got nothing (the reference's).
     pub no_free_reason: &'static str,
     /// The validating webhook's path (controller-runtime's `/validate-<group>-<version>-<kind>`).
@@ -48,7 +49,8 @@ const IPPOOL: KindInfo = KindInfo {
     plural: "ippools",
     key_prefix: "",
     range_field: "spec.subnet",
-    unit: "blocks",
+    unit: "block",
+    units: "blocks",
     no_free_reason: "NoFreeRanges",
     webhook_path: "/validate-nv-ipam-nvidia-com-v1alpha1-ippool",
 };
@@ -59,7 +61,8 @@ const CIDRPOOL: KindInfo = KindInfo {
     plural: "cidrpools",
     key_prefix: "cidrpool/",
     range_field: "spec.cidr",
-    unit: "prefixes",
+    unit: "prefix",
+    units: "prefixes",
     no_free_reason: "NoFreePrefixes",
     webhook_path: "/validate-nv-ipam-nvidia-com-v1alpha1-cidrpool",
 };

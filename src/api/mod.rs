@@ -14,6 +14,7 @@ pub mod kind;
 pub mod manifest;
 pub mod meta;
 pub mod node;
+pub mod pool;
 pub mod route;
 pub mod selector;
 pub mod validate;
@@ -25,6 +26,7 @@ pub use kind::{KindInfo, PoolKey, PoolType};
 pub use manifest::{Manifest, ManifestError, Object, decode};
 pub use meta::ObjectMeta;
 pub use node::Node;
+pub use pool::AnyPool;
 pub use route::Route;
 pub use selector::{NodeSelector, ValidNodeSelector, select_nodes};
 pub use validate::{
