@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::NodePool;
 use super::node_pool::NodePoolError;
-use crate::api::{AnyPool, ObjectMeta, PoolErrors, PoolType, ValidNodeSelector};
+use crate::api::{AnyAllocations, AnyPool, ObjectMeta, PoolErrors, PoolType, ValidNodeSelector};
 
 pub mod cidrpool;
 pub mod ippool;
@@ -48,6 +48,8 @@ pub trait PoolKind: 'static {
     fn of(pool: &AnyPool) -> Option<&Self::Pool>;
     /// The pool as an any-kind value.
     fn into_any(pool: Self::Pool) -> AnyPool;
+    /// A status list as an any-kind value.
+    fn into_any_allocations(a: Vec<Self::Allocation>) -> AnyAllocations;
     fn meta(pool: &Self::Pool) -> &ObjectMeta;
     /// The status entries, empty when there is no status.
     fn allocations(pool: &Self::Pool) -> &[Self::Allocation];

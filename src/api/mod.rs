@@ -26,7 +26,7 @@ pub use kind::{KindInfo, PoolKey, PoolType};
 pub use manifest::{Manifest, ManifestError, Object, decode};
 pub use meta::ObjectMeta;
 pub use node::Node;
-pub use pool::AnyPool;
+pub use pool::{AnyAllocations, AnyPool};
 pub use route::Route;
 pub use selector::{NodeSelector, ValidNodeSelector, select_nodes};
 pub use validate::{

@@ -1,9 +1,9 @@
 //! A pool of any kind as one value (what a cache, a queue or a review holds before the code
 //! that is generic over the kind takes it).
 //!
-//! Owns: [`AnyPool`]. Must not: decide anything per kind; that is the `alloc::kind` trait.
+//! Owns: [`AnyPool`], [`AnyAllocations`]. Must not: decide anything per kind; that is the `alloc::kind` trait.
 
-use super::{CidrPool, IpPool, ObjectMeta, PoolKey, PoolType};
+use super::{CidrAllocation, CidrPool, IpAllocation, IpPool, ObjectMeta, PoolKey, PoolType};
 
 /// A pool object of any kind. A new kind adds its variant here.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,5 +33,34 @@ impl AnyPool {
 
     pub fn key(&self) -> PoolKey {
         PoolKey::new(self.pool_type(), self.name())
+    }
+}
+
+/// A `status.allocations` list of any kind. A new kind adds its variant here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyAllocations {
+    Ip(Vec<IpAllocation>),
+    Cidr(Vec<CidrAllocation>),
+}
+
+impl AnyAllocations {
+    pub fn len(&self) -> usize {
+        match self {
+            AnyAllocations::Ip(a) => a.len(),
+            AnyAllocations::Cidr(a) => a.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// As a JSON array for `status.allocations`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let v = match self {
+            AnyAllocations::Ip(a) => serde_json::to_value(a),
+            AnyAllocations::Cidr(a) => serde_json::to_value(a),
+        };
+        v.unwrap_or_else(|_| serde_json::Value::Array(Vec::new()))
     }
 }

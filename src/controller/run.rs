@@ -42,14 +42,12 @@ use serde_json::{Value, json};
 use super::admission::PoolRange;
 use super::args::{ClusterArgs, DEFAULT_HEALTH_PROBE_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS};
 use super::leader;
-use super::reconcile::{
-    Allocations, Condition, Event, Input, NodeChange, Outcome, PoolInput, nodes_matter, reconcile,
-};
+use super::reconcile::{Condition, Event, Input, NodeChange, Outcome, nodes_matter, reconcile};
 use super::webhook::{self, CertReloader};
 use crate::api::PoolType;
 use crate::api::{
-    API_VERSION, CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, IpAllocation, IpPool, IpPoolSpec,
-    IpPoolStatus, Node, ObjectMeta,
+    API_VERSION, AnyAllocations, AnyPool, CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus,
+    IpAllocation, IpPool, IpPoolSpec, IpPoolStatus, Node, ObjectMeta,
 };
 use crate::health::{self, HealthError, Probe};
 use crate::kube::{
@@ -108,17 +106,14 @@ type Key = (PoolType, String);
 /// and a hash of the status as stored, to recognise our own write's echo without a copy.
 #[derive(Debug, Clone)]
 struct CachedPool {
-    pool: PoolInput,
+    pool: AnyPool,
     conditions: Vec<Condition>,
     status_hash: u64,
 }
 
 impl CachedPool {
     fn meta(&self) -> &ObjectMeta {
-        match &self.pool {
-            PoolInput::Ip(p) => &p.metadata,
-            PoolInput::Cidr(p) => &p.metadata,
-        }
+        self.pool.meta()
     }
 
     fn generation(&self) -> Option<i64> {
@@ -230,7 +225,7 @@ impl PoolWire for WirePool<IpPoolSpec, IpAllocation> {
             spec: self.spec,
             status,
         };
-        CachedPool { pool: PoolInput::Ip(pool), conditions, status_hash }
+        CachedPool { pool: AnyPool::Ip(pool), conditions, status_hash }
     }
 }
 
@@ -249,7 +244,7 @@ impl PoolWire for WirePool<CidrPoolSpec, CidrAllocation> {
             spec: self.spec,
             status,
         };
-        CachedPool { pool: PoolInput::Cidr(pool), conditions, status_hash }
+        CachedPool { pool: AnyPool::Cidr(pool), conditions, status_hash }
     }
 }
 
@@ -803,10 +798,10 @@ fn reconcile_pool(
         }
         let rv = raw.resource_version();
         let written = match &outcome.allocations {
-            Allocations::Ip(a) => {
+            AnyAllocations::Ip(a) => {
                 write_status::<IpWire, _>(client, ns, shared, k, rv, a, &outcome.conditions)
             }
-            Allocations::Cidr(a) => {
+            AnyAllocations::Cidr(a) => {
                 write_status::<CidrWire, _>(client, ns, shared, k, rv, a, &outcome.conditions)
             }
         };
