@@ -17,6 +17,7 @@ pub mod node;
 pub mod pool;
 pub mod route;
 pub mod selector;
+pub mod status;
 pub mod validate;
 
 pub use cidrpool::{CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, StaticAllocation};
@@ -29,6 +30,7 @@ pub use node::Node;
 pub use pool::{AnyAllocations, AnyPool};
 pub use route::Route;
 pub use selector::{NodeSelector, ValidNodeSelector, select_nodes};
+pub use status::{Condition, PoolStatus, StatusRef};
 pub use validate::{
     FieldError, PoolErrors, ValidCidrPool, ValidIpPool, ValidStaticAllocation, validate_cidr_pool,
     validate_ip_pool,

@@ -15,16 +15,15 @@
 //! Holds: the shell passes `holds` (node → when it was first seen gone from this pool) and
 //! stores the returned map; a controller restart forgets holds, which only makes them longer.
 //!
-//! Owns: [`reconcile`] (written once, generic over `alloc::PoolKind`), [`Condition`], [`Event`],
-//! [`Outcome`]. Must not: read clocks, talk to
+//! Owns: [`reconcile`] (written once, generic over `alloc::PoolKind`), [`Event`], [`Outcome`]
+//! (the [`Condition`] type is `api::status`'s). Must not: read clocks, talk to
 //! the API server or log; the caller passes `now` and acts on the outcome.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::alloc::PoolKind;
+use crate::api::Condition;
 use crate::api::selector::select_nodes;
 use crate::api::{AnyAllocations, AnyPool, Node, PoolType};
 
@@ -40,25 +39,6 @@ pub const REASON_NO_FREE_RANGES: &str = PoolType::IpPool.info().no_free_reason;
 pub const REASON_NO_FREE_PREFIXES: &str = PoolType::CidrPool.info().no_free_reason;
 /// Longest condition message kept; the API server's limit for `message` is 32768 bytes.
 pub const MAX_CONDITION_MESSAGE_BYTES: usize = 32 * 1024;
-
-/// A `metav1.Condition`, as stored in `status.conditions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// `True`, `False` or `Unknown`.
-    pub status: String,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default)]
-    pub message: String,
-    /// RFC 3339 time, seconds resolution; kept while `status` stays the same.
-    #[serde(default)]
-    pub last_transition_time: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-}
 
 /// A core/v1 Event to emit about the pool (always `Warning` here).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

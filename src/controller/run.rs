@@ -42,12 +42,12 @@ use serde_json::{Value, json};
 use super::admission::PoolRange;
 use super::args::{ClusterArgs, DEFAULT_HEALTH_PROBE_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS};
 use super::leader;
-use super::reconcile::{Condition, Event, Input, NodeChange, Outcome, nodes_matter, reconcile};
+use super::reconcile::{Event, Input, NodeChange, Outcome, nodes_matter, reconcile};
 use super::webhook::{self, CertReloader};
 use crate::api::PoolType;
 use crate::api::{
-    API_VERSION, AnyAllocations, AnyPool, CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus,
-    IpAllocation, IpPool, IpPoolSpec, IpPoolStatus, Node, ObjectMeta,
+    API_VERSION, AnyAllocations, AnyPool, CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, Condition,
+    IpAllocation, IpPool, IpPoolSpec, IpPoolStatus, Node, ObjectMeta, PoolStatus, StatusRef,
 };
 use crate::health::{self, HealthError, Probe};
 use crate::kube::{
@@ -138,33 +138,7 @@ struct WirePool<S, A> {
     #[serde(default)]
     spec: S,
     #[serde(default = "Option::default")]
-    status: Option<WireStatus<A>>,
-}
-
-/// `status` of either pool kind: what we read and what we write.
-#[derive(Serialize, Deserialize)]
-struct WireStatus<A> {
-    #[serde(default = "Vec::new")]
-    allocations: Vec<A>,
-    #[serde(default)]
-    conditions: Vec<Condition>,
-}
-
-/// A status as we write it (borrowed, so nothing is copied to write or to hash it).
-/// `allocatedNodes` is derived from `allocations` (for the CRD's "Nodes" printer column, since a
-/// JSONPath column cannot count a list), so hashing a written and a read-back status agrees.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StatusRef<'a, A> {
-    allocations: &'a [A],
-    conditions: &'a [Condition],
-    allocated_nodes: usize,
-}
-
-impl<'a, A> StatusRef<'a, A> {
-    fn new(allocations: &'a [A], conditions: &'a [Condition]) -> StatusRef<'a, A> {
-        StatusRef { allocations, conditions, allocated_nodes: allocations.len() }
-    }
+    status: Option<PoolStatus<A>>,
 }
 
 /// The status write: a merge patch carrying the resourceVersion the decision was based on, so
