@@ -48,6 +48,8 @@ pub trait PoolKind: 'static {
     fn of(pool: &AnyPool) -> Option<&Self::Pool>;
     /// The pool as an any-kind value.
     fn into_any(pool: Self::Pool) -> AnyPool;
+    /// Replaces the pool's `status.allocations` (creating the status).
+    fn set_allocations(pool: &mut Self::Pool, allocations: Vec<Self::Allocation>);
     /// A status list as an any-kind value.
     fn into_any_allocations(a: Vec<Self::Allocation>) -> AnyAllocations;
     fn meta(pool: &Self::Pool) -> &ObjectMeta;

@@ -37,6 +37,8 @@ pub struct KindInfo {
     /// What one node gets, in messages (`block`, `prefix`), and its plural.
     pub unit: &'static str,
     pub units: &'static str,
+    /// The fix a message gives when a node got nothing.
+    pub no_free_fix: &'static str,
     /// Reason of the Warning Event for a node that got nothing (the reference's).
     pub no_free_reason: &'static str,
     /// The validating webhook's path (controller-runtime's `/validate-<group>-<version>-<kind>`).
@@ -51,6 +53,7 @@ const IPPOOL: KindInfo = KindInfo {
     range_field: "spec.subnet",
     unit: "block",
     units: "blocks",
+    no_free_fix: "widen the subnet, lower perNodeBlockSize or shrink the exclusions",
     no_free_reason: "NoFreeRanges",
     webhook_path: "/validate-nv-ipam-nvidia-com-v1alpha1-ippool",
 };
@@ -63,6 +66,7 @@ const CIDRPOOL: KindInfo = KindInfo {
     range_field: "spec.cidr",
     unit: "prefix",
     units: "prefixes",
+    no_free_fix: "widen the cidr, raise perNodeNetworkPrefix or shrink the exclusions",
     no_free_reason: "NoFreePrefixes",
     webhook_path: "/validate-nv-ipam-nvidia-com-v1alpha1-cidrpool",
 };

@@ -3,10 +3,13 @@
 //!
 //! Owns: [`AnyPool`], [`AnyAllocations`]. Must not: decide anything per kind; that is the `alloc::kind` trait.
 
+use serde::Serialize;
+
 use super::{CidrAllocation, CidrPool, IpAllocation, IpPool, ObjectMeta, PoolKey, PoolType};
 
-/// A pool object of any kind. A new kind adds its variant here.
-#[derive(Debug, Clone, PartialEq)]
+/// A pool object of any kind (serialized as the object itself). A new kind adds its variant here.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum AnyPool {
     Ip(IpPool),
     Cidr(CidrPool),

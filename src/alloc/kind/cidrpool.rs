@@ -12,8 +12,8 @@ use crate::alloc::NodePool;
 use crate::alloc::cidrpool_planner::{plan_cidr_pool, validate_allocation};
 use crate::alloc::node_pool::NodePoolError;
 use crate::api::{
-    AnyAllocations, AnyPool, CidrAllocation, CidrPool, ObjectMeta, PoolErrors, PoolKey, PoolType,
-    ValidCidrPool, ValidNodeSelector, validate_cidr_pool,
+    AnyAllocations, AnyPool, CidrAllocation, CidrPool, CidrPoolStatus, ObjectMeta, PoolErrors, PoolKey,
+    PoolType, ValidCidrPool, ValidNodeSelector, validate_cidr_pool,
 };
 use crate::ip::{self, IpRange};
 
@@ -36,6 +36,10 @@ impl PoolKind for CidrPoolKind {
 
     fn into_any(pool: CidrPool) -> AnyPool {
         AnyPool::Cidr(pool)
+    }
+
+    fn set_allocations(pool: &mut CidrPool, allocations: Vec<CidrAllocation>) {
+        pool.status = Some(CidrPoolStatus { allocations });
     }
 
     fn into_any_allocations(a: Vec<CidrAllocation>) -> AnyAllocations {

@@ -12,8 +12,8 @@ use crate::alloc::NodePool;
 use crate::alloc::ippool_planner::plan_ip_pool;
 use crate::alloc::node_pool::NodePoolError;
 use crate::api::{
-    AnyAllocations, AnyPool, IpAllocation, IpPool, ObjectMeta, PoolErrors, PoolKey, PoolType, ValidIpPool,
-    ValidNodeSelector, validate_ip_pool,
+    AnyAllocations, AnyPool, IpAllocation, IpPool, IpPoolStatus, ObjectMeta, PoolErrors, PoolKey, PoolType,
+    ValidIpPool, ValidNodeSelector, validate_ip_pool,
 };
 use crate::ip::{self, Family, IpRange, host_count};
 
@@ -36,6 +36,10 @@ impl PoolKind for IpPoolKind {
 
     fn into_any(pool: IpPool) -> AnyPool {
         AnyPool::Ip(pool)
+    }
+
+    fn set_allocations(pool: &mut IpPool, allocations: Vec<IpAllocation>) {
+        pool.status = Some(IpPoolStatus { allocations });
     }
 
     fn into_any_allocations(a: Vec<IpAllocation>) -> AnyAllocations {
