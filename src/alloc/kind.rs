@@ -37,6 +37,8 @@ pub struct Plan<A> {
 pub trait PoolKind: 'static {
     /// The kind's tag (its names are `TYPE.info()`).
     const TYPE: PoolType;
+    /// `spec` as stored.
+    type Spec: Default + DeserializeOwned;
     /// The object as stored (`api`'s wire type).
     type Pool: Clone + PartialEq + fmt::Debug + Serialize + DeserializeOwned;
     /// The pool after validation: cannot be wrong.
@@ -48,6 +50,14 @@ pub trait PoolKind: 'static {
     fn of(pool: &AnyPool) -> Option<&Self::Pool>;
     /// The pool as an any-kind value.
     fn into_any(pool: Self::Pool) -> AnyPool;
+    /// The object from its parts (`allocations`: `None` when there is no `status`).
+    fn from_parts(
+        api_version: String,
+        kind: String,
+        metadata: ObjectMeta,
+        spec: Self::Spec,
+        allocations: Option<Vec<Self::Allocation>>,
+    ) -> Self::Pool;
     /// Replaces the pool's `status.allocations` (creating the status).
     fn set_allocations(pool: &mut Self::Pool, allocations: Vec<Self::Allocation>);
     /// A status list as an any-kind value.

@@ -44,11 +44,9 @@ use super::args::{ClusterArgs, DEFAULT_HEALTH_PROBE_BIND_ADDRESS, DEFAULT_METRIC
 use super::leader;
 use super::reconcile::{Event, Input, NodeChange, Outcome, nodes_matter, reconcile};
 use super::webhook::{self, CertReloader};
+use crate::alloc::PoolKind;
 use crate::api::PoolType;
-use crate::api::{
-    API_VERSION, AnyAllocations, AnyPool, CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, Condition,
-    IpAllocation, IpPool, IpPoolSpec, IpPoolStatus, Node, ObjectMeta, PoolStatus, StatusRef,
-};
+use crate::api::{API_VERSION, AnyAllocations, AnyPool, Condition, Node, ObjectMeta, PoolStatus, StatusRef};
 use crate::health::{self, HealthError, Probe};
 use crate::kube::{
     CIDRPOOLS, Change, Client, ClusterConfig, EVENTS, IPPOOLS, KubeError, ListOptions, NODES, Resource,
@@ -80,7 +78,7 @@ pub enum RunError {
     Health { flag: &'static str, source: HealthError },
     Webhook(super::webhook::WebhookError),
     Signal(std::io::Error),
-    Thread { name: &'static str, source: std::io::Error },
+    Thread { name: String, source: std::io::Error },
 }
 
 impl fmt::Display for RunError {
@@ -127,8 +125,8 @@ impl CachedPool {
 
 /// A pool object on the wire, as read by the reflector, GET and the status write's answer.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WirePool<S, A> {
+#[serde(rename_all = "camelCase", bound = "")]
+struct WirePool<K: PoolKind> {
     #[serde(default)]
     api_version: String,
     #[serde(default)]
@@ -136,9 +134,9 @@ struct WirePool<S, A> {
     #[serde(default)]
     metadata: ObjectMeta,
     #[serde(default)]
-    spec: S,
+    spec: K::Spec,
     #[serde(default = "Option::default")]
-    status: Option<PoolStatus<A>>,
+    status: Option<PoolStatus<K::Allocation>>,
 }
 
 /// The status write: a merge patch carrying the resourceVersion the decision was based on, so
@@ -184,46 +182,18 @@ trait PoolWire: DeserializeOwned {
     fn into_cached(self) -> CachedPool;
 }
 
-impl PoolWire for WirePool<IpPoolSpec, IpAllocation> {
+impl<K: PoolKind> PoolWire for WirePool<K> {
     fn into_cached(self) -> CachedPool {
         let status_hash =
             status_hash(self.status.as_ref().map(|s| StatusRef::new(&s.allocations, &s.conditions)));
-        let (status, conditions) = match self.status {
-            Some(s) => (Some(IpPoolStatus { allocations: s.allocations }), s.conditions),
+        let (allocations, conditions) = match self.status {
+            Some(s) => (Some(s.allocations), s.conditions),
             None => (None, Vec::new()),
         };
-        let pool = IpPool {
-            api_version: self.api_version,
-            kind: self.kind,
-            metadata: self.metadata,
-            spec: self.spec,
-            status,
-        };
-        CachedPool { pool: AnyPool::Ip(pool), conditions, status_hash }
+        let pool = K::from_parts(self.api_version, self.kind, self.metadata, self.spec, allocations);
+        CachedPool { pool: K::into_any(pool), conditions, status_hash }
     }
 }
-
-impl PoolWire for WirePool<CidrPoolSpec, CidrAllocation> {
-    fn into_cached(self) -> CachedPool {
-        let status_hash =
-            status_hash(self.status.as_ref().map(|s| StatusRef::new(&s.allocations, &s.conditions)));
-        let (status, conditions) = match self.status {
-            Some(s) => (Some(CidrPoolStatus { allocations: s.allocations }), s.conditions),
-            None => (None, Vec::new()),
-        };
-        let pool = CidrPool {
-            api_version: self.api_version,
-            kind: self.kind,
-            metadata: self.metadata,
-            spec: self.spec,
-            status,
-        };
-        CachedPool { pool: AnyPool::Cidr(pool), conditions, status_hash }
-    }
-}
-
-type IpWire = WirePool<IpPoolSpec, IpAllocation>;
-type CidrWire = WirePool<CidrPoolSpec, CidrAllocation>;
 
 #[derive(Default)]
 struct Cache {
@@ -232,8 +202,8 @@ struct Cache {
     /// Every node (name + labels), sorted by name: the planner's input as is, shared with a
     /// running reconcile instead of copied for each (5,000 nodes with labels are megabytes).
     nodes: Arc<Vec<Node>>,
-    synced_ippools: bool,
-    synced_cidrpools: bool,
+    /// The pool kinds whose reflector has listed once.
+    synced_pools: BTreeSet<PoolType>,
     synced_nodes: bool,
     queue: BTreeSet<Key>,
     /// Hash ([`status_hash`]) of the status we last wrote per pool: a watch event carrying it
@@ -245,6 +215,13 @@ struct Cache {
     /// Consecutive failed reconciles per pool, for the retry backoff.
     failures: HashMap<Key, u32>,
     gauges: BTreeMap<Key, PoolGauges>,
+}
+
+impl Cache {
+    /// Every pool kind's reflector has listed once.
+    fn pools_synced(&self) -> bool {
+        PoolType::ALL.iter().all(|t| self.synced_pools.contains(t))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -293,7 +270,7 @@ impl Probe for Health {
     fn ready(&self) -> bool {
         let synced = {
             let c = self.0.lock();
-            c.synced_ippools && c.synced_cidrpools && c.synced_nodes
+            c.pools_synced() && c.synced_nodes
         };
         synced && self.1.as_ref().is_none_or(|(certs, _)| certs.loaded())
     }
@@ -420,27 +397,16 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
         }
     }
 
-    let threads = vec![
-        spawn_pool_reflector::<IpWire>(
-            "reflect-ippools",
-            &client,
-            &IPPOOLS,
-            PoolType::IpPool,
-            &ns,
-            &shared,
-            &stop,
-        )?,
-        spawn_pool_reflector::<CidrWire>(
-            "reflect-cidrpools",
-            &client,
-            &CIDRPOOLS,
-            PoolType::CidrPool,
-            &ns,
-            &shared,
-            &stop,
-        )?,
-        spawn_node_reflector(&client, &shared, &stop)?,
-    ];
+    let mut threads = Vec::new();
+    for t in PoolType::ALL {
+        let name = format!("reflect-{}", t.info().plural);
+        let r = resource(t);
+        let spawned = crate::with_kind!(t, K => {
+            spawn_pool_reflector::<WirePool<K>>(name, &client, r, t, &ns, &shared, &stop)
+        });
+        threads.push(spawned?);
+    }
+    threads.push(spawn_node_reflector(&client, &shared, &stop)?);
     let elector = if args.leader_elect {
         let (client, shared2, stop2) = (client.clone(), Arc::clone(&shared), Arc::clone(&stop));
         let lns = args.leader_elect_namespace.clone();
@@ -453,7 +419,7 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
                     let on_elected = || shared2.enqueue_all();
                     leader::run_elector(&client, &lns, &me, &shared2.is_leader, &stop2, &on_elected);
                 })
-                .map_err(|source| RunError::Thread { name: "leader-election", source })?,
+                .map_err(|source| RunError::Thread { name: "leader-election".into(), source })?,
         )
     } else {
         None
@@ -491,7 +457,7 @@ fn pools_of(shared: Arc<Shared>, ns: String) -> Arc<webhook::Others> {
             return None;
         }
         let c = shared.lock();
-        if !(c.synced_ippools && c.synced_cidrpools) {
+        if !c.pools_synced() {
             return None;
         }
         Some(c.pools.values().filter_map(|p| PoolRange::of(&p.pool)).collect())
@@ -499,7 +465,7 @@ fn pools_of(shared: Arc<Shared>, ns: String) -> Arc<webhook::Others> {
 }
 
 fn spawn_pool_reflector<W: PoolWire + 'static>(
-    name: &'static str,
+    name: String,
     client: &Client,
     r: &'static Resource,
     t: PoolType,
@@ -509,7 +475,7 @@ fn spawn_pool_reflector<W: PoolWire + 'static>(
 ) -> Result<std::thread::JoinHandle<()>, RunError> {
     let (client, shared, stop, ns) = (client.clone(), Arc::clone(shared), Arc::clone(stop), ns.to_string());
     std::thread::Builder::new()
-        .name(name.into())
+        .name(name.clone())
         .spawn(move || {
             let mut on_change = |ch: Change<W>| {
                 let ch = match ch {
@@ -540,10 +506,7 @@ fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>) {
                 c.queue.insert(k.clone());
                 c.pools.insert(k, v);
             }
-            match t {
-                PoolType::IpPool => c.synced_ippools = true,
-                PoolType::CidrPool => c.synced_cidrpools = true,
-            }
+            c.synced_pools.insert(t);
         }
         Change::Applied(v) => {
             let k = (t, v.pool.name().to_string());
@@ -596,7 +559,7 @@ fn spawn_node_reflector(
             let mut on_change = |ch: Change<Node>| nodes_changed(&shared, ch);
             crate::kube::reflect(&client, &NODES, None, &opts, &stop, &mut on_change);
         })
-        .map_err(|source| RunError::Thread { name: "reflect-nodes", source })
+        .map_err(|source| RunError::Thread { name: "reflect-nodes".into(), source })
 }
 
 /// Caches names and labels; enqueues the pools a name or label change matters to
@@ -692,7 +655,7 @@ fn worker(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool, grace: 
                 c.queue.insert(k);
             }
             let leader = shared.is_leader.load(Ordering::SeqCst);
-            let ready = c.synced_ippools && c.synced_cidrpools && c.synced_nodes;
+            let ready = c.pools_synced() && c.synced_nodes;
             if leader
                 && ready
                 && let Some(k) = c.queue.pop_first()
@@ -740,6 +703,7 @@ fn retry_delay(failures: u32) -> Duration {
     ERROR_REQUEUE.saturating_mul(factor).min(MAX_ERROR_REQUEUE)
 }
 
+/// The API resource of a kind (kube sits below api, so the controller maps one to the other).
 fn resource(t: PoolType) -> &'static Resource {
     match t {
         PoolType::IpPool => &IPPOOLS,
@@ -771,14 +735,9 @@ fn reconcile_pool(
             return Ok(()); // lost the lease meanwhile: the new leader decides
         }
         let rv = raw.resource_version();
-        let written = match &outcome.allocations {
-            AnyAllocations::Ip(a) => {
-                write_status::<IpWire, _>(client, ns, shared, k, rv, a, &outcome.conditions)
-            }
-            AnyAllocations::Cidr(a) => {
-                write_status::<CidrWire, _>(client, ns, shared, k, rv, a, &outcome.conditions)
-            }
-        };
+        let written = crate::with_pool_kind!(AnyAllocations: &outcome.allocations, a, K => {
+            write_status::<K>(client, ns, shared, k, rv, a, &outcome.conditions)
+        });
         match written {
             Ok(stored) => {
                 log::info!(
@@ -803,12 +762,9 @@ fn reconcile_pool(
                     k.0,
                     k.1
                 );
-                raw = Arc::new(match k.0 {
-                    PoolType::IpPool => client.get::<IpWire>(resource(k.0), Some(ns), &k.1)?.into_cached(),
-                    PoolType::CidrPool => {
-                        client.get::<CidrWire>(resource(k.0), Some(ns), &k.1)?.into_cached()
-                    }
-                });
+                raw = Arc::new(crate::with_kind!(k.0, K => {
+                    client.get::<WirePool<K>>(resource(k.0), Some(ns), &k.1)?.into_cached()
+                }));
             }
             Err(e) if e.is_not_found() => return Ok(()), // deleted meanwhile
             Err(e) => return Err(e),
@@ -820,20 +776,20 @@ fn reconcile_pool(
 /// Writes `status` (allocations and conditions, replacing both) as a merge patch checked
 /// against `resource_version`; returns the pool as stored. The answer is decoded straight into
 /// the typed pool: no `Value` tree of a 5,000-entry status.
-fn write_status<W: PoolWire, A: Serialize>(
+fn write_status<K: PoolKind>(
     client: &Client,
     ns: &str,
     shared: &Shared,
     k: &Key,
     resource_version: &str,
-    allocations: &[A],
+    allocations: &[K::Allocation],
     conditions: &[Condition],
 ) -> Result<CachedPool, KubeError> {
     let status = StatusRef::new(allocations, conditions);
     // recorded before the write: the watch may deliver the echo before the answer
     shared.lock().written.insert(k.clone(), status_hash(Some(StatusRef::new(allocations, conditions))));
     let patch = StatusPatch { metadata: PatchMeta { resource_version }, status };
-    let stored: W = client.patch_status_merge(resource(k.0), Some(ns), &k.1, &patch)?;
+    let stored: WirePool<K> = client.patch_status_merge(resource(k.0), Some(ns), &k.1, &patch)?;
     Ok(stored.into_cached())
 }
 
@@ -919,6 +875,16 @@ fn emit_events(client: &Client, ns: &str, shared: &Shared, k: &Key, raw: &Cached
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_has_its_resource_and_a_reflector_thread_name() {
+        for t in PoolType::ALL {
+            assert_eq!(resource(t).plural, t.info().plural, "{t}");
+        }
+        let names: Vec<String> =
+            PoolType::ALL.iter().map(|t| format!("reflect-{}", t.info().plural)).collect();
+        assert_eq!(names, ["reflect-ippools", "reflect-cidrpools"], "thread names as before");
+    }
 
     #[test]
     fn retry_delay_doubles_up_to_the_cap() {

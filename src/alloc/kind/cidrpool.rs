@@ -12,8 +12,8 @@ use crate::alloc::NodePool;
 use crate::alloc::cidrpool_planner::{plan_cidr_pool, validate_allocation};
 use crate::alloc::node_pool::NodePoolError;
 use crate::api::{
-    AnyAllocations, AnyPool, CidrAllocation, CidrPool, CidrPoolStatus, ObjectMeta, PoolErrors, PoolKey,
-    PoolType, ValidCidrPool, ValidNodeSelector, validate_cidr_pool,
+    AnyAllocations, AnyPool, CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, ObjectMeta, PoolErrors,
+    PoolKey, PoolType, ValidCidrPool, ValidNodeSelector, validate_cidr_pool,
 };
 use crate::ip::{self, IpRange};
 
@@ -23,6 +23,7 @@ pub struct CidrPoolKind;
 
 impl PoolKind for CidrPoolKind {
     const TYPE: PoolType = PoolType::CidrPool;
+    type Spec = CidrPoolSpec;
     type Pool = CidrPool;
     type Valid = ValidCidrPool;
     type Allocation = CidrAllocation;
@@ -36,6 +37,17 @@ impl PoolKind for CidrPoolKind {
 
     fn into_any(pool: CidrPool) -> AnyPool {
         AnyPool::Cidr(pool)
+    }
+
+    fn from_parts(
+        api_version: String,
+        kind: String,
+        metadata: ObjectMeta,
+        spec: CidrPoolSpec,
+        allocations: Option<Vec<CidrAllocation>>,
+    ) -> CidrPool {
+        let status = allocations.map(|allocations| CidrPoolStatus { allocations });
+        CidrPool { api_version, kind, metadata, spec, status }
     }
 
     fn set_allocations(pool: &mut CidrPool, allocations: Vec<CidrAllocation>) {

@@ -12,8 +12,8 @@ use crate::alloc::NodePool;
 use crate::alloc::ippool_planner::plan_ip_pool;
 use crate::alloc::node_pool::NodePoolError;
 use crate::api::{
-    AnyAllocations, AnyPool, IpAllocation, IpPool, IpPoolStatus, ObjectMeta, PoolErrors, PoolKey, PoolType,
-    ValidIpPool, ValidNodeSelector, validate_ip_pool,
+    AnyAllocations, AnyPool, IpAllocation, IpPool, IpPoolSpec, IpPoolStatus, ObjectMeta, PoolErrors, PoolKey,
+    PoolType, ValidIpPool, ValidNodeSelector, validate_ip_pool,
 };
 use crate::ip::{self, Family, IpRange, host_count};
 
@@ -23,6 +23,7 @@ pub struct IpPoolKind;
 
 impl PoolKind for IpPoolKind {
     const TYPE: PoolType = PoolType::IpPool;
+    type Spec = IpPoolSpec;
     type Pool = IpPool;
     type Valid = ValidIpPool;
     type Allocation = IpAllocation;
@@ -36,6 +37,17 @@ impl PoolKind for IpPoolKind {
 
     fn into_any(pool: IpPool) -> AnyPool {
         AnyPool::Ip(pool)
+    }
+
+    fn from_parts(
+        api_version: String,
+        kind: String,
+        metadata: ObjectMeta,
+        spec: IpPoolSpec,
+        allocations: Option<Vec<IpAllocation>>,
+    ) -> IpPool {
+        let status = allocations.map(|allocations| IpPoolStatus { allocations });
+        IpPool { api_version, kind, metadata, spec, status }
     }
 
     fn set_allocations(pool: &mut IpPool, allocations: Vec<IpAllocation>) {
