@@ -39,6 +39,8 @@ pub trait PoolKind: 'static {
     const TYPE: PoolType;
     /// `spec` as stored.
     type Spec: Default + DeserializeOwned;
+    /// `status` as the api types hold it (the allocations only).
+    type Status: DeserializeOwned;
     /// The object as stored (`api`'s wire type).
     type Pool: Clone + PartialEq + fmt::Debug + Serialize + DeserializeOwned;
     /// The pool after validation: cannot be wrong.
@@ -50,14 +52,16 @@ pub trait PoolKind: 'static {
     fn of(pool: &AnyPool) -> Option<&Self::Pool>;
     /// The pool as an any-kind value.
     fn into_any(pool: Self::Pool) -> AnyPool;
-    /// The object from its parts (`allocations`: `None` when there is no `status`).
+    /// The object from its parts (`status`: `None` when there is none).
     fn from_parts(
         api_version: String,
         kind: String,
         metadata: ObjectMeta,
         spec: Self::Spec,
-        allocations: Option<Vec<Self::Allocation>>,
+        status: Option<Self::Status>,
     ) -> Self::Pool;
+    /// A status holding `allocations`.
+    fn status_of(allocations: Vec<Self::Allocation>) -> Self::Status;
     /// Replaces the pool's `status.allocations` (creating the status).
     fn set_allocations(pool: &mut Self::Pool, allocations: Vec<Self::Allocation>);
     /// A status list as an any-kind value.

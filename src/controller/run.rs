@@ -186,11 +186,11 @@ impl<K: PoolKind> PoolWire for WirePool<K> {
     fn into_cached(self) -> CachedPool {
         let status_hash =
             status_hash(self.status.as_ref().map(|s| StatusRef::new(&s.allocations, &s.conditions)));
-        let (allocations, conditions) = match self.status {
-            Some(s) => (Some(s.allocations), s.conditions),
+        let (status, conditions) = match self.status {
+            Some(s) => (Some(K::status_of(s.allocations)), s.conditions),
             None => (None, Vec::new()),
         };
-        let pool = K::from_parts(self.api_version, self.kind, self.metadata, self.spec, allocations);
+        let pool = K::from_parts(self.api_version, self.kind, self.metadata, self.spec, status);
         CachedPool { pool: K::into_any(pool), conditions, status_hash }
     }
 }

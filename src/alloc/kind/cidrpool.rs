@@ -24,6 +24,7 @@ pub struct CidrPoolKind;
 impl PoolKind for CidrPoolKind {
     const TYPE: PoolType = PoolType::CidrPool;
     type Spec = CidrPoolSpec;
+    type Status = CidrPoolStatus;
     type Pool = CidrPool;
     type Valid = ValidCidrPool;
     type Allocation = CidrAllocation;
@@ -44,14 +45,17 @@ impl PoolKind for CidrPoolKind {
         kind: String,
         metadata: ObjectMeta,
         spec: CidrPoolSpec,
-        allocations: Option<Vec<CidrAllocation>>,
+        status: Option<CidrPoolStatus>,
     ) -> CidrPool {
-        let status = allocations.map(|allocations| CidrPoolStatus { allocations });
         CidrPool { api_version, kind, metadata, spec, status }
     }
 
+    fn status_of(allocations: Vec<CidrAllocation>) -> CidrPoolStatus {
+        CidrPoolStatus { allocations }
+    }
+
     fn set_allocations(pool: &mut CidrPool, allocations: Vec<CidrAllocation>) {
-        pool.status = Some(CidrPoolStatus { allocations });
+        pool.status = Some(Self::status_of(allocations));
     }
 
     fn into_any_allocations(a: Vec<CidrAllocation>) -> AnyAllocations {

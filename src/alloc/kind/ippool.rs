@@ -24,6 +24,7 @@ pub struct IpPoolKind;
 impl PoolKind for IpPoolKind {
     const TYPE: PoolType = PoolType::IpPool;
     type Spec = IpPoolSpec;
+    type Status = IpPoolStatus;
     type Pool = IpPool;
     type Valid = ValidIpPool;
     type Allocation = IpAllocation;
@@ -44,14 +45,17 @@ impl PoolKind for IpPoolKind {
         kind: String,
         metadata: ObjectMeta,
         spec: IpPoolSpec,
-        allocations: Option<Vec<IpAllocation>>,
+        status: Option<IpPoolStatus>,
     ) -> IpPool {
-        let status = allocations.map(|allocations| IpPoolStatus { allocations });
         IpPool { api_version, kind, metadata, spec, status }
     }
 
+    fn status_of(allocations: Vec<IpAllocation>) -> IpPoolStatus {
+        IpPoolStatus { allocations }
+    }
+
     fn set_allocations(pool: &mut IpPool, allocations: Vec<IpAllocation>) {
-        pool.status = Some(IpPoolStatus { allocations });
+        pool.status = Some(Self::status_of(allocations));
     }
 
     fn into_any_allocations(a: Vec<IpAllocation>) -> AnyAllocations {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::api::validate_ip_pool;
+use crate::api::{IpPool, validate_ip_pool};
 
 const IP_SPEC: &str = r#"{"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "gateway": "192.168.0.1"}"#;
 const CIDR_SPEC: &str = r#"{"cidr": "10.0.0.0/16", "perNodeNetworkPrefix": 24, "gatewayIndex": 1}"#;
