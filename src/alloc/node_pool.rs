@@ -11,7 +11,7 @@ use std::fmt;
 
 use super::NodePool;
 use super::cidrpool_planner::AllocationError;
-use super::kind::{CidrPoolKind, IpPoolKind, PoolKind};
+use super::kind::PoolKind;
 use crate::api::{Manifest, Object, PoolErrors, PoolKey};
 
 /// Why a node has no configuration for a pool.
@@ -95,8 +95,7 @@ pub fn node_pools(manifest: &Manifest, node: &str) -> (Vec<NodePool>, Vec<NodePo
     let mut errors = Vec::new();
     for o in &manifest.objects {
         let r = match o {
-            Object::IpPool(p) => node_pool_from::<IpPoolKind>(p, node),
-            Object::CidrPool(p) => node_pool_from::<CidrPoolKind>(p, node),
+            Object::Pool(p) => crate::with_pool_kind!(p, p, K => node_pool_from::<K>(p, node)),
             Object::Node(_) => continue,
         };
         match r {

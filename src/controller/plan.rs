@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::alloc::{CidrPoolKind, IpPoolKind, PoolKind};
+use crate::alloc::PoolKind;
 use crate::api::selector::select_nodes;
 use crate::api::{AnyPool, Manifest, ManifestError, Node, Object, PoolErrors, PoolKey};
 
@@ -132,8 +132,7 @@ pub fn plan(pools: &Manifest, nodes: &[Node]) -> PlanReport {
     let mut report = PlanReport::default();
     for o in &pools.objects {
         match o {
-            Object::IpPool(p) => plan_pool::<IpPoolKind>(p, nodes, &mut report),
-            Object::CidrPool(p) => plan_pool::<CidrPoolKind>(p, nodes, &mut report),
+            Object::Pool(p) => crate::with_pool_kind!(p, p, K => plan_pool::<K>(p, nodes, &mut report)),
             Object::Node(_) => {} // a pools file may carry nodes; they are not planned
         }
     }

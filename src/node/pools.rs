@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use crate::alloc::{self, NodePool, NodePoolError, PoolKind};
 use crate::api::PoolKey;
-use crate::api::{CidrPool, IpPool, PoolErrors};
+use crate::api::{AnyPool, CidrPool, IpPool, PoolErrors};
 
 /// An immutable snapshot of the node's pools; replaced whole on every change.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -80,11 +80,20 @@ fn describe(p: &NodePool) -> String {
     }
 }
 
-/// A pool object as a source holds it.
+/// A pool object as a source holds it, borrowed (the cluster source keeps one list per kind).
 #[derive(Debug, Clone, Copy)]
 pub enum PoolRef<'a> {
     Ip(&'a IpPool),
     Cidr(&'a CidrPool),
+}
+
+impl<'a> From<&'a AnyPool> for PoolRef<'a> {
+    fn from(p: &'a AnyPool) -> PoolRef<'a> {
+        match p {
+            AnyPool::Ip(p) => PoolRef::Ip(p),
+            AnyPool::Cidr(p) => PoolRef::Cidr(p),
+        }
+    }
 }
 
 impl PoolRef<'_> {

@@ -5,8 +5,7 @@ use crate::api::manifest::Object;
 fn pool(yaml: &str) -> AnyPool {
     let m = decode(yaml).expect("decodes");
     match m.objects.into_iter().next() {
-        Some(Object::IpPool(p)) => AnyPool::Ip(p),
-        Some(Object::CidrPool(p)) => AnyPool::Cidr(p),
+        Some(Object::Pool(p)) => p,
         _ => panic!("no pool"),
     }
 }
