@@ -142,3 +142,27 @@ macro_rules! with_kind {
 pub(crate) fn sat(v: u128) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CidrPool, IpPool};
+
+    fn type_of<K: PoolKind>() -> PoolType {
+        K::TYPE
+    }
+
+    #[test]
+    fn dispatch_reaches_the_kind_of_the_tag_and_of_the_value() {
+        for t in PoolType::ALL {
+            assert_eq!(crate::with_kind!(t, K => type_of::<K>()), t);
+        }
+        let pools = [AnyPool::Ip(IpPool::default()), AnyPool::Cidr(CidrPool::default())];
+        for p in &pools {
+            let (t, back) = crate::with_pool_kind!(p, q, K => (K::TYPE, K::of(&K::into_any(q.clone())).cloned().map(K::into_any)));
+            assert_eq!(t, p.pool_type(), "{p:?}");
+            assert_eq!(back.as_ref(), Some(p), "of(into_any(p)) is p");
+        }
+        assert!(IpPoolKind::of(&pools[1]).is_none() && CidrPoolKind::of(&pools[0]).is_none());
+    }
+}

@@ -1,8 +1,8 @@
 //! Pure decisions: the per-node block/prefix planners (controller side), the node's pool
 //! configuration derived from a pool and its status, and the container-IP allocator.
 //!
-//! Owns: what a node serves from one pool ([`NodePool`]). The kinds themselves and a pool's key
-//! are `api::kind`'s.
+//! Owns: what differs between pool kinds ([`kind::PoolKind`], one module per kind) and what a
+//! node serves from one pool ([`NodePool`]). The kinds' names and a pool's key are `api::kind`'s.
 //! Must not: do I/O, read clocks or spawn threads; callers pass time and state in.
 
 use std::net::IpAddr;

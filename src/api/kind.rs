@@ -155,4 +155,27 @@ mod tests {
         assert_eq!(PoolKey::new(PoolType::IpPool, "a").to_string(), "a");
         assert_eq!((PoolType::IpPool.kind(), PoolType::CidrPool.kind()), ("IPPool", "CIDRPool"));
     }
+
+    #[test]
+    fn every_kind_has_names_of_its_own() {
+        let all: Vec<&KindInfo> = PoolType::ALL.iter().map(|t| t.info()).collect();
+        let fields: [fn(&KindInfo) -> &'static str; 6] = [
+            |i| i.name,
+            |i| i.kind,
+            |i| i.plural,
+            |i| i.key_prefix,
+            |i| i.webhook_path,
+            |i| i.no_free_reason,
+        ];
+        for f in fields {
+            let mut names: Vec<&str> = all.iter().map(|i| f(i)).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), all.len(), "{:?}", all.iter().map(|i| f(i)).collect::<Vec<_>>());
+        }
+        // only the default kind may have an empty key prefix, or PoolKey::parse is ambiguous
+        for t in PoolType::ALL {
+            assert_eq!(t.info().key_prefix.is_empty(), t == PoolType::default(), "{t}");
+        }
+    }
 }

@@ -2,9 +2,10 @@
 //! wire names (`nv-ipam.nvidia.com/v1alpha1`), manifest decoding, and validation into types
 //! that cannot be wrong.
 //!
-//! Owns: the pool kinds and their fixed names ([`kind`]), the raw wire shapes ([`IpPool`], [`CidrPool`], [`Node`]), the parse step from raw to
-//! validated ([`validate`]), node selection ([`selector`]) and reading manifests
-//! ([`manifest`]). Must not: plan allocations (that is `alloc`), or do any I/O; callers pass
+//! Owns: the pool kinds and their fixed names ([`kind`]), the raw wire shapes ([`IpPool`],
+//! [`CidrPool`], [`Node`]), a pool of any kind as one value ([`pool`]), the status both kinds
+//! share ([`status`]: conditions, allocatedNodes), the parse step from raw to validated
+//! ([`validate`]), node selection ([`selector`]) and reading manifests ([`manifest`]). Must not: plan allocations (that is `alloc`), or do any I/O; callers pass
 //! text in and get values out.
 
 pub mod cidrpool;
