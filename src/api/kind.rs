@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kube::{self, Resource};
+
 /// The kinds of pool. Serialized lower-case (`ippool`, `cidrpool`) as in the CNI config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -28,8 +30,8 @@ pub struct KindInfo {
     pub name: &'static str,
     /// `kind` of the Kubernetes object.
     pub kind: &'static str,
-    /// The resource's plural (`/apis/<group>/<version>/namespaces/<ns>/<plural>`).
-    pub plural: &'static str,
+    /// The REST collection the pools of this kind live in (a pure data constant of `kube`).
+    pub resource: &'static Resource,
     /// Prefix of a pool key's string form (`cidrpool/name`); empty for the default kind.
     pub key_prefix: &'static str,
     /// The spec field holding the pool's whole range.
@@ -48,7 +50,7 @@ pub struct KindInfo {
 const IPPOOL: KindInfo = KindInfo {
     name: "ippool",
     kind: "IPPool",
-    plural: "ippools",
+    resource: &kube::IPPOOLS,
     key_prefix: "",
     range_field: "spec.subnet",
     unit: "block",
@@ -61,7 +63,7 @@ const IPPOOL: KindInfo = KindInfo {
 const CIDRPOOL: KindInfo = KindInfo {
     name: "cidrpool",
     kind: "CIDRPool",
-    plural: "cidrpools",
+    resource: &kube::CIDRPOOLS,
     key_prefix: "cidrpool/",
     range_field: "spec.cidr",
     unit: "prefix",
@@ -162,7 +164,7 @@ mod tests {
         let fields: [fn(&KindInfo) -> &'static str; 6] = [
             |i| i.name,
             |i| i.kind,
-            |i| i.plural,
+            |i| i.resource.plural,
             |i| i.key_prefix,
             |i| i.webhook_path,
             |i| i.no_free_reason,

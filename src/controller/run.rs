@@ -48,9 +48,7 @@ use crate::alloc::PoolKind;
 use crate::api::PoolType;
 use crate::api::{API_VERSION, AnyAllocations, AnyPool, Condition, Node, ObjectMeta, PoolStatus, StatusRef};
 use crate::health::{self, HealthError, Probe};
-use crate::kube::{
-    CIDRPOOLS, Change, Client, ClusterConfig, EVENTS, IPPOOLS, KubeError, ListOptions, NODES, Resource,
-};
+use crate::kube::{Change, Client, ClusterConfig, EVENTS, KubeError, ListOptions, NODES, Resource};
 use crate::metrics::{Kind, MetricsText};
 
 /// Status writes per reconcile (the first plus retries after 409 Conflict).
@@ -399,7 +397,7 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
 
     let mut threads = Vec::new();
     for t in PoolType::ALL {
-        let name = format!("reflect-{}", t.info().plural);
+        let name = format!("reflect-{}", t.info().resource.plural);
         let r = resource(t);
         let spawned = crate::with_kind!(t, K => {
             spawn_pool_reflector::<WirePool<K>>(name, &client, r, t, &ns, &shared, &stop)
@@ -703,12 +701,8 @@ fn retry_delay(failures: u32) -> Duration {
     ERROR_REQUEUE.saturating_mul(factor).min(MAX_ERROR_REQUEUE)
 }
 
-/// The API resource of a kind (kube sits below api, so the controller maps one to the other).
 fn resource(t: PoolType) -> &'static Resource {
-    match t {
-        PoolType::IpPool => &IPPOOLS,
-        PoolType::CidrPool => &CIDRPOOLS,
-    }
+    t.info().resource
 }
 
 /// Decides one pool from the cache and writes the outcome; re-reads and re-decides on 409.
@@ -875,14 +869,13 @@ fn emit_events(client: &Client, ns: &str, shared: &Shared, k: &Key, raw: &Cached
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kube::{CIDRPOOLS, IPPOOLS};
 
     #[test]
     fn every_kind_has_its_resource_and_a_reflector_thread_name() {
-        for t in PoolType::ALL {
-            assert_eq!(resource(t).plural, t.info().plural, "{t}");
-        }
+        assert_eq!((resource(PoolType::IpPool), resource(PoolType::CidrPool)), (&IPPOOLS, &CIDRPOOLS));
         let names: Vec<String> =
-            PoolType::ALL.iter().map(|t| format!("reflect-{}", t.info().plural)).collect();
+            PoolType::ALL.iter().map(|t| format!("reflect-{}", t.info().resource.plural)).collect();
         assert_eq!(names, ["reflect-ippools", "reflect-cidrpools"], "thread names as before");
     }
 
