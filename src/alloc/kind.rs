@@ -1,8 +1,9 @@
 //! What differs between pool kinds, behind one trait (as netavark puts each network driver
 //! behind one): validation, the per-node planner, what a node serves from its status entry,
 //! capacity, and the spec fields that place blocks. Code above this module is written once,
-//! generic over [`PoolKind`]; the only place that lists the kinds is the [`with_pool_kind!`]
-//! dispatch (plus `api::kind` for their fixed names and `api::AnyPool` for the value).
+//! generic over [`PoolKind`], and reaches a kind through [`with_pool_kind!`] (from a value) or
+//! [`with_kind!`] (from a `PoolType`): the only `match`es over the kinds here, beside
+//! `api::kind` (their fixed names) and `api::pool` (the any-kind values).
 //!
 //! Owns: [`PoolKind`], [`Plan`], the dispatch macros, and one module per kind ([`ippool`],
 //! [`cidrpool`]). Must not: do I/O; callers pass pools, nodes and status in.
