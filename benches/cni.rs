@@ -24,7 +24,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nv_ipam::alloc::PoolType;
+use nv_ipam::api::PoolType;
 use nv_ipam::protocol::client::call;
 use nv_ipam::protocol::message::{AllocateRequest, PodRef, Request, Response};
 

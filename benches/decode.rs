@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nv_ipam::alloc::PoolType;
+use nv_ipam::api::PoolType;
 use nv_ipam::controller::admission::{decide, parse_review, response_body};
 
 const POOLS: &str = "kind: IPPool\nmetadata: {name: pool1}\nspec: {subnet: 10.0.0.0/16, perNodeBlockSize: 100, gateway: 10.0.0.1}\n";

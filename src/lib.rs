@@ -8,8 +8,8 @@
 //! | [`ip`]       | pure  | address math: u128 offsets, ranges, merging, subnet carving, gateways |
 //! | [`prescan`]  | pure  | nesting-depth check of JSON/YAML from outside before any decoder; JSON list item spans |
 //! | [`bounded`]  | pure  | serde helpers that cap decoded list lengths; clipping of echoed input in messages |
-//! | [`api`]      | pure  | IPPool/CIDRPool/Node serde types (wire names kept), manifest decoding, validation |
-//! | [`alloc`]    | pure  | block/prefix planners, node pool configs, the container-IP allocator |
+//! | [`api`]      | pure  | the pool kinds and their fixed names (`api::kind`), IPPool/CIDRPool/Node serde types (wire names kept), status types, manifest decoding, validation |
+//! | [`alloc`]    | pure  | what differs per pool kind (`alloc::kind::PoolKind`, one module per kind), block/prefix planners, node pool configs, the container-IP allocator |
 //! | [`store`]    | shell | the node's allocation store: flock, journal, compaction, refusal of damage |
 //! | [`protocol`] | shell | the length-prefixed JSON protocol between `nv-ipam` and `ipam-node` |
 //! | [`node`]     | shell | `ipam-node`: socket server, request handling, CNI install, pools file |

@@ -14,7 +14,7 @@ use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nv_ipam::alloc::PoolType;
+use nv_ipam::api::PoolType;
 use nv_ipam::protocol::frame;
 use nv_ipam::protocol::{Allocation, ErrorCode, Reply, Request, RequestFrame, ResponseFrame};
 use serde_json::{Value, json};

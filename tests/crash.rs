@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::daemon::Daemon;
 use common::{attachment_env, env_refs, run_plugin};
-use nv_ipam::alloc::PoolType;
+use nv_ipam::api::PoolType;
 use nv_ipam::protocol::client::call;
 use nv_ipam::protocol::message::{
     AllocateRequest, CheckRequest, ErrorCode, PodRef, ReleaseRequest, Request, Response, StatusRequest,

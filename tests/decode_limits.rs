@@ -186,7 +186,7 @@ fn a_deep_kubeconfig_is_refused_naming_the_limit() {
 #[test]
 fn review_child() {
     let Ok(n) = std::env::var("NV_IPAM_REVIEW_CASE") else { return };
-    use nv_ipam::alloc::PoolType;
+    use nv_ipam::api::PoolType;
     use nv_ipam::controller::admission::{decide, parse_review, response_body};
     let (_, body) = hostile::reviews().swap_remove(n.parse().expect("case number"));
     hostile::reset_peak("self");

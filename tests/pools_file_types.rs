@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::daemon::Daemon;
 use common::{CniOut, sh, wait_until};
-use nv_ipam::alloc::PoolType;
+use nv_ipam::api::PoolType;
 use nv_ipam::protocol::{Request, Response, StatusRequest, client};
 
 /// How long the daemon may take to notice a change of its pools file (it polls every second).

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::daemon::{Daemon, START_DEADLINE};
 use common::{cni, wait_until};
-use nv_ipam::alloc::PoolType;
+use nv_ipam::api::PoolType;
 use nv_ipam::protocol::{
     AllocateRequest, ErrorCode, PodRef, PoolStatus, ReleaseRequest, Reply, Request, Response, StatusRequest,
     client,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::daemon::Daemon;
 use common::{CniOut, Sandbox, run_ok};
-use nv_ipam::alloc::PoolType;
+use nv_ipam::api::PoolType;
 use nv_ipam::protocol::client::call;
 use nv_ipam::protocol::message::{AllocateRequest, PodRef, ReleaseRequest, Request, Response};
 use nv_ipam::store::{COMPACT_MIN_LINES, MAX_TORN_FILES, Op, Reservation, Store, StoreError};

@@ -245,7 +245,7 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::alloc::PoolType;
+    use crate::api::PoolType;
 
     fn ipa(s: &str) -> IpAddr {
         s.parse().expect("test address")

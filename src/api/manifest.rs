@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use super::node::NodeMeta;
 use super::{
-    CidrPool, CidrPoolSpec, CidrPoolStatus, IpPool, IpPoolSpec, IpPoolStatus, KIND_CIDRPOOL, KIND_IPPOOL,
-    KIND_NODE, Node, ObjectMeta,
+    AnyPool, CidrPool, CidrPoolSpec, CidrPoolStatus, IpPool, IpPoolSpec, IpPoolStatus, KIND_CIDRPOOL,
+    KIND_IPPOOL, KIND_NODE, Node, ObjectMeta,
 };
 use crate::prescan::{self, TooDeep};
 
@@ -31,10 +31,12 @@ use crate::prescan::{self, TooDeep};
 pub const MAX_LIST_DEPTH: usize = 8;
 
 /// One decoded object.
+// A manifest is mostly pools: boxing them to shrink the rare Node would cost an allocation per
+// pool (the enum is as large as when it had a variant per pool kind).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
-    IpPool(IpPool),
-    CidrPool(CidrPool),
+    Pool(AnyPool),
     Node(Node),
 }
 
@@ -47,14 +49,14 @@ pub struct Manifest {
 impl Manifest {
     pub fn ip_pools(&self) -> impl Iterator<Item = &IpPool> {
         self.objects.iter().filter_map(|o| match o {
-            Object::IpPool(p) => Some(p),
+            Object::Pool(AnyPool::Ip(p)) => Some(p),
             _ => None,
         })
     }
 
     pub fn cidr_pools(&self) -> impl Iterator<Item = &CidrPool> {
         self.objects.iter().filter_map(|o| match o {
-            Object::CidrPool(p) => Some(p),
+            Object::Pool(AnyPool::Cidr(p)) => Some(p),
             _ => None,
         })
     }
@@ -206,11 +208,13 @@ fn object(v: Value, kind: String, at: Position) -> Result<Object, ManifestError>
     };
     match kind.as_str() {
         KIND_IPPOOL => serde_json::from_value(v.clone())
-            .map(Object::IpPool)
+            .map(|p| Object::Pool(AnyPool::Ip(p)))
             .map_err(|e| bad(KIND_IPPOOL, e, locate::<IpPool, ObjectMeta, IpPoolSpec, IpPoolStatus>(&v))),
-        KIND_CIDRPOOL => serde_json::from_value(v.clone()).map(Object::CidrPool).map_err(|e| {
-            bad(KIND_CIDRPOOL, e, locate::<CidrPool, ObjectMeta, CidrPoolSpec, CidrPoolStatus>(&v))
-        }),
+        KIND_CIDRPOOL => {
+            serde_json::from_value(v.clone()).map(|p| Object::Pool(AnyPool::Cidr(p))).map_err(|e| {
+                bad(KIND_CIDRPOOL, e, locate::<CidrPool, ObjectMeta, CidrPoolSpec, CidrPoolStatus>(&v))
+            })
+        }
         KIND_NODE => serde_json::from_value(v.clone())
             .map(Object::Node)
             .map_err(|e| bad(KIND_NODE, e, locate::<Node, NodeMeta, NodeMeta, NodeMeta>(&v))),
@@ -267,8 +271,7 @@ spec:
         m.objects
             .iter()
             .map(|o| match o {
-                Object::IpPool(p) => format!("ippool/{}", p.metadata.name),
-                Object::CidrPool(p) => format!("cidrpool/{}", p.metadata.name),
+                Object::Pool(p) => format!("{}/{}", p.pool_type(), p.name()),
                 Object::Node(n) => format!("node/{}", n.name()),
             })
             .collect()
@@ -278,7 +281,7 @@ spec:
     fn single_yaml_object_round_trips_metadata() {
         let m = decode(POOL_YAML).expect("decodes");
         assert_eq!(names(&m), ["ippool/pool1"]);
-        let Object::IpPool(p) = &m.objects[0] else { panic!("not an ippool") };
+        let Object::Pool(AnyPool::Ip(p)) = &m.objects[0] else { panic!("not an ippool") };
         assert_eq!(p.spec.per_node_block_size, 4);
         let json = serde_json::to_value(p).expect("serializes");
         assert_eq!(
@@ -375,7 +378,7 @@ spec:
                 .to_string()
         };
         let m = decode(&pool(super::super::MAX_SPEC_LIST_ITEMS)).expect("at the limit");
-        let Object::IpPool(p) = &m.objects[0] else { panic!("an ippool") };
+        let Object::Pool(AnyPool::Ip(p)) = &m.objects[0] else { panic!("an ippool") };
         assert_eq!(p.spec.exclusions.len(), super::super::MAX_SPEC_LIST_ITEMS);
         let e = decode(&pool(super::super::MAX_SPEC_LIST_ITEMS + 1)).expect_err("one more");
         assert_eq!(

@@ -2,29 +2,36 @@
 //! wire names (`nv-ipam.nvidia.com/v1alpha1`), manifest decoding, and validation into types
 //! that cannot be wrong.
 //!
-//! Owns: the raw wire shapes ([`IpPool`], [`CidrPool`], [`Node`]), the parse step from raw to
-//! validated ([`validate`]), node selection ([`selector`]) and reading manifests
-//! ([`manifest`]). Must not: plan allocations (that is `alloc`), or do any I/O; callers pass
+//! Owns: the pool kinds and their fixed names ([`kind`]), the raw wire shapes ([`IpPool`],
+//! [`CidrPool`], [`Node`]), a pool of any kind as one value ([`pool`]), the status both kinds
+//! share ([`status`]: conditions, allocatedNodes), the parse step from raw to validated
+//! ([`validate`]), node selection ([`selector`]) and reading manifests ([`manifest`]). Must not: plan allocations (that is `alloc`), or do any I/O; callers pass
 //! text in and get values out.
 
 pub mod cidrpool;
 pub mod exclusion;
 pub mod ippool;
+pub mod kind;
 pub mod manifest;
 pub mod meta;
 pub mod node;
+pub mod pool;
 pub mod route;
 pub mod selector;
+pub mod status;
 pub mod validate;
 
 pub use cidrpool::{CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, StaticAllocation};
 pub use exclusion::{ExcludeIndexRange, ExcludeRange, IndexRange};
 pub use ippool::{IpAllocation, IpPool, IpPoolSpec, IpPoolStatus};
+pub use kind::{KindInfo, PoolKey, PoolType};
 pub use manifest::{Manifest, ManifestError, Object, decode};
 pub use meta::ObjectMeta;
 pub use node::Node;
+pub use pool::{AnyAllocations, AnyPool};
 pub use route::Route;
 pub use selector::{NodeSelector, ValidNodeSelector, select_nodes};
+pub use status::{Condition, PoolStatus, StatusRef};
 pub use validate::{
     FieldError, PoolErrors, ValidCidrPool, ValidIpPool, ValidStaticAllocation, validate_cidr_pool,
     validate_ip_pool,
@@ -33,9 +40,9 @@ pub use validate::{
 /// The API group and version of both pool kinds.
 pub const API_VERSION: &str = "nv-ipam.nvidia.com/v1alpha1";
 /// `kind` of an IPPool object.
-pub const KIND_IPPOOL: &str = "IPPool";
+pub const KIND_IPPOOL: &str = PoolType::IpPool.info().kind;
 /// `kind` of a CIDRPool object.
-pub const KIND_CIDRPOOL: &str = "CIDRPool";
+pub const KIND_CIDRPOOL: &str = PoolType::CidrPool.info().kind;
 /// `kind` of a core/v1 Node object.
 pub const KIND_NODE: &str = "Node";
 

@@ -18,7 +18,7 @@ use super::selector::validate_node_selector;
 use super::{
     CidrPool, ExcludeIndexRange, ExcludeRange, IndexRange, IpPool, Route, StaticAllocation, ValidNodeSelector,
 };
-use crate::alloc::PoolType;
+use crate::api::PoolType;
 use crate::ip::{self, Family, IpRange};
 pub use error::{FieldError, MAX_SHOWN_ERRORS, PoolErrors};
 

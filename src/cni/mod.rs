@@ -169,7 +169,7 @@ enum Verb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::PoolType;
+    use crate::api::PoolType;
     use crate::protocol::client::ClientError;
     use crate::protocol::{Allocation, ErrorCode, ErrorReply, PoolStatus, Reply, Request, Response};
     use serde_json::json;

@@ -52,7 +52,7 @@ pub fn render(cni_version: &str, version: Version, allocations: &[Allocation]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::PoolType;
+    use crate::api::PoolType;
 
     fn dual_stack() -> Vec<Allocation> {
         vec![

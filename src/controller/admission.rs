@@ -3,10 +3,9 @@
 //!
 //! Checks, in order (all broken ones are reported in one message, field by field):
 //! 1. the request `object` (the reference's webhook checks an empty template instead) passes
-//!    exactly the controller's validation ([`validate_ip_pool`] / [`validate_cidr_pool`]),
-//!    decoded with the same types;
+//!    exactly the controller's validation (`PoolKind::validate`), decoded with the same types;
 //! 2. UPDATE: every allocation of `oldObject.status` that the old spec keeps is also kept when
-//!    the planner ([`plan_ip_pool`] / [`plan_cidr_pool`], as the reconcile runs it) plans the new
+//!    the planner (`PoolKind::plan`, as the reconcile runs it) plans the new
 //!    spec for the same nodes: otherwise the update would move blocks or prefixes that nodes hold
 //!    while pods use them. Opt-out: annotation [`ANNOTATION_ALLOW_REALLOCATION`] = `"true"`;
 //! 3. CREATE, or UPDATE of `spec.subnet`/`spec.cidr`: the range overlaps no other pool of the
@@ -31,18 +30,14 @@ use std::fmt;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 
-use super::reconcile::PoolInput;
-use crate::alloc::{PoolType, plan_cidr_pool, plan_ip_pool};
-use crate::api::{
-    CidrAllocation, CidrPool, IpAllocation, IpPool, KIND_CIDRPOOL, KIND_IPPOOL, ValidCidrPool, ValidIpPool,
-    validate_cidr_pool, validate_ip_pool,
-};
+use crate::alloc::PoolKind;
+use crate::api::{AnyPool, PoolErrors, PoolType};
 pub use review::parse_review;
 
 /// The reference's path for IPPools (controller-runtime's `/validate-<group>-<version>-<kind>`).
-pub const PATH_IPPOOL: &str = "/validate-nv-ipam-nvidia-com-v1alpha1-ippool";
+pub const PATH_IPPOOL: &str = PoolType::IpPool.info().webhook_path;
 /// The reference's path for CIDRPools.
-pub const PATH_CIDRPOOL: &str = "/validate-nv-ipam-nvidia-com-v1alpha1-cidrpool";
+pub const PATH_CIDRPOOL: &str = PoolType::CidrPool.info().webhook_path;
 /// `"true"` on the pool lets an UPDATE move blocks or prefixes that nodes hold.
 pub const ANNOTATION_ALLOW_REALLOCATION: &str = "nv-ipam.nvidia.com/allow-reallocation";
 /// `"true"` on the pool lets its range overlap another pool of the namespace.
@@ -54,11 +49,7 @@ pub const MAX_NAMED_NODES: usize = 10;
 
 /// The pool kind a webhook path validates, `None` for any other path (404).
 pub fn path_kind(path: &str) -> Option<PoolType> {
-    match path {
-        PATH_IPPOOL => Some(PoolType::IpPool),
-        PATH_CIDRPOOL => Some(PoolType::CidrPool),
-        _ => None,
-    }
+    PoolType::ALL.into_iter().find(|t| t.info().webhook_path == path)
 }
 
 /// A body that is not an AdmissionReview v1 with a request: answered HTTP 400.
@@ -91,9 +82,9 @@ pub struct Request {
     /// The object, or why it could not be decoded (a verdict with code 400). Its metadata holds
     /// only what [`decide`] reads: name, namespace, deletionTimestamp and the opt-out
     /// annotations that are `"true"`.
-    pub object: Result<PoolInput, String>,
+    pub object: Result<AnyPool, String>,
     /// `oldObject` (UPDATE), decoded like `object`.
-    pub old_object: Option<Result<PoolInput, String>>,
+    pub old_object: Option<Result<AnyPool, String>>,
 }
 
 /// What to answer.
@@ -134,34 +125,16 @@ pub struct PoolRange {
 impl PoolRange {
     /// The range of a stored pool (`spec.subnet` or `spec.cidr`), `None` when it does not parse
     /// (such a pool is invalid and hands out nothing).
-    pub fn of(pool: &PoolInput) -> Option<PoolRange> {
-        let (text, name) = match pool {
-            PoolInput::Ip(p) => (&p.spec.subnet, &p.metadata.name),
-            PoolInput::Cidr(p) => (&p.spec.cidr, &p.metadata.name),
-        };
+    pub fn of(pool: &AnyPool) -> Option<PoolRange> {
+        let (text, name) = crate::with_pool_kind!(pool, p, K => (K::range_text(p), &K::meta(p).name));
         let net = text.parse::<IpNet>().ok()?.trunc();
         Some(PoolRange { pool_type: pool.pool_type(), name: name.clone(), net })
     }
 }
 
-/// The `kind` of pools of type `t`.
-fn kind_name(t: PoolType) -> &'static str {
-    match t {
-        PoolType::IpPool => KIND_IPPOOL,
-        PoolType::CidrPool => KIND_CIDRPOOL,
-    }
-}
-
-fn meta(p: &PoolInput) -> &crate::api::ObjectMeta {
-    match p {
-        PoolInput::Ip(p) => &p.metadata,
-        PoolInput::Cidr(p) => &p.metadata,
-    }
-}
-
 /// Whether the pool carries `annotation: "true"`.
-fn annotated(p: &PoolInput, annotation: &str) -> bool {
-    meta(p).rest.get("annotations").and_then(|a| a.get(annotation)).and_then(Value::as_str) == Some("true")
+fn annotated(p: &AnyPool, annotation: &str) -> bool {
+    p.meta().rest.get("annotations").and_then(|a| a.get(annotation)).and_then(Value::as_str) == Some("true")
 }
 
 /// Decides a request. `others`: the pools of the request's namespace as stored (the object
@@ -181,21 +154,17 @@ pub fn decide(req: &Request, others: Option<&[PoolRange]>) -> Verdict {
         (None, "UPDATE") => return Verdict::bad_request("request.oldObject is missing in an UPDATE".into()),
         (None, _) => None,
     };
-    if meta(pool).rest.get("deletionTimestamp").is_some_and(|v| !v.is_null()) {
+    if pool.meta().rest.get("deletionTimestamp").is_some_and(|v| !v.is_null()) {
         return Verdict::allow(Vec::new()); // being deleted: let it go
     }
-    let valid = match pool {
-        PoolInput::Ip(p) => validate_ip_pool(p).map(Valid::Ip),
-        PoolInput::Cidr(p) => validate_cidr_pool(p).map(Valid::Cidr),
-    };
-    let valid = match valid {
-        Ok(v) => v,
+    let (net, moved) = match crate::with_pool_kind!(pool, p, K => spec_check::<K>(p, old)) {
+        Ok(checked) => checked,
         Err(errors) => return Verdict::invalid(errors.to_string(), Vec::new()),
     };
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     if let Some(old) = old
-        && let Some(moved) = moved_nodes(old, &valid)
+        && let Some(moved) = moved
     {
         let text = moved_message(old, pool, &moved);
         if annotated(pool, ANNOTATION_ALLOW_REALLOCATION) {
@@ -208,11 +177,10 @@ pub fn decide(req: &Request, others: Option<&[PoolRange]>) -> Verdict {
             ));
         }
     }
-    let net = valid.net();
     let range_changed = old.is_none_or(|o| PoolRange::of(o).map(|r| r.net) != Some(net));
     if range_changed && let Some(others) = others {
         let me = (pool.pool_type(), pool.name());
-        let field = valid.net_field();
+        let field = pool.pool_type().info().range_field;
         for o in others {
             if (o.pool_type, o.name.as_str()) == me
                 || !(o.net.contains(&net.network()) || net.contains(&o.net.network()))
@@ -221,7 +189,7 @@ pub fn decide(req: &Request, others: Option<&[PoolRange]>) -> Verdict {
             }
             let text = format!(
                 "{field}: {net} overlaps {} {:?} ({}) in namespace {:?}",
-                kind_name(o.pool_type),
+                o.pool_type.kind(),
                 o.name,
                 o.net,
                 req.namespace
@@ -251,47 +219,25 @@ pub fn decide(req: &Request, others: Option<&[PoolRange]>) -> Verdict {
     }
 }
 
-enum Valid {
-    Ip(ValidIpPool),
-    Cidr(ValidCidrPool),
+/// The pool's range and, on UPDATE, the nodes whose live entry (kept by the old spec's plan)
+/// the new spec's plan would not keep (`None` when there are none); or the spec's errors.
+fn spec_check<K: PoolKind>(
+    pool: &K::Pool,
+    old: Option<&AnyPool>,
+) -> Result<(IpNet, Option<Vec<String>>), PoolErrors> {
+    let valid = K::validate(pool)?;
+    // decoded from one path, so an old object of another kind does not occur
+    let moved = old.and_then(K::of).and_then(|o| moved_nodes::<K>(o, &valid));
+    Ok((K::net(&valid), moved))
 }
 
-impl Valid {
-    fn net(&self) -> IpNet {
-        match self {
-            Valid::Ip(v) => v.subnet,
-            Valid::Cidr(v) => v.cidr,
-        }
-    }
-
-    fn net_field(&self) -> &'static str {
-        match self {
-            Valid::Ip(_) => "spec.subnet",
-            Valid::Cidr(_) => "spec.cidr",
-        }
-    }
-}
-
-/// The nodes whose live entry (kept by the old spec's plan) the new spec's plan would not keep,
-/// `None` when there are none.
-fn moved_nodes(old: &PoolInput, new: &Valid) -> Option<Vec<String>> {
-    let moved: Vec<String> = match (old, new) {
-        (PoolInput::Ip(o), Valid::Ip(v)) => {
-            let live = live_ip(o);
-            let names: Vec<String> = live.iter().map(|a| a.node_name.clone()).collect();
-            let plan = plan_ip_pool(v, &names, &live);
-            let planned = plan_holds(&plan.allocations, ip_node);
-            live.iter().filter(|a| !planned(a)).map(|a| a.node_name.clone()).collect()
-        }
-        (PoolInput::Cidr(o), Valid::Cidr(v)) => {
-            let live = live_cidr(o);
-            let names: Vec<String> = live.iter().map(|a| a.node_name.clone()).collect();
-            let plan = plan_cidr_pool(v, &names, &live);
-            let planned = plan_holds(&plan.allocations, cidr_node);
-            live.iter().filter(|a| !planned(a)).map(|a| a.node_name.clone()).collect()
-        }
-        _ => Vec::new(), // decoded from one path, so the kinds agree
-    };
+fn moved_nodes<K: PoolKind>(old: &K::Pool, new: &K::Valid) -> Option<Vec<String>> {
+    let live = live::<K>(old);
+    let names: Vec<String> = live.iter().map(|a| K::node_name(a).to_string()).collect();
+    let plan = K::plan(new, &names, &live);
+    let planned = plan_holds(&plan.allocations, K::node_name);
+    let moved: Vec<String> =
+        live.iter().filter(|a| !planned(a)).map(|a| K::node_name(a).to_string()).collect();
     (!moved.is_empty()).then_some(moved)
 }
 
@@ -306,47 +252,25 @@ fn plan_holds<T: PartialEq>(plan: &[T], node: fn(&T) -> &str) -> impl Fn(&T) -> 
     move |a| by_node.get(node(a)).is_some_and(|v| v.contains(&a))
 }
 
-fn ip_node(a: &IpAllocation) -> &str {
-    &a.node_name
-}
-
-fn cidr_node(a: &CidrAllocation) -> &str {
-    &a.node_name
-}
-
 /// The old status entries the old spec keeps (all of them when the old spec is invalid: the
 /// controller leaves such a status as it is).
-fn live_ip(old: &IpPool) -> Vec<IpAllocation> {
-    match validate_ip_pool(old) {
+fn live<K: PoolKind>(old: &K::Pool) -> Vec<K::Allocation> {
+    let previous = K::allocations(old);
+    match K::validate(old) {
         Ok(v) => {
-            let names: Vec<String> = old.allocations().iter().map(|a| a.node_name.clone()).collect();
-            let plan = plan_ip_pool(&v, &names, old.allocations());
-            let planned = plan_holds(&plan.allocations, ip_node);
-            old.allocations().iter().filter(|a| planned(a)).cloned().collect()
+            let names: Vec<String> = previous.iter().map(|a| K::node_name(a).to_string()).collect();
+            let plan = K::plan(&v, &names, previous);
+            let planned = plan_holds(&plan.allocations, K::node_name);
+            previous.iter().filter(|a| planned(a)).cloned().collect()
         }
-        Err(_) => old.allocations().to_vec(),
-    }
-}
-
-fn live_cidr(old: &CidrPool) -> Vec<CidrAllocation> {
-    match validate_cidr_pool(old) {
-        Ok(v) => {
-            let names: Vec<String> = old.allocations().iter().map(|a| a.node_name.clone()).collect();
-            let plan = plan_cidr_pool(&v, &names, old.allocations());
-            let planned = plan_holds(&plan.allocations, cidr_node);
-            old.allocations().iter().filter(|a| planned(a)).cloned().collect()
-        }
-        Err(_) => old.allocations().to_vec(),
+        Err(_) => previous.to_vec(),
     }
 }
 
 /// `spec.subnet, spec.perNodeBlockSize: this update would move the blocks of 2 nodes ...`
-fn moved_message(old: &PoolInput, new: &PoolInput, nodes: &[String]) -> String {
+fn moved_message(old: &AnyPool, new: &AnyPool, nodes: &[String]) -> String {
     let fields = changed_fields(old, new);
-    let what = match new {
-        PoolInput::Ip(_) => "blocks",
-        PoolInput::Cidr(_) => "prefixes",
-    };
+    let what = new.pool_type().info().units;
     let mut named = nodes.iter().take(MAX_NAMED_NODES).cloned().collect::<Vec<_>>().join(", ");
     if nodes.len() > MAX_NAMED_NODES {
         named.push_str(", ...");
@@ -359,34 +283,8 @@ fn moved_message(old: &PoolInput, new: &PoolInput, nodes: &[String]) -> String {
 }
 
 /// The spec fields that decide where blocks/prefixes lie and that differ between the objects.
-fn changed_fields(old: &PoolInput, new: &PoolInput) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let mut diff = |changed: bool, field: &'static str| {
-        if changed {
-            out.push(field);
-        }
-    };
-    match (old, new) {
-        (PoolInput::Ip(o), PoolInput::Ip(n)) => {
-            let (o, n) = (&o.spec, &n.spec);
-            diff(o.subnet != n.subnet, "spec.subnet");
-            diff(o.per_node_block_size != n.per_node_block_size, "spec.perNodeBlockSize");
-            diff(o.gateway != n.gateway, "spec.gateway");
-            diff(o.exclusions != n.exclusions, "spec.exclusions");
-            diff(o.per_node_exclusions != n.per_node_exclusions, "spec.perNodeExclusions");
-        }
-        (PoolInput::Cidr(o), PoolInput::Cidr(n)) => {
-            let (o, n) = (&o.spec, &n.spec);
-            diff(o.cidr != n.cidr, "spec.cidr");
-            diff(o.per_node_network_prefix != n.per_node_network_prefix, "spec.perNodeNetworkPrefix");
-            diff(o.gateway_index != n.gateway_index, "spec.gatewayIndex");
-            diff(o.exclusions != n.exclusions, "spec.exclusions");
-            diff(o.per_node_exclusions != n.per_node_exclusions, "spec.perNodeExclusions");
-            diff(o.static_allocations != n.static_allocations, "spec.staticAllocations");
-        }
-        _ => {}
-    }
-    out
+fn changed_fields(old: &AnyPool, new: &AnyPool) -> Vec<&'static str> {
+    crate::with_pool_kind!(new, n, K => K::of(old).map(|o| K::placement_changes(o, n)).unwrap_or_default())
 }
 
 /// The AdmissionReview v1 response for `uid`.

@@ -14,12 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::alloc::{PoolKey, PoolType, plan_cidr_pool, plan_ip_pool};
+use crate::alloc::PoolKind;
 use crate::api::selector::select_nodes;
-use crate::api::{
-    CidrPool, CidrPoolStatus, IpPool, IpPoolStatus, Manifest, ManifestError, Node, Object, PoolErrors,
-    validate_cidr_pool, validate_ip_pool,
-};
+use crate::api::{AnyPool, Manifest, ManifestError, Node, Object, PoolErrors, PoolKey};
 
 /// Largest pools or nodes file read, so a wrong path (a disk image, /dev/zero) fails fast
 /// instead of exhausting memory; 64 MiB holds well over 100k nodes.
@@ -64,14 +61,6 @@ impl fmt::Display for PlanError {
 
 impl std::error::Error for PlanError {}
 
-/// One pool in the output list.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum PoolObject {
-    Ip(IpPool),
-    Cidr(CidrPool),
-}
-
 /// A node that got no block or prefix in a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unallocated {
@@ -81,20 +70,12 @@ pub struct Unallocated {
 
 impl fmt::Display for Unallocated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.pool.pool_type {
-            PoolType::IpPool => write!(
-                f,
-                "ippool {:?}: no free block for node {}: widen the subnet, lower perNodeBlockSize or \
-                 shrink the exclusions",
-                self.pool.name, self.node
-            ),
-            PoolType::CidrPool => write!(
-                f,
-                "cidrpool {:?}: no free prefix for node {}: widen the cidr, raise perNodeNetworkPrefix or \
-                 shrink the exclusions",
-                self.pool.name, self.node
-            ),
-        }
+        let info = self.pool.pool_type.info();
+        write!(
+            f,
+            "{} {:?}: no free {} for node {}: {}",
+            info.name, self.pool.name, info.unit, self.node, info.no_free_fix
+        )
     }
 }
 
@@ -102,7 +83,7 @@ impl fmt::Display for Unallocated {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PlanReport {
     /// Every pool, in input order, with its new (or, when invalid, unchanged) status.
-    pub pools: Vec<PoolObject>,
+    pub pools: Vec<AnyPool>,
     pub invalid: Vec<PoolErrors>,
     pub unallocated: Vec<Unallocated>,
 }
@@ -112,7 +93,7 @@ pub struct PlanReport {
 struct List<'a> {
     api_version: &'static str,
     kind: &'static str,
-    items: &'a [PoolObject],
+    items: &'a [AnyPool],
 }
 
 impl PlanReport {
@@ -151,48 +132,28 @@ pub fn plan(pools: &Manifest, nodes: &[Node]) -> PlanReport {
     let mut report = PlanReport::default();
     for o in &pools.objects {
         match o {
-            Object::IpPool(p) => {
-                let mut out = p.clone();
-                match validate_ip_pool(p) {
-                    Ok(v) => {
-                        let names = select_nodes(v.node_selector.as_ref(), nodes);
-                        let planned = plan_ip_pool(&v, &names, p.allocations());
-                        let key = PoolKey::new(PoolType::IpPool, v.name.clone());
-                        report.unallocated.extend(
-                            planned
-                                .unallocated
-                                .into_iter()
-                                .map(|node| Unallocated { pool: key.clone(), node }),
-                        );
-                        out.status = Some(IpPoolStatus { allocations: planned.allocations });
-                    }
-                    Err(e) => report.invalid.push(e),
-                }
-                report.pools.push(PoolObject::Ip(out));
-            }
-            Object::CidrPool(p) => {
-                let mut out = p.clone();
-                match validate_cidr_pool(p) {
-                    Ok(v) => {
-                        let names = select_nodes(v.node_selector.as_ref(), nodes);
-                        let planned = plan_cidr_pool(&v, &names, p.allocations());
-                        let key = PoolKey::new(PoolType::CidrPool, v.name.clone());
-                        report.unallocated.extend(
-                            planned
-                                .unallocated
-                                .into_iter()
-                                .map(|node| Unallocated { pool: key.clone(), node }),
-                        );
-                        out.status = Some(CidrPoolStatus { allocations: planned.allocations });
-                    }
-                    Err(e) => report.invalid.push(e),
-                }
-                report.pools.push(PoolObject::Cidr(out));
-            }
+            Object::Pool(p) => crate::with_pool_kind!(p, p, K => plan_pool::<K>(p, nodes, &mut report)),
             Object::Node(_) => {} // a pools file may carry nodes; they are not planned
         }
     }
     report
+}
+
+fn plan_pool<K: PoolKind>(p: &K::Pool, nodes: &[Node], report: &mut PlanReport) {
+    let mut out = p.clone();
+    match K::validate(p) {
+        Ok(v) => {
+            let names = select_nodes(K::node_selector(&v), nodes);
+            let planned = K::plan(&v, &names, K::allocations(p));
+            let key = PoolKey::new(K::TYPE, K::pool_name(&v));
+            report
+                .unallocated
+                .extend(planned.unallocated.into_iter().map(|node| Unallocated { pool: key.clone(), node }));
+            K::set_allocations(&mut out, planned.allocations);
+        }
+        Err(e) => report.invalid.push(e),
+    }
+    report.pools.push(K::into_any(out));
 }
 
 #[cfg(test)]
@@ -218,7 +179,7 @@ mod tests {
             "ippool \"a\": no free block for node n3: widen the subnet, lower perNodeBlockSize or shrink the \
              exclusions"
         );
-        let PoolObject::Ip(b) = &r.pools[1] else { panic!("b is an ippool") };
+        let AnyPool::Ip(b) = &r.pools[1] else { panic!("b is an ippool") };
         assert_eq!(b.allocations()[0].node_name, "x", "invalid pool keeps its status");
     }
 }

@@ -15,21 +15,17 @@
 //! Holds: the shell passes `holds` (node → when it was first seen gone from this pool) and
 //! stores the returned map; a controller restart forgets holds, which only makes them longer.
 //!
-//! Owns: [`reconcile`], [`Condition`], [`Event`], [`Outcome`]. Must not: read clocks, talk to
+//! Owns: [`reconcile`] (written once, generic over `alloc::PoolKind`), [`Event`], [`Outcome`]
+//! (the [`Condition`] type is `api::status`'s). Must not: read clocks, talk to
 //! the API server or log; the caller passes `now` and acts on the outcome.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
-use crate::alloc::{PoolType, plan_cidr_pool, plan_ip_pool};
+use crate::alloc::PoolKind;
+use crate::api::Condition;
 use crate::api::selector::select_nodes;
-use crate::api::{
-    CidrAllocation, CidrPool, IpAllocation, IpPool, Node, ValidCidrPool, ValidIpPool, validate_cidr_pool,
-    validate_ip_pool,
-};
-use crate::ip::{Family, host_count};
+use crate::api::{AnyAllocations, AnyPool, Node, PoolType};
 
 /// `type` of the condition that says whether the spec is valid.
 pub const CONDITION_SPEC_VALID: &str = "SpecValid";
@@ -38,30 +34,11 @@ pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// Reason of a `True` `SpecValid` condition.
 pub const REASON_VALID: &str = "Valid";
 /// Event reason for an IPPool node without a block (the reference's).
-pub const REASON_NO_FREE_RANGES: &str = "NoFreeRanges";
+pub const REASON_NO_FREE_RANGES: &str = PoolType::IpPool.info().no_free_reason;
 /// Event reason for a CIDRPool node without a prefix (the reference's).
-pub const REASON_NO_FREE_PREFIXES: &str = "NoFreePrefixes";
+pub const REASON_NO_FREE_PREFIXES: &str = PoolType::CidrPool.info().no_free_reason;
 /// Longest condition message kept; the API server's limit for `message` is 32768 bytes.
 pub const MAX_CONDITION_MESSAGE_BYTES: usize = 32 * 1024;
-
-/// A `metav1.Condition`, as stored in `status.conditions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// `True`, `False` or `Unknown`.
-    pub status: String,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default)]
-    pub message: String,
-    /// RFC 3339 time, seconds resolution; kept while `status` stays the same.
-    #[serde(default)]
-    pub last_transition_time: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-}
 
 /// A core/v1 Event to emit about the pool (always `Warning` here).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,69 +47,10 @@ pub struct Event {
     pub message: String,
 }
 
-/// A pool as read from the API server.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PoolInput {
-    Ip(IpPool),
-    Cidr(CidrPool),
-}
-
-impl PoolInput {
-    pub fn pool_type(&self) -> PoolType {
-        match self {
-            PoolInput::Ip(_) => PoolType::IpPool,
-            PoolInput::Cidr(_) => PoolType::CidrPool,
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        match self {
-            PoolInput::Ip(p) => &p.metadata.name,
-            PoolInput::Cidr(p) => &p.metadata.name,
-        }
-    }
-
-    fn allocated_nodes(&self) -> Vec<&str> {
-        match self {
-            PoolInput::Ip(p) => p.allocations().iter().map(|a| a.node_name.as_str()).collect(),
-            PoolInput::Cidr(p) => p.allocations().iter().map(|a| a.node_name.as_str()).collect(),
-        }
-    }
-}
-
-/// The new `status.allocations`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Allocations {
-    Ip(Vec<IpAllocation>),
-    Cidr(Vec<CidrAllocation>),
-}
-
-impl Allocations {
-    pub fn len(&self) -> usize {
-        match self {
-            Allocations::Ip(a) => a.len(),
-            Allocations::Cidr(a) => a.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// As a JSON array for `status.allocations`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let v = match self {
-            Allocations::Ip(a) => serde_json::to_value(a),
-            Allocations::Cidr(a) => serde_json::to_value(a),
-        };
-        v.unwrap_or_else(|_| serde_json::Value::Array(Vec::new()))
-    }
-}
-
 /// Everything the pure step asks of its caller's world.
 #[derive(Debug, Clone)]
 pub struct Input<'a> {
-    pub pool: &'a PoolInput,
+    pub pool: &'a AnyPool,
     /// `status.conditions` as stored.
     pub conditions: &'a [Condition],
     /// `metadata.generation`.
@@ -149,7 +67,7 @@ pub struct Input<'a> {
 /// What to write and say.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    pub allocations: Allocations,
+    pub allocations: AnyAllocations,
     pub conditions: Vec<Condition>,
     /// True when `allocations` or `conditions` differ from the stored status.
     pub changed: bool,
@@ -167,23 +85,18 @@ pub struct Outcome {
 
 /// Decides one pool. Pure: same input, same outcome.
 pub fn reconcile(input: &Input) -> Outcome {
-    let pool = input.pool;
-    let validated = match pool {
-        PoolInput::Ip(p) => validate_ip_pool(p).map(Valid::Ip),
-        PoolInput::Cidr(p) => validate_cidr_pool(p).map(Valid::Cidr),
-    };
-    let valid = match validated {
+    crate::with_pool_kind!(input.pool, p, K => reconcile_kind::<K>(p, input))
+}
+
+fn reconcile_kind<K: PoolKind>(pool: &K::Pool, input: &Input) -> Outcome {
+    let valid = match K::validate(pool) {
         Ok(v) => v,
         Err(errors) => {
             let message = truncate(errors.to_string(), MAX_CONDITION_MESSAGE_BYTES);
             let conditions = set_condition(input, "False", REASON_INVALID_SPEC, &message);
-            let allocations = match pool {
-                PoolInput::Ip(p) => Allocations::Ip(p.allocations().to_vec()),
-                PoolInput::Cidr(p) => Allocations::Cidr(p.allocations().to_vec()),
-            };
             return Outcome {
                 changed: conditions != input.conditions,
-                allocations,
+                allocations: K::into_any_allocations(K::allocations(pool).to_vec()),
                 conditions,
                 events: vec![Event { reason: REASON_INVALID_SPEC, message }],
                 // an invalid spec frees nothing, so holds simply carry over
@@ -195,14 +108,11 @@ pub fn reconcile(input: &Input) -> Outcome {
         }
     };
 
-    let selector = match &valid {
-        Valid::Ip(v) => v.node_selector.as_ref(),
-        Valid::Cidr(v) => v.node_selector.as_ref(),
-    };
-    let matching: BTreeSet<String> = select_nodes(selector, input.nodes).into_iter().collect();
+    let matching: BTreeSet<String> =
+        select_nodes(K::node_selector(&valid), input.nodes).into_iter().collect();
     let mut holds = BTreeMap::new();
     let mut recheck_at: Option<SystemTime> = None;
-    for node in pool.allocated_nodes() {
+    for node in K::allocations(pool).iter().map(K::node_name) {
         if matching.contains(node) {
             continue;
         }
@@ -216,35 +126,22 @@ pub fn reconcile(input: &Input) -> Outcome {
     let mut names: Vec<String> = matching.iter().cloned().collect();
     names.extend(holds.keys().cloned());
 
-    let (allocations, unallocated, reason) = match (&valid, pool) {
-        (Valid::Ip(v), PoolInput::Ip(p)) => {
-            let plan = plan_ip_pool(v, &names, p.allocations());
-            let kept = keep_held(plan.allocations, p.allocations(), &holds, |a| &a.node_name);
-            (Allocations::Ip(kept), plan.unallocated, REASON_NO_FREE_RANGES)
-        }
-        (Valid::Cidr(v), PoolInput::Cidr(p)) => {
-            let plan = plan_cidr_pool(v, &names, p.allocations());
-            let kept = keep_held(plan.allocations, p.allocations(), &holds, |a| &a.node_name);
-            (Allocations::Cidr(kept), plan.unallocated, REASON_NO_FREE_PREFIXES)
-        }
-        // validated from the same input, so the kinds agree
-        _ => (Allocations::Ip(Vec::new()), Vec::new(), REASON_NO_FREE_RANGES),
-    };
-    let events = unallocated
+    let previous = K::allocations(pool);
+    let plan = K::plan(&valid, &names, previous);
+    let kept = keep_held(plan.allocations, previous, &holds, |a| K::node_name(a));
+    let reason = K::TYPE.info().no_free_reason;
+    let events = plan
+        .unallocated
         .into_iter()
         .filter(|n| !holds.contains_key(n))
         .map(|n| Event { reason, message: format!("failed to allocate IPs on Node: {n}") })
         .collect();
     let conditions = set_condition(input, "True", REASON_VALID, "spec is valid");
-    let stored_same = match (&allocations, pool) {
-        (Allocations::Ip(a), PoolInput::Ip(p)) => a.as_slice() == p.allocations(),
-        (Allocations::Cidr(a), PoolInput::Cidr(p)) => a.as_slice() == p.allocations(),
-        _ => false,
-    };
-    let (capacity, size) = valid.capacity_and_size();
+    let stored_same = kept.as_slice() == previous;
+    let (capacity, size) = K::capacity_and_size(&valid);
     Outcome {
         changed: !stored_same || conditions != input.conditions,
-        allocations,
+        allocations: K::into_any_allocations(kept),
         conditions,
         events,
         holds,
@@ -265,45 +162,21 @@ pub struct NodeChange {
 /// Whether any of `changes` can change this pool's outcome: the node matched the pool's
 /// selector before or after, or holds an entry in its status. An invalid pool's outcome does
 /// not depend on nodes. This is what keeps one pool's nodes from re-planning every other pool.
-pub fn nodes_matter(pool: &PoolInput, changes: &[NodeChange]) -> bool {
-    let selector = match pool {
-        PoolInput::Ip(p) => validate_ip_pool(p).map(|v| v.node_selector),
-        PoolInput::Cidr(p) => validate_cidr_pool(p).map(|v| v.node_selector),
-    };
-    let Ok(selector) = selector else { return false };
-    let allocated = pool.allocated_nodes();
+pub fn nodes_matter(pool: &AnyPool, changes: &[NodeChange]) -> bool {
+    crate::with_pool_kind!(pool, p, K => nodes_matter_kind::<K>(p, changes))
+}
+
+fn nodes_matter_kind<K: PoolKind>(pool: &K::Pool, changes: &[NodeChange]) -> bool {
+    let Ok(valid) = K::validate(pool) else { return false };
+    let selector = K::node_selector(&valid);
+    let allocated: Vec<&str> = K::allocations(pool).iter().map(K::node_name).collect();
     changes.iter().any(|c| {
         allocated.contains(&c.name.as_str())
             || [&c.before, &c.after].into_iter().flatten().any(|labels| {
                 let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                selector.as_ref().is_none_or(|s| s.matches(&Node::new(c.name.clone(), &l)))
+                selector.is_none_or(|s| s.matches(&Node::new(c.name.clone(), &l)))
             })
     })
-}
-
-enum Valid {
-    Ip(ValidIpPool),
-    Cidr(ValidCidrPool),
-}
-
-impl Valid {
-    /// (blocks or prefixes in total, addresses), both saturated at u64::MAX.
-    fn capacity_and_size(&self) -> (u64, u64) {
-        let sat = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
-        match self {
-            Valid::Ip(v) => {
-                let host_bits = u32::from(v.subnet.max_prefix_len() - v.subnet.prefix_len());
-                let size = 1u128.checked_shl(host_bits).unwrap_or(u128::MAX);
-                let usable = host_count(Family::of_net(&v.subnet), v.subnet.prefix_len());
-                (sat(usable / v.block_size.max(1)), sat(size))
-            }
-            Valid::Cidr(v) => {
-                let bits = u32::from(v.prefix_len.saturating_sub(v.cidr.prefix_len()));
-                let size = 1u128.checked_shl(u32::from(v.cidr.max_prefix_len() - v.cidr.prefix_len()));
-                (sat(1u128.checked_shl(bits).unwrap_or(u128::MAX)), sat(size.unwrap_or(u128::MAX)))
-            }
-        }
-    }
 }
 
 /// A held node keeps exactly its previous entry; if the planner moved it (its old entry is no
@@ -312,7 +185,7 @@ fn keep_held<A: Clone + PartialEq>(
     planned: Vec<A>,
     previous: &[A],
     holds: &BTreeMap<String, SystemTime>,
-    node: impl Fn(&A) -> &String,
+    node: impl Fn(&A) -> &str,
 ) -> Vec<A> {
     planned.into_iter().filter(|a| !holds.contains_key(node(a)) || previous.contains(a)).collect()
 }

@@ -47,16 +47,13 @@ use super::admission::PoolRange;
 use super::args::{ClusterArgs, DEFAULT_HEALTH_PROBE_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS};
 use super::leader;
 use super::webhook::{self, CertReloader};
-use crate::alloc::PoolType;
-use crate::api::Node;
+use crate::api::{Node, PoolType};
 use crate::health::{self, HealthError, Probe};
-use crate::kube::{
-    CIDRPOOLS, Change, Client, ClusterConfig, IPPOOLS, KubeError, ListOptions, NODES, Resource,
-};
+use crate::kube::{Change, Client, ClusterConfig, KubeError, ListOptions, NODES, Resource};
 use cache::{Cache, Shared, nodes_changed, pool_changed};
 use probes::Health;
-use wire::{CidrWire, IpWire, PoolWire};
-use worker::worker;
+use wire::{PoolWire, WirePool};
+use worker::{resource, worker};
 
 /// Status writes per reconcile (the first plus retries after 409 Conflict).
 pub const MAX_STATUS_ATTEMPTS: u32 = 5;
@@ -83,7 +80,7 @@ pub enum RunError {
     Health { flag: &'static str, source: HealthError },
     Webhook(super::webhook::WebhookError),
     Signal(std::io::Error),
-    Thread { name: &'static str, source: std::io::Error },
+    Thread { name: String, source: std::io::Error },
 }
 
 impl fmt::Display for RunError {
@@ -167,27 +164,16 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
         }
     }
 
-    let threads = vec![
-        spawn_pool_reflector::<IpWire>(
-            "reflect-ippools",
-            &client,
-            &IPPOOLS,
-            PoolType::IpPool,
-            &ns,
-            &shared,
-            &stop,
-        )?,
-        spawn_pool_reflector::<CidrWire>(
-            "reflect-cidrpools",
-            &client,
-            &CIDRPOOLS,
-            PoolType::CidrPool,
-            &ns,
-            &shared,
-            &stop,
-        )?,
-        spawn_node_reflector(&client, &shared, &stop)?,
-    ];
+    let mut threads = Vec::new();
+    for t in PoolType::ALL {
+        let name = format!("reflect-{}", t.info().resource.plural);
+        let r = resource(t);
+        let spawned = crate::with_kind!(t, K => {
+            spawn_pool_reflector::<WirePool<K>>(name, &client, r, t, &ns, &shared, &stop)
+        });
+        threads.push(spawned?);
+    }
+    threads.push(spawn_node_reflector(&client, &shared, &stop)?);
     let elector = if args.leader_elect {
         let (client, shared2, stop2) = (client.clone(), Arc::clone(&shared), Arc::clone(&stop));
         let lns = args.leader_elect_namespace.clone();
@@ -200,7 +186,7 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
                     let on_elected = || shared2.enqueue_all();
                     leader::run_elector(&client, &lns, &me, &shared2.is_leader, &stop2, &on_elected);
                 })
-                .map_err(|source| RunError::Thread { name: "leader-election", source })?,
+                .map_err(|source| RunError::Thread { name: "leader-election".into(), source })?,
         )
     } else {
         None
@@ -238,7 +224,7 @@ fn pools_of(shared: Arc<Shared>, ns: String) -> Arc<webhook::Others> {
             return None;
         }
         let c = shared.lock();
-        if !(c.synced_ippools && c.synced_cidrpools) {
+        if !c.pools_synced() {
             return None;
         }
         Some(c.pools.values().filter_map(|p| PoolRange::of(&p.pool)).collect())
@@ -246,7 +232,7 @@ fn pools_of(shared: Arc<Shared>, ns: String) -> Arc<webhook::Others> {
 }
 
 fn spawn_pool_reflector<W: PoolWire + 'static>(
-    name: &'static str,
+    name: String,
     client: &Client,
     r: &'static Resource,
     t: PoolType,
@@ -256,7 +242,7 @@ fn spawn_pool_reflector<W: PoolWire + 'static>(
 ) -> Result<std::thread::JoinHandle<()>, RunError> {
     let (client, shared, stop, ns) = (client.clone(), Arc::clone(shared), Arc::clone(stop), ns.to_string());
     std::thread::Builder::new()
-        .name(name.into())
+        .name(name.clone())
         .spawn(move || {
             let mut on_change = |ch: Change<W>| {
                 let ch = match ch {
@@ -285,5 +271,5 @@ fn spawn_node_reflector(
             let mut on_change = |ch: Change<Node>| nodes_changed(&shared, ch);
             crate::kube::reflect(&client, &NODES, None, &opts, &stop, &mut on_change);
         })
-        .map_err(|source| RunError::Thread { name: "reflect-nodes", source })
+        .map_err(|source| RunError::Thread { name: "reflect-nodes".into(), source })
 }

@@ -16,11 +16,10 @@
 //! or derive a single pool's configuration itself (see `alloc::node_pool`).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use crate::alloc::{self, NodePool, NodePoolError, PoolKey, PoolType};
-use crate::api::{self, CidrPool, IpPool, PoolErrors};
-use crate::ip::IpRange;
+use crate::alloc::{self, NodePool, NodePoolError, PoolKind};
+use crate::api::PoolKey;
+use crate::api::{AnyPool, CidrPool, IpPool, PoolErrors};
 
 /// An immutable snapshot of the node's pools; replaced whole on every change.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -82,27 +81,30 @@ fn describe(p: &NodePool) -> String {
     }
 }
 
-/// A pool object as a source holds it.
+/// A pool object as a source holds it, borrowed (the cluster source keeps one list per kind).
 #[derive(Debug, Clone, Copy)]
 pub enum PoolRef<'a> {
     Ip(&'a IpPool),
     Cidr(&'a CidrPool),
 }
 
+impl<'a> From<&'a AnyPool> for PoolRef<'a> {
+    fn from(p: &'a AnyPool) -> PoolRef<'a> {
+        match p {
+            AnyPool::Ip(p) => PoolRef::Ip(p),
+            AnyPool::Cidr(p) => PoolRef::Cidr(p),
+        }
+    }
+}
+
 impl PoolRef<'_> {
     pub fn key(&self) -> PoolKey {
-        match self {
-            PoolRef::Ip(p) => PoolKey::new(PoolType::IpPool, p.metadata.name.clone()),
-            PoolRef::Cidr(p) => PoolKey::new(PoolType::CidrPool, p.metadata.name.clone()),
-        }
+        crate::with_pool_kind!(PoolRef: self, p, K => PoolKey::new(K::TYPE, K::meta(p).name.clone()))
     }
 
     /// The spec's errors, if it is invalid.
     pub fn spec_errors(&self) -> Option<PoolErrors> {
-        match self {
-            PoolRef::Ip(p) => api::validate_ip_pool(p).err(),
-            PoolRef::Cidr(p) => api::validate_cidr_pool(p).err(),
-        }
+        crate::with_pool_kind!(PoolRef: self, p, K => K::validate(p).err())
     }
 }
 
@@ -169,22 +171,20 @@ fn invalid_spec(errors: &PoolErrors) -> String {
 }
 
 fn node_pool(obj: PoolRef<'_>, node: &str, planning: Planning) -> Result<NodePool, NodePoolError> {
-    let no_allocation = |key| NodePoolError::NoAllocation { pool: key, node: node.to_string() };
-    match (obj, planning) {
-        (PoolRef::Ip(p), Planning::Alone) => alloc::node_pool_from_ip_pool(p, node),
-        (PoolRef::Cidr(p), Planning::Alone) => alloc::node_pool_from_cidr_pool(p, node),
-        (PoolRef::Ip(p), Planning::Controller) => {
-            let v = api::validate_ip_pool(p).map_err(|errors| NodePoolError::InvalidPool { errors })?;
-            match &p.status {
-                Some(s) => alloc::ip_node_pool(&v, node, &s.allocations),
-                None => Err(no_allocation(obj.key())),
-            }
-        }
-        (PoolRef::Cidr(p), Planning::Controller) => {
-            let v = api::validate_cidr_pool(p).map_err(|errors| NodePoolError::InvalidPool { errors })?;
-            match &p.status {
-                Some(s) => alloc::cidr_node_pool(&v, node, &s.allocations),
-                None => Err(no_allocation(obj.key())),
+    crate::with_pool_kind!(PoolRef: obj, p, K => node_pool_of::<K>(p, node, planning))
+}
+
+fn node_pool_of<K: PoolKind>(p: &K::Pool, node: &str, planning: Planning) -> Result<NodePool, NodePoolError> {
+    match planning {
+        Planning::Alone => alloc::node_pool_from::<K>(p, node),
+        Planning::Controller => {
+            let v = K::validate(p).map_err(|errors| NodePoolError::InvalidPool { errors })?;
+            match K::status(p) {
+                Some(s) => K::node_pool(&v, node, s),
+                None => Err(NodePoolError::NoAllocation {
+                    pool: PoolKey::new(K::TYPE, K::meta(p).name.clone()),
+                    node: node.to_string(),
+                }),
             }
         }
     }
@@ -192,28 +192,13 @@ fn node_pool(obj: PoolRef<'_>, node: &str, planning: Planning) -> Result<NodePoo
 
 /// What the pool's status gives `node` now, when that differs from the served block/prefix.
 fn status_moved(obj: PoolRef<'_>, node: &str, served: &NodePool) -> Option<String> {
-    match obj {
-        PoolRef::Ip(p) => {
-            let status = p.status.as_ref()?;
-            match status.allocations.iter().find(|e| e.node_name == node) {
-                None => Some("no block".into()),
-                Some(e) => {
-                    let now = e.start_ip.parse::<IpAddr>().ok().zip(e.end_ip.parse::<IpAddr>().ok());
-                    let same = now.and_then(|(s, e)| IpRange::new(s, e)) == Some(served.range);
-                    (!same).then(|| format!("{}-{}", e.start_ip, e.end_ip))
-                }
-            }
-        }
-        PoolRef::Cidr(p) => {
-            let status = p.status.as_ref()?;
-            match status.allocations.iter().find(|e| e.node_name == node) {
-                None => Some("no prefix".into()),
-                Some(e) => {
-                    let same = e.prefix.parse::<ipnet::IpNet>().ok() == Some(served.subnet);
-                    (!same).then(|| e.prefix.clone())
-                }
-            }
-        }
+    crate::with_pool_kind!(PoolRef: obj, p, K => status_moved_of::<K>(p, node, served))
+}
+
+fn status_moved_of<K: PoolKind>(p: &K::Pool, node: &str, served: &NodePool) -> Option<String> {
+    match K::status(p)?.iter().find(|e| K::node_name(e) == node) {
+        None => Some(format!("no {}", K::TYPE.info().unit)),
+        Some(e) => K::entry_differs(e, served),
     }
 }
 
@@ -247,7 +232,7 @@ pub fn log_changes(old: &PoolSet, new: &PoolSet) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{CidrAllocation, CidrPoolStatus, IpAllocation, IpPoolStatus};
+    use crate::api::{CidrAllocation, CidrPoolStatus, IpAllocation, IpPoolStatus, PoolType};
 
     fn ippool(name: &str, gateway: &str, block: Option<(&str, &str)>) -> IpPool {
         let mut p = IpPool::default();

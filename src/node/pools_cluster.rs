@@ -1,5 +1,5 @@
 //! Cluster mode's pool source: IPPool and CIDRPool objects of `--ippools-namespace`, kept
-//! current by two reflectors, turned into this node's [`PoolSet`] on every change, and
+//! current by one reflector per kind, turned into this node's [`PoolSet`] on every change, and
 //! persisted to a cache file so that the node keeps allocating from known blocks across API
 //! outages and restarts.
 //!
@@ -31,7 +31,8 @@ use std::thread::{self, JoinHandle};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{self, CidrPool, IpPool};
+use crate::alloc::PoolKind;
+use crate::api::{AnyPool, CidrPool, IpPool, PoolType};
 use crate::kube::{self, Change, Client, ListOptions};
 use crate::prescan::{self, MAX_DEPTH};
 use crate::replace;
@@ -79,9 +80,8 @@ impl fmt::Display for CacheError {
 impl std::error::Error for CacheError {}
 
 /// The node's pools from pool objects, derived over `previous` (the pools served now).
-pub fn derive(ip_pools: &[IpPool], cidr_pools: &[CidrPool], node: &str, previous: &PoolSet) -> PoolSet {
-    let objects = ip_pools.iter().map(PoolRef::Ip).chain(cidr_pools.iter().map(PoolRef::Cidr));
-    pools::derive(objects, node, Planning::Controller, previous)
+pub fn derive(objects: &[AnyPool], node: &str, previous: &PoolSet) -> PoolSet {
+    pools::derive(objects.iter().map(PoolRef::from), node, Planning::Controller, previous)
 }
 
 /// What the cache file holds.
@@ -98,6 +98,26 @@ pub struct Cache {
     pub ip_pools: Vec<IpPool>,
     #[serde(default)]
     pub cidr_pools: Vec<CidrPool>,
+}
+
+impl Cache {
+    /// The cached objects, kind by kind.
+    fn objects(&self) -> Vec<AnyPool> {
+        let ip = self.ip_pools.iter().cloned().map(AnyPool::Ip);
+        ip.chain(self.cidr_pools.iter().cloned().map(AnyPool::Cidr)).collect()
+    }
+}
+
+/// Objects split into the cache file's per-kind lists (its format).
+fn split(objects: Vec<AnyPool>) -> (Vec<IpPool>, Vec<CidrPool>) {
+    let (mut ip, mut cidr) = (Vec::new(), Vec::new());
+    for o in objects {
+        match o {
+            AnyPool::Ip(p) => ip.push(p),
+            AnyPool::Cidr(p) => cidr.push(p),
+        }
+    }
+    (ip, cidr)
 }
 
 /// The cache path for a store file: its sibling [`CACHE_FILE_NAME`].
@@ -163,28 +183,50 @@ pub fn save_cache(
     })
 }
 
-/// The reflectors' shared view: objects by name, and whether each kind has been listed since
-/// start (a PoolSet from half a view would drop the other kind's pools).
+/// One kind's objects in the reflectors' view, by name.
 #[derive(Debug, Default)]
-struct View {
-    ip: BTreeMap<String, IpPool>,
-    cidr: BTreeMap<String, CidrPool>,
-    ip_listed: bool,
-    cidr_listed: bool,
+struct KindView {
+    objects: BTreeMap<String, AnyPool>,
+    /// Listed since start (a PoolSet from half a view would drop the other kinds' pools).
+    listed: bool,
     /// The last object of each pool whose spec was valid: what the cache keeps for a pool whose
     /// current spec is invalid.
-    last_valid_ip: BTreeMap<String, IpPool>,
-    last_valid_cidr: BTreeMap<String, CidrPool>,
+    last_valid: BTreeMap<String, AnyPool>,
+}
+
+/// The reflectors' shared view: every kind's objects.
+#[derive(Debug, Default)]
+struct View {
+    kinds: BTreeMap<PoolType, KindView>,
 }
 
 impl View {
+    fn kind(&mut self, t: PoolType) -> &mut KindView {
+        self.kinds.entry(t).or_default()
+    }
+
+    fn all_listed(&self) -> bool {
+        PoolType::ALL.iter().all(|t| self.kinds.get(t).is_some_and(|k| k.listed))
+    }
+
+    /// Every kind's current objects, kind by kind, by name.
+    fn objects(&self) -> Vec<AnyPool> {
+        self.kinds.values().flat_map(|k| k.objects.values().cloned()).collect()
+    }
+
     /// Remembers the valid objects of the current view, forgets deleted pools, and returns the
     /// objects to cache: each pool's current object, or its last valid one while it is invalid.
-    fn objects_to_cache(&mut self) -> (Vec<IpPool>, Vec<CidrPool>) {
-        let ip = remember(&self.ip, &mut self.last_valid_ip, |p| api::validate_ip_pool(p).is_ok());
-        let cidr = remember(&self.cidr, &mut self.last_valid_cidr, |p| api::validate_cidr_pool(p).is_ok());
-        (ip, cidr)
+    fn objects_to_cache(&mut self) -> Vec<AnyPool> {
+        let mut out = Vec::new();
+        for k in self.kinds.values_mut() {
+            out.extend(remember(&k.objects, &mut k.last_valid, spec_valid));
+        }
+        out
     }
+}
+
+fn spec_valid(p: &AnyPool) -> bool {
+    crate::with_pool_kind!(p, p, K => K::validate(p).is_ok())
 }
 
 fn remember<T: Clone>(
@@ -230,7 +272,8 @@ impl ClusterPools {
         };
         match load_cache(&cp.cache) {
             Ok(Some(c)) if c.node == cp.node && c.namespace == cp.namespace => {
-                let pools = derive(&c.ip_pools, &c.cidr_pools, &cp.node, &PoolSet::default());
+                let objects = c.objects();
+                let pools = derive(&objects, &cp.node, &PoolSet::default());
                 log::info!(
                     "pools cache {}: {} pools for node {} until the API server answers",
                     cp.cache.display(),
@@ -243,10 +286,9 @@ impl ClusterPools {
                 // The cached objects are the last valid ones the node knew: if the API server
                 // now has an invalid spec of one of them, the next cache keeps this one.
                 let mut v = cp.view();
-                let ip = c.ip_pools.iter().filter(|p| api::validate_ip_pool(p).is_ok());
-                v.last_valid_ip = ip.map(|p| (p.metadata.name.clone(), p.clone())).collect();
-                let cidr = c.cidr_pools.iter().filter(|p| api::validate_cidr_pool(p).is_ok());
-                v.last_valid_cidr = cidr.map(|p| (p.metadata.name.clone(), p.clone())).collect();
+                for o in objects.into_iter().filter(spec_valid) {
+                    v.kind(o.pool_type()).last_valid.insert(o.name().to_string(), o);
+                }
             }
             Ok(Some(c)) => log::warn!(
                 "pools cache {} belongs to node {:?}, namespace {:?}, not {:?}, {:?}; ignoring it",
@@ -275,14 +317,12 @@ impl ClusterPools {
     /// Runs under the view lock (taken by the caller), so that two reflectors cannot apply
     /// their results out of order; derivation is pure and the cache write is one small file.
     fn changed(&self, view: &mut View) {
-        if !(view.ip_listed && view.cidr_listed) {
+        if !view.all_listed() {
             return;
         }
-        let ip: Vec<IpPool> = view.ip.values().cloned().collect();
-        let cidr: Vec<CidrPool> = view.cidr.values().cloned().collect();
         let current = self.service.pools();
-        let pools = derive(&ip, &cidr, &self.node, &current);
-        let (cache_ip, cache_cidr) = view.objects_to_cache();
+        let pools = derive(&view.objects(), &self.node, &current);
+        let (cache_ip, cache_cidr) = split(view.objects_to_cache());
         let first = !self.known();
         if first || *current != pools {
             log::info!("pools changed: {} pools for node {}", pools.len(), self.node);
@@ -295,73 +335,46 @@ impl ClusterPools {
         }
     }
 
-    fn on_ip(&self, c: Change<IpPool>) {
+    fn on_change<K: PoolKind>(&self, c: Change<K::Pool>) {
         let mut v = self.view();
         {
+            let k = v.kind(K::TYPE);
+            let name = |p: &K::Pool| K::meta(p).name.clone();
             match c {
                 Change::Reset(items) => {
-                    v.ip = items.into_iter().map(|p| (p.metadata.name.clone(), p)).collect();
-                    v.ip_listed = true;
+                    k.objects = items.into_iter().map(|p| (name(&p), K::into_any(p))).collect();
+                    k.listed = true;
                 }
                 Change::Applied(p) => {
-                    v.ip.insert(p.metadata.name.clone(), p);
+                    k.objects.insert(name(&p), K::into_any(p));
                 }
                 Change::Deleted(p) => {
-                    v.ip.remove(&p.metadata.name);
+                    k.objects.remove(&K::meta(&p).name);
                 }
             }
         }
         self.changed(&mut v);
     }
 
-    fn on_cidr(&self, c: Change<CidrPool>) {
-        let mut v = self.view();
-        {
-            match c {
-                Change::Reset(items) => {
-                    v.cidr = items.into_iter().map(|p| (p.metadata.name.clone(), p)).collect();
-                    v.cidr_listed = true;
-                }
-                Change::Applied(p) => {
-                    v.cidr.insert(p.metadata.name.clone(), p);
-                }
-                Change::Deleted(p) => {
-                    v.cidr.remove(&p.metadata.name);
-                }
-            }
-        }
-        self.changed(&mut v);
-    }
-
-    /// Starts the two reflector threads; they end when `stop` is set (and the client is shut
-    /// down, which unblocks their watches).
+    /// Starts one reflector thread per pool kind; they end when `stop` is set (and the client
+    /// is shut down, which unblocks their watches).
     pub fn start(
         self: &Arc<Self>,
         client: &Client,
         stop: Arc<AtomicBool>,
     ) -> io::Result<Vec<JoinHandle<()>>> {
-        let namespace = self.namespace.as_str();
         let mut threads = Vec::new();
-        {
-            let (me, client, ns, stop) = (self.clone(), client.clone(), namespace.to_string(), stop.clone());
-            threads.push(thread::Builder::new().name("reflect-ippools".into()).spawn(move || {
-                kube::reflect(&client, &kube::IPPOOLS, Some(&ns), &ListOptions::default(), &stop, &mut |c| {
-                    me.on_ip(c)
+        for t in PoolType::ALL {
+            let (me, client, ns, stop) = (self.clone(), client.clone(), self.namespace.clone(), stop.clone());
+            let r = t.info().resource;
+            let spawned = thread::Builder::new().name(format!("reflect-{}", r.plural)).spawn(move || {
+                crate::with_kind!(t, K => {
+                    kube::reflect(&client, r, Some(&ns), &ListOptions::default(), &stop, &mut |c| {
+                        me.on_change::<K>(c)
+                    })
                 })
-            })?);
-        }
-        {
-            let (me, client, ns) = (self.clone(), client.clone(), namespace.to_string());
-            threads.push(thread::Builder::new().name("reflect-cidrpools".into()).spawn(move || {
-                kube::reflect(
-                    &client,
-                    &kube::CIDRPOOLS,
-                    Some(&ns),
-                    &ListOptions::default(),
-                    &stop,
-                    &mut |c| me.on_cidr(c),
-                )
-            })?);
+            })?;
+            threads.push(spawned);
         }
         Ok(threads)
     }
@@ -370,7 +383,7 @@ impl ClusterPools {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::{PoolKey, PoolType};
+    use crate::api::PoolKey;
     use crate::api::{IpAllocation, IpPoolStatus};
     use std::fs;
 
@@ -399,7 +412,7 @@ mod tests {
             ippool("b", None),
             ippool("c", Some(vec![("n2", "192.168.0.1", "192.168.0.10")])),
         ];
-        let set = derive(&pools, &[], "n2", &PoolSet::default());
+        let set = derive(&pools.into_iter().map(AnyPool::Ip).collect::<Vec<_>>(), "n2", &PoolSet::default());
         assert_eq!(set.len(), 2);
         let a = set.get(&PoolKey::new(PoolType::IpPool, "a")).expect("a");
         assert_eq!(a.range.to_string(), "192.168.0.11-192.168.0.20");
@@ -411,23 +424,24 @@ mod tests {
     #[test]
     fn the_cache_keeps_the_last_valid_object_of_an_invalid_pool() {
         let mut v = View::default();
+        let ip = |p: &IpPool| AnyPool::Ip(p.clone());
         let good = ippool("a", Some(vec![("n1", "192.168.0.1", "192.168.0.10")]));
-        v.ip.insert("a".into(), good.clone());
-        assert_eq!(v.objects_to_cache().0, vec![good.clone()]);
+        v.kind(PoolType::IpPool).objects.insert("a".into(), ip(&good));
+        assert_eq!(v.objects_to_cache(), vec![ip(&good)]);
         let mut bad = good.clone();
         bad.spec.gateway = "10.9.9.9".into();
-        v.ip.insert("a".into(), bad.clone());
-        assert_eq!(v.objects_to_cache().0, vec![good.clone()], "the invalid spec is not cached");
+        v.kind(PoolType::IpPool).objects.insert("a".into(), ip(&bad));
+        assert_eq!(v.objects_to_cache(), vec![ip(&good)], "the invalid spec is not cached");
         // a pool created invalid has nothing better to cache than itself
         let mut never = bad.clone();
         never.metadata.name = "z".into();
-        v.ip.insert("z".into(), never.clone());
-        assert_eq!(v.objects_to_cache().0, vec![good.clone(), never]);
+        v.kind(PoolType::IpPool).objects.insert("z".into(), ip(&never));
+        assert_eq!(v.objects_to_cache(), vec![ip(&good), ip(&never)]);
         // deleted pools are forgotten: a pool re-created invalid is not served from its past
-        v.ip.clear();
-        assert!(v.objects_to_cache().0.is_empty());
-        v.ip.insert("a".into(), bad.clone());
-        assert_eq!(v.objects_to_cache().0, vec![bad]);
+        v.kind(PoolType::IpPool).objects.clear();
+        assert!(v.objects_to_cache().is_empty());
+        v.kind(PoolType::IpPool).objects.insert("a".into(), ip(&bad));
+        assert_eq!(v.objects_to_cache(), vec![ip(&bad)]);
     }
 
     #[test]

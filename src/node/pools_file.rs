@@ -140,8 +140,7 @@ pub fn load_over(path: &Path, node: &str, previous: &PoolSet) -> Result<PoolSet,
     let manifest = api::decode(&text)
         .map_err(|e| PoolsFileError::Decode { path: path.to_path_buf(), source: Box::new(e) })?;
     let objects = manifest.objects.iter().filter_map(|o| match o {
-        Object::IpPool(p) => Some(PoolRef::Ip(p)),
-        Object::CidrPool(p) => Some(PoolRef::Cidr(p)),
+        Object::Pool(p) => Some(PoolRef::from(p)),
         Object::Node(_) => None,
     });
     Ok(pools::derive(objects, node, Planning::Alone, previous))
@@ -222,7 +221,7 @@ pub fn watch(path: PathBuf, node: String, interval: Duration, service: Arc<Servi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::{PoolKey, PoolType};
+    use crate::api::{PoolKey, PoolType};
     use crate::store::tests::TempDir;
 
     const POOL: &str = "apiVersion: nv-ipam.nvidia.com/v1alpha1

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::alloc::PoolType;
+use crate::api::PoolType;
 
 /// Version of the message schema. A peer answers a request of another version with
 /// [`ErrorCode::UnsupportedVersion`].

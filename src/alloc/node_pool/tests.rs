@@ -1,11 +1,15 @@
 //! Node pool configs, with exclusions merged (the reference fails every ADD when they overlap),
 //! and standalone mode.
 
+use std::net::IpAddr;
+
 use super::*;
+use crate::alloc::kind::{CidrPoolKind, IpPoolKind};
 use crate::api::{
-    CidrPool, CidrPoolSpec, ExcludeIndexRange, ExcludeRange, IpPool, IpPoolSpec, ObjectMeta, Route,
-    validate_cidr_pool, validate_ip_pool,
+    CidrAllocation, CidrPool, CidrPoolSpec, ExcludeIndexRange, ExcludeRange, IpAllocation, IpPool,
+    IpPoolSpec, ObjectMeta, Route, ValidCidrPool, ValidIpPool, validate_cidr_pool, validate_ip_pool,
 };
+use crate::ip::IpRange;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
@@ -42,7 +46,7 @@ fn ippool_config_merges_overlapping_exclusions() {
         start_ip: "192.168.0.1".into(),
         end_ip: "192.168.0.100".into(),
     }];
-    let np = ip_node_pool(&p, "node1", &status).expect("config");
+    let np = IpPoolKind::node_pool(&p, "node1", &status).expect("config");
     assert_eq!(np.key.to_string(), "pool1");
     assert_eq!(np.subnet.to_string(), "192.168.0.0/16");
     assert_eq!(np.range, r("192.168.0.1", "192.168.0.100"));
@@ -51,14 +55,14 @@ fn ippool_config_merges_overlapping_exclusions() {
     assert_eq!(np.routes.len(), 1);
     assert!(np.default_gateway);
     assert_eq!(
-        ip_node_pool(&p, "node2", &status).expect_err("no entry").to_string(),
+        IpPoolKind::node_pool(&p, "node2", &status).expect_err("no entry").to_string(),
         "pool pool1: status has no allocation for node node2: check the pool's nodeSelector and that \
          ipam-controller runs"
     );
     let bad =
         [IpAllocation { node_name: "node1".into(), start_ip: "10.0.0.1".into(), end_ip: "10.0.0.5".into() }];
     assert_eq!(
-        ip_node_pool(&p, "node1", &bad).expect_err("outside").to_string(),
+        IpPoolKind::node_pool(&p, "node1", &bad).expect_err("outside").to_string(),
         "pool pool1: allocation 10.0.0.1-10.0.0.5 of node node1 is not a range of the subnet: let \
          ipam-controller re-plan it"
     );
@@ -99,18 +103,18 @@ fn cidrpool_config_from_status() {
             gateway: "192.100.1.1".into(),
         },
     ];
-    let np = cidr_node_pool(&p, "n1", &status).expect("config");
+    let np = CidrPoolKind::node_pool(&p, "n1", &status).expect("config");
     assert_eq!(np.key.to_string(), "cidrpool/pool1");
     assert_eq!(np.subnet.to_string(), "192.100.0.0/24");
     assert_eq!(np.range, r("192.100.0.1", "192.100.0.254"));
     assert_eq!(np.gateway, Some(ip("192.100.0.1")));
     assert_eq!(np.exclusions, [r("192.100.0.0", "192.100.0.10"), r("192.100.0.250", "192.100.0.255")]);
-    let np2 = cidr_node_pool(&p, "n2", &status).expect("config");
+    let np2 = CidrPoolKind::node_pool(&p, "n2", &status).expect("config");
     assert_eq!(np2.exclusions, [r("192.100.1.0", "192.100.1.2"), r("192.100.1.250", "192.100.1.255")]);
     let wrong =
         [CidrAllocation { node_name: "n1".into(), prefix: "192.100.0.0/24".into(), gateway: String::new() }];
     assert_eq!(
-        cidr_node_pool(&p, "n1", &wrong).expect_err("invalid").to_string(),
+        CidrPoolKind::node_pool(&p, "n1", &wrong).expect_err("invalid").to_string(),
         "pool cidrpool/pool1: allocation of node n1 is invalid (gateway none of prefix 192.100.0.0/24 should \
          be 192.100.0.1): let ipam-controller re-plan it"
     );
@@ -128,7 +132,7 @@ fn cidrpool_point_to_point_range_starts_at_network() {
         ..CidrPool::default()
     })
     .expect("valid");
-    let np = standalone_cidr_node_pool(&p, "n1").expect("standalone");
+    let np = standalone_node_pool::<CidrPoolKind>(&p, "n1").expect("standalone");
     assert_eq!(np.range, r("10.0.0.0", "10.0.0.1"));
     assert_eq!(np.gateway, None);
 }
@@ -136,14 +140,14 @@ fn cidrpool_point_to_point_range_starts_at_network() {
 #[test]
 fn standalone_mode_plans_this_node_alone() {
     let p = readme_ippool();
-    let np = ip_pool_for_node(&p, "any-node", None).expect("standalone");
+    let np = pool_for_node::<IpPoolKind>(&p, "any-node", None).expect("standalone");
     // The first block is .1-.100 (not fully excluded).
     assert_eq!(np.range, r("192.168.0.1", "192.168.0.100"));
     let c = cidr(vec![]);
-    let np = cidr_pool_for_node(&c, "n9", None).expect("standalone");
+    let np = pool_for_node::<CidrPoolKind>(&c, "n9", None).expect("standalone");
     assert_eq!(np.subnet.to_string(), "192.100.0.0/24");
     assert_eq!(np.exclusions, [r("192.100.0.1", "192.100.0.10")]);
-    assert!(cidr_pool_for_node(&c, "n9", Some(&[])).is_err());
+    assert!(pool_for_node::<CidrPoolKind>(&c, "n9", Some(&[])).is_err());
 }
 
 #[test]

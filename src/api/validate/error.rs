@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::alloc::PoolType;
+use crate::api::PoolType;
 
 /// One broken rule: the JSON path of the field and what is wrong with it / what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use super::json::{self, DocumentError, NotAnObject};
 use super::stdin::NetConf;
 use super::{ConfigError, echo, not_an_object, opt_bool, opt_int, opt_str};
-use crate::alloc::PoolType;
+use crate::api::PoolType;
 use crate::cni::paths::{self, Refusal, Warning};
 use crate::default_paths;
 use crate::logging;

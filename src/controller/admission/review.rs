@@ -13,12 +13,10 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{
     ANNOTATION_ALLOW_OVERLAP, ANNOTATION_ALLOW_REALLOCATION, NotAReview, REVIEW_API_VERSION, Request,
-    kind_name,
 };
-use crate::alloc::PoolType;
-use crate::api::{CidrPool, CidrPoolSpec, CidrPoolStatus, IpPool, IpPoolSpec, IpPoolStatus, ObjectMeta};
+use crate::alloc::PoolKind;
+use crate::api::{AnyPool, ObjectMeta, PoolType};
 use crate::bounded::clip;
-use crate::controller::reconcile::PoolInput;
 use crate::prescan;
 
 /// The review without its objects: they are skipped unread here and decoded in passes of their
@@ -84,8 +82,8 @@ struct OldObjectOnly<T> {
 /// only what is read (every other field, `managedFields` and the other annotations included, is
 /// skipped unread).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIpPool {
+#[serde(rename_all = "camelCase", bound = "")]
+struct ReviewPool<K: PoolKind> {
     #[serde(default)]
     api_version: String,
     #[serde(default)]
@@ -93,24 +91,21 @@ struct ReviewIpPool {
     #[serde(default)]
     metadata: ReviewMeta,
     #[serde(default)]
-    spec: IpPoolSpec,
-    #[serde(default)]
-    status: Option<IpPoolStatus>,
+    spec: K::Spec,
+    #[serde(default = "Option::default")]
+    status: Option<K::Status>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewCidrPool {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    metadata: ReviewMeta,
-    #[serde(default)]
-    spec: CidrPoolSpec,
-    #[serde(default)]
-    status: Option<CidrPoolStatus>,
+impl<K: PoolKind> ReviewPool<K> {
+    fn into_any(self) -> AnyPool {
+        K::into_any(K::from_parts(
+            self.api_version,
+            self.kind,
+            self.metadata.into_meta(),
+            self.spec,
+            self.status,
+        ))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -280,8 +275,8 @@ pub fn parse_review(t: PoolType, body: &[u8]) -> Result<Request, NotAReview> {
     }
     let r = review.request.ok_or_else(|| NotAReview { detail: "no request".into() })?;
     let WireRequest { uid, kind, operation, namespace, sub_resource, object, old_object } = r;
-    let want = kind_name(t);
-    let decode = |present: bool, field: &str, old: bool| -> Result<PoolInput, String> {
+    let want = t.kind();
+    let decode = |present: bool, field: &str, old: bool| -> Result<AnyPool, String> {
         if !kind.kind.is_empty() && kind.kind != want {
             return Err(clip(format!(
                 "this path validates {want} objects, the request is for {}: fix the webhook's rules",
@@ -291,41 +286,14 @@ pub fn parse_review(t: PoolType, body: &[u8]) -> Result<Request, NotAReview> {
         if !present {
             return Err(format!("request.{field} is missing"));
         }
-        let decoded = match (t, old) {
-            (PoolType::IpPool, false) => {
-                serde_json::from_str::<ObjectPass<ReviewIpPool>>(text).map(|p| ip_input(p.request.object))
-            }
-            (PoolType::IpPool, true) => serde_json::from_str::<OldObjectPass<ReviewIpPool>>(text)
-                .map(|p| ip_input(p.request.old_object)),
-            (PoolType::CidrPool, false) => {
-                serde_json::from_str::<ObjectPass<ReviewCidrPool>>(text).map(|p| cidr_input(p.request.object))
-            }
-            (PoolType::CidrPool, true) => serde_json::from_str::<OldObjectPass<ReviewCidrPool>>(text)
-                .map(|p| cidr_input(p.request.old_object)),
-        };
+        let decoded = crate::with_kind!(t, K => if old {
+            serde_json::from_str::<OldObjectPass<ReviewPool<K>>>(text).map(|p| p.request.old_object.into_any())
+        } else {
+            serde_json::from_str::<ObjectPass<ReviewPool<K>>>(text).map(|p| p.request.object.into_any())
+        });
         decoded.map_err(|e| clip(format!("request.{field} is not a {want}: {e}")))
     };
     let object = decode(object.is_some(), "object", false);
     let old_object = old_object.map(|_| decode(true, "oldObject", true));
     Ok(Request { uid, operation, namespace, sub_resource, object, old_object })
-}
-
-fn ip_input(p: ReviewIpPool) -> PoolInput {
-    PoolInput::Ip(IpPool {
-        api_version: p.api_version,
-        kind: p.kind,
-        metadata: p.metadata.into_meta(),
-        spec: p.spec,
-        status: p.status,
-    })
-}
-
-fn cidr_input(p: ReviewCidrPool) -> PoolInput {
-    PoolInput::Cidr(CidrPool {
-        api_version: p.api_version,
-        kind: p.kind,
-        metadata: p.metadata.into_meta(),
-        spec: p.spec,
-        status: p.status,
-    })
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::api::{IpPool, validate_ip_pool};
 
 const IP_SPEC: &str = r#"{"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "gateway": "192.168.0.1"}"#;
 const CIDR_SPEC: &str = r#"{"cidr": "10.0.0.0/16", "perNodeNetworkPrefix": 24, "gatewayIndex": 1}"#;
@@ -298,7 +299,7 @@ fn unread_parts_of_a_review_are_skipped_and_the_opt_outs_still_found() {
     body["request"]["userInfo"] = json!({"username": "u", "groups": ["g"]});
     body["extra"] = json!(5);
     let req = parse_review(PoolType::IpPool, &serde_json::to_vec(&body).expect("JSON")).expect("a review");
-    let Ok(PoolInput::Ip(p)) = &req.object else { panic!("an ippool: {:?}", req.object) };
+    let Ok(AnyPool::Ip(p)) = &req.object else { panic!("an ippool: {:?}", req.object) };
     assert_eq!(p.metadata.name, "blue");
     assert_eq!(
         Value::Object(p.metadata.rest.clone()),

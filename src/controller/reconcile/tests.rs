@@ -2,11 +2,10 @@ use super::*;
 use crate::api::decode;
 use crate::api::manifest::Object;
 
-fn pool(yaml: &str) -> PoolInput {
+fn pool(yaml: &str) -> AnyPool {
     let m = decode(yaml).expect("decodes");
     match m.objects.into_iter().next() {
-        Some(Object::IpPool(p)) => PoolInput::Ip(p),
-        Some(Object::CidrPool(p)) => PoolInput::Cidr(p),
+        Some(Object::Pool(p)) => p,
         _ => panic!("no pool"),
     }
 }
@@ -15,7 +14,7 @@ fn t(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
 }
 
-fn run(p: &PoolInput, nodes: &[Node], holds: &BTreeMap<String, SystemTime>, now: u64, grace: u64) -> Outcome {
+fn run(p: &AnyPool, nodes: &[Node], holds: &BTreeMap<String, SystemTime>, now: u64, grace: u64) -> Outcome {
     reconcile(&Input {
         pool: p,
         conditions: &[],
@@ -28,13 +27,13 @@ fn run(p: &PoolInput, nodes: &[Node], holds: &BTreeMap<String, SystemTime>, now:
 }
 
 fn ip_allocs(o: &Outcome) -> Vec<(String, String, String)> {
-    let Allocations::Ip(a) = &o.allocations else { panic!("ip") };
+    let AnyAllocations::Ip(a) = &o.allocations else { panic!("ip") };
     a.iter().map(|a| (a.node_name.clone(), a.start_ip.clone(), a.end_ip.clone())).collect()
 }
 
-fn with_status(p: &PoolInput, o: &Outcome) -> PoolInput {
+fn with_status(p: &AnyPool, o: &Outcome) -> AnyPool {
     let mut p = p.clone();
-    if let (PoolInput::Ip(p), Allocations::Ip(a)) = (&mut p, &o.allocations) {
+    if let (AnyPool::Ip(p), AnyAllocations::Ip(a)) = (&mut p, &o.allocations) {
         p.status = Some(crate::api::IpPoolStatus { allocations: a.clone() });
     }
     p
@@ -129,7 +128,7 @@ fn invalid_spec_keeps_allocations_and_says_why() {
     let o = run(&p, &labelled(&["node1"]), &BTreeMap::new(), 0, 0);
     let good = with_status(&p, &o);
     let mut bad = good.clone();
-    if let PoolInput::Ip(b) = &mut bad {
+    if let AnyPool::Ip(b) = &mut bad {
         b.spec.per_node_block_size = 0;
     }
     let o2 = reconcile(&Input {
@@ -186,7 +185,7 @@ fn cidr_seed_and_worked_example_22() {
         "kind: CIDRPool\nmetadata: {name: c}\nspec: {cidr: 10.10.0.0/16, perNodeNetworkPrefix: 24, gatewayIndex: 1}\n",
     );
     let o = run(&c, &[Node::new("node-1", &[]), Node::new("node-2", &[])], &BTreeMap::new(), 0, 0);
-    let Allocations::Cidr(a) = &o.allocations else { panic!("cidr") };
+    let AnyAllocations::Cidr(a) = &o.allocations else { panic!("cidr") };
     let got: Vec<_> =
         a.iter().map(|a| (a.node_name.as_str(), a.prefix.as_str(), a.gateway.as_str())).collect();
     assert_eq!(got, vec![("node-1", "10.10.0.0/24", "10.10.0.1"), ("node-2", "10.10.1.0/24", "10.10.1.1")]);

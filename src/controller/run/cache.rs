@@ -14,9 +14,8 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::MAX_LOGGED_NAMES;
-use crate::alloc::PoolType;
-use crate::api::{Node, ObjectMeta};
-use crate::controller::reconcile::{Condition, Event, NodeChange, PoolInput, nodes_matter};
+use crate::api::{AnyPool, Condition, Node, ObjectMeta, PoolType};
+use crate::controller::reconcile::{Event, NodeChange, nodes_matter};
 use crate::kube::Change;
 
 /// Key of a pool in the queue: kind and name (the namespace is fixed).
@@ -27,17 +26,14 @@ pub(super) type Key = (PoolType, String);
 /// and a hash of the status as stored, to recognise our own write's echo without a copy.
 #[derive(Debug, Clone)]
 pub(super) struct CachedPool {
-    pub(super) pool: PoolInput,
+    pub(super) pool: AnyPool,
     pub(super) conditions: Vec<Condition>,
     pub(super) status_hash: u64,
 }
 
 impl CachedPool {
     pub(super) fn meta(&self) -> &ObjectMeta {
-        match &self.pool {
-            PoolInput::Ip(p) => &p.metadata,
-            PoolInput::Cidr(p) => &p.metadata,
-        }
+        self.pool.meta()
     }
 
     pub(super) fn generation(&self) -> Option<i64> {
@@ -56,8 +52,8 @@ pub(super) struct Cache {
     /// Every node (name + labels), sorted by name: the planner's input as is, shared with a
     /// running reconcile instead of copied for each (5,000 nodes with labels are megabytes).
     pub(super) nodes: Arc<Vec<Node>>,
-    pub(super) synced_ippools: bool,
-    pub(super) synced_cidrpools: bool,
+    /// The pool kinds whose reflector has listed once.
+    pub(super) synced_pools: BTreeSet<PoolType>,
     pub(super) synced_nodes: bool,
     pub(super) queue: BTreeSet<Key>,
     /// Hash ([`status_hash`]) of the status we last wrote per pool: a watch event carrying it
@@ -69,6 +65,13 @@ pub(super) struct Cache {
     /// Consecutive failed reconciles per pool, for the retry backoff.
     pub(super) failures: HashMap<Key, u32>,
     pub(super) gauges: BTreeMap<Key, PoolGauges>,
+}
+
+impl Cache {
+    /// Every pool kind's reflector has listed once.
+    pub(super) fn pools_synced(&self) -> bool {
+        PoolType::ALL.iter().all(|t| self.synced_pools.contains(t))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -118,10 +121,7 @@ pub(super) fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>)
                 c.queue.insert(k.clone());
                 c.pools.insert(k, v);
             }
-            match t {
-                PoolType::IpPool => c.synced_ippools = true,
-                PoolType::CidrPool => c.synced_cidrpools = true,
-            }
+            c.synced_pools.insert(t);
         }
         Change::Applied(v) => {
             let k = (t, v.pool.name().to_string());

@@ -29,7 +29,7 @@ impl Probe for Health {
     fn ready(&self) -> bool {
         let synced = {
             let c = self.0.lock();
-            c.synced_ippools && c.synced_cidrpools && c.synced_nodes
+            c.pools_synced() && c.synced_nodes
         };
         synced && self.1.as_ref().is_none_or(|(certs, _)| certs.loaded())
     }
@@ -89,7 +89,7 @@ impl Probe for Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::PoolType;
+    use crate::api::PoolType;
     use crate::controller::run::cache::Cache;
     use std::sync::atomic::{AtomicBool, AtomicU64};
     use std::sync::{Condvar, Mutex};

@@ -2,8 +2,9 @@
 //! `status.conditions` (which the api types do not carry), the borrowed status we write as a
 //! merge patch, and the hash that recognises our own write's echo without keeping a copy.
 //!
-//! Owns: [`WirePool`], [`StatusRef`], [`StatusPatch`], [`status_hash`] and turning a wire pool
-//! into the cache's [`CachedPool`]. Must not: send requests or touch the cache.
+//! Owns: [`WirePool`] (one generic type for every pool kind), [`StatusPatch`], [`status_hash`]
+//! and turning a wire pool into the cache's [`CachedPool`]; the status types themselves are
+//! `api::status`. Must not: send requests or touch the cache.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
@@ -12,16 +13,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::cache::CachedPool;
-use crate::api::{
-    CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, IpAllocation, IpPool, IpPoolSpec, IpPoolStatus,
-    ObjectMeta,
-};
-use crate::controller::reconcile::{Condition, PoolInput};
+use crate::alloc::PoolKind;
+use crate::api::{ObjectMeta, PoolStatus, StatusRef};
 
 /// A pool object on the wire, as read by the reflector, GET and the status write's answer.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct WirePool<S, A> {
+#[serde(rename_all = "camelCase", bound = "")]
+pub(super) struct WirePool<K: PoolKind> {
     #[serde(default)]
     pub(super) api_version: String,
     #[serde(default)]
@@ -29,35 +27,9 @@ pub(super) struct WirePool<S, A> {
     #[serde(default)]
     pub(super) metadata: ObjectMeta,
     #[serde(default)]
-    pub(super) spec: S,
+    pub(super) spec: K::Spec,
     #[serde(default = "Option::default")]
-    pub(super) status: Option<WireStatus<A>>,
-}
-
-/// `status` of either pool kind: what we read and what we write.
-#[derive(Serialize, Deserialize)]
-pub(super) struct WireStatus<A> {
-    #[serde(default = "Vec::new")]
-    pub(super) allocations: Vec<A>,
-    #[serde(default)]
-    pub(super) conditions: Vec<Condition>,
-}
-
-/// A status as we write it (borrowed, so nothing is copied to write or to hash it).
-/// `allocatedNodes` is derived from `allocations` (for the CRD's "Nodes" printer column, since a
-/// JSONPath column cannot count a list), so hashing a written and a read-back status agrees.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct StatusRef<'a, A> {
-    pub(super) allocations: &'a [A],
-    pub(super) conditions: &'a [Condition],
-    pub(super) allocated_nodes: usize,
-}
-
-impl<'a, A> StatusRef<'a, A> {
-    pub(super) fn new(allocations: &'a [A], conditions: &'a [Condition]) -> StatusRef<'a, A> {
-        StatusRef { allocations, conditions, allocated_nodes: allocations.len() }
-    }
+    pub(super) status: Option<PoolStatus<K::Allocation>>,
 }
 
 /// The status write: a merge patch carrying the resourceVersion the decision was based on, so
@@ -103,43 +75,15 @@ pub(super) trait PoolWire: DeserializeOwned {
     fn into_cached(self) -> CachedPool;
 }
 
-impl PoolWire for WirePool<IpPoolSpec, IpAllocation> {
+impl<K: PoolKind> PoolWire for WirePool<K> {
     fn into_cached(self) -> CachedPool {
         let status_hash =
             status_hash(self.status.as_ref().map(|s| StatusRef::new(&s.allocations, &s.conditions)));
         let (status, conditions) = match self.status {
-            Some(s) => (Some(IpPoolStatus { allocations: s.allocations }), s.conditions),
+            Some(s) => (Some(K::status_of(s.allocations)), s.conditions),
             None => (None, Vec::new()),
         };
-        let pool = IpPool {
-            api_version: self.api_version,
-            kind: self.kind,
-            metadata: self.metadata,
-            spec: self.spec,
-            status,
-        };
-        CachedPool { pool: PoolInput::Ip(pool), conditions, status_hash }
+        let pool = K::from_parts(self.api_version, self.kind, self.metadata, self.spec, status);
+        CachedPool { pool: K::into_any(pool), conditions, status_hash }
     }
 }
-
-impl PoolWire for WirePool<CidrPoolSpec, CidrAllocation> {
-    fn into_cached(self) -> CachedPool {
-        let status_hash =
-            status_hash(self.status.as_ref().map(|s| StatusRef::new(&s.allocations, &s.conditions)));
-        let (status, conditions) = match self.status {
-            Some(s) => (Some(CidrPoolStatus { allocations: s.allocations }), s.conditions),
-            None => (None, Vec::new()),
-        };
-        let pool = CidrPool {
-            api_version: self.api_version,
-            kind: self.kind,
-            metadata: self.metadata,
-            spec: self.spec,
-            status,
-        };
-        CachedPool { pool: PoolInput::Cidr(pool), conditions, status_hash }
-    }
-}
-
-pub(super) type IpWire = WirePool<IpPoolSpec, IpAllocation>;
-pub(super) type CidrWire = WirePool<CidrPoolSpec, CidrAllocation>;

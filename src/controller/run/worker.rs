@@ -12,17 +12,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::cache::{CachedPool, Key, PoolGauges, Shared};
-use super::wire::{CidrWire, IpWire, PatchMeta, PoolWire, StatusPatch, StatusRef, status_hash};
+use super::wire::{PatchMeta, PoolWire, StatusPatch, WirePool, status_hash};
 use super::{COMPONENT, ERROR_REQUEUE, MAX_ERROR_REQUEUE, MAX_STATUS_ATTEMPTS, WORKER_POLL};
-use crate::alloc::PoolType;
-use crate::api::{API_VERSION, KIND_CIDRPOOL, KIND_IPPOOL, Node};
+use crate::alloc::PoolKind;
+use crate::api::{API_VERSION, AnyAllocations, Condition, Node, PoolType, StatusRef};
 use crate::controller::leader;
-use crate::controller::reconcile::{Allocations, Condition, Event, Input, Outcome, reconcile};
-use crate::kube::{CIDRPOOLS, Client, EVENTS, IPPOOLS, KubeError, Resource};
+use crate::controller::reconcile::{Event, Input, Outcome, reconcile};
+use crate::kube::{Client, EVENTS, KubeError, Resource};
 
 /// Pops pool keys and reconciles them while leader, until `stop`.
 pub(super) fn worker(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool, grace: Duration) {
@@ -37,7 +36,7 @@ pub(super) fn worker(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBo
                 c.queue.insert(k);
             }
             let leader = shared.is_leader.load(Ordering::SeqCst);
-            let ready = c.synced_ippools && c.synced_cidrpools && c.synced_nodes;
+            let ready = c.pools_synced() && c.synced_nodes;
             if leader
                 && ready
                 && let Some(k) = c.queue.pop_first()
@@ -86,10 +85,7 @@ pub(super) fn retry_delay(failures: u32) -> Duration {
 }
 
 pub(super) fn resource(t: PoolType) -> &'static Resource {
-    match t {
-        PoolType::IpPool => &IPPOOLS,
-        PoolType::CidrPool => &CIDRPOOLS,
-    }
+    t.info().resource
 }
 
 /// Decides one pool from the cache and writes the outcome; re-reads and re-decides on 409.
@@ -116,14 +112,9 @@ pub(super) fn reconcile_pool(
             return Ok(()); // lost the lease meanwhile: the new leader decides
         }
         let rv = raw.resource_version();
-        let written = match &outcome.allocations {
-            Allocations::Ip(a) => {
-                write_status::<IpWire, _>(client, ns, shared, k, rv, a, &outcome.conditions)
-            }
-            Allocations::Cidr(a) => {
-                write_status::<CidrWire, _>(client, ns, shared, k, rv, a, &outcome.conditions)
-            }
-        };
+        let written = crate::with_pool_kind!(AnyAllocations: &outcome.allocations, a, K => {
+            write_status::<K>(client, ns, shared, k, rv, a, &outcome.conditions)
+        });
         match written {
             Ok(stored) => {
                 log::info!(
@@ -148,12 +139,9 @@ pub(super) fn reconcile_pool(
                     k.0,
                     k.1
                 );
-                raw = Arc::new(match k.0 {
-                    PoolType::IpPool => client.get::<IpWire>(resource(k.0), Some(ns), &k.1)?.into_cached(),
-                    PoolType::CidrPool => {
-                        client.get::<CidrWire>(resource(k.0), Some(ns), &k.1)?.into_cached()
-                    }
-                });
+                raw = Arc::new(crate::with_kind!(k.0, K => {
+                    client.get::<WirePool<K>>(resource(k.0), Some(ns), &k.1)?.into_cached()
+                }));
             }
             Err(e) if e.is_not_found() => return Ok(()), // deleted meanwhile
             Err(e) => return Err(e),
@@ -165,20 +153,20 @@ pub(super) fn reconcile_pool(
 /// Writes `status` (allocations and conditions, replacing both) as a merge patch checked
 /// against `resource_version`; returns the pool as stored. The answer is decoded straight into
 /// the typed pool: no `Value` tree of a 5,000-entry status.
-pub(super) fn write_status<W: PoolWire, A: Serialize>(
+pub(super) fn write_status<K: PoolKind>(
     client: &Client,
     ns: &str,
     shared: &Shared,
     k: &Key,
     resource_version: &str,
-    allocations: &[A],
+    allocations: &[K::Allocation],
     conditions: &[Condition],
 ) -> Result<CachedPool, KubeError> {
     let status = StatusRef::new(allocations, conditions);
     // recorded before the write: the watch may deliver the echo before the answer
     shared.lock().written.insert(k.clone(), status_hash(Some(StatusRef::new(allocations, conditions))));
     let patch = StatusPatch { metadata: PatchMeta { resource_version }, status };
-    let stored: W = client.patch_status_merge(resource(k.0), Some(ns), &k.1, &patch)?;
+    let stored: WirePool<K> = client.patch_status_merge(resource(k.0), Some(ns), &k.1, &patch)?;
     Ok(stored.into_cached())
 }
 
@@ -246,10 +234,7 @@ pub(super) fn emit_events(
         let before = c.last_events.insert(k.clone(), events.to_vec()).unwrap_or_default();
         events.iter().filter(|e| !before.contains(e)).cloned().collect()
     };
-    let kind = match k.0 {
-        PoolType::IpPool => KIND_IPPOOL,
-        PoolType::CidrPool => KIND_CIDRPOOL,
-    };
+    let kind = k.0.kind();
     for e in fresh {
         let now = crate::controller::reconcile::rfc3339(SystemTime::now());
         let ev = json!({
@@ -274,6 +259,15 @@ pub(super) fn emit_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kube::{CIDRPOOLS, IPPOOLS};
+
+    #[test]
+    fn every_kind_has_its_resource_and_a_reflector_thread_name() {
+        assert_eq!((resource(PoolType::IpPool), resource(PoolType::CidrPool)), (&IPPOOLS, &CIDRPOOLS));
+        let names: Vec<String> =
+            PoolType::ALL.iter().map(|t| format!("reflect-{}", t.info().resource.plural)).collect();
+        assert_eq!(names, ["reflect-ippools", "reflect-cidrpools"], "thread names as before");
+    }
 
     #[test]
     fn retry_delay_doubles_up_to_the_cap() {

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::alloc::PoolType;
+use crate::api::PoolType;
 use crate::bounded::MAX_MESSAGE_BYTES;
 use crate::protocol::frame::{self, MAX_FRAME_BYTES};
 use crate::protocol::message::{Attachment, MAX_POOLS_PER_REQUEST, PodRef};
