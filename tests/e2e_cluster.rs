@@ -885,15 +885,16 @@ fn t09_leader_pod_deleted_other_takes_over_no_status_change() {
             .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
             .collect()
     };
-    let names = controllers();
-    assert_eq!(names.len(), 2, "two controller replicas: {names:?}");
-    let first = holder();
-    // the identity is <pod name>_<pid>
-    let leader = names
-        .iter()
-        .find(|n| first.starts_with(&format!("{n}_")))
-        .unwrap_or_else(|| panic!("holder {first} is one of {names:?}"))
-        .clone();
+    // Right after a rollout the Lease may be free (the old leader released it on SIGTERM) or
+    // still name a replica that is gone: wait until one of the two live replicas holds it.
+    // The identity is <pod name>_<pid>.
+    let (mut names, mut first) = (Vec::new(), String::new());
+    wait_until(Duration::from_secs(90), "one of two live controller replicas holds the Lease", || {
+        names = controllers();
+        first = holder();
+        names.len() == 2 && names.iter().any(|n| first.starts_with(&format!("{n}_")))
+    });
+    let leader = names.iter().find(|n| first.starts_with(&format!("{n}_"))).unwrap().clone();
     let other = names.iter().find(|n| **n != leader).unwrap().clone();
     let standby = pod_metrics(IPAM_NS, &other, 8080).expect("standby metrics");
     assert_eq!(metric(&standby, "nv_ipam_leader", &[]), Some(0.0), "{other} is a standby");
