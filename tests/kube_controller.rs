@@ -289,9 +289,9 @@ fn seed_and_reference_examples_come_out_exactly() {
     let cond = &w.pool("ippools", "pool1")["status"]["conditions"][0];
     assert_eq!((cond["type"].as_str(), cond["status"].as_str()), (Some("SpecValid"), Some("True")), "{cond}");
     wait_until(SETTLE, "pool gauges are exported", || {
-        c.metric("nv_ipam_pool_nodes_allocated{pool=\"example1\",type=\"ippool\"}") == Some(4.0)
-            && c.metric("nv_ipam_pool_free_blocks{pool=\"example1\",type=\"ippool\"}") == Some(12.0)
-            && c.metric("nv_ipam_pool_size{pool=\"pool1\",type=\"cidrpool\"}") == Some(65536.0)
+        c.metric("nv_ipam_pool_nodes_allocated{pool=\"example1\",pool_type=\"ippool\"}") == Some(4.0)
+            && c.metric("nv_ipam_pool_free_blocks{pool=\"example1\",pool_type=\"ippool\"}") == Some(12.0)
+            && c.metric("nv_ipam_pool_size{pool=\"pool1\",pool_type=\"cidrpool\"}") == Some(65536.0)
     });
     assert_eq!(c.healthz(), 200);
 }
@@ -353,7 +353,7 @@ fn departed_node_keeps_its_block_for_the_grace_period() {
     // and node1 stays held, in status and metrics, until the grace period has passed
     stays_true_until(grace_end, 1, "node1 is held until the grace period ended", || {
         w.ip_allocations("p") == held
-            && c.metric("nv_ipam_pool_nodes_held{pool=\"p\",type=\"ippool\"}") == Some(1.0)
+            && c.metric("nv_ipam_pool_nodes_held{pool=\"p\",pool_type=\"ippool\"}") == Some(1.0)
     });
     wait_until(SETTLE, "node1's block is released after the grace period", || {
         w.ip_allocations("p").len() == 2

@@ -78,7 +78,7 @@ impl Probe for Health {
             m.family(name, Kind::Gauge, help);
             for ((t, pool), g) in &c.gauges {
                 if let Some(v) = get(g) {
-                    m.sample(name, &[("pool", pool), ("type", t.as_str())], v as f64);
+                    m.sample(name, &[("pool", pool), ("pool_type", t.as_str())], v as f64);
                 }
             }
         }
@@ -112,9 +112,9 @@ mod tests {
             "nv_ipam_reconcile_total 7",
             "nv_ipam_reconcile_errors_total 1",
             "nv_ipam_leader 1",
-            "nv_ipam_pool_nodes_allocated{pool=\"c\",type=\"cidrpool\"} 2",
-            "nv_ipam_pool_free_blocks{pool=\"c\",type=\"cidrpool\"} 254",
-            "nv_ipam_pool_nodes_held{pool=\"c\",type=\"cidrpool\"} 0",
+            "nv_ipam_pool_nodes_allocated{pool=\"c\",pool_type=\"cidrpool\"} 2",
+            "nv_ipam_pool_free_blocks{pool=\"c\",pool_type=\"cidrpool\"} 254",
+            "nv_ipam_pool_nodes_held{pool=\"c\",pool_type=\"cidrpool\"} 0",
             "# TYPE nv_ipam_pool_size gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
