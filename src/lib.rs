@@ -27,7 +27,8 @@
 //! | [`default_paths`] | pure | the default host paths of the three programs (socket, store, CNI dirs, log, certs) |
 //! | [`replace`]  | shell | atomic file replacement (temp, fsync, rename, fsync dir): the only rename |
 //!
-//! Lint and style policy (what clippy.toml enforces and why): docs/style.md.
+//! Layers: a module names only modules below it (docs/design.md, "Module layers"; enforced by
+//! tests/layers.rs). Lint and style policy (what clippy.toml enforces and why): docs/style.md.
 
 // Tests rename files to play other actors (an operator's `mv`, a crash leftover); production
 // code is still held to clippy.toml's rules by the non-test build `--all-targets` also checks.
