@@ -152,9 +152,25 @@ fn apply_variant(variant: &str) {
     kubectl_in(&["apply", "--server-side", "-f", "-"], &String::from_utf8(out.stdout).unwrap());
 }
 
+/// Both rollouts are complete, and then what `kubectl rollout status` does not wait for: it
+/// counts only pods not being deleted (so replaced pods may still be terminating, holding the
+/// Lease or logging), and it reads the workloads' status, which lags a pod deleted a moment
+/// ago. Later code reads pods one at a time, so wait until the pods themselves are as many as
+/// wanted, none terminating and all Ready.
 fn rollouts_ready() {
     kubectl(&["-n", IPAM_NS, "rollout", "status", "daemonset/nv-ipam-node", ROLLOUT]);
     kubectl(&["-n", IPAM_NS, "rollout", "status", "deployment/nv-ipam-controller", ROLLOUT]);
+    wait_until(Duration::from_secs(120), "every nv-ipam pod is Ready and no replaced pod is left", || {
+        let want =
+            get(&["-n", IPAM_NS, "deployment/nv-ipam-controller"])["spec"]["replicas"].as_u64().unwrap_or(1)
+                + get(&["-n", IPAM_NS, "daemonset/nv-ipam-node"])["status"]["desiredNumberScheduled"]
+                    .as_u64()
+                    .unwrap_or(0);
+        let pods = get(&["-n", IPAM_NS, "pods", "-l", "app.kubernetes.io/name=nv-ipam"]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        items.len() as u64 == want
+            && items.iter().all(|p| p["metadata"]["deletionTimestamp"].is_null() && is_ready(p))
+    });
 }
 
 /// nv-ipam as installed by t01 (no-webhook), unless something is installed already.
