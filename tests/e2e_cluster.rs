@@ -317,6 +317,16 @@ fn ensure_networks() {
                 );
             }
         }
+        // The status is the controller's; the node daemon learns the blocks from its own pool
+        // watch, later. A pod started before then fails its CNI ADD and waits out the kubelet's
+        // retry back-off: wait until the daemon serves (reports usage of) every rail pool.
+        wait_until(Duration::from_secs(60), "the node daemon serves every rail pool", || {
+            try_node_daemon_pod().and_then(|pod| pod_metrics(IPAM_NS, &pod, 8083)).is_some_and(|text| {
+                (0..RAILS)
+                    .flat_map(rail_pools)
+                    .all(|(name, _, _)| metric(&text, "nv_ipam_node_pool_free", &[("pool", &name)]).is_some())
+            })
+        });
     });
 }
 
