@@ -763,11 +763,17 @@ fn t05_node_daemon_pod_deleted_allocations_kept() {
     let old = node_daemon_pod();
     let old_uid = get(&["-n", IPAM_NS, "pod", &old])["metadata"]["uid"].clone();
     kubectl(&["-n", IPAM_NS, "delete", "pod", &old, "--wait=true", "--timeout=60s"]);
+    // Keep the name of the Ready pod seen here: reading node_daemon_pod() again afterwards is a
+    // second one-shot read of a readiness that a loaded kubelet may not report at that instant.
+    let mut new = String::new();
     wait_until(Duration::from_secs(120), "the DaemonSet recreates a Ready node daemon pod", || {
         let pods = get(&["-n", IPAM_NS, "pods", "-l", "app.kubernetes.io/component=node"]);
-        pods["items"].as_array().unwrap().iter().any(|p| p["metadata"]["uid"] != old_uid && is_ready(p))
+        let found =
+            pods["items"].as_array().unwrap().iter().find(|p| p["metadata"]["uid"] != old_uid && is_ready(p));
+        new = found.map(|p| p["metadata"]["name"].as_str().unwrap().to_string()).unwrap_or_default();
+        found.is_some()
     });
-    assert_ne!(node_daemon_pod(), old);
+    assert_ne!(new, old);
     wait_allocated(&base, "the new node daemon holds the same allocations");
     assert_eq!(pod_addrs("keep"), before_addrs, "the running pod keeps its addresses");
     let new_ips = start_pod("after-restart", &all_rails());
