@@ -846,14 +846,21 @@ fn t07_install_webhook_rollouts_ready() {
     install_webhook();
     let dep = get(&["-n", IPAM_NS, "deployment/nv-ipam-controller"]);
     assert_eq!(dep["status"]["readyReplicas"], 2, "two controller replicas Ready: {}", dep["status"]);
-    let slices = get(&["-n", IPAM_NS, "endpointslices", "-l", "kubernetes.io/service-name=nv-ipam-webhook"]);
-    let ready: usize = slices["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
-        .filter(|e| e["conditions"]["ready"] == true)
-        .count();
+    // The EndpointSlice controller adds a replica to the Service after seeing it Ready, on its
+    // own schedule (and batches updates): the rollout being complete does not mean the slices
+    // list both yet. Wait for them; a replica that never gets there still fails the assert.
+    let (mut ready, mut slices) = (0, Value::Null);
+    poll(Duration::from_secs(60), || {
+        slices = get(&["-n", IPAM_NS, "endpointslices", "-l", "kubernetes.io/service-name=nv-ipam-webhook"]);
+        ready = slices["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .count();
+        ready == 2
+    });
     assert_eq!(ready, 2, "both replicas serve the webhook Service: {slices}");
     ensure_webhook();
 }
