@@ -935,7 +935,14 @@ fn t09_leader_pod_deleted_other_takes_over_no_status_change() {
     });
     let leader = names.iter().find(|n| first.starts_with(&format!("{n}_"))).unwrap().clone();
     let other = names.iter().find(|n| **n != leader).unwrap().clone();
-    let standby = pod_metrics(IPAM_NS, &other, 8080).expect("standby metrics");
+    // One proxied GET right after the rollout can fail (the apiserver's proxy, a loaded
+    // replica): wait for an answer, then judge it.
+    let mut standby = None;
+    wait_until(Duration::from_secs(60), &format!("{other}'s metrics answer"), || {
+        standby = pod_metrics(IPAM_NS, &other, 8080);
+        standby.is_some()
+    });
+    let standby = standby.unwrap();
     assert_eq!(metric(&standby, "nv_ipam_leader", &[]), Some(0.0), "{other} is a standby");
     kubectl(&["-n", IPAM_NS, "delete", "pod", &leader, "--wait=false"]);
     let mut new_leader = String::new();
