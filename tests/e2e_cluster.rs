@@ -1070,7 +1070,14 @@ fn t11_daemonset_rollout_to_new_tag_keeps_addresses() {
     let image = env("NV_IPAM_CLUSTER_ROLLOUT_IMAGE");
     kubectl(&["-n", IPAM_NS, "set", "image", "daemonset/nv-ipam-node", &format!("node={image}")]);
     rollouts_ready();
-    let pod = get(&["-n", IPAM_NS, "pod", &node_daemon_pod()]);
+    // A new daemon's readiness is the kubelet's to report (t10 restarted the kubelet, which
+    // re-probes every pod): wait for a Ready node daemon rather than read it once.
+    let mut pod = None;
+    wait_until(Duration::from_secs(60), "a node daemon pod is Ready", || {
+        pod = try_node_daemon_pod().and_then(|name| try_get(&["-n", IPAM_NS, "pod", &name]));
+        pod.is_some()
+    });
+    let pod = pod.unwrap();
     assert_eq!(pod["spec"]["containers"][0]["image"], image.as_str(), "the node daemon runs the new tag");
     wait_allocated(&base, "the new node daemon holds the same allocations");
     assert_eq!(pod_addrs("rollout-a"), before, "the running pod keeps its addresses");
