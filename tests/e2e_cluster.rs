@@ -1093,13 +1093,37 @@ fn t11_daemonset_rollout_to_new_tag_keeps_addresses() {
 #[ignore = "end-to-end: run by hack/e2e.sh in the cluster of hack/cluster.sh"]
 fn t12_no_api_call_refused_by_rbac() {
     ensure_installed();
-    // every reflector lists, then watches, at start: wait until each current pod has done both
-    wait_until(Duration::from_secs(60), "every nv-ipam pod's reflectors are watching", || {
-        kubectl(&["-n", IPAM_NS, "logs", "-l", "app.kubernetes.io/name=nv-ipam", "--tail=-1", "--prefix"])
-            .lines()
-            .filter(|l| l.contains("; watching"))
-            .count()
-            >= 3
+    // Every reflector lists, then watches, at start: wait until each current pod has done both.
+    // A count over all pods (the controllers' 6 lines) passed before the node daemon rolled out
+    // by t11 had listed its pods, whose reflector its readiness does not wait for. Each pod runs
+    // 3 reflectors (controller: ippools, cidrpools, nodes; node: ippools, cidrpools, pods).
+    let mut last = String::new();
+    let watching = poll(Duration::from_secs(60), || {
+        let pods = get(&["-n", IPAM_NS, "pods", "-l", "app.kubernetes.io/name=nv-ipam"]);
+        let logs = kubectl(&[
+            "-n",
+            IPAM_NS,
+            "logs",
+            "-l",
+            "app.kubernetes.io/name=nv-ipam",
+            "--tail=-1",
+            "--prefix",
+        ]);
+        let names: Vec<&str> =
+            pods["items"].as_array().unwrap().iter().filter_map(|p| p["metadata"]["name"].as_str()).collect();
+        let short: Vec<&&str> = names
+            .iter()
+            .filter(|n| {
+                logs.lines()
+                    .filter(|l| l.starts_with(&format!("[pod/{n}/")) && l.contains("; watching"))
+                    .count()
+                    < 3
+            })
+            .collect();
+        last = format!("{short:?}");
+        short.is_empty()
     });
+    // the refused calls first: a reflector refused by RBAC never gets to watching
     assert_no_forbidden();
+    assert!(watching, "pods whose 3 reflectors are not all watching after 60 s: {last}");
 }
