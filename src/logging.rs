@@ -130,7 +130,7 @@ pub fn open_log_file(path: &Path) -> io::Result<File> {
         |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("it is {what}, not a regular file"));
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => return Err(refuse("a symlink")),
-        Ok(m) if !m.is_file() => return Err(refuse(file_kind(&m))),
+        Ok(m) if !m.is_file() => return Err(refuse(oflags::file_kind(&m))),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -144,32 +144,9 @@ pub fn open_log_file(path: &Path) -> io::Result<File> {
         .map_err(|e| if e.raw_os_error() == Some(oflags::ELOOP) { refuse("a symlink") } else { e })?;
     let m = file.metadata()?;
     if !m.is_file() {
-        return Err(refuse(file_kind(&m)));
+        return Err(refuse(oflags::file_kind(&m)));
     }
     Ok(file)
-}
-
-/// "a directory", "a FIFO", ...: what a non-regular file is, for messages.
-pub fn file_kind(m: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = m.file_type();
-    if t.is_symlink() {
-        "a symlink"
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_file() {
-        "a regular file"
-    } else {
-        "not a regular file"
-    }
 }
 
 /// The one mapping from a klog-style `-v N` to a level, for both daemons' `-v` and a number

@@ -8,7 +8,9 @@
 //! a refusal into a follow. `unsafe` and libc are not used in this crate, hence the constants.
 //! std opens every file with `O_CLOEXEC` already.
 //!
-//! Owns: the constants. Must not: open anything.
+//! Owns: the constants, and [`file_kind`]: the one wording of what a file that is not what was
+//! expected turned out to be, for the messages of every module that refuses one. Must not: open
+//! anything.
 
 #[cfg(any(
     target_arch = "x86_64",
@@ -51,6 +53,27 @@ pub const O_NONBLOCK: i32 = 0o4_000;
 pub const O_NOCTTY: i32 = 0o400;
 /// The errno of an `O_NOFOLLOW` open that met a symlink (the same on every Linux above).
 pub const ELOOP: i32 = 40;
+
+/// What a file is, for a refusal's message: "a symbolic link", "a directory", "a FIFO", ...
+pub fn file_kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "a regular file"
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
@@ -37,7 +37,7 @@ pub const MAX_POOLS_FILE_BYTES: u64 = 16 << 20;
 
 // `libc` is not a dependency and `unsafe` is denied, so the two open(2) flags are spelled out:
 // the values of Linux's generic ABI (asm-generic/fcntl.h: x86_64, aarch64, arm, riscv, ppc).
-use crate::oflags::{O_NOCTTY, O_NONBLOCK};
+use crate::oflags::{self, O_NOCTTY, O_NONBLOCK};
 
 #[derive(Debug)]
 pub enum PoolsFileError {
@@ -85,22 +85,7 @@ impl std::error::Error for PoolsFileError {}
 
 /// `None` for a regular file, else what it is (for the error).
 fn not_regular(m: &fs::Metadata) -> Option<&'static str> {
-    let t = m.file_type();
-    if t.is_file() {
-        None
-    } else if t.is_dir() {
-        Some("a directory")
-    } else if t.is_fifo() {
-        Some("a FIFO")
-    } else if t.is_socket() {
-        Some("a socket")
-    } else if t.is_char_device() {
-        Some("a character device")
-    } else if t.is_block_device() {
-        Some("a block device")
-    } else {
-        Some("not a file")
-    }
+    (!m.file_type().is_file()).then(|| oflags::file_kind(m))
 }
 
 /// At most `limit` bytes of `r`; `None` when it has more (a file that grows while it is read

@@ -7,7 +7,7 @@
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
@@ -24,25 +24,7 @@ pub const MAX_TORN_FILES: usize = 8;
 /// of reservations at once (GC, stale cleanup) is longer, so the first MiB says what it was.
 pub const MAX_TORN_BYTES: usize = 1 << 20;
 
-/// What a non-regular file is, for error messages.
-pub(super) fn kind(m: &Metadata) -> &'static str {
-    let t = m.file_type();
-    if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else {
-        "a regular file"
-    }
-}
+pub(super) use crate::oflags::file_kind as kind;
 
 /// The effective uid this process runs as (from `/proc/self/status`), `None` if unreadable.
 pub(super) fn euid() -> Option<u32> {
