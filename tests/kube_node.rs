@@ -425,6 +425,7 @@ fn released_ip_cooldown_delays_reuse() {
     let (ea, eb) = (anon_env("ka"), anon_env("kb"));
     let a = ip_of(&add(&d, "k", &ea).ok());
     let _b = ip_of(&add(&d, "k", &eb).ok());
+    let before_release = std::time::Instant::now();
     call("DEL", &d.config("1.0.0", "net1", "k"), &ea).ok();
     // (only a check that took over 5 s, on a very slow machine, could see the address free)
     let e = add(&d, "k", &anon_env("kc"));
@@ -437,6 +438,14 @@ fn released_ip_cooldown_delays_reuse() {
         k += 1;
         let o = add(&d, "k", &anon_env(&format!("kd{k}")));
         let ok = o.exit == 0;
+        // Not before the cooldown: the release happened after `before_release`, so an address
+        // handed out again sooner than 5 s after it was handed out within the cooldown. (A
+        // lower bound: a slow machine only makes the success later, never this fail.)
+        assert!(
+            !ok || before_release.elapsed() >= Duration::from_secs(5),
+            "{a} was handed out again {:?} after its release, within the 5 s cooldown",
+            before_release.elapsed()
+        );
         again = ok.then_some(o);
         ok
     });
