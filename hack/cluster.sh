@@ -198,6 +198,15 @@ preflight() {
     setsid flock awk base64 busybox; do
     command -v "$t" >/dev/null 2>&1 || die "'$t' not found (hack/test.sh installs the Debian packages: containerd runc busybox-static iptables gcc libc6-dev ...)"
   done
+  # kubelet taints the node with disk-pressure below its eviction threshold (1% here) and no
+  # pod is scheduled: say so now instead of letting every test time out on Pending pods.
+  local size_kib free_kib need_kib
+  read -r size_kib free_kib < <(df -Pk /var/lib | awk 'NR == 2 { print $2, $4 }')
+  need_kib=$((size_kib / 50)) # twice the threshold, so that the run's own writes fit
+  ((need_kib > 3 * 1024 * 1024)) || need_kib=$((3 * 1024 * 1024))
+  if ((free_kib < need_kib)); then
+    die "only $((free_kib / 1024)) MiB free on the file system of /var/lib, the cluster needs $((need_kib / 1024)) MiB (kubelet's disk-pressure threshold is 1% of it; state, images, logs): free some space"
+  fi
   [[ -e /usr/lib/cni/bridge && -e /usr/lib/cni/macvlan && -e /usr/lib/cni/host-local ]] ||
     die "Debian's CNI plugins are missing from /usr/lib/cni (apt-get install containernetworking-plugins)"
   # cgroup v1: kubelet v1.37 runs on it with failCgroupV1=false, and the launcher and teardown
