@@ -27,6 +27,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/pki.sh
+source "$ROOT/hack/lib/pki.sh"
 SELF=$ROOT/hack/cluster.sh
 
 # -- fixed names and addresses (all of them exist only inside the namespace) -----------------
@@ -282,28 +284,14 @@ setup_cgroups() {
 setup_pki() (
   mkdir -p "$D/pki"
   cd "$D/pki"
-  ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-  ca() { # name cn
-    openssl req -x509 "${ec[@]}" -days 7 -keyout "$1.key" -out "$1.crt" -subj "/CN=$2" \
-      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-  }
-  leaf() { # name subject ca ext-lines...
-    local n=$1 subj=$2 ca=$3
-    shift 3
-    openssl req -new "${ec[@]}" -keyout "$n.key" -out "$n.csr" -subj "$subj"
-    printf '%s\n' "$@" >"$n.ext"
-    openssl x509 -req -in "$n.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial -days 7 \
-      -extfile "$n.ext" -out "$n.crt"
-    rm -f "$n.csr" "$n.ext"
-  }
-  ca ca nv-ipam-e2e-ca
-  leaf apiserver /CN=kube-apiserver ca \
+  pki_ca ca nv-ipam-e2e-ca
+  pki_leaf apiserver /CN=kube-apiserver ca \
     "subjectAltName=IP:$NODE_IP,IP:$SVC_VIP,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
     'extendedKeyUsage=serverAuth' 'keyUsage=critical,digitalSignature' 'basicConstraints=critical,CA:FALSE'
   # The webhook's serving certificate, as a user without cert-manager makes one: its own CA,
   # the Service's DNS names (the apiserver verifies <service>.<namespace>.svc).
-  ca webhook-ca nv-ipam-webhook-ca
-  leaf webhook /CN=nv-ipam-webhook.nv-ipam.svc webhook-ca \
+  pki_ca webhook-ca nv-ipam-webhook-ca
+  pki_leaf webhook /CN=nv-ipam-webhook.nv-ipam.svc webhook-ca \
     'subjectAltName=DNS:nv-ipam-webhook.nv-ipam.svc,DNS:nv-ipam-webhook.nv-ipam.svc.cluster.local' \
     'extendedKeyUsage=serverAuth' 'keyUsage=critical,digitalSignature' 'basicConstraints=critical,CA:FALSE'
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out sa.key

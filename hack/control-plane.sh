@@ -20,6 +20,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/pki.sh
+source "$ROOT/hack/lib/pki.sh"
 START_TIMEOUT=${NV_IPAM_CP_START_TIMEOUT:-90} # seconds, for the apiserver (2 busy cores)
 
 log() { printf 'control-plane: %s\n' "$*" >&2; }
@@ -232,26 +234,12 @@ free_port() {
 # -- certificates (EC P-256) -------------------------------------------------
 pki() (
   cd "$D"
-  ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-  ca() { # name cn
-    openssl req -x509 "${ec[@]}" -days 7 -keyout "$1.key" -out "$1.crt" -subj "/CN=$2" \
-      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-  }
-  leaf() { # name subject ca ext-lines...
-    local n=$1 subj=$2 ca=$3
-    shift 3
-    openssl req -new "${ec[@]}" -keyout "$n.key" -out "$n.csr" -subj "$subj"
-    printf '%s\n' "$@" >"$n.ext"
-    openssl x509 -req -in "$n.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial -days 7 \
-      -extfile "$n.ext" -out "$n.crt"
-    rm -f "$n.csr" "$n.ext"
-  }
-  ca ca nv-ipam-test-ca
-  leaf apiserver /CN=kube-apiserver ca \
+  pki_ca ca nv-ipam-test-ca
+  pki_leaf apiserver /CN=kube-apiserver ca \
     'subjectAltName=IP:127.0.0.1,DNS:localhost' 'extendedKeyUsage=serverAuth' \
     'keyUsage=critical,digitalSignature' 'basicConstraints=critical,CA:FALSE'
-  ca client-ca nv-ipam-test-client-ca
-  leaf client-admin '/O=system:masters/CN=admin' client-ca \
+  pki_ca client-ca nv-ipam-test-client-ca
+  pki_leaf client-admin '/O=system:masters/CN=admin' client-ca \
     'extendedKeyUsage=clientAuth' 'keyUsage=critical,digitalSignature' 'basicConstraints=critical,CA:FALSE'
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out sa.key
   openssl pkey -in sa.key -pubout -out sa.pub
