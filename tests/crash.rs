@@ -30,7 +30,7 @@ use common::{attachment_env, env_refs, run_plugin};
 use nv_ipam::api::PoolType;
 use nv_ipam::protocol::client::call;
 use nv_ipam::protocol::message::{
-    AllocateRequest, CheckRequest, ErrorCode, PodRef, ReleaseRequest, Request, Response, StatusRequest,
+    AllocateRequest, CheckRequest, ErrorCode, PodRef, Request, Response, StatusRequest,
 };
 use serde_json::Value;
 
@@ -96,16 +96,8 @@ enum Outcome {
 
 fn allocate_via_client(socket: &Path, container: &str) -> Outcome {
     let req = Request::Allocate(AllocateRequest {
-        network: NETWORK.into(),
-        container_id: container.into(),
-        ifname: "eth0".into(),
-        pools: vec![POOL.into()],
-        pool_type: PoolType::IpPool,
-        requested_ips: vec![],
-        allocate_default_gateway: false,
-        allocate_ip_with_index: None,
         pod: PodRef { name: Some(format!("pod-{container}")), namespace: Some("ns1".into()), uid: None },
-        device_id: None,
+        ..common::allocate_request(NETWORK, container, &[POOL])
     });
     match call(socket, req, CALL_TIMEOUT) {
         Ok(Response::Ok(reply)) => {
@@ -118,13 +110,7 @@ fn allocate_via_client(socket: &Path, container: &str) -> Outcome {
 }
 
 fn release_via_client(socket: &Path, container: &str) -> Outcome {
-    let req = Request::Release(ReleaseRequest {
-        network: NETWORK.into(),
-        container_id: container.into(),
-        ifname: "eth0".into(),
-        pools: vec![POOL.into()],
-        pool_type: PoolType::IpPool,
-    });
+    let req = Request::Release(common::release_request(NETWORK, container, &[POOL]));
     match call(socket, req, CALL_TIMEOUT) {
         Ok(Response::Ok(_)) => Outcome::Deleted,
         Ok(Response::Error(e)) => panic!("release {container} refused by a live daemon: {e:?}"),

@@ -15,8 +15,7 @@ use common::daemon::{Daemon, START_DEADLINE};
 use common::{cni, wait_until};
 use nv_ipam::api::PoolType;
 use nv_ipam::protocol::{
-    AllocateRequest, ErrorCode, PodRef, PoolStatus, ReleaseRequest, Reply, Request, Response, StatusRequest,
-    client,
+    AllocateRequest, ErrorCode, PoolStatus, Reply, Request, Response, StatusRequest, client,
 };
 
 /// `p`: 10.1.0.0/24, gateway .1, node1's block .1-.100. `t`: 10.2.0.0/24, gateway .1, block
@@ -50,27 +49,13 @@ fn call(socket: &std::path::Path, req: Request) -> Result<Reply, (ErrorCode, Str
 
 fn allocate(cid: &str, pools: &[&str], ips: &[&str]) -> Request {
     Request::Allocate(AllocateRequest {
-        network: "net1".into(),
-        container_id: cid.into(),
-        ifname: "eth0".into(),
-        pools: pools.iter().map(|p| p.to_string()).collect(),
-        pool_type: PoolType::IpPool,
         requested_ips: ips.iter().map(|s| s.parse::<IpAddr>().unwrap()).collect(),
-        allocate_default_gateway: false,
-        allocate_ip_with_index: None,
-        pod: PodRef::default(),
-        device_id: None,
+        ..common::allocate_request("net1", cid, pools)
     })
 }
 
 fn release(cid: &str, pool: &str) -> Request {
-    Request::Release(ReleaseRequest {
-        network: "net1".into(),
-        container_id: cid.into(),
-        ifname: "eth0".into(),
-        pools: vec![pool.into()],
-        pool_type: PoolType::IpPool,
-    })
+    Request::Release(common::release_request("net1", cid, &[pool]))
 }
 
 fn status(pools: &[&str]) -> Request {

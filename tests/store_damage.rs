@@ -19,9 +19,8 @@ use std::time::Duration;
 
 use common::daemon::Daemon;
 use common::{CniOut, Sandbox, run_ok};
-use nv_ipam::api::PoolType;
 use nv_ipam::protocol::client::call;
-use nv_ipam::protocol::message::{AllocateRequest, PodRef, ReleaseRequest, Request, Response};
+use nv_ipam::protocol::message::{AllocateRequest, PodRef, Request, Response};
 use nv_ipam::store::{COMPACT_MIN_LINES, MAX_TORN_FILES, Op, Reservation, Store, StoreError};
 
 /// 10.60.0.1-10.60.3.232 (1000 addresses) for node1; gateway 10.60.0.1.
@@ -110,16 +109,8 @@ fn assert_has(text: &str, parts: &[&str]) {
 
 fn allocate_via_client(d: &Daemon, container: &str) {
     let req = Request::Allocate(AllocateRequest {
-        network: NET.into(),
-        container_id: container.into(),
-        ifname: "eth0".into(),
-        pools: vec![POOL.into()],
-        pool_type: PoolType::IpPool,
-        requested_ips: vec![],
-        allocate_default_gateway: false,
-        allocate_ip_with_index: None,
         pod: PodRef { name: Some(format!("pod-{container}")), namespace: Some("ns1".into()), uid: None },
-        device_id: None,
+        ..common::allocate_request(NET, container, &[POOL])
     });
     match call(&d.socket, req, CALL_TIMEOUT).unwrap() {
         Response::Ok(_) => {}
@@ -128,13 +119,7 @@ fn allocate_via_client(d: &Daemon, container: &str) {
 }
 
 fn release_via_client(d: &Daemon, container: &str) {
-    let req = Request::Release(ReleaseRequest {
-        network: NET.into(),
-        container_id: container.into(),
-        ifname: "eth0".into(),
-        pools: vec![POOL.into()],
-        pool_type: PoolType::IpPool,
-    });
+    let req = Request::Release(common::release_request(NET, container, &[POOL]));
     match call(&d.socket, req, CALL_TIMEOUT).unwrap() {
         Response::Ok(_) => {}
         Response::Error(e) => panic!("release {container}: {e:?}"),

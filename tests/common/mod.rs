@@ -287,3 +287,39 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// An ADD frame as the plugin sends it for `eth0` of `container`: IPPool kind, no static IPs,
+/// no pod reference. Tests override fields with `AllocateRequest { pod: …, ..allocate_request(…) }`.
+pub fn allocate_request(
+    network: &str,
+    container: &str,
+    pools: &[&str],
+) -> nv_ipam::protocol::message::AllocateRequest {
+    nv_ipam::protocol::message::AllocateRequest {
+        network: network.into(),
+        container_id: container.into(),
+        ifname: "eth0".into(),
+        pools: pools.iter().map(|p| p.to_string()).collect(),
+        pool_type: nv_ipam::api::PoolType::IpPool,
+        requested_ips: vec![],
+        allocate_default_gateway: false,
+        allocate_ip_with_index: None,
+        pod: nv_ipam::protocol::message::PodRef::default(),
+        device_id: None,
+    }
+}
+
+/// The DEL frame matching [`allocate_request`].
+pub fn release_request(
+    network: &str,
+    container: &str,
+    pools: &[&str],
+) -> nv_ipam::protocol::message::ReleaseRequest {
+    nv_ipam::protocol::message::ReleaseRequest {
+        network: network.into(),
+        container_id: container.into(),
+        ifname: "eth0".into(),
+        pools: pools.iter().map(|p| p.to_string()).collect(),
+        pool_type: nv_ipam::api::PoolType::IpPool,
+    }
+}
