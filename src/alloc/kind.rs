@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 
 use super::NodePool;
 use super::node_pool::NodePoolError;
-use crate::api::{AnyAllocations, AnyPool, ObjectMeta, PoolErrors, PoolType, ValidNodeSelector};
+use crate::api::{
+    AnyAllocations, AnyPool, NodeBlock, NodeBlockSetSpec, ObjectMeta, PoolErrors, PoolType, ValidNodeSelector,
+};
 
 pub mod cidrpool;
 pub mod ippool;
@@ -39,7 +41,7 @@ pub trait PoolKind: 'static {
     /// The kind's tag (its names are `TYPE.info()`).
     const TYPE: PoolType;
     /// `spec` as stored.
-    type Spec: Default + DeserializeOwned;
+    type Spec: Clone + Default + PartialEq + fmt::Debug + Serialize + DeserializeOwned;
     /// `status` as the api types hold it (the allocations only).
     type Status: DeserializeOwned;
     /// The object as stored (`api`'s wire type).
@@ -96,6 +98,19 @@ pub trait PoolKind: 'static {
     -> Result<NodePool, NodePoolError>;
     /// `entry` as text when it gives its node something other than `served` (for a log line).
     fn entry_differs(entry: &Self::Allocation, served: &NodePool) -> Option<String>;
+
+    /// The spec of a valid pool as it applies to the node of `entry`: no `nodeSelector`, only
+    /// the exclusions that touch the entry's block or prefix, only that node's static
+    /// allocations. What the node serves from it with `entry` is what it would serve from the
+    /// whole pool (`alloc::node_blocks` tests it).
+    fn node_spec(spec: &Self::Spec, entry: &Self::Allocation) -> Self::Spec;
+    /// This kind's entries of a NodeBlockSet.
+    fn node_blocks(set: &NodeBlockSetSpec) -> &[NodeBlock<Self::Spec, Self::Allocation>];
+    fn node_blocks_mut(set: &mut NodeBlockSetSpec) -> &mut Vec<NodeBlock<Self::Spec, Self::Allocation>>;
+    /// The pool's spec.
+    fn spec(pool: &Self::Pool) -> &Self::Spec;
+    /// This kind's entries out of an any-kind list; `None` for another kind.
+    fn of_allocations(a: &AnyAllocations) -> Option<&[Self::Allocation]>;
 }
 
 /// Runs `$body` with `$p` bound to the pool inside `$pool` and `$K` naming its kind's

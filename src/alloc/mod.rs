@@ -14,6 +14,7 @@ use ipnet::IpNet;
 pub mod cidrpool_planner;
 pub mod ippool_planner;
 pub mod kind;
+pub mod node_blocks;
 pub mod node_pool;
 
 pub use cidrpool_planner::{AllocationError, CidrPlan, plan_cidr_pool, validate_allocation};
@@ -31,7 +32,8 @@ pub struct NodePool {
     /// `allocateIPWithIndex` counts from its start.
     pub range: IpRange,
     pub gateway: Option<IpAddr>,
-    /// Pool exclusions and per-node index exclusions as addresses, clamped to `subnet` and
+    /// Pool exclusions and per-node index exclusions as addresses, clamped to the block (IPPool;
+    /// outside it they change nothing) or the prefix (CIDRPool) and
     /// merged (overlaps and adjacency joined; the reference fails every ADD on an overlap).
     pub exclusions: Vec<IpRange>,
     /// `spec.routes[].dst`, parsed.

@@ -55,6 +55,11 @@ use probes::Health;
 use wire::{PoolWire, WirePool};
 use worker::{resource, worker};
 
+/// Pools decided and written at once. Each status write of a big pool is one round trip that
+/// keeps the API server busy for a few hundred milliseconds at 5,000 nodes
+/// (docs/benchmarks-scale.md); ten in flight let a join's writes to ten pools overlap, and the
+/// bound keeps a relist of thousands of pools from opening thousands of connections.
+pub const MAX_CONCURRENT_RECONCILES: usize = 10;
 /// Status writes per reconcile (the first plus retries after 409 Conflict).
 pub const MAX_STATUS_ATTEMPTS: u32 = 5;
 /// When a reconcile failed (API error), try the pool again after this long, doubling per

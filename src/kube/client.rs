@@ -57,6 +57,11 @@ pub struct Client {
     watch_timeout_secs: (u32, u32),
 }
 
+/// Idle connections kept for reuse (ureq's default is 3 per host): the controller writes up to
+/// ten pools and many per-node objects at once, and a connection not kept costs a new TLS
+/// handshake per request. Watches hold their own connections while they run.
+pub const MAX_IDLE_CONNECTIONS: usize = 32;
+
 fn now_seed() -> u64 {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     nanos ^ (u64::from(std::process::id()) << 32)
@@ -105,6 +110,8 @@ impl Client {
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_recv_response(Some(RECV_RESPONSE_TIMEOUT))
             .timeout_per_read(Some(READ_TIMEOUT))
+            .max_idle_connections(MAX_IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
             .build()
             .new_agent();
         Ok(Client {

@@ -25,7 +25,7 @@ pub use decode::Decoded;
 pub use error::KubeError;
 pub use reflector::{Change, reflect, reflect_from};
 pub use resource::{
-    CIDRPOOLS, CONFIGMAPS, EVENTS, IPPOOLS, LEASES, ListOptions, NAMESPACES, NODES, ObjectList, PODS,
-    Resource, WatchEvent,
+    CIDRPOOLS, CONFIGMAPS, EVENTS, IPPOOLS, LEASES, ListOptions, NAMESPACES, NODEBLOCKSETS, NODES,
+    ObjectList, PODS, Resource, WatchEvent,
 };
 pub use watch::WatchStream;

@@ -30,6 +30,9 @@ pub const IPPOOLS: Resource =
     Resource { group: "nv-ipam.nvidia.com", version: "v1alpha1", plural: "ippools", namespaced: true };
 pub const CIDRPOOLS: Resource =
     Resource { group: "nv-ipam.nvidia.com", version: "v1alpha1", plural: "cidrpools", namespaced: true };
+/// One per Node in the pools' namespace: what that node needs from every pool.
+pub const NODEBLOCKSETS: Resource =
+    Resource { group: "nv-ipam.nvidia.com", version: "v1alpha1", plural: "nodeblocksets", namespaced: true };
 
 impl Resource {
     /// The collection path. A namespaced resource with `ns = None` addresses all namespaces

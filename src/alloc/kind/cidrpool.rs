@@ -10,10 +10,12 @@ use ipnet::IpNet;
 use super::{Plan, PoolKind, sat};
 use crate::alloc::NodePool;
 use crate::alloc::cidrpool_planner::{plan_cidr_pool, validate_allocation};
+use crate::alloc::node_blocks::touching;
 use crate::alloc::node_pool::NodePoolError;
 use crate::api::{
-    AnyAllocations, AnyPool, CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, ObjectMeta, PoolErrors,
-    PoolKey, PoolType, ValidCidrPool, ValidNodeSelector, validate_cidr_pool,
+    AnyAllocations, AnyPool, CidrAllocation, CidrPool, CidrPoolSpec, CidrPoolStatus, NodeBlock,
+    NodeBlockSetSpec, ObjectMeta, PoolErrors, PoolKey, PoolType, ValidCidrPool, ValidNodeSelector,
+    validate_cidr_pool,
 };
 use crate::ip::{self, IpRange};
 
@@ -145,6 +147,40 @@ impl PoolKind for CidrPoolKind {
     fn entry_differs(e: &CidrAllocation, served: &NodePool) -> Option<String> {
         let same = e.prefix.parse::<IpNet>().ok() == Some(served.subnet);
         (!same).then(|| e.prefix.clone())
+    }
+
+    fn node_spec(spec: &CidrPoolSpec, entry: &CidrAllocation) -> CidrPoolSpec {
+        let prefix = entry.prefix.parse::<IpNet>().ok().map(|p| IpRange::of_net(&p.trunc()));
+        CidrPoolSpec {
+            node_selector: None,
+            exclusions: touching(&spec.exclusions, prefix.as_ref()),
+            static_allocations: spec
+                .static_allocations
+                .iter()
+                .filter(|s| s.node_name == entry.node_name)
+                .cloned()
+                .collect(),
+            ..spec.clone()
+        }
+    }
+
+    fn of_allocations(a: &AnyAllocations) -> Option<&[CidrAllocation]> {
+        match a {
+            AnyAllocations::Cidr(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn node_blocks(set: &NodeBlockSetSpec) -> &[NodeBlock<CidrPoolSpec, CidrAllocation>] {
+        &set.cidr_pools
+    }
+
+    fn node_blocks_mut(set: &mut NodeBlockSetSpec) -> &mut Vec<NodeBlock<CidrPoolSpec, CidrAllocation>> {
+        &mut set.cidr_pools
+    }
+
+    fn spec(pool: &CidrPool) -> &CidrPoolSpec {
+        &pool.spec
     }
 }
 

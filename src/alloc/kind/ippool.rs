@@ -10,10 +10,11 @@ use ipnet::IpNet;
 use super::{Plan, PoolKind, sat};
 use crate::alloc::NodePool;
 use crate::alloc::ippool_planner::plan_ip_pool;
+use crate::alloc::node_blocks::touching;
 use crate::alloc::node_pool::NodePoolError;
 use crate::api::{
-    AnyAllocations, AnyPool, IpAllocation, IpPool, IpPoolSpec, IpPoolStatus, ObjectMeta, PoolErrors, PoolKey,
-    PoolType, ValidIpPool, ValidNodeSelector, validate_ip_pool,
+    AnyAllocations, AnyPool, IpAllocation, IpPool, IpPoolSpec, IpPoolStatus, NodeBlock, NodeBlockSetSpec,
+    ObjectMeta, PoolErrors, PoolKey, PoolType, ValidIpPool, ValidNodeSelector, validate_ip_pool,
 };
 use crate::ip::{self, Family, IpRange, host_count};
 
@@ -145,7 +146,7 @@ impl PoolKind for IpPoolKind {
             return Err(bad());
         }
         let per_node = pool.per_node_exclusions.iter().filter_map(|r| r.to_ip_range(start, &block));
-        let exclusions = ip::clamp_and_merge(pool.exclusions.iter().copied().chain(per_node), &subnet_span);
+        let exclusions = ip::clamp_and_merge(pool.exclusions.iter().copied().chain(per_node), &block);
         Ok(NodePool {
             key,
             subnet: pool.subnet,
@@ -161,5 +162,34 @@ impl PoolKind for IpPoolKind {
         let now = e.start_ip.parse::<IpAddr>().ok().zip(e.end_ip.parse::<IpAddr>().ok());
         let same = now.and_then(|(s, e)| IpRange::new(s, e)) == Some(served.range);
         (!same).then(|| format!("{}-{}", e.start_ip, e.end_ip))
+    }
+
+    fn node_spec(spec: &IpPoolSpec, entry: &IpAllocation) -> IpPoolSpec {
+        let block =
+            entry.start_ip.parse().ok().zip(entry.end_ip.parse().ok()).and_then(|(s, e)| IpRange::new(s, e));
+        IpPoolSpec {
+            node_selector: None,
+            exclusions: touching(&spec.exclusions, block.as_ref()),
+            ..spec.clone()
+        }
+    }
+
+    fn of_allocations(a: &AnyAllocations) -> Option<&[IpAllocation]> {
+        match a {
+            AnyAllocations::Ip(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn node_blocks(set: &NodeBlockSetSpec) -> &[NodeBlock<IpPoolSpec, IpAllocation>] {
+        &set.ip_pools
+    }
+
+    fn node_blocks_mut(set: &mut NodeBlockSetSpec) -> &mut Vec<NodeBlock<IpPoolSpec, IpAllocation>> {
+        &mut set.ip_pools
+    }
+
+    fn spec(pool: &IpPool) -> &IpPoolSpec {
+        &pool.spec
     }
 }

@@ -16,15 +16,35 @@ use serde_json::{Value, json};
 
 use super::cache::{CachedPool, Key, PoolGauges, Shared};
 use super::wire::{PatchMeta, PoolWire, StatusPatch, WirePool, status_hash};
-use super::{COMPONENT, ERROR_REQUEUE, MAX_ERROR_REQUEUE, MAX_STATUS_ATTEMPTS, WORKER_POLL};
+use super::{
+    COMPONENT, ERROR_REQUEUE, MAX_CONCURRENT_RECONCILES, MAX_ERROR_REQUEUE, MAX_STATUS_ATTEMPTS, WORKER_POLL,
+};
 use crate::alloc::PoolKind;
 use crate::api::{API_VERSION, AnyAllocations, Condition, Node, PoolType, StatusRef};
 use crate::controller::leader;
 use crate::controller::reconcile::{Event, Input, Outcome, reconcile};
 use crate::kube::{Client, EVENTS, KubeError, Resource};
 
-/// Pops pool keys and reconciles them while leader, until `stop`.
+/// Runs [`MAX_CONCURRENT_RECONCILES`] reconcile loops until `stop`: different pools are decided
+/// and written in parallel (each write is one round trip of a status that can be hundreds of
+/// KB, so one at a time left the API server's other cores idle); one pool is never in two
+/// loops at once, so its writes stay ordered.
 pub(super) fn worker(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool, grace: Duration) {
+    std::thread::scope(|s| {
+        for i in 1..MAX_CONCURRENT_RECONCILES {
+            let spawned = std::thread::Builder::new()
+                .name(format!("reconcile-{i}"))
+                .spawn_scoped(s, move || reconcile_loop(client, ns, shared, stop, grace));
+            if let Err(e) = spawned {
+                log::warn!("cannot start reconcile thread {i}: {e}; continuing with fewer");
+            }
+        }
+        reconcile_loop(client, ns, shared, stop, grace);
+    });
+}
+
+/// Pops pool keys that no other loop holds and reconciles them while leader, until `stop`.
+fn reconcile_loop(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool, grace: Duration) {
     while !stop.load(Ordering::Relaxed) {
         let next = {
             let mut c = shared.lock();
@@ -37,10 +57,13 @@ pub(super) fn worker(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBo
             }
             let leader = shared.is_leader.load(Ordering::SeqCst);
             let ready = c.pools_synced() && c.synced_nodes;
+            let free = c.queue.iter().find(|k| !c.in_flight.contains(*k)).cloned();
             if leader
                 && ready
-                && let Some(k) = c.queue.pop_first()
+                && let Some(k) = free
             {
+                c.queue.remove(&k);
+                c.in_flight.insert(k.clone());
                 Some(k)
             } else {
                 if !leader {
@@ -59,13 +82,15 @@ pub(super) fn worker(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBo
         };
         if let Some(k) = next {
             shared.reconciles.fetch_add(1, Ordering::Relaxed);
-            match reconcile_pool(client, ns, shared, &k, grace) {
+            let result = reconcile_pool(client, ns, shared, &k, grace);
+            let mut c = shared.lock();
+            c.in_flight.remove(&k);
+            match result {
                 Ok(()) => {
-                    shared.lock().failures.remove(&k);
+                    c.failures.remove(&k);
                 }
                 Err(e) => {
                     shared.reconcile_errors.fetch_add(1, Ordering::Relaxed);
-                    let mut c = shared.lock();
                     let n = c.failures.entry(k.clone()).or_insert(0);
                     *n = n.saturating_add(1);
                     let delay = retry_delay(*n);
@@ -74,6 +99,8 @@ pub(super) fn worker(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBo
                     c.recheck.insert(k, at);
                 }
             }
+            // the pool may have been queued again while it was in flight
+            shared.wake.notify_all();
         }
     }
 }
