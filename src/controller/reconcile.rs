@@ -62,6 +62,10 @@ pub struct Input<'a> {
     pub now: SystemTime,
     /// How long a departed node keeps its block.
     pub grace: Duration,
+    /// Entries already delivered to nodes (their NodeBlockSets) that the status does not hold
+    /// yet: planned as previous entries after the status's own, which win a conflict, so that
+    /// a node keeps a block it may already allocate from. `None`: none.
+    pub intents: Option<&'a AnyAllocations>,
 }
 
 /// What to write and say.
@@ -127,7 +131,15 @@ fn reconcile_kind<K: PoolKind>(pool: &K::Pool, input: &Input) -> Outcome {
     names.extend(holds.keys().cloned());
 
     let previous = K::allocations(pool);
-    let plan = K::plan(&valid, &names, previous);
+    let with_intents: Vec<K::Allocation>;
+    let plan_input = match input.intents.and_then(K::of_allocations) {
+        Some(i) if !i.is_empty() => {
+            with_intents = previous.iter().chain(i).cloned().collect();
+            &with_intents[..]
+        }
+        _ => previous,
+    };
+    let plan = K::plan(&valid, &names, plan_input);
     let kept = keep_held(plan.allocations, previous, &holds, |a| K::node_name(a));
     let reason = K::TYPE.info().no_free_reason;
     let events = plan

@@ -34,6 +34,7 @@
 //! allocations.
 
 mod cache;
+mod node_sets;
 mod probes;
 mod wire;
 mod worker;
@@ -49,7 +50,7 @@ use super::leader;
 use super::webhook::{self, CertReloader};
 use crate::api::{Node, PoolType};
 use crate::health::{self, HealthError, Probe};
-use crate::kube::{Change, Client, ClusterConfig, KubeError, ListOptions, NODES, Resource};
+use crate::kube::{Change, Client, ClusterConfig, KubeError, ListOptions, NODEBLOCKSETS, NODES, Resource};
 use cache::{Cache, Shared, nodes_changed, pool_changed};
 use probes::Health;
 use wire::{PoolWire, WirePool};
@@ -57,9 +58,13 @@ use worker::{resource, worker};
 
 /// Pools decided and written at once. Each status write of a big pool is one round trip that
 /// keeps the API server busy for a few hundred milliseconds at 5,000 nodes
-/// (docs/benchmarks-scale.md); ten in flight let a join's writes to ten pools overlap, and the
-/// bound keeps a relist of thousands of pools from opening thousands of connections.
-pub const MAX_CONCURRENT_RECONCILES: usize = 10;
+/// (docs/benchmarks-scale.md); a few in flight overlap the round trips, more only add memory
+/// (each holds a decoded status) while the API server's cores are already busy.
+pub const MAX_CONCURRENT_RECONCILES: usize = 3;
+/// NodeBlockSet writes in flight. Each is one small object (a few hundred bytes per pool); at
+/// a few ms per round trip, 8 at once keep the API server busy without queueing more on it
+/// than it has cores to serve.
+pub const MAX_CONCURRENT_NODE_SET_WRITES: usize = 8;
 /// Status writes per reconcile (the first plus retries after 409 Conflict).
 pub const MAX_STATUS_ATTEMPTS: u32 = 5;
 /// When a reconcile failed (API error), try the pool again after this long, doubling per
@@ -122,6 +127,7 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
         is_leader,
         reconciles: AtomicU64::new(0),
         reconcile_errors: AtomicU64::new(0),
+        node_set_writes: AtomicU64::new(0),
     });
 
     let ns = args.ippools_namespace.clone();
@@ -179,6 +185,7 @@ pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
         threads.push(spawned?);
     }
     threads.push(spawn_node_reflector(&client, &shared, &stop)?);
+    threads.push(spawn_node_sets(&client, &ns, &shared, &stop)?);
     let elector = if args.leader_elect {
         let (client, shared2, stop2) = (client.clone(), Arc::clone(&shared), Arc::clone(&stop));
         let lns = args.leader_elect_namespace.clone();
@@ -260,6 +267,36 @@ fn spawn_pool_reflector<W: PoolWire + 'static>(
             crate::kube::reflect(&client, r, Some(&ns), &ListOptions::default(), &stop, &mut on_change);
         })
         .map_err(|source| RunError::Thread { name, source })
+}
+
+/// The NodeBlockSet reflector and the threads that write them.
+fn spawn_node_sets(
+    client: &Client,
+    ns: &str,
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, RunError> {
+    let (c2, s2, stop2, ns2) = (client.clone(), Arc::clone(shared), Arc::clone(stop), ns.to_string());
+    let name = "reflect-nodeblocksets";
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut on_change = |ch| node_sets::sets_changed(&s2, ch);
+            crate::kube::reflect(
+                &c2,
+                &NODEBLOCKSETS,
+                Some(&ns2),
+                &ListOptions::default(),
+                &stop2,
+                &mut on_change,
+            );
+        })
+        .map_err(|source| RunError::Thread { name: name.into(), source })?;
+    let (client, shared, stop, ns) = (client.clone(), Arc::clone(shared), Arc::clone(stop), ns.to_string());
+    std::thread::Builder::new()
+        .name("node-sets-0".into())
+        .spawn(move || node_sets::writer(&client, &ns, &shared, &stop))
+        .map_err(|source| RunError::Thread { name: "node-sets-0".into(), source })
 }
 
 fn spawn_node_reflector(

@@ -319,6 +319,27 @@ impl Client {
         self.send_json("post", &r.collection_path(ns), "application/json", obj)
     }
 
+    /// POST, decoding the answer as `T` (e.g. only its metadata).
+    pub fn create_as<B: Serialize, T: DeserializeOwned>(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        obj: &B,
+    ) -> Result<T, KubeError> {
+        self.send_json("post", &r.collection_path(ns), "application/json", obj)
+    }
+
+    /// PUT (409 when `metadata.resourceVersion` is stale), decoding the answer as `T`.
+    pub fn replace_as<B: Serialize, T: DeserializeOwned>(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        obj: &B,
+    ) -> Result<T, KubeError> {
+        self.send_json("put", &object_path("put", r, ns, name)?, "application/json", obj)
+    }
+
     /// PUT: optimistic concurrency through `metadata.resourceVersion` (409 when stale).
     pub fn replace<T: Serialize + DeserializeOwned>(
         &self,

@@ -23,6 +23,7 @@ fn run(p: &AnyPool, nodes: &[Node], holds: &BTreeMap<String, SystemTime>, now: u
         holds,
         now: t(now),
         grace: Duration::from_secs(grace),
+        intents: None,
     })
 }
 
@@ -73,6 +74,7 @@ fn seed_example_and_stable_rerun() {
         holds: &BTreeMap::new(),
         now: t(100),
         grace: Duration::from_secs(300),
+        intents: None,
     });
     assert!(!again.changed, "{again:?}");
     assert_eq!(again.conditions[0].last_transition_time, rfc3339(t(0)));
@@ -139,6 +141,7 @@ fn invalid_spec_keeps_allocations_and_says_why() {
         holds: &BTreeMap::new(),
         now: t(5),
         grace: Duration::ZERO,
+        intents: None,
     });
     assert_eq!(ip_allocs(&o2), ip_allocs(&o), "allocations kept");
     assert!(o2.changed);
@@ -157,6 +160,7 @@ fn invalid_spec_keeps_allocations_and_says_why() {
         holds: &BTreeMap::new(),
         now: t(9),
         grace: Duration::ZERO,
+        intents: None,
     });
     assert_eq!(o3.conditions[0].status, "True");
     assert_eq!(o3.conditions[0].last_transition_time, rfc3339(t(9)));
@@ -223,4 +227,43 @@ fn only_nodes_the_pool_selects_or_holds_matter() {
     assert!(nodes_matter(&all, &[change("x", None, labels("b"))]), "no selector: every node");
     let bad = pool("kind: IPPool\nmetadata: {name: bad}\nspec: {subnet: 10.0.0.0/24}\n");
     assert!(!nodes_matter(&bad, &[change("x", None, labels("b"))]), "invalid: nodes do not matter");
+}
+
+#[test]
+fn an_intent_keeps_its_block_and_loses_to_the_status() {
+    // node2's NodeBlockSet names .9-.12 (written before a crash), the status only has node1
+    let p = pool(SEED);
+    let first = run(&p, &labelled(&["node1"]), &BTreeMap::new(), 0, 300);
+    let p = with_status(&p, &first);
+    let ia = |n: &str, s: &str, e: &str| crate::api::IpAllocation {
+        node_name: n.into(),
+        start_ip: s.into(),
+        end_ip: e.into(),
+    };
+    let intents = AnyAllocations::Ip(vec![
+        ia("node2", "192.168.0.9", "192.168.0.12"),
+        // a stale intent on node1's block for node3: the status wins, node3 gets a new block
+        ia("node3", "192.168.0.1", "192.168.0.4"),
+        // an intent of a node the pool no longer selects is dropped
+        ia("gone", "192.168.0.13", "192.168.0.16"),
+    ]);
+    let o = reconcile(&Input {
+        pool: &p,
+        conditions: &first.conditions,
+        generation: Some(1),
+        nodes: &labelled(&["node1", "node2", "node3"]),
+        holds: &BTreeMap::new(),
+        now: t(1),
+        grace: Duration::from_secs(300),
+        intents: Some(&intents),
+    });
+    assert!(o.changed);
+    assert_eq!(
+        ip_allocs(&o),
+        vec![
+            ("node1".into(), "192.168.0.1".into(), "192.168.0.4".into()),
+            ("node2".into(), "192.168.0.9".into(), "192.168.0.12".into()),
+            ("node3".into(), "192.168.0.5".into(), "192.168.0.8".into()),
+        ]
+    );
 }

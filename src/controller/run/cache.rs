@@ -14,6 +14,8 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::MAX_LOGGED_NAMES;
+use super::node_sets::NodeSets;
+use crate::alloc::PoolKind;
 use crate::api::{AnyPool, Condition, Node, ObjectMeta, PoolType};
 use crate::controller::reconcile::{Event, NodeChange, nodes_matter};
 use crate::kube::Change;
@@ -29,6 +31,8 @@ pub(super) struct CachedPool {
     pub(super) pool: AnyPool,
     pub(super) conditions: Vec<Condition>,
     pub(super) status_hash: u64,
+    /// The spec passes validation (NodeBlockSets carry a valid spec trimmed, an invalid one as is).
+    pub(super) valid: bool,
 }
 
 impl CachedPool {
@@ -67,6 +71,8 @@ pub(super) struct Cache {
     /// Consecutive failed reconciles per pool, for the retry backoff.
     pub(super) failures: HashMap<Key, u32>,
     pub(super) gauges: BTreeMap<Key, PoolGauges>,
+    /// The NodeBlockSets: what is stored, what must be written.
+    pub(super) node_sets: NodeSets,
 }
 
 impl Cache {
@@ -90,6 +96,7 @@ pub(super) struct Shared {
     pub(super) is_leader: Arc<AtomicBool>,
     pub(super) reconciles: AtomicU64,
     pub(super) reconcile_errors: AtomicU64,
+    pub(super) node_set_writes: AtomicU64,
 }
 
 impl Shared {
@@ -103,6 +110,7 @@ impl Shared {
         let mut c = self.lock();
         let keys: Vec<Key> = c.pools.keys().cloned().collect();
         c.queue.extend(keys);
+        c.node_sets.primed = false;
         self.wake.notify_all();
     }
 }
@@ -152,7 +160,15 @@ pub(super) fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>)
 }
 
 pub(super) fn forget(c: &mut Cache, k: &Key) {
-    c.pools.remove(k);
+    // its nodes lose their entry
+    if let Some(p) = c.pools.remove(k) {
+        let nodes: Vec<String> = crate::with_pool_kind!(&p.pool, p, K => {
+            K::allocations(p).iter().map(|a| K::node_name(a).to_string()).collect()
+        });
+        c.node_sets.dirty.extend(nodes);
+    }
+    c.node_sets.decided.remove(k);
+    c.node_sets.spec_hash.remove(k);
     c.queue.remove(k);
     c.written.remove(k);
     c.holds.remove(k);
@@ -224,6 +240,10 @@ pub(super) fn nodes_changed(shared: &Shared, ch: Change<Node>) {
             }
         }
     }
+    // a Node appearing gets its (maybe empty) object; one going may lose it
+    let appeared_or_gone = changes.iter().filter(|ch| ch.before.is_none() || ch.after.is_none());
+    c.node_sets.dirty.extend(appeared_or_gone.map(|ch| ch.name.clone()));
+    shared.wake.notify_all();
     if changes.is_empty() {
         log::trace!("node change without name or label change ignored");
         return;

@@ -43,6 +43,16 @@ impl Probe for Health {
             "Pool reconciles that failed (API errors); the pool is retried.",
             s.reconcile_errors.load(Ordering::Relaxed),
         );
+        m.counter(
+            "nv_ipam_node_block_set_writes_total",
+            "NodeBlockSets created, replaced or deleted.",
+            s.node_set_writes.load(Ordering::Relaxed),
+        );
+        m.gauge(
+            "nv_ipam_node_block_sets_pending",
+            "Nodes whose NodeBlockSet is not written as desired yet.",
+            s.lock().node_sets.pending() as f64,
+        );
         m.gauge(
             "nv_ipam_leader",
             "1 when this process is the leader and reconciles.",
@@ -102,7 +112,9 @@ mod tests {
             is_leader: Arc::new(AtomicBool::new(true)),
             reconciles: AtomicU64::new(7),
             reconcile_errors: AtomicU64::new(1),
+            node_set_writes: AtomicU64::new(3),
         });
+        shared.lock().node_sets.dirty.insert("n1".into());
         shared.lock().gauges.insert(
             (PoolType::CidrPool, "c".into()),
             PoolGauges { allocated: 2, free: Some(254), size: None, held: 0 },
@@ -111,6 +123,8 @@ mod tests {
         for line in [
             "nv_ipam_reconcile_total 7",
             "nv_ipam_reconcile_errors_total 1",
+            "nv_ipam_node_block_set_writes_total 3",
+            "nv_ipam_node_block_sets_pending 1",
             "nv_ipam_leader 1",
             "nv_ipam_pool_nodes_allocated{pool=\"c\",pool_type=\"cidrpool\"} 2",
             "nv_ipam_pool_free_blocks{pool=\"c\",pool_type=\"cidrpool\"} 254",

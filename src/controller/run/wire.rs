@@ -80,10 +80,18 @@ impl<K: PoolKind> PoolWire for WirePool<K> {
         let status_hash =
             status_hash(self.status.as_ref().map(|s| StatusRef::new(&s.allocations, &s.conditions)));
         let (status, conditions) = match self.status {
-            Some(s) => (Some(K::status_of(s.allocations)), s.conditions),
+            Some(mut s) => {
+                // sorted by node name (ours are; a stable sort keeps a node's first entry first):
+                // NodeBlockSets look nodes up by binary search
+                if !s.allocations.is_sorted_by(|a, b| K::node_name(a) <= K::node_name(b)) {
+                    s.allocations.sort_by(|a, b| K::node_name(a).cmp(K::node_name(b)));
+                }
+                (Some(K::status_of(s.allocations)), s.conditions)
+            }
             None => (None, Vec::new()),
         };
         let pool = K::from_parts(self.api_version, self.kind, self.metadata, self.spec, status);
-        CachedPool { pool: K::into_any(pool), conditions, status_hash }
+        let valid = K::validate(&pool).is_ok();
+        CachedPool { pool: K::into_any(pool), conditions, status_hash, valid }
     }
 }

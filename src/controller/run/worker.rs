@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use super::cache::{CachedPool, Key, PoolGauges, Shared};
-use super::wire::{PatchMeta, PoolWire, StatusPatch, WirePool, status_hash};
+use super::node_sets;
+use super::wire::{PatchMeta, PoolWire, StatusPatch, WirePool, json_hash, status_hash};
 use super::{
     COMPONENT, ERROR_REQUEUE, MAX_CONCURRENT_RECONCILES, MAX_ERROR_REQUEUE, MAX_STATUS_ATTEMPTS, WORKER_POLL,
 };
@@ -64,6 +65,7 @@ fn reconcile_loop(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool,
             {
                 c.queue.remove(&k);
                 c.in_flight.insert(k.clone());
+                c.node_sets.deciding.insert(k.clone());
                 Some(k)
             } else {
                 if !leader {
@@ -85,6 +87,7 @@ fn reconcile_loop(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool,
             let result = reconcile_pool(client, ns, shared, &k, grace);
             let mut c = shared.lock();
             c.in_flight.remove(&k);
+            c.node_sets.deciding.remove(&k);
             match result {
                 Ok(()) => {
                     c.failures.remove(&k);
@@ -116,6 +119,7 @@ pub(super) fn resource(t: PoolType) -> &'static Resource {
 }
 
 /// Decides one pool from the cache and writes the outcome; re-reads and re-decides on 409.
+/// The decision reaches the nodes' NodeBlockSets (`node_sets`) while the status is written.
 pub(super) fn reconcile_pool(
     client: &Client,
     ns: &str,
@@ -129,7 +133,9 @@ pub(super) fn reconcile_pool(
         (raw, Arc::clone(&c.nodes), c.holds.get(k).cloned().unwrap_or_default())
     };
     for attempt in 1..=MAX_STATUS_ATTEMPTS {
-        let outcome = decide(&raw, &nodes, &holds, grace);
+        let intents = read_intents(client, ns, shared, k, &raw)?;
+        let outcome = decide(&raw, &nodes, &holds, grace, intents.as_ref());
+        record_decision(shared, k, &raw, &outcome);
         if !outcome.changed {
             record(shared, k, &raw, &outcome, None);
             emit_events(client, ns, shared, k, &raw, &outcome.events);
@@ -177,6 +183,55 @@ pub(super) fn reconcile_pool(
     Ok(())
 }
 
+/// Entries of pool `k` that NodeBlockSets hold and its status does not (see `node_sets`).
+fn read_intents(
+    client: &Client,
+    ns: &str,
+    shared: &Shared,
+    k: &Key,
+    raw: &CachedPool,
+) -> Result<Option<AnyAllocations>, KubeError> {
+    let candidates = {
+        let c = shared.lock();
+        crate::with_pool_kind!(&raw.pool, p, K => {
+            let status = K::allocations(p);
+            let has_entry = |n: &str| status.binary_search_by(|a| K::node_name(a).cmp(n)).is_ok();
+            node_sets::intent_candidates(&c.node_sets, k, has_entry)
+        })
+    };
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let found = node_sets::intents(client, ns, k, &candidates)?;
+    log::info!(
+        "pool {} {:?}: {} entries delivered to nodes but not in its status (first: {:?}); planning them as kept",
+        k.0,
+        k.1,
+        found.len(),
+        candidates.iter().take(super::MAX_LOGGED_NAMES).collect::<Vec<_>>()
+    );
+    Ok(Some(found))
+}
+
+/// Hands a decision to the NodeBlockSet writers before its status write: the nodes whose entry
+/// changed (all of the pool's when its spec changed) are marked dirty, and the decision is what
+/// they read until the stored status replaces it.
+fn record_decision(shared: &Shared, k: &Key, raw: &CachedPool, o: &Outcome) {
+    let (spec_hash, before) = crate::with_pool_kind!(&raw.pool, p, K => {
+        (json_hash(&(K::spec(p), raw.valid)), K::into_any_allocations(K::allocations(p).to_vec()))
+    });
+    let mut c = shared.lock();
+    let s = &mut c.node_sets;
+    node_sets::mark_decision(s, k, spec_hash, &before, &o.allocations);
+    if o.changed {
+        s.decided.insert(k.clone(), Arc::new(o.allocations.clone()));
+    } else {
+        s.decided.remove(k);
+    }
+    s.deciding.remove(k);
+    shared.wake.notify_all();
+}
+
 /// Writes `status` (allocations and conditions, replacing both) as a merge patch checked
 /// against `resource_version`; returns the pool as stored. The answer is decoded straight into
 /// the typed pool: no `Value` tree of a 5,000-entry status.
@@ -202,6 +257,7 @@ pub(super) fn decide(
     nodes: &[Node],
     holds: &BTreeMap<String, SystemTime>,
     grace: Duration,
+    intents: Option<&AnyAllocations>,
 ) -> Outcome {
     reconcile(&Input {
         pool: &raw.pool,
@@ -211,12 +267,15 @@ pub(super) fn decide(
         holds,
         now: SystemTime::now(),
         grace,
+        intents,
     })
 }
 
 /// Stores what the next reconcile and the metrics need.
 pub(super) fn record(shared: &Shared, k: &Key, raw: &CachedPool, o: &Outcome, stored: Option<CachedPool>) {
     let mut c = shared.lock();
+    // the cache (or the stored status) now holds the decision
+    c.node_sets.decided.remove(k);
     if let Some(stored) = stored {
         c.written.insert(k.clone(), stored.status_hash);
         // the write's answer is at least as new as the cache; the watch echo is then ignored
