@@ -262,7 +262,7 @@ impl ClusterPools {
         }
         view.seen = Seen::Absent;
         let serving = if self.known() {
-            format!("serving the {} pools it knows until then", self.service.pools().len())
+            format!("serving the pools it knows ({}) until then", self.service.pools().len())
         } else {
             "not serving until then (no pools cache)".to_string()
         };
