@@ -21,7 +21,7 @@ use std::time::Duration;
 use common::cluster::{FOLLOW, TestNs, add, anon_env, call, holds, ip_of, last_octet, pod_env, start_ready};
 use common::controller::{Controller, cluster_args};
 use common::daemon::Daemon;
-use common::kube::{Kube, apply_manifests, unique_name};
+use common::kube::{Kube, apply_manifests, control_plane, unique_name};
 use common::netns::{HostLink, Netns};
 use common::node_blocks;
 use common::{env_refs, run_plugin, wait_until};
@@ -38,10 +38,6 @@ const COOLDOWN_END: Duration = Duration::from_secs(5 + 10);
 
 fn shared() -> RwLockReadGuard<'static, ()> {
     OUTAGE.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
@@ -143,14 +139,6 @@ fn bridge_plugin_in_a_netns_allocates_from_the_cluster_pool() {
 
 /// Starts the apiserver again if the test fails while it is stopped.
 struct ApiserverDown;
-
-fn control_plane(cmd: &str) {
-    let st = std::process::Command::new(repo().join("hack/control-plane.sh"))
-        .arg(cmd)
-        .status()
-        .unwrap_or_else(|e| panic!("hack/control-plane.sh {cmd}: {e}"));
-    assert!(st.success(), "hack/control-plane.sh {cmd}: {st}");
-}
 
 impl ApiserverDown {
     fn stop() -> ApiserverDown {
