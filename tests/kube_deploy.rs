@@ -419,6 +419,23 @@ fn rbac_gives_node_and_controller_exactly_their_rights() {
     assert_forbidden(node.delete("/api/v1/nodes/it-no-such-node"), "node deletes a node");
     assert_forbidden(node.get(&format!("/api/v1/namespaces/{}/secrets", ns.name)), "node reads secrets");
 
+    // Node: reads NodeBlockSets (its own, by name, as ipam-node does), writes none.
+    let nbs = ns.pools("nodeblocksets");
+    let own = json!({"apiVersion": "nv-ipam.nvidia.com/v1alpha1", "kind": "NodeBlockSet",
+        "metadata": {"name": "node-a"}, "spec": {}});
+    let created = admin.post(&nbs, &own).expect_status(201, "admin creates a NodeBlockSet");
+    let by_name = format!("{nbs}?fieldSelector=metadata.name%3Dnode-a");
+    let list = node.get(&by_name).expect_status(200, "node lists its NodeBlockSet by name");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    node.get(&format!("{nbs}/node-a")).expect_status(200, "node gets its NodeBlockSet");
+    let rv = created["metadata"]["resourceVersion"].as_str().unwrap();
+    drop(node.watch(&by_name, rv, Duration::from_secs(1)));
+    assert_forbidden(node.put(&format!("{nbs}/node-a"), &created), "node updates a NodeBlockSet");
+    assert_forbidden(node.delete(&format!("{nbs}/node-a")), "node deletes a NodeBlockSet");
+    let mut other = own.clone();
+    other["metadata"]["name"] = json!("node-b");
+    assert_forbidden(node.post(&nbs, &other), "node creates a NodeBlockSet");
+
     // Controller: pools, status, nodes (read), events, its lease namespace; nothing more.
     controller.get("/api/v1/nodes").expect_status(200, "controller lists nodes");
     controller.get(&format!("{API}/ippools")).expect_status(200, "controller lists ippools cluster-wide");

@@ -1,8 +1,10 @@
 //! `ipam-node` in cluster mode against the real kube-apiserver of `hack/control-plane.sh`:
-//! pools from IPPool status (written here as admin; the controller is not under test), the
-//! pools cache across an apiserver outage, readiness, the stale cleaner, the released-IP
-//! cooldown, and the node identity's read-only RBAC. Every daemon runs as the node token user
-//! (`$NV_IPAM_CP_DIR/node.kubeconfig`) with `deploy/rbac/node.yaml` applied.
+//! pools from the node's NodeBlockSet (pools and status written here as admin and delivered as
+//! the controller would, `common::cluster`; the controller is not under test except in the one
+//! test that starts it), the pools cache across an apiserver outage, readiness, the stale
+//! cleaner, the released-IP cooldown, and the node identity's read-only RBAC. Every daemon runs
+//! as the node token user (`$NV_IPAM_CP_DIR/node.kubeconfig`) with `deploy/rbac/node.yaml`
+//! applied. How the node follows its NodeBlockSet is `tests/kube_node_blocks.rs`.
 //!
 //! Skips (one line on stderr) when not run under the control plane (fails instead under
 //! hack/test.sh). Waits only on conditions (`common::wait`). Parallel-safe: unique namespaces,
@@ -13,177 +15,29 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::{Once, RwLock, RwLockReadGuard};
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Duration;
 
+use common::cluster::{FOLLOW, TestNs, add, anon_env, call, holds, ip_of, last_octet, pod_env, start_ready};
 use common::controller::{Controller, cluster_args};
 use common::daemon::Daemon;
-use common::kube::{Kube, apply_manifests, cp_dir, unique_name};
+use common::kube::{Kube, apply_manifests, control_plane, unique_name};
 use common::netns::{HostLink, Netns};
-use common::{CniOut, cni, env_refs, run_plugin, wait_until};
+use common::node_blocks;
+use common::{env_refs, run_plugin, wait_until};
 use serde_json::{Value, json};
 
 /// Held for writing while the apiserver is stopped; for reading by every other test.
 static OUTAGE: RwLock<()> = RwLock::new(());
-/// How long a daemon may take to follow a change made through the API.
-const FOLLOW: Duration = Duration::from_secs(30);
 /// How long a daemon may take to come back after the apiserver did (reflector backoff is
 /// capped at 30 s).
 const RECOVER: Duration = Duration::from_secs(45);
 /// Bound for a released address to be handed out again under `--released-ip-cooldown=5s`:
 /// the cooldown plus slack for a busy machine.
 const COOLDOWN_END: Duration = Duration::from_secs(5 + 10);
-const POOL_API: &str = "/apis/nv-ipam.nvidia.com/v1alpha1";
 
 fn shared() -> RwLockReadGuard<'static, ()> {
     OUTAGE.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Applies deploy/base/namespace.yaml and deploy/rbac/node.yaml once per process (AlreadyExists is fine).
-fn apply_node_rbac(admin: &Kube) {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        apply_manifests(admin, &["deploy/base/namespace.yaml", "deploy/rbac/node.yaml"]);
-    });
-}
-
-/// A fresh namespace for the test's pools and pods; deleted on drop.
-struct TestNs {
-    admin: Kube,
-    name: String,
-}
-
-impl TestNs {
-    fn new() -> TestNs {
-        let admin = Kube::from_env();
-        apply_node_rbac(&admin);
-        let name = unique_name("it-node");
-        admin
-            .post(
-                "/api/v1/namespaces",
-                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
-            )
-            .expect_status(201, "create namespace");
-        TestNs { admin, name }
-    }
-
-    fn pools(&self) -> String {
-        format!("{POOL_API}/namespaces/{}/ippools", self.name)
-    }
-
-    /// Creates an IPPool and writes its status (`(node, start, end)` per node) as admin.
-    fn create_pool(&self, name: &str, subnet: &str, gateway: &str, allocs: &[(&str, &str, &str)]) {
-        let pool = json!({
-            "apiVersion": "nv-ipam.nvidia.com/v1alpha1",
-            "kind": "IPPool",
-            "metadata": {"name": name},
-            "spec": {"subnet": subnet, "perNodeBlockSize": 10, "gateway": gateway},
-        });
-        self.admin.post(&self.pools(), &pool).expect_status(201, "create pool");
-        self.set_status(name, allocs);
-    }
-
-    fn set_status(&self, name: &str, allocs: &[(&str, &str, &str)]) {
-        let mut obj = self.admin.get(&format!("{}/{name}", self.pools())).expect_status(200, "get pool");
-        let allocations: Vec<Value> =
-            allocs.iter().map(|(n, s, e)| json!({"nodeName": n, "startIP": s, "endIP": e})).collect();
-        obj["status"] = json!({ "allocations": allocations });
-        self.admin
-            .put(&format!("{}/{name}/status", self.pools()), &obj)
-            .expect_status(200, "write pool status");
-    }
-
-    fn delete_pool(&self, name: &str) {
-        self.admin.delete(&format!("{}/{name}", self.pools())).expect_status(200, "delete pool");
-    }
-
-    /// Creates a pod bound to `node` (no kubelet runs: it stays Pending); returns its UID.
-    fn create_pod(&self, name: &str, node: &str) -> String {
-        let pod = json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
-        });
-        let p = self
-            .admin
-            .post(&format!("/api/v1/namespaces/{}/pods", self.name), &pod)
-            .expect_status(201, "create pod");
-        p["metadata"]["uid"].as_str().expect("uid").to_string()
-    }
-
-    fn delete_pod_now(&self, name: &str) {
-        let path = format!("/api/v1/namespaces/{}/pods/{name}?gracePeriodSeconds=0", self.name);
-        let r = self.admin.delete(&path);
-        assert_eq!(r.status, 200, "delete pod: {}", r.body);
-        wait_until(FOLLOW, "the pod is gone", || {
-            self.admin.get(&format!("/api/v1/namespaces/{}/pods/{name}", self.name)).status == 404
-        });
-    }
-
-    /// A cluster-mode daemon for `node` as the node identity (not started).
-    fn daemon(&self, node: &str, extra: &[&str]) -> Daemon {
-        Daemon::prepare_cluster(node, cp_dir().join("node.kubeconfig"), &self.name, extra)
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = self.admin.delete(&format!("/api/v1/namespaces/{}", self.name));
-    }
-}
-
-/// The pod-less environment of an attachment (runtimes without Kubernetes metadata).
-fn anon_env(container: &str) -> Vec<(String, String)> {
-    vec![
-        ("CNI_CONTAINERID".into(), container.into()),
-        ("CNI_NETNS".into(), format!("/var/run/netns/nvt-absent-{container}")),
-        ("CNI_IFNAME".into(), "eth0".into()),
-        ("CNI_PATH".into(), "/nonexistent-cni-path".into()),
-        ("CNI_ARGS".into(), "IgnoreUnknown=1".into()),
-    ]
-}
-
-/// The environment of an attachment of pod `ns/name` with `uid`.
-fn pod_env(container: &str, ns: &str, name: &str, uid: &str) -> Vec<(String, String)> {
-    let mut env = anon_env(container);
-    env[4].1 = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};K8S_POD_UID={uid}");
-    env
-}
-
-fn call(cmd: &str, cfg: &Value, env: &[(String, String)]) -> CniOut {
-    cni(cmd, cfg, &env_refs(env))
-}
-
-fn add(d: &Daemon, pool: &str, env: &[(String, String)]) -> CniOut {
-    call("ADD", &d.config("1.0.0", "net1", pool), env)
-}
-
-/// The address (no prefix length) of a successful ADD.
-fn ip_of(out: &CniOut) -> String {
-    let a = out.addresses();
-    assert_eq!(a.len(), 1, "{out}");
-    a[0].split('/').next().unwrap().to_string()
-}
-
-fn last_octet(ip: &str) -> u32 {
-    ip.rsplit('.').next().unwrap().parse().unwrap()
-}
-
-/// CHECK with the ADD's result: does the daemon still hold it?
-fn holds(d: &Daemon, pool: &str, env: &[(String, String)], result: &CniOut) -> bool {
-    let mut cfg = d.config("1.0.0", "net1", pool);
-    cfg["prevResult"] = result.json.clone();
-    call("CHECK", &cfg, env).exit == 0
-}
-
-fn start_ready(d: &mut Daemon) {
-    d.spawn();
-    wait_until(FOLLOW, "/readyz answers 200", || d.ready());
 }
 
 #[test]
@@ -285,14 +139,6 @@ fn bridge_plugin_in_a_netns_allocates_from_the_cluster_pool() {
 
 /// Starts the apiserver again if the test fails while it is stopped.
 struct ApiserverDown;
-
-fn control_plane(cmd: &str) {
-    let st = std::process::Command::new(repo().join("hack/control-plane.sh"))
-        .arg(cmd)
-        .status()
-        .unwrap_or_else(|e| panic!("hack/control-plane.sh {cmd}: {e}"));
-    assert!(st.success(), "hack/control-plane.sh {cmd}: {st}");
-}
 
 impl ApiserverDown {
     fn stop() -> ApiserverDown {
@@ -453,7 +299,7 @@ fn released_ip_cooldown_delays_reuse() {
 }
 
 #[test]
-fn node_identity_cannot_update_pools() {
+fn node_identity_reads_but_cannot_write_pools_or_node_block_sets() {
     crate::needs_control_plane!();
     let _g = shared();
     let t = TestNs::new();
@@ -468,6 +314,22 @@ fn node_identity_cannot_update_pools() {
     assert_eq!(r.status, 403, "the node identity must not write pool status: {}", r.body);
     let r = as_node.delete(&format!("{}/r", t.pools()));
     assert_eq!(r.status, 403, "the node identity must not delete pools: {}", r.body);
+
+    // its NodeBlockSet: read (get, and list by name as ipam-node does), never written
+    let path = node_blocks::path(&t.name, &node);
+    let mut own = as_node.get(&path).expect_status(200, "the node reads its NodeBlockSet");
+    let by_name = format!("{}?fieldSelector=metadata.name%3D{node}", node_blocks::collection(&t.name));
+    let list = as_node.get(&by_name).expect_status(200, "the node lists its NodeBlockSet by name");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    own["spec"] = json!({});
+    let r = as_node.put(&path, &own);
+    assert_eq!(r.status, 403, "the node identity must not update NodeBlockSets: {}", r.body);
+    let r = as_node.delete(&path);
+    assert_eq!(r.status, 403, "the node identity must not delete NodeBlockSets: {}", r.body);
+    let other = json!({"apiVersion": "nv-ipam.nvidia.com/v1alpha1", "kind": "NodeBlockSet",
+        "metadata": {"name": unique_name("nr-other")}, "spec": own["spec"].clone()});
+    let r = as_node.post(&node_blocks::collection(&t.name), &other);
+    assert_eq!(r.status, 403, "the node identity must not create NodeBlockSets: {}", r.body);
 }
 
 /// A Node object (no kubelet) labelled for one test's pools; deleted on drop.
@@ -594,10 +456,9 @@ fn under_an_invalid_spec_the_node_does_not_follow_status_and_refuses_new_invalid
     start_ready(&mut d);
     assert_eq!(ip_of(&add(&d, "s", &anon_env("s0")).ok()), "10.87.0.2");
 
-    let path = format!("{}/s", t.pools());
-    let mut obj = t.admin.get(&path).expect_status(200, "get");
+    let mut obj = t.get_pool("s");
     obj["spec"]["gateway"] = json!("10.99.0.1");
-    t.admin.put(&path, &obj).expect_status(200, "invalid edit");
+    t.put_pool(&obj); // the controller copies an invalid spec verbatim
     wait_until(FOLLOW, "the node log says why", || d.stderr().contains("spec.gateway"));
     // a status that moves this node's block while the spec is invalid is not followed
     t.set_status("s", &[(&node, "10.87.0.101", "10.87.0.110")]);
@@ -609,7 +470,7 @@ fn under_an_invalid_spec_the_node_does_not_follow_status_and_refuses_new_invalid
     // a pool created invalid: the ADD error says why, not "not found"
     let bad = json!({"apiVersion": "nv-ipam.nvidia.com/v1alpha1", "kind": "IPPool", "metadata": {"name": "bad"},
         "spec": {"subnet": "10.88.0.0/24", "perNodeBlockSize": 10, "gateway": "10.99.0.1"}});
-    t.admin.post(&t.pools(), &bad).expect_status(201, "create an invalid pool");
+    t.create_raw("ippools", &bad);
     t.set_status("bad", &[(&node, "10.88.0.1", "10.88.0.10")]);
     wait_until(FOLLOW, "the ADD error names the invalid spec", || {
         let o = add(&d, "bad", &anon_env("b0"));
@@ -620,9 +481,9 @@ fn under_an_invalid_spec_the_node_does_not_follow_status_and_refuses_new_invalid
     });
 
     // the spec is fixed: the node follows the status as it is now
-    let mut obj = t.admin.get(&path).expect_status(200, "get");
+    let mut obj = t.get_pool("s");
     obj["spec"]["gateway"] = json!("10.87.0.1");
-    t.admin.put(&path, &obj).expect_status(200, "valid edit");
+    t.put_pool(&obj);
     let mut k = 0;
     wait_until(FOLLOW, "the node follows the moved block once the spec is valid", || {
         k += 1;

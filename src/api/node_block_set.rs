@@ -136,6 +136,22 @@ mod tests {
     }
 
     #[test]
+    fn its_lists_are_capped_while_decoding() {
+        let set = |list: &str, n: usize| {
+            let entries = vec![serde_json::json!({}); n];
+            serde_json::json!({"metadata": {"name": "n"}, "spec": {list: entries}}).to_string()
+        };
+        for list in ["ipPools", "cidrPools"] {
+            let o: NodeBlockSet =
+                serde_json::from_str(&set(list, super::super::MAX_LIST_ITEMS)).expect("at the limit");
+            assert_eq!(o.spec.len(), super::super::MAX_LIST_ITEMS);
+            let e = serde_json::from_str::<NodeBlockSet>(&set(list, super::super::MAX_LIST_ITEMS + 1))
+                .expect_err("one more");
+            assert!(e.to_string().contains("more than 65536 entries"), "{list}: {e}");
+        }
+    }
+
+    #[test]
     fn an_empty_spec_is_an_empty_object() {
         let o: NodeBlockSet = serde_json::from_str(r#"{"metadata":{"name":"n"}}"#).expect("decode");
         assert!(o.spec.is_empty() && o.spec.pools().is_empty());

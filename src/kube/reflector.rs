@@ -68,11 +68,15 @@ pub fn reflect_from<T: DeserializeOwned>(
     stop: &AtomicBool,
     on_change: &mut dyn FnMut(Change<T>),
 ) {
-    let what = format!(
-        "{}{}",
-        r.collection_path(ns),
-        opts.label_selector.as_deref().map(|s| format!("?labelSelector={s}")).unwrap_or_default()
-    );
+    let selectors: Vec<String> =
+        [("labelSelector", &opts.label_selector), ("fieldSelector", &opts.field_selector)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_deref().filter(|s| !s.is_empty()).map(|s| format!("{k}={s}")))
+            .collect();
+    let what = match selectors.is_empty() {
+        true => r.collection_path(ns),
+        false => format!("{}?{}", r.collection_path(ns), selectors.join("&")),
+    };
     run(&ClientSource { client, r, ns, opts }, what, resource_version, stop, on_change)
 }
 

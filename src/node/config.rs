@@ -110,7 +110,7 @@ pub const USAGE: &str = "usage: ipam-node --node-name NAME [flags]
   --cni-log-level LEVEL               plugin log level (default info)
   --cni-force-pool-name               plugin: require poolName, no fallback to the network name
   --kubeconfig PATH                   cluster mode: kubeconfig (default $KUBECONFIG, else in-cluster)
-  --ippools-namespace NS              cluster mode: namespace of IPPools/CIDRPools (default kube-system)
+  --ippools-namespace NS              cluster mode: namespace of the pools and of this node's NodeBlockSet (default kube-system)
   --health-probe-bind-address ADDR    /healthz /readyz /metrics (default :8083 in cluster mode, off standalone; 0 = off)
   --metrics-bind-address ADDR         extra /metrics listener (default 0: metrics are on the health address)
   --stale-ip-check-interval DUR       cluster mode: stale reservation check period (default 1m)

@@ -1,17 +1,19 @@
 //! `ipam-node`: the per-node daemon. It installs the CNI plugin, loads the store and the pools,
 //! then serves the plugin over a unix socket until SIGTERM/SIGINT.
 //!
-//! Two modes: standalone (`--pools-file`) and cluster (no pools file: IPPools/CIDRPools of
-//! `--ippools-namespace` from the API server, see `pools_cluster`, plus the stale cleaner).
+//! Two modes: standalone (`--pools-file`) and cluster (no pools file: the node's own
+//! NodeBlockSet `<--ippools-namespace>/<--node-name>`, written by ipam-controller, from the API
+//! server, see `pools_cluster`, plus the stale cleaner). In cluster mode the node reads no pool
+//! object and nothing of other nodes: what it receives and holds does not grow with the cluster.
 //!
 //! Start order (never serve before state is loaded): store (lock, load) → pools
 //! (standalone: the file; cluster: the pools cache if there is one, else wait — without a
-//! deadline, logging every [`POOLS_WAIT_LOG_EVERY`] — for the first complete list, while the
-//! reflectors retry in the background) → host install → socket → serve. The health server
+//! deadline, logging every [`POOLS_WAIT_LOG_EVERY`] — for the node's NodeBlockSet, while its
+//! reflector retries in the background) → host install → socket → serve. The health server
 //! starts right after the store, so `/readyz` answers false while pools are unknown.
 //! Threads: main (start, then waits for the stop and the in-flight requests), the accept loop,
-//! one per connection, the pools-file poller or the pool reflectors, the pod reflector and the
-//! stale cleaner, the health server, the signal waiter. A stop never depends on the socket
+//! one per connection, the pools-file poller or the NodeBlockSet reflector, the pod reflector
+//! and the stale cleaner, the health server, the signal waiter. A stop never depends on the socket
 //! file: main returns after the grace and the process exit ends the accept thread.
 
 pub mod cleaner;
@@ -101,9 +103,10 @@ pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
             let c = kube::Client::new(kcfg, concat!("ipam-node/", env!("CARGO_PKG_VERSION")))
                 .map_err(NodeError::Kube)?;
             log::info!(
-                "cluster mode: API server {}, pools in namespace {}",
+                "cluster mode: API server {}, pools from NodeBlockSet {}/{}",
                 c.server(),
-                cfg.ippools_namespace
+                cfg.ippools_namespace,
+                cfg.node_name
             );
             let svc = Arc::new(
                 service::Service::new(cfg.node_name.clone(), store, pools::PoolSet::default())
@@ -161,8 +164,9 @@ pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
             thread::sleep(POOLS_WAIT_POLL);
             if Instant::now() >= next_log {
                 log::warn!(
-                    "no pools known after {}s: the API server has not answered the first IPPool/CIDRPool list and there is no pools cache; not serving yet",
-                    started.elapsed().as_secs()
+                    "no pools known after {}s: {}, and there is no pools cache; not serving yet",
+                    started.elapsed().as_secs(),
+                    cp.waiting_for()
                 );
                 next_log += POOLS_WAIT_LOG_EVERY;
             }

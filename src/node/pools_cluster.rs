@@ -1,251 +1,132 @@
-//! Cluster mode's pool source: IPPool and CIDRPool objects of `--ippools-namespace`, kept
-//! current by one reflector per kind, turned into this node's [`PoolSet`] on every change, and
-//! persisted to a cache file so that the node keeps allocating from known blocks across API
-//! outages and restarts.
+//! Cluster mode's pool source: this node's NodeBlockSet (`<--ippools-namespace>/<--node-name>`,
+//! written by ipam-controller), kept current by one reflector that lists and watches only that
+//! object (`fieldSelector=metadata.name=<node>`), turned into this node's [`PoolSet`] on every
+//! change, and persisted to the pools cache ([`cache`]) so that the node keeps allocating from
+//! known blocks across API outages and restarts.
 //!
-//! Derivation ([`derive`], pure): a pool serves this node only through its
-//! `status.allocations` entry for the node (the controller plans; a node never plans for itself
-//! in cluster mode, since two nodes planning alone would pick the same block). A pool without an
-//! entry is left out and logged; the others work. A pool whose spec turns invalid keeps its last
-//! valid spec and block (`pools::derive`), as the controller keeps its allocations.
+//! Why one object and not the pools: every pool's status holds every node's entry, so a node
+//! that watched the pools received, on each node join, every pool's whole status again (4 MiB
+//! per join per node at 5,000 nodes × 10 pools) and held the whole cluster's entries in memory.
+//! The NodeBlockSet holds, per pool with an entry for this node, the spec as it applies to the
+//! node and that entry (`api::node_block_set`, `alloc::node_blocks`): another node joining
+//! writes another object, and nothing held here grows with the number of nodes.
 //!
-//! Cache (`<store dir>/pools-cache.json`, mode 0600, written atomically: temp, fsync, rename,
-//! fsync dir): `{"format":"nv-ipam-pools-cache","version":1,"node":..,"namespace":..,
-//! "ipPools":[..],"cidrPools":[..]}` — the pool objects of the last complete view (both kinds listed), from
-//! which the PoolSet is derived again at start. For a pool whose current spec is invalid the
-//! cache keeps the last object of it whose spec was valid, never the invalid one, so that a
-//! restart under an invalid spec still serves (from the cache, then held over the API's view).
-//! It is only a fallback: the first complete view from the API server replaces it.
+//! The view is the object's entries as pool objects (`NodeBlockSetSpec::pools`: spec and one
+//! status entry each), by pool key:
+//! - object present: authoritative; a pool not in it is dropped, as a deleted pool always was;
+//! - object absent (not written yet, e.g. while an older ipam-controller runs during an upgrade,
+//!   or deleted): nothing changes. The node keeps serving what it has (the cache or the last
+//!   object; with neither it does not serve and `/readyz` stays 503) and logs once that it
+//!   waits for ipam-controller. An empty object, not a missing one, means "no pools here";
+//! - the CRD missing (404): the reflector retries with its backoff; the cache serves meanwhile;
+//! - an object of another name (the API server applies the field selector, so none arrives):
+//!   ignored, with a warning.
 //!
-//! Owns: the view of the pool objects, the cache file, and when the service's pools change.
+//! Derivation ([`derive`], pure): a pool serves this node only through its `status.allocations`
+//! entry for the node (the controller plans; a node never plans for itself in cluster mode,
+//! since two nodes planning alone would pick the same block). A pool whose spec turns invalid
+//! (the controller copies an invalid spec verbatim) keeps its last valid spec and block
+//! (`pools::derive`), as the controller keeps its allocations.
+//!
+//! The cache holds the view's objects; for a pool whose current spec is invalid, the last object
+//! of it whose spec was valid, never the invalid one, so that a restart under an invalid spec
+//! still serves (from the cache, then held over the API's view). A cache written by an older
+//! version holds whole pools (every node's entry): it is projected to this node at load, as the
+//! controller would (`alloc::node_blocks::desired`), and rewritten at the first object. It is
+//! only a fallback: the first object from the API server replaces it.
+//!
+//! Owns: the view of the node's object, when the service's pools change, and what is cached.
 //! Must not: plan blocks (the controller does) or write to the API server.
 
+pub mod cache;
+
 use std::collections::BTreeMap;
-use std::fmt;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use serde::{Deserialize, Serialize};
-
 use crate::alloc::PoolKind;
-use crate::api::{AnyPool, CidrPool, IpPool, PoolType};
-use crate::kube::{self, Change, Client, ListOptions};
-use crate::prescan::{self, MAX_DEPTH};
-use crate::replace;
+use crate::alloc::node_blocks::{self, Source};
+use crate::api::{AnyAllocations, AnyPool, NodeBlockSet, PoolKey};
+use crate::kube::{self, Change, Client, ListOptions, NODEBLOCKSETS};
 
 use super::pools::{self, Planning, PoolRef, PoolSet};
 use super::service::Service;
 
-/// Largest cache file read: 16 MiB, as the pools file (thousands of pools with full status).
-pub const MAX_CACHE_BYTES: u64 = 16 << 20;
-/// The cache file's name, next to the store.
-pub const CACHE_FILE_NAME: &str = "pools-cache.json";
-const CACHE_FORMAT: &str = "nv-ipam-pools-cache";
-const CACHE_VERSION: u32 = 1;
-
-/// Why the cache could not be read or written.
-#[derive(Debug)]
-pub enum CacheError {
-    Io { action: &'static str, path: PathBuf, source: io::Error },
-    TooLarge { path: PathBuf, len: u64 },
-    Decode { path: PathBuf, reason: String },
-}
-
-impl fmt::Display for CacheError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CacheError::Io { action, path, source } => write!(
-                f,
-                "pools cache {}: cannot {action}: {source}; check the store directory's permissions and free space",
-                path.display()
-            ),
-            CacheError::TooLarge { path, len } => write!(
-                f,
-                "pools cache {}: {len} bytes is more than the {MAX_CACHE_BYTES}-byte limit; remove it (it is rebuilt from the API server)",
-                path.display()
-            ),
-            CacheError::Decode { path, reason } => write!(
-                f,
-                "pools cache {}: {reason}; remove it (it is rebuilt from the API server)",
-                path.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for CacheError {}
+pub use cache::{CACHE_FILE_NAME, Cache, CacheError, MAX_CACHE_BYTES, cache_path, load_cache, save_cache};
 
 /// The node's pools from pool objects, derived over `previous` (the pools served now).
 pub fn derive(objects: &[AnyPool], node: &str, previous: &PoolSet) -> PoolSet {
     pools::derive(objects.iter().map(PoolRef::from), node, Planning::Controller, previous)
 }
 
-/// What the cache file holds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Cache {
-    pub format: String,
-    pub version: u32,
-    pub node: String,
-    /// `--ippools-namespace` the objects came from; a cache of another namespace is ignored.
-    #[serde(default)]
-    pub namespace: String,
-    #[serde(default)]
-    pub ip_pools: Vec<IpPool>,
-    #[serde(default)]
-    pub cidr_pools: Vec<CidrPool>,
-}
-
-impl Cache {
-    /// The cached objects, kind by kind.
-    fn objects(&self) -> Vec<AnyPool> {
-        let ip = self.ip_pools.iter().cloned().map(AnyPool::Ip);
-        ip.chain(self.cidr_pools.iter().cloned().map(AnyPool::Cidr)).collect()
-    }
-}
-
-/// Objects split into the cache file's per-kind lists (its format).
-fn split(objects: Vec<AnyPool>) -> (Vec<IpPool>, Vec<CidrPool>) {
-    let (mut ip, mut cidr) = (Vec::new(), Vec::new());
-    for o in objects {
-        match o {
-            AnyPool::Ip(p) => ip.push(p),
-            AnyPool::Cidr(p) => cidr.push(p),
-        }
-    }
-    (ip, cidr)
-}
-
-/// The cache path for a store file: its sibling [`CACHE_FILE_NAME`].
-pub fn cache_path(store_file: &Path) -> PathBuf {
-    store_file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(CACHE_FILE_NAME)
-}
-
-/// Reads the cache; `Ok(None)` when there is none.
-pub fn load_cache(path: &Path) -> Result<Option<Cache>, CacheError> {
-    let io_err = |action| move |source| CacheError::Io { action, path: path.to_path_buf(), source };
-    let f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("open")(e)),
-    };
-    let len = f.metadata().map_err(io_err("stat"))?.len();
-    if len > MAX_CACHE_BYTES {
-        return Err(CacheError::TooLarge { path: path.to_path_buf(), len });
-    }
-    let mut buf = Vec::new();
-    f.take(MAX_CACHE_BYTES).read_to_end(&mut buf).map_err(io_err("read"))?;
-    // Damage that nests deep is refused in microseconds, before serde_json's recursion.
-    prescan::check_json(&buf, MAX_DEPTH)
-        .map_err(|e| CacheError::Decode { path: path.to_path_buf(), reason: e.to_string() })?;
-    let c: Cache = serde_json::from_slice(&buf)
-        .map_err(|e| CacheError::Decode { path: path.to_path_buf(), reason: e.to_string() })?;
-    if c.format != CACHE_FORMAT || c.version != CACHE_VERSION {
-        return Err(CacheError::Decode {
-            path: path.to_path_buf(),
-            reason: format!(
-                "format {:?} version {} is not {CACHE_FORMAT} {CACHE_VERSION}",
-                c.format, c.version
-            ),
-        });
-    }
-    Ok(Some(c))
-}
-
-/// Writes the cache atomically (`crate::replace`: temp, fsync, rename, fsync dir; mode 0600).
-pub fn save_cache(
-    path: &Path,
-    node: &str,
-    namespace: &str,
-    ip_pools: &[IpPool],
-    cidr_pools: &[CidrPool],
-) -> Result<(), CacheError> {
-    let cache = Cache {
-        format: CACHE_FORMAT.into(),
-        version: CACHE_VERSION,
-        node: node.into(),
-        namespace: namespace.into(),
-        ip_pools: ip_pools.to_vec(),
-        cidr_pools: cidr_pools.to_vec(),
-    };
-    let bytes = serde_json::to_vec(&cache).map_err(|e| CacheError::Decode {
-        path: path.to_path_buf(),
-        reason: format!("cannot encode: {e}"),
-    })?;
-    replace::write(path, ".tmp", 0o600, |f| f.write_all(&bytes)).map_err(|source| CacheError::Io {
-        action: "write",
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// One kind's objects in the reflectors' view, by name.
-#[derive(Debug, Default)]
-struct KindView {
-    objects: BTreeMap<String, AnyPool>,
-    /// Listed since start (a PoolSet from half a view would drop the other kinds' pools).
-    listed: bool,
-    /// The last object of each pool whose spec was valid: what the cache keeps for a pool whose
-    /// current spec is invalid.
-    last_valid: BTreeMap<String, AnyPool>,
-}
-
-/// The reflectors' shared view: every kind's objects.
-#[derive(Debug, Default)]
-struct View {
-    kinds: BTreeMap<PoolType, KindView>,
-}
-
-impl View {
-    fn kind(&mut self, t: PoolType) -> &mut KindView {
-        self.kinds.entry(t).or_default()
-    }
-
-    fn all_listed(&self) -> bool {
-        PoolType::ALL.iter().all(|t| self.kinds.get(t).is_some_and(|k| k.listed))
-    }
-
-    /// Every kind's current objects, kind by kind, by name.
-    fn objects(&self) -> Vec<AnyPool> {
-        self.kinds.values().flat_map(|k| k.objects.values().cloned()).collect()
-    }
-
-    /// Remembers the valid objects of the current view, forgets deleted pools, and returns the
-    /// objects to cache: each pool's current object, or its last valid one while it is invalid.
-    fn objects_to_cache(&mut self) -> Vec<AnyPool> {
-        let mut out = Vec::new();
-        for k in self.kinds.values_mut() {
-            out.extend(remember(&k.objects, &mut k.last_valid, spec_valid));
-        }
-        out
-    }
+/// Pool objects as this node's entries would carry them (spec as it applies to the node, its
+/// status entry), as the controller projects them: what a cache of an older version (whole
+/// pools) becomes. A pool without an entry for the node is left out; an invalid spec is kept
+/// verbatim. Idempotent: the view's own objects come back unchanged.
+pub fn project(objects: &[AnyPool], node: &str) -> Vec<AnyPool> {
+    let own: Vec<AnyAllocations> = objects
+        .iter()
+        .map(|p| {
+            crate::with_pool_kind!(p, q, K => K::into_any_allocations(
+                K::allocations(q).iter().filter(|e| K::node_name(e) == node).take(1).cloned().collect()
+            ))
+        })
+        .collect();
+    let sources = objects.iter().zip(&own).map(|(pool, a)| Source {
+        pool,
+        valid: spec_valid(pool),
+        allocations: Some(a),
+    });
+    node_blocks::desired(node, sources).pools()
 }
 
 fn spec_valid(p: &AnyPool) -> bool {
     crate::with_pool_kind!(p, p, K => K::validate(p).is_ok())
 }
 
-fn remember<T: Clone>(
-    current: &BTreeMap<String, T>,
-    last_valid: &mut BTreeMap<String, T>,
-    valid: impl Fn(&T) -> bool,
-) -> Vec<T> {
-    last_valid.retain(|name, _| current.contains_key(name));
-    current
-        .iter()
-        .map(|(name, obj)| {
-            if valid(obj) {
-                last_valid.insert(name.clone(), obj.clone());
-                obj.clone()
+/// Whether the node's object has been seen.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// The API server has not answered the list yet.
+    #[default]
+    NotYet,
+    /// Listed or deleted, and not there: waiting for ipam-controller.
+    Absent,
+    Present,
+}
+
+/// The node's object as pool objects, and what the cache remembers.
+#[derive(Debug, Default)]
+struct View {
+    /// The entries of the last object seen, by pool key.
+    objects: BTreeMap<PoolKey, AnyPool>,
+    seen: Seen,
+    /// The last object of each pool whose spec was valid: what the cache keeps for a pool whose
+    /// current spec is invalid.
+    last_valid: BTreeMap<PoolKey, AnyPool>,
+    /// What the cache file holds now (written again only when this changes).
+    cached: Vec<AnyPool>,
+}
+
+impl View {
+    /// Remembers the valid objects of the current view, forgets dropped pools, and returns the
+    /// objects to cache: each pool's current object, or its last valid one while it is invalid.
+    fn objects_to_cache(&mut self) -> Vec<AnyPool> {
+        self.last_valid.retain(|key, _| self.objects.contains_key(key));
+        let mut out = Vec::with_capacity(self.objects.len());
+        for (key, obj) in &self.objects {
+            if spec_valid(obj) {
+                self.last_valid.insert(key.clone(), obj.clone());
+                out.push(obj.clone());
             } else {
-                last_valid.get(name).unwrap_or(obj).clone()
+                out.push(self.last_valid.get(key).unwrap_or(obj).clone());
             }
-        })
-        .collect()
+        }
+        out
+    }
 }
 
 /// The running pool source: see the module docs.
@@ -255,7 +136,7 @@ pub struct ClusterPools {
     cache: PathBuf,
     service: Arc<Service>,
     view: Mutex<View>,
-    /// Set once the service holds pools from the cache or from a complete view.
+    /// Set once the service holds pools from the cache or from the node's object.
     known: AtomicBool,
 }
 
@@ -272,7 +153,8 @@ impl ClusterPools {
         };
         match load_cache(&cp.cache) {
             Ok(Some(c)) if c.node == cp.node && c.namespace == cp.namespace => {
-                let objects = c.objects();
+                let raw = c.objects();
+                let objects = project(&raw, &cp.node);
                 let pools = derive(&objects, &cp.node, &PoolSet::default());
                 log::info!(
                     "pools cache {}: {} pools for node {} until the API server answers",
@@ -283,11 +165,12 @@ impl ClusterPools {
                 pools::log_changes(&PoolSet::default(), &pools);
                 cp.service.set_pools(pools);
                 cp.known.store(true, Ordering::SeqCst);
-                // The cached objects are the last valid ones the node knew: if the API server
-                // now has an invalid spec of one of them, the next cache keeps this one.
+                // The cached objects are the last valid ones the node knew: if its object now
+                // holds an invalid spec of one of them, the next cache keeps this one.
                 let mut v = cp.view();
+                v.cached = raw;
                 for o in objects.into_iter().filter(spec_valid) {
-                    v.kind(o.pool_type()).last_valid.insert(o.name().to_string(), o);
+                    v.last_valid.insert(o.key(), o);
                 }
             }
             Ok(Some(c)) => log::warn!(
@@ -309,163 +192,144 @@ impl ClusterPools {
         self.known.load(Ordering::SeqCst)
     }
 
+    /// `<namespace>/<node>`: the node's object.
+    fn object_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.node)
+    }
+
+    /// What the node waits for while no pools are known, for the start log.
+    pub fn waiting_for(&self) -> String {
+        match self.view().seen {
+            Seen::NotYet => {
+                format!("the API server has not answered the list of NodeBlockSet {}", self.object_name())
+            }
+            Seen::Absent => format!(
+                "NodeBlockSet {} does not exist yet (ipam-controller writes one per Node: is an ipam-controller of this version running?)",
+                self.object_name()
+            ),
+            Seen::Present => "nothing".into(),
+        }
+    }
+
     fn view(&self) -> std::sync::MutexGuard<'_, View> {
         self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Recomputes the PoolSet after a change; applies and caches it once both kinds are listed.
-    /// Runs under the view lock (taken by the caller), so that two reflectors cannot apply
-    /// their results out of order; derivation is pure and the cache write is one small file.
+    /// Recomputes the PoolSet from the view and applies it; writes the cache when what it would
+    /// hold changed. Runs under the view lock (taken by the caller), so that changes apply in
+    /// order; derivation is pure and the cache write is one small file.
     fn changed(&self, view: &mut View) {
-        if !view.all_listed() {
-            return;
-        }
         let current = self.service.pools();
-        let pools = derive(&view.objects(), &self.node, &current);
-        let (cache_ip, cache_cidr) = split(view.objects_to_cache());
+        let objects: Vec<AnyPool> = view.objects.values().cloned().collect();
+        let pools = derive(&objects, &self.node, &current);
         let first = !self.known();
         if first || *current != pools {
             log::info!("pools changed: {} pools for node {}", pools.len(), self.node);
             pools::log_changes(&current, &pools);
             self.service.set_pools(pools);
             self.known.store(true, Ordering::SeqCst);
-            if let Err(e) = save_cache(&self.cache, &self.node, &self.namespace, &cache_ip, &cache_cidr) {
-                log::warn!("{e}; the node still serves, but a restart during an API outage would not");
+        }
+        let to_cache = view.objects_to_cache();
+        if to_cache != view.cached {
+            let (ip, cidr) = cache::split(to_cache.clone());
+            match save_cache(&self.cache, &self.node, &self.namespace, &ip, &cidr) {
+                Ok(()) => view.cached = to_cache,
+                Err(e) => {
+                    log::warn!("{e}; the node still serves, but a restart during an API outage would not")
+                }
             }
         }
     }
 
-    fn on_change<K: PoolKind>(&self, c: Change<K::Pool>) {
+    /// The node's object is there: it is the view now.
+    fn present(&self, view: &mut View, o: NodeBlockSet) {
+        let rv = o.metadata.rest.get("resourceVersion").and_then(|v| v.as_str()).unwrap_or("?");
+        log::info!(
+            "NodeBlockSet {} (resourceVersion {rv}): {} IPPools, {} CIDRPools",
+            self.object_name(),
+            o.spec.ip_pools.len(),
+            o.spec.cidr_pools.len()
+        );
+        view.objects = o.spec.pools().into_iter().map(|p| (p.key(), p)).collect();
+        view.seen = Seen::Present;
+        self.changed(view);
+    }
+
+    /// The node's object is not there: keep everything, say so once per absence.
+    fn absent(&self, view: &mut View, how: &str) {
+        if view.seen == Seen::Absent {
+            return;
+        }
+        view.seen = Seen::Absent;
+        let serving = if self.known() {
+            format!("serving the pools it knows ({}) until then", self.service.pools().len())
+        } else {
+            "not serving until then (no pools cache)".to_string()
+        };
+        log::warn!(
+            "NodeBlockSet {} {how}: waiting for ipam-controller to write it; {serving}",
+            self.object_name()
+        );
+    }
+
+    /// Whether `o` is this node's object; another one is logged and ignored (the watch's field
+    /// selector keeps them out, so this is never expected).
+    fn mine(&self, o: &NodeBlockSet) -> bool {
+        if o.metadata.name == self.node {
+            return true;
+        }
+        log::warn!(
+            "NodeBlockSet {}/{} is not this node's ({}): ignoring it",
+            self.namespace,
+            o.metadata.name,
+            self.node
+        );
+        false
+    }
+
+    fn on_change(&self, c: Change<NodeBlockSet>) {
         let mut v = self.view();
-        {
-            let k = v.kind(K::TYPE);
-            let name = |p: &K::Pool| K::meta(p).name.clone();
-            match c {
-                Change::Reset(items) => {
-                    k.objects = items.into_iter().map(|p| (name(&p), K::into_any(p))).collect();
-                    k.listed = true;
+        match c {
+            Change::Reset(items) => {
+                let mut own = None;
+                for o in items {
+                    if self.mine(&o) {
+                        own = Some(o);
+                    }
                 }
-                Change::Applied(p) => {
-                    k.objects.insert(name(&p), K::into_any(p));
+                match own {
+                    Some(o) => self.present(&mut v, o),
+                    None => self.absent(&mut v, "does not exist"),
                 }
-                Change::Deleted(p) => {
-                    k.objects.remove(&K::meta(&p).name);
+            }
+            Change::Applied(o) => {
+                if self.mine(&o) {
+                    self.present(&mut v, o)
+                }
+            }
+            Change::Deleted(o) => {
+                if self.mine(&o) {
+                    self.absent(&mut v, "was deleted")
                 }
             }
         }
-        self.changed(&mut v);
     }
 
-    /// Starts one reflector thread per pool kind; they end when `stop` is set (and the client
-    /// is shut down, which unblocks their watches).
-    pub fn start(
-        self: &Arc<Self>,
-        client: &Client,
-        stop: Arc<AtomicBool>,
-    ) -> io::Result<Vec<JoinHandle<()>>> {
-        let mut threads = Vec::new();
-        for t in PoolType::ALL {
-            let (me, client, ns, stop) = (self.clone(), client.clone(), self.namespace.clone(), stop.clone());
-            let r = t.info().resource;
-            let spawned = thread::Builder::new().name(format!("reflect-{}", r.plural)).spawn(move || {
-                crate::with_kind!(t, K => {
-                    kube::reflect(&client, r, Some(&ns), &ListOptions::default(), &stop, &mut |c| {
-                        me.on_change::<K>(c)
-                    })
-                })
-            })?;
-            threads.push(spawned);
-        }
-        Ok(threads)
+    /// Starts the reflector thread of the node's object; it ends when `stop` is set (and the
+    /// client is shut down, which unblocks its watch).
+    pub fn start(self: &Arc<Self>, client: &Client, stop: Arc<AtomicBool>) -> io::Result<JoinHandle<()>> {
+        let (me, client) = (self.clone(), client.clone());
+        let opts = ListOptions {
+            field_selector: Some(format!("metadata.name={}", self.node)),
+            ..ListOptions::default()
+        };
+        thread::Builder::new().name(format!("reflect-{}", NODEBLOCKSETS.plural)).spawn(move || {
+            kube::reflect(&client, &NODEBLOCKSETS, Some(&me.namespace), &opts, &stop, &mut |c| {
+                me.on_change(c)
+            })
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::PoolKey;
-    use crate::api::{IpAllocation, IpPoolStatus};
-    use std::fs;
-
-    fn ippool(name: &str, alloc: Option<Vec<(&str, &str, &str)>>) -> IpPool {
-        let mut p = IpPool::default();
-        p.metadata.name = name.into();
-        p.spec.subnet = "192.168.0.0/24".into();
-        p.spec.per_node_block_size = 10;
-        p.spec.gateway = "192.168.0.1".into();
-        p.status = alloc.map(|a| IpPoolStatus {
-            allocations: a
-                .into_iter()
-                .map(|(n, s, e)| IpAllocation { node_name: n.into(), start_ip: s.into(), end_ip: e.into() })
-                .collect(),
-        });
-        p
-    }
-
-    #[test]
-    fn derive_needs_this_nodes_status_entry() {
-        let pools = vec![
-            ippool(
-                "a",
-                Some(vec![("n1", "192.168.0.1", "192.168.0.10"), ("n2", "192.168.0.11", "192.168.0.20")]),
-            ),
-            ippool("b", None),
-            ippool("c", Some(vec![("n2", "192.168.0.1", "192.168.0.10")])),
-        ];
-        let set = derive(&pools.into_iter().map(AnyPool::Ip).collect::<Vec<_>>(), "n2", &PoolSet::default());
-        assert_eq!(set.len(), 2);
-        let a = set.get(&PoolKey::new(PoolType::IpPool, "a")).expect("a");
-        assert_eq!(a.range.to_string(), "192.168.0.11-192.168.0.20");
-        let skipped = set.refusals();
-        assert_eq!(skipped.len(), 1);
-        assert!(skipped[0].contains("pool b") && skipped[0].contains("n2"), "{skipped:?}");
-    }
-
-    #[test]
-    fn the_cache_keeps_the_last_valid_object_of_an_invalid_pool() {
-        let mut v = View::default();
-        let ip = |p: &IpPool| AnyPool::Ip(p.clone());
-        let good = ippool("a", Some(vec![("n1", "192.168.0.1", "192.168.0.10")]));
-        v.kind(PoolType::IpPool).objects.insert("a".into(), ip(&good));
-        assert_eq!(v.objects_to_cache(), vec![ip(&good)]);
-        let mut bad = good.clone();
-        bad.spec.gateway = "10.9.9.9".into();
-        v.kind(PoolType::IpPool).objects.insert("a".into(), ip(&bad));
-        assert_eq!(v.objects_to_cache(), vec![ip(&good)], "the invalid spec is not cached");
-        // a pool created invalid has nothing better to cache than itself
-        let mut never = bad.clone();
-        never.metadata.name = "z".into();
-        v.kind(PoolType::IpPool).objects.insert("z".into(), ip(&never));
-        assert_eq!(v.objects_to_cache(), vec![ip(&good), ip(&never)]);
-        // deleted pools are forgotten: a pool re-created invalid is not served from its past
-        v.kind(PoolType::IpPool).objects.clear();
-        assert!(v.objects_to_cache().is_empty());
-        v.kind(PoolType::IpPool).objects.insert("a".into(), ip(&bad));
-        assert_eq!(v.objects_to_cache(), vec![ip(&bad)]);
-    }
-
-    #[test]
-    fn cache_round_trips_atomically_and_privately() {
-        let dir = crate::store::tests::TempDir::new("pools-cache");
-        let path = cache_path(&dir.join("store"));
-        assert!(load_cache(&path).expect("none").is_none());
-        let pools = vec![ippool("a", Some(vec![("n1", "192.168.0.1", "192.168.0.10")]))];
-        save_cache(&path, "n1", "ns", &pools, &[]).expect("save");
-        let c = load_cache(&path).expect("load").expect("some");
-        assert_eq!((c.node.as_str(), c.ip_pools.clone()), ("n1", pools));
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&path).expect("stat").permissions().mode() & 0o777, 0o600);
-        fs::write(&path, b"{not json").expect("damage");
-        let e = load_cache(&path).expect_err("damaged");
-        assert!(e.to_string().contains("remove it"), "{e}");
-    }
-
-    #[test]
-    fn a_deeply_nested_cache_is_refused_by_the_depth_check() {
-        let dir = crate::store::tests::TempDir::new("pools-cache-deep");
-        let path = cache_path(&dir.join("store"));
-        fs::write(&path, format!("{{\"x\":{}", "[".repeat(100_000))).expect("damage");
-        let e = load_cache(&path).expect_err("deep");
-        assert!(e.to_string().contains("nested deeper than the limit of 64 levels"), "{e}");
-    }
-}
+mod tests;

@@ -3,7 +3,9 @@
 //! processes killed on drop ([`process::Proc`]), the real `ipam-node` daemon
 //! ([`daemon::Daemon`]), the real `ipam-controller` ([`controller::Controller`]), the real
 //! `nv-ipam` plugin run with a clean environment ([`cni`]), the API server of
-//! `hack/control-plane.sh` ([`kube`], which also decides when a test skips), network
+//! `hack/control-plane.sh` ([`kube`], which also decides when a test skips), ipam-controller's
+//! per-node delivery played by a test ([`node_blocks`]) and a namespace of pools with cluster-mode
+//! daemons where it does ([`cluster`]), network
 //! namespaces / links the test owns ([`netns`]), and slow or idle peers ([`peers`]). Every
 //! name is unique per process and per call, so tests run in parallel. A test file that needs
 //! something twice adds it here rather than keeping its own copy.
@@ -11,11 +13,13 @@
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod controller;
 pub mod daemon;
 pub mod hostnode;
 pub mod kube;
 pub mod netns;
+pub mod node_blocks;
 pub mod peers;
 pub mod process;
 pub mod wait;
