@@ -113,7 +113,26 @@ fn main() {
     let mut results = Vec::new();
     for &n in &sizes {
         eprintln!("scale: {n} nodes, 10 pools, {} other daemons, {joins} joins", OTHERS.min(n));
-        results.push(run_size(&admin, &metrics, n, joins));
+        // a size that fails (a daemon exits, the apiserver errs) is reported and the next runs;
+        // its objects and processes are already gone (Drop guards)
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_size(&admin, &metrics, n, joins)))
+        {
+            Ok(r) => results.push(r),
+            Err(e) if procs::stopped() => std::panic::resume_unwind(e),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                let first = msg.lines().next().unwrap_or("").to_string();
+                results.push(SizeResult {
+                    n,
+                    notes: vec![format!("aborted: {first}")],
+                    ..SizeResult::default()
+                });
+            }
+        }
     }
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
@@ -403,7 +422,8 @@ fn converge(ctl: &mut Proc, port: u16, world: &World, own: &Own, t0: Instant, r:
         let waited = t0.elapsed();
         if waited > CONVERGE_DEADLINE {
             r.notes.push(format!(
-                "no convergence within {CONVERGE_DEADLINE:?}: controller reports {:?} per pool, {complete}/{n} NodeBlockSets complete, pending gauge {:?}",
+                "no convergence within {CONVERGE_DEADLINE:?}: controller reports {:?} per pool, \
+                 {complete}/{n} NodeBlockSets complete, pending gauge {:?}",
                 view.allocated, view.pending
             ));
             break;
@@ -413,7 +433,9 @@ fn converge(ctl: &mut Proc, port: u16, world: &World, own: &Own, t0: Instant, r:
             && waited.as_secs_f64() > st.s + NO_GAUGE_GRACE.as_secs_f64()
         {
             r.notes.push(format!(
-                "NodeBlockSets FAIL: {complete}/{n} complete {NO_GAUGE_GRACE:?} after the statuses were full, and the controller exports no nv_ipam_node_block_sets_pending (this build does not write them)"
+                "NodeBlockSets FAIL: {complete}/{n} complete {NO_GAUGE_GRACE:?} after the statuses were \
+                 full, and the controller exports no nv_ipam_node_block_sets_pending (this build does \
+                 not write them)"
             ));
             break;
         }

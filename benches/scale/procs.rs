@@ -12,7 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,9 +29,13 @@ pub fn install_stop_handler() {
     }
 }
 
+pub fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
 /// Panics (and so cleans up) once SIGINT or SIGTERM arrived.
 pub fn check_stop() {
-    assert!(!STOP.load(Ordering::Relaxed), "scale: interrupted (SIGINT/SIGTERM); cleaning up");
+    assert!(!stopped(), "scale: interrupted (SIGINT/SIGTERM); cleaning up");
 }
 
 /// Sleeps `d`, then [`check_stop`].
@@ -159,9 +163,24 @@ pub fn settle(pids: &[u32], quiet: Duration, deadline: Duration) -> (BTreeMap<u3
     (last, false)
 }
 
+/// A loopback port that is free now, below the kernel's ephemeral range: a port from
+/// `bind(:0)` is an ephemeral one, which the daemons' own outgoing connections (tens of them)
+/// may take before the daemon that is told to listen on it starts.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = range.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(32768);
+    assert!(low > 11_000, "scale: the ephemeral port range starts at {low}; the bench needs room below it");
+    // from a per-process offset, so two runs at once rarely probe the same ports
+    let span = (low - 10_000) as usize;
+    let base = (std::process::id() as usize * 977) % span;
+    for _ in 0..span {
+        let port = 10_000 + ((base + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("scale: no free loopback port between 10000 and {low}");
 }
 
 /// Status and body of `GET path` on a plain-HTTP loopback port, or `None`.

@@ -421,14 +421,19 @@ pub fn print(sizes: &[SizeResult], header: &str) -> bool {
         let detail = |snap: &Snapshot, per: f64| {
             snap.requests.iter().map(|(k, v)| format!("{k} {:.1}", v / per)).collect::<Vec<_>>().join(", ")
         };
-        // resources with events; the rest (sized but not counted as events: bookmarks,
-        // progress notifications) in one sum
+        // resources with at least half an event or 1 KiB per window; the rest (the apiserver's
+        // own background watches, bookmarks) in one sum
         let watch_detail = |snap: &Snapshot, per: f64| {
-            let (ev, rest): (Vec<_>, Vec<_>) = snap.watch.iter().partition(|(_, w)| w.events > 0.0);
+            let (ev, rest): (Vec<_>, Vec<_>) =
+                snap.watch.iter().partition(|(_, w)| w.events / per >= 0.5 || w.bytes / per >= 1024.0);
             let mut parts: Vec<String> = ev.iter().map(|(k, w)| format!("{k} {}", watch(**w, per))).collect();
             let rest_bytes: f64 = rest.iter().map(|(_, w)| w.bytes).sum();
             if rest_bytes > 0.0 {
-                parts.push(format!("other (not counted as events) {}", bytes(Some(rest_bytes / per))));
+                let rest_events: f64 = rest.iter().map(|(_, w)| w.events).sum();
+                parts.push(format!(
+                    "other resources {}",
+                    watch(WatchSent { events: rest_events, bytes: rest_bytes, sized: 0.0 }, per)
+                ));
             }
             parts.join(", ")
         };

@@ -140,7 +140,8 @@ pub fn ensure_rbac(admin: &Kube) {
 }
 
 /// The 10 pools: (plural, kind, name, spec without nodeSelector). Each has room for 16,384 or
-/// more nodes.
+/// more nodes (IPPools: /14 and /110 in blocks of 8 = 32,768; CIDRPools: /10 in /24s = 16,384,
+/// /48 in /64s = 65,536), so 10,000 nodes and the joins all get an entry.
 pub fn pool_specs() -> Vec<(&'static str, &'static str, String, Value)> {
     let mut v = Vec::new();
     for i in 0..4 {
@@ -148,8 +149,8 @@ pub fn pool_specs() -> Vec<(&'static str, &'static str, String, Value)> {
             "ippools",
             "IPPool",
             format!("ip4-{i}"),
-            json!({"subnet": format!("10.{}.0.0/16", 10 + i), "perNodeBlockSize": 8,
-                   "gateway": format!("10.{}.0.1", 10 + i)}),
+            json!({"subnet": format!("10.{}.0.0/14", 16 + 4 * i), "perNodeBlockSize": 8,
+                   "gateway": format!("10.{}.0.1", 16 + 4 * i)}),
         ));
     }
     for i in 0..2 {
@@ -157,7 +158,7 @@ pub fn pool_specs() -> Vec<(&'static str, &'static str, String, Value)> {
             "ippools",
             "IPPool",
             format!("ip6-{i}"),
-            json!({"subnet": format!("fd00:{}::/112", i + 1), "perNodeBlockSize": 8,
+            json!({"subnet": format!("fd00:{}::/110", i + 1), "perNodeBlockSize": 8,
                    "gateway": format!("fd00:{}::1", i + 1)}),
         ));
     }
