@@ -143,7 +143,7 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let header = format!(
-        "scale: 10 pools (4 IPv4 + 2 IPv6 IPPools of /8-blocks, 2 IPv4 /24 + 2 IPv6 /64 CIDRPools), \
+        "scale: 10 pools (4 IPv4 + 2 IPv6 IPPools, blocks of 8; 2 IPv4 /24 + 2 IPv6 /64 CIDRPools), \
          {joins} joins, up to {OTHERS} other node daemons; {cpus} CPUs, Linux {}; commit {commit}",
         kernel.trim()
     );
@@ -323,13 +323,14 @@ fn run_size(admin: &Kube, metrics: &AdminMetrics, n: usize, joins: usize) -> Siz
     converge(&mut ctl, metrics_port, &world, &own, t0, &mut r);
     r.converge_api = metrics.snapshot().since(&before);
     r.converge_api.minus_own(&own);
-    let finish = |r: &mut SizeResult, ctl: &Proc, sampler: RssSampler| {
+    let mut marks = Vec::new();
+    let finish = |r: &mut SizeResult, ctl: &Proc, sampler: RssSampler, marks: &[String]| {
         r.ctl_end = usage(ctl.pid());
-        r.timeline = sampler.finish();
+        r.timeline = format!("{} ({})", sampler.finish(), marks.join(", "));
     };
     if r.status.is_none() {
         r.notes.push("no node daemons and no joins: the pool statuses did not converge".into());
-        finish(&mut r, &ctl, sampler);
+        finish(&mut r, &ctl, sampler, &marks);
         return r;
     }
     eprintln!(
@@ -338,6 +339,7 @@ fn run_size(admin: &Kube, metrics: &AdminMetrics, n: usize, joins: usize) -> Siz
         r.block_sets.map(|c| c.s)
     );
 
+    marks.push(format!("node daemons start at {:.2}s", t0.elapsed().as_secs_f64()));
     // the other node daemons, as existing nodes spread over the list
     let k = OTHERS.min(n);
     let t = Instant::now();
@@ -360,6 +362,7 @@ fn run_size(admin: &Kube, metrics: &AdminMetrics, n: usize, joins: usize) -> Siz
     }
     eprintln!("scale: {k} node daemons ready in {:.1} s", r.others_start_s);
 
+    marks.push(format!("joins from {:.2}s", t0.elapsed().as_secs_f64()));
     for j in 0..joins {
         let (join, api) = join(j, &mut world, &mut ctl, metrics_port, &pids, metrics, &own);
         if !join.settled {
@@ -380,7 +383,7 @@ fn run_size(admin: &Kube, metrics: &AdminMetrics, n: usize, joins: usize) -> Siz
     r.node_hwm_mib = pids.iter().map(|&p| usage(p).hwm_mib).collect();
     let view = ControllerView::read(metrics_port);
     (r.reconciles, r.reconcile_errors) = (view.reconciles, view.errors);
-    finish(&mut r, &ctl, sampler);
+    finish(&mut r, &ctl, sampler, &marks);
     r
 }
 

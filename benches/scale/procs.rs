@@ -221,16 +221,17 @@ impl RssSampler {
         RssSampler { stop, handle: Some(handle) }
     }
 
-    /// The samples where RSS moved by 4 MiB or more since the last one shown, and the last.
+    /// The samples where RSS first exceeded the last one shown by 4 MiB or more (the climb to
+    /// the peak, a handful of points even over minutes), and the last sample.
     pub fn finish(mut self) -> String {
         self.stop.store(true, Ordering::Relaxed);
         let samples = self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default();
         let mut shown: Vec<String> = Vec::new();
         let mut last = f64::NEG_INFINITY;
         for (i, (t, m)) in samples.iter().enumerate() {
-            if (m - last).abs() >= 4.0 || i + 1 == samples.len() {
+            if *m - last >= 4.0 || i + 1 == samples.len() {
                 shown.push(format!("{t:.2}s:{m:.0}"));
-                last = *m;
+                last = last.max(*m);
             }
         }
         shown.join(" ")
