@@ -307,7 +307,7 @@ mod tests {
         let e = run(&["--node-name=n", "--cni-force-pool-name=yes"]).expect_err("not a boolean");
         assert_eq!(e.to_string(), "--cni-force-pool-name=\"yes\": use true or false; see ipam-node --help");
         let e = run(&["--node-name=n", "-v", "loud"]).expect_err("not a number");
-        assert_eq!(e.to_string(), "-v \"loud\" is not a number: use e.g. -v 2; see ipam-node --help");
+        assert_eq!(e.to_string(), "-v \"loud\" is not a number from 0 to 2147483647: use e.g. -v 2; see ipam-node --help");
         assert_eq!(run(&["--node-name=n", "--v=9"]).expect("-v").verbosity, 9);
     }
 
