@@ -1,12 +1,13 @@
 //! Flag values both daemons share: durations, booleans, `-v`, `--logging-format`, and the
 //! lexopt plumbing around them, so `ipam-controller` and `ipam-node` accept the same spellings
 //! (a duration the node takes, such as `1.5m`, the controller takes too) and word their
-//! refusals alike.
+//! refusals alike. Spellings follow Go's parsers, as the reference's flags (pflag) take them.
 //!
 //! Owns: the syntax of a flag value, [`ValueError`], and the defaults of flags both daemons
 //! have with the same meaning ([`DEFAULT_IPPOOLS_NAMESPACE`]: one value, so they cannot
 //! drift). Must not: know which flags a program has or its other defaults
-//! (`controller::args`, `node::config` own those), or act on a value.
+//! (`controller::args`, `node::config` own those; `upstream_flags` the reference's table),
+//! or act on a value.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -17,6 +18,10 @@ use crate::logging::LogFormat;
 /// `--ippools-namespace` of both daemons: where the IPPools and CIDRPools are (the
 /// reference's default).
 pub const DEFAULT_IPPOOLS_NAMESPACE: &str = "kube-system";
+
+/// Largest `-v` (and `--vmodule` level): component-base parses them as 31-bit unsigned
+/// numbers, so klog's `int32` holds them; larger is refused, as the reference refuses it.
+pub const MAX_VERBOSITY: u32 = i32::MAX as u32;
 
 /// Why a flag value was refused. Display is one line naming the flag and what to write
 /// instead; each program appends where its help is.
@@ -32,6 +37,14 @@ pub enum ValueError {
     LogFormat { value: String },
     /// Not valid UTF-8 (flags that hold names and addresses must be text).
     NotUtf8 { flag: String, value: String },
+    /// Not a Kubernetes resource quantity (`--log-*-info-buffer-size`).
+    Quantity { flag: String, value: String },
+    /// A `--vmodule` entry that is not `PATTERN=N`.
+    VModule { entry: String },
+    /// A `--feature-gates` entry that is not `KEY=BOOL` with a known key.
+    FeatureGate { entry: String, why: String },
+    /// A value the reference also refuses once all flags are read (`why` says how to fix it).
+    Refused { flag: String, why: String },
 }
 
 impl fmt::Display for ValueError {
@@ -43,9 +56,21 @@ impl fmt::Display for ValueError {
                 hours_or_seconds(*max)
             ),
             ValueError::Bool { flag, value } => write!(f, "{flag}={value:?}: use true or false"),
-            ValueError::Verbosity { value } => write!(f, "-v {value:?} is not a number: use e.g. -v 2"),
+            ValueError::Verbosity { value } => {
+                write!(f, "-v {value:?} is not a number from 0 to {MAX_VERBOSITY}: use e.g. -v 2")
+            }
             ValueError::LogFormat { value } => write!(f, "--logging-format {value:?}: use text or json"),
             ValueError::NotUtf8 { flag, value } => write!(f, "{flag} {value:?} is not UTF-8: use plain text"),
+            ValueError::Quantity { flag, value } => {
+                write!(f, "{flag} {value:?} is not a quantity: use e.g. 0, 512, 64Ki, 1M")
+            }
+            ValueError::VModule { entry } => write!(
+                f,
+                "--vmodule {entry:?} is not PATTERN=N: use comma-separated entries such as server=2,store*=4 \
+                 (N from 0 to {MAX_VERBOSITY})"
+            ),
+            ValueError::FeatureGate { entry, why } => write!(f, "--feature-gates {entry:?}: {why}"),
+            ValueError::Refused { flag, why } => write!(f, "{flag}: {why}"),
         }
     }
 }
@@ -73,23 +98,45 @@ pub fn text(flag: &str, v: OsString) -> Result<String, ValueError> {
         .map_err(|v| ValueError::NotUtf8 { flag: flag.into(), value: v.to_string_lossy().into_owned() })
 }
 
-/// A boolean flag: bare (`--flag`) is true; `--flag=V` takes Go's `strconv.ParseBool`
-/// spellings, case-insensitively: `true`, `t`, `1`, `false`, `f`, `0`.
+/// A boolean flag: bare (`--flag`) is true; `--flag=V` takes exactly Go's `strconv.ParseBool`
+/// spellings: `1`, `t`, `T`, `true`, `TRUE`, `True`, and `0`, `f`, `F`, `false`, `FALSE`,
+/// `False`.
 pub fn boolean(flag: &str, v: Option<OsString>) -> Result<bool, ValueError> {
     let Some(v) = v else { return Ok(true) };
     let s = v.to_string_lossy();
-    match s.to_ascii_lowercase().as_str() {
-        "true" | "t" | "1" => Ok(true),
-        "false" | "f" | "0" => Ok(false),
-        _ => Err(ValueError::Bool { flag: flag.into(), value: s.into_owned() }),
+    go_bool(&s).ok_or_else(|| ValueError::Bool { flag: flag.into(), value: s.into_owned() })
+}
+
+/// Go's `strconv.ParseBool`.
+pub fn go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
     }
 }
 
-/// klog's `-v N` (also `--v=N`, `-vN`): any non-negative number; what it means is
-/// [`crate::logging::level_for_verbosity`]'s business.
+/// Go's `strconv.ParseUint(s, 10, bits)` (no sign, no `_`, leading zeros allowed) for
+/// `bits` <= 32.
+pub fn go_uint(s: &str, bits: u32) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let max = (1u64 << bits) - 1;
+    let mut n: u64 = 0;
+    for b in s.bytes() {
+        n = n * 10 + u64::from(b - b'0');
+        if n > max {
+            return None;
+        }
+    }
+    u32::try_from(n).ok()
+}
+
+/// `-v N` (also `--v=N`, `-vN`, `-v=N`): 0 to [`MAX_VERBOSITY`], digits only, as
+/// component-base parses it; what it means is [`crate::logging::level_for_verbosity`]'s business.
 pub fn verbosity(v: &str) -> Result<u32, ValueError> {
-    // lexopt hands `-v=2` over as "2"; an `=` left by other spellings is not part of the number.
-    v.trim_start_matches('=').parse().map_err(|_| ValueError::Verbosity { value: v.into() })
+    go_uint(v, 31).ok_or_else(|| ValueError::Verbosity { value: v.into() })
 }
 
 /// `--logging-format text|json`.
@@ -273,10 +320,11 @@ mod tests {
         for v in ["true", "TRUE", "True", "t", "T", "1"] {
             assert_eq!(boolean("--b", Some(v.into())), Ok(true), "{v}");
         }
-        for v in ["false", "FALSE", "f", "F", "0"] {
+        for v in ["false", "FALSE", "False", "f", "F", "0"] {
             assert_eq!(boolean("--b", Some(v.into())), Ok(false), "{v}");
         }
-        for v in ["", "yes", "no", "2", "on", " true"] {
+        // Go's ParseBool takes three cases of each word, not any case.
+        for v in ["", "yes", "no", "2", "on", " true", "tRUE", "fALSE", "TRue", "01"] {
             assert_eq!(
                 boolean("--b", Some(v.into())),
                 Err(ValueError::Bool { flag: "--b".into(), value: v.into() }),
@@ -292,11 +340,18 @@ mod tests {
     #[test]
     fn verbosity_and_format() {
         assert_eq!(verbosity("0"), Ok(0));
-        assert_eq!(verbosity("=4"), Ok(4));
-        assert_eq!(verbosity(&u32::MAX.to_string()), Ok(u32::MAX));
-        for v in ["", "-1", "x", "2.5", &(u64::from(u32::MAX) + 1).to_string()] {
+        assert_eq!(verbosity("004"), Ok(4), "leading zeros, as Go's ParseUint");
+        assert_eq!(verbosity("2147483647"), Ok(MAX_VERBOSITY), "at the limit");
+        for v in ["", "-1", "+1", "=4", " 1", "1_0", "0x1", "x", "2.5", "2147483648", &u32::MAX.to_string()] {
             assert_eq!(verbosity(v), Err(ValueError::Verbosity { value: v.into() }), "{v:?}");
         }
+        assert_eq!(
+            verbosity("2147483648").expect_err("over").to_string(),
+            "-v \"2147483648\" is not a number from 0 to 2147483647: use e.g. -v 2"
+        );
+        assert_eq!(go_uint("255", 8), Some(255));
+        assert_eq!(go_uint("256", 8), None);
+        assert_eq!(go_uint(&"9".repeat(40), 31), None, "no overflow on long input");
         assert_eq!(log_format("text"), Ok(LogFormat::Text));
         assert_eq!(log_format("json"), Ok(LogFormat::Json));
         assert_eq!(

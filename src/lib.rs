@@ -24,6 +24,7 @@
 //! | [`logging`]  | shell | the stderr/file logger behind the `log` facade (text or JSON lines) |
 //! | [`oflags`]   | pure  | `open(2)` flags std has no names for (no symlink follow, no FIFO wait) |
 //! | [`flags`]    | pure  | flag value syntax both daemons share: durations, booleans, `-v`, `--logging-format` |
+//! | [`upstream_flags`] | pure | the table of every flag the reference's daemons accept; the component-base logging flags and their checks |
 //! | [`default_paths`] | pure | the default host paths of the three programs (socket, store, CNI dirs, log, certs) |
 //! | [`replace`]  | shell | atomic file replacement (temp, fsync, rename, fsync dir): the only rename |
 //!
@@ -55,3 +56,4 @@ pub mod protocol;
 pub mod replace;
 pub mod slots;
 pub mod store;
+pub mod upstream_flags;

@@ -13,8 +13,9 @@
 //! cannot forge a line or draw on a terminal, and no caller has to remember to escape.
 //!
 //! Owns: formatting and escaping, the UTC clock-to-text conversion, the level names of the
-//! CNI config, the one mapping of a `-v` number to a level ([`level_for_verbosity`]), the
-//! one place a logger is installed, and how a log file is opened ([`open_log_file`]:
+//! CNI config, the one mapping of a `-v` number to a level ([`level_for_verbosity`]), which
+//! records a `--vmodule` pattern raises (`logging/vmodule.rs`), the one place a logger is
+//! installed, and how a log file is opened ([`open_log_file`]:
 //! append-only, never through a symlink, never blocking on a FIFO, never creating
 //! directories, regular files only).
 //! Must not: write to stdout (the CNI plugin's stdout carries only its result), pull in a
@@ -34,10 +35,16 @@ use log::{LevelFilter, Log, Metadata, Record};
 
 use crate::oflags;
 
+mod vmodule;
+
+use vmodule::VModule;
+pub use vmodule::pattern_is_valid as vmodule_pattern_is_valid;
+
 /// How each record is rendered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     /// `<ts> <LEVEL> <target>: <message>`
+    #[default]
     Text,
     /// One JSON object per line: `ts`, `level`, `target`, `msg`.
     Json,
@@ -50,6 +57,23 @@ pub enum LogTarget {
     /// Opened with [`open_log_file`]: appended to, created with mode 0600 when missing (logs
     /// name pods and addresses).
     File(PathBuf),
+}
+
+/// A daemon's logging settings: its flags `-v`, `--vmodule` and `--logging-format`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `-v`: every module's verbosity ([`level_for_verbosity`]).
+    pub verbosity: u32,
+    /// `--vmodule`, in the order given: verbosity per module pattern (`logging/vmodule.rs`).
+    pub vmodule: Vec<VModuleRule>,
+    pub format: LogFormat,
+}
+
+/// One `PATTERN=N` of `--vmodule`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VModuleRule {
+    pub pattern: String,
+    pub verbosity: u32,
 }
 
 /// Why [`init`] did not install the logger.
@@ -77,6 +101,21 @@ impl std::error::Error for LoggingError {}
 /// A file that cannot be opened is not an error: records go to stderr instead, and the first
 /// record says why.
 pub fn init(level: LevelFilter, format: LogFormat, target: LogTarget) -> Result<(), LoggingError> {
+    init_vmodule(level, VModule::default(), format, target)
+}
+
+/// [`init`] for a daemon's [`LogConfig`]: `-v` for every module, raised per module by
+/// `--vmodule`.
+pub fn init_config(cfg: &LogConfig, target: LogTarget) -> Result<(), LoggingError> {
+    init_vmodule(level_for_verbosity(cfg.verbosity), VModule::new(&cfg.vmodule), cfg.format, target)
+}
+
+fn init_vmodule(
+    level: LevelFilter,
+    vmodule: VModule,
+    format: LogFormat,
+    target: LogTarget,
+) -> Result<(), LoggingError> {
     let (sink, fallback): (Box<dyn Write + Send>, Option<String>) = match &target {
         LogTarget::Stderr => (Box::new(io::stderr()), None),
         LogTarget::File(path) => match open_log_file(path) {
@@ -87,7 +126,7 @@ pub fn init(level: LevelFilter, format: LogFormat, target: LogTarget) -> Result<
             ),
         },
     };
-    init_writer(level, format, sink)?;
+    install(Logger { level, vmodule, format, sink: Mutex::new(sink) })?;
     if let Some(msg) = fallback {
         log::warn!("{msg}");
     }
@@ -101,12 +140,19 @@ pub fn init_writer(
     format: LogFormat,
     sink: Box<dyn Write + Send>,
 ) -> Result<(), LoggingError> {
-    let logger = Logger { level, format, sink: Mutex::new(sink) };
+    install(Logger { level, vmodule: VModule::default(), format, sink: Mutex::new(sink) })
+}
+
+fn install(logger: Logger) -> Result<(), LoggingError> {
+    // The facade drops records above this before asking the logger: let through what
+    // `--vmodule` raises.
+    let ceiling =
+        logger.vmodule.max_verbosity().map_or(logger.level, |v| logger.level.max(level_for_verbosity(v)));
     // The one place a logger is installed (clippy.toml): every record gets the escaping above.
     #[allow(clippy::disallowed_methods)]
     {
         log::set_boxed_logger(Box::new(logger)).map_err(|_| LoggingError::AlreadyInitialized)?;
-        log::set_max_level(level);
+        log::set_max_level(ceiling);
     }
     Ok(())
 }
@@ -185,6 +231,8 @@ pub fn parse_level(s: &str) -> Option<LevelFilter> {
 
 struct Logger {
     level: LevelFilter,
+    /// Raises the level of the modules it matches (`--vmodule`).
+    vmodule: VModule,
     format: LogFormat,
     // why a Mutex: records from several threads (the daemon) must not interleave mid-line.
     sink: Mutex<Box<dyn Write + Send>>,
@@ -195,11 +243,17 @@ impl Log for Logger {
         // Our own modules follow the chosen level; dependencies (ureq, rustls) log every
         // connection and TLS step at debug, which would drown ours, so they stay at info
         // unless trace is asked for.
-        let ours = metadata.target().starts_with("nv_ipam") || metadata.target().starts_with("ipam_");
+        let target = metadata.target();
+        let ours = target.starts_with("nv_ipam") || target.starts_with("ipam_");
         let level = if ours || self.level >= LevelFilter::Trace {
             self.level
         } else {
             self.level.min(LevelFilter::Info)
+        };
+        // `--vmodule` raises, never lowers (klog's rule); it may name a dependency too (`ureq=4`).
+        let level = match self.vmodule.verbosity_for(target) {
+            Some(v) => level.max(level_for_verbosity(v)),
+            None => level,
         };
         metadata.level() <= level
     }
@@ -330,7 +384,12 @@ mod tests {
 
     #[test]
     fn dependencies_stay_at_info_below_trace() {
-        let at = |level| Logger { level, format: LogFormat::Text, sink: Mutex::new(Box::new(io::sink())) };
+        let at = |level| Logger {
+            level,
+            vmodule: VModule::default(),
+            format: LogFormat::Text,
+            sink: Mutex::new(Box::new(io::sink())),
+        };
         let meta = |target, level| Metadata::builder().target(target).level(level).build();
         let debug = at(LevelFilter::Debug);
         assert!(debug.enabled(&meta("nv_ipam::store", log::Level::Debug)));
@@ -339,6 +398,29 @@ mod tests {
         assert!(debug.enabled(&meta("rustls::client", log::Level::Info)));
         assert!(at(LevelFilter::Trace).enabled(&meta("ureq::unit", log::Level::Debug)));
         assert!(!at(LevelFilter::Warn).enabled(&meta("ureq::unit", log::Level::Info)));
+    }
+
+    #[test]
+    fn vmodule_raises_the_modules_it_names_and_nothing_else() {
+        let rule = |p: &str, v| VModuleRule { pattern: p.into(), verbosity: v };
+        let at = |level, rules: &[VModuleRule]| Logger {
+            level,
+            vmodule: VModule::new(rules),
+            format: LogFormat::Text,
+            sink: Mutex::new(Box::new(io::sink())),
+        };
+        let enabled =
+            |l: &Logger, target, level| l.enabled(&Metadata::builder().target(target).level(level).build());
+        let l = at(LevelFilter::Info, &[rule("server", 1), rule("store*", 4), rule("ureq", 4)]);
+        assert!(enabled(&l, "nv_ipam::node::server", log::Level::Debug));
+        assert!(!enabled(&l, "nv_ipam::node::server", log::Level::Trace), "1 is debug, not trace");
+        assert!(!enabled(&l, "nv_ipam::node::pools_file", log::Level::Debug));
+        assert!(enabled(&l, "nv_ipam::store::compact", log::Level::Trace));
+        assert!(enabled(&l, "ureq::unit", log::Level::Trace), "a dependency named by a rule");
+        assert!(!enabled(&l, "rustls::client", log::Level::Debug));
+        // Never lowers: -v 4 keeps trace where a rule says 1.
+        let l = at(LevelFilter::Trace, &[rule("server", 1)]);
+        assert!(enabled(&l, "nv_ipam::node::server", log::Level::Trace));
     }
 
     #[test]

@@ -27,6 +27,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("store", 2),
     // the API types (their Kubernetes resource names come from `kube::resource`)
     ("api", 2),
+    // the reference's flag table and its component-base flags (over `flags` and `logging`)
+    ("upstream_flags", 3),
     // planners and allocator over the API types; the wire protocol
     ("alloc", 3),
     ("protocol", 3),

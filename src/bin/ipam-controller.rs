@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use nv_ipam::controller::args::{self, Command, USAGE};
+use nv_ipam::controller::args::{self, Command};
 use nv_ipam::controller::plan::run_plan;
 
 fn main() -> ExitCode {
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Help => {
-            println!("{USAGE}");
+            println!("{}", args::usage());
             ExitCode::SUCCESS
         }
         Command::Cluster(c) => match nv_ipam::controller::run::run(&c) {

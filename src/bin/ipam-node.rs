@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Help) => {
-            print!("{}", node::config::USAGE);
+            print!("{}", node::config::usage());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -21,14 +21,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let level = logging::level_for_verbosity(cfg.verbosity);
-    let logging_ok = match logging::init(level, cfg.logging_format, LogTarget::Stderr) {
+    let logging_ok = match logging::init_config(&cfg.logging.config, LogTarget::Stderr) {
         Ok(()) => true,
         Err(e) => {
             eprintln!("ipam-node: cannot set up logging: {e}");
             false
         }
     };
+    for w in &cfg.logging.warnings {
+        log::warn!("{w}");
+    }
     match node::run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,9 +1,12 @@
 //! The `ipam-controller` command line, parsed with lexopt into a [`Command`].
 //!
-//! Owns: flag names and defaults (the reference's, plus `--node-release-grace-period`), usage
-//! text and [`ArgsError`]. Value syntax (durations, booleans, `-v`, `--logging-format`) is
-//! `crate::flags`', shared with `ipam-node`; default paths are `crate::default_paths`'. Must
-//! not: touch the files the flags name (see `plan`) or open sockets (see `run`).
+//! Owns: flag names and defaults (the reference's, plus `--node-release-grace-period` and the
+//! webhook's address and certificates), usage text and [`ArgsError`]. Value syntax (durations,
+//! booleans, `-v`) is `crate::flags`', shared with `ipam-node`; the logging flags every
+//! Kubernetes component has (`-v`, `--vmodule`, `--logging-format`, `--feature-gates`, ...)
+//! and the table of the reference's flags are `crate::upstream_flags`'; default paths are
+//! `crate::default_paths`'. Must not: touch the files the flags name (see `plan`) or open
+//! sockets (see `run`).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -12,9 +15,14 @@ use std::time::Duration;
 
 use crate::default_paths;
 use crate::flags::{self, ValueError, shown};
-use crate::logging::LogFormat;
+use crate::upstream_flags::{self, Logging, LoggingFlags};
 
-/// Usage text printed for `--help` and on usage errors.
+/// The usage text `--help` prints: [`USAGE`] and the logging flags' section.
+pub fn usage() -> String {
+    format!("{USAGE}\n\n{}", upstream_flags::help_section())
+}
+
+/// Usage text of the controller's own flags (see [`usage`]).
 pub const USAGE: &str = "usage: ipam-controller [FLAGS]          (cluster mode)
        ipam-controller plan --pools FILE --nodes FILE
        ipam-controller --version
@@ -38,8 +46,8 @@ flags:
   --webhook-bind-address ADDR         webhook address (default :9443)
   --webhook-cert-dir DIR              directory with tls.crt and tls.key, re-read when they
                                       change (default /tmp/k8s-webhook-server/serving-certs)
-  -v, --v N                           log verbosity: 0 info, 1-3 debug, 4+ trace (default 0)
-  --logging-format text|json          log line format (default text)
+  -h, --help                          print this and exit
+  --version                           print the version and exit
 
 webhook (paths /validate-nv-ipam-nvidia-com-v1alpha1-ippool and -cidrpool; CREATE, UPDATE):
   refuses a pool the controller would mark invalid (same checks, every broken field named);
@@ -81,8 +89,8 @@ pub struct ClusterArgs {
     pub webhook_bind_address: String,
     /// Holds `tls.crt` and `tls.key`.
     pub webhook_cert_dir: PathBuf,
-    pub verbosity: u32,
-    pub logging_format: LogFormat,
+    /// `-v`, `--vmodule`, `--logging-format`, and warnings for the flags with no effect.
+    pub logging: Logging,
 }
 
 /// What the command line asks for.
@@ -165,43 +173,62 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ArgsEr
         webhook: false,
         webhook_bind_address: DEFAULT_WEBHOOK_BIND_ADDRESS.into(),
         webhook_cert_dir: PathBuf::from(default_paths::WEBHOOK_CERT_DIR),
-        verbosity: 0,
-        logging_format: LogFormat::Text,
+        logging: Logging::default(),
     };
+    let mut logging = LoggingFlags::default();
     let mut first = true;
     while let Some(arg) = p.next().map_err(from_lexopt)? {
         let flag = shown(&arg);
         let string = |p: &mut lexopt::Parser| -> Result<String, ArgsError> {
             Ok(flags::text(&flag, p.value().map_err(from_lexopt)?)?)
         };
-        match arg {
-            Long("version") | Short('V') => return Ok(Command::Version),
-            Long("help") | Short('h') => return Ok(Command::Help),
-            Value(v) if first && v == "plan" => return parse_plan(&mut p),
-            Value(v) if first => {
-                return Err(ArgsError::UnknownCommand { command: v.to_string_lossy().into_owned() });
+        let boolean = |p: &mut lexopt::Parser| -> Result<bool, ArgsError> {
+            Ok(flags::boolean(&flag, p.optional_value())?)
+        };
+        let Some(name) = upstream_flags::name(&arg) else {
+            let Value(v) = arg else { continue };
+            match v {
+                // cobra lets the reference's daemons run with empty arguments (a blank
+                // templated line), and nothing else.
+                v if v.is_empty() => continue,
+                v if first && v == "plan" => return parse_plan(&mut p),
+                v if first => {
+                    return Err(ArgsError::UnknownCommand { command: v.to_string_lossy().into_owned() });
+                }
+                v => {
+                    return Err(ArgsError::UnexpectedArgument { argument: v.to_string_lossy().into_owned() });
+                }
             }
-            Long("kubeconfig") => c.kubeconfig = Some(PathBuf::from(p.value().map_err(from_lexopt)?)),
-            Long("ippools-namespace") => c.ippools_namespace = string(&mut p)?,
-            Long("leader-elect") => c.leader_elect = flags::boolean("--leader-elect", p.optional_value())?,
-            Long("webhook") => c.webhook = flags::boolean("--webhook", p.optional_value())?,
-            Long("webhook-bind-address") => c.webhook_bind_address = string(&mut p)?,
-            Long("webhook-cert-dir") => c.webhook_cert_dir = PathBuf::from(p.value().map_err(from_lexopt)?),
-            Long("leader-elect-namespace") => c.leader_elect_namespace = string(&mut p)?,
-            Long("metrics-bind-address") => c.metrics_bind_address = string(&mut p)?,
-            Long("health-probe-bind-address") => c.health_probe_bind_address = string(&mut p)?,
-            Long("node-release-grace-period") => {
+        };
+        first = false;
+        if let Some(f) = upstream_flags::logging_flag(&name) {
+            let v = upstream_flags::value(f, &mut p).map_err(from_lexopt)?;
+            logging.set(f, &flag, v)?;
+            continue;
+        }
+        match name.as_str() {
+            "version" | "-V" if boolean(&mut p)? => return Ok(Command::Version),
+            "help" | "-h" if boolean(&mut p)? => return Ok(Command::Help),
+            "version" | "-V" | "help" | "-h" => {}
+            "kubeconfig" => c.kubeconfig = Some(PathBuf::from(p.value().map_err(from_lexopt)?)),
+            "ippools-namespace" => c.ippools_namespace = string(&mut p)?,
+            "leader-elect" => c.leader_elect = boolean(&mut p)?,
+            "webhook" => c.webhook = boolean(&mut p)?,
+            "webhook-bind-address" => c.webhook_bind_address = string(&mut p)?,
+            "webhook-cert-dir" => c.webhook_cert_dir = PathBuf::from(p.value().map_err(from_lexopt)?),
+            "leader-elect-namespace" => c.leader_elect_namespace = string(&mut p)?,
+            "metrics-bind-address" => c.metrics_bind_address = string(&mut p)?,
+            "health-probe-bind-address" => c.health_probe_bind_address = string(&mut p)?,
+            "node-release-grace-period" => {
                 c.node_release_grace = flags::duration(&flag, &string(&mut p)?, MAX_NODE_RELEASE_GRACE)?;
             }
-            Short('v') | Long("v") => c.verbosity = flags::verbosity(&string(&mut p)?)?,
-            Long("logging-format") => c.logging_format = flags::log_format(&string(&mut p)?)?,
-            other => return Err(ArgsError::UnexpectedArgument { argument: shown(&other) }),
+            _ => return Err(ArgsError::UnexpectedArgument { argument: flag }),
         }
-        first = false;
     }
     if c.leader_elect_namespace.is_empty() {
         c.leader_elect_namespace = c.ippools_namespace.clone();
     }
+    c.logging = logging.finish()?;
     Ok(Command::Cluster(c))
 }
 
@@ -225,6 +252,8 @@ fn parse_plan(p: &mut lexopt::Parser) -> Result<Command, ArgsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logging::{LogFormat, VModuleRule};
+    use crate::upstream_flags::{Handling, Program};
 
     fn parse_str(a: &[&str]) -> Result<Command, String> {
         parse(a.iter().map(OsString::from)).map_err(|e| e.to_string())
@@ -256,13 +285,85 @@ mod tests {
         assert_eq!((c.ippools_namespace.as_str(), c.leader_elect_namespace.as_str()), ("ns1", "ns1"));
         assert!(c.leader_elect);
         assert_eq!(c.node_release_grace, Duration::from_secs(90));
-        assert_eq!((c.verbosity, c.logging_format), (2, LogFormat::Json));
+        assert_eq!((c.logging.config.verbosity, c.logging.config.format), (2, LogFormat::Json));
         assert_eq!(parse_str(&["--version"]), Ok(Command::Version));
         assert_eq!(parse_str(&["-h"]), Ok(Command::Help));
         assert_eq!(
             parse_str(&["plan", "--pools", "p.yaml", "--nodes=n.json"]),
             Ok(Command::Plan { pools: "p.yaml".into(), nodes: "n.json".into() })
         );
+    }
+
+    fn cluster(a: &[&str]) -> ClusterArgs {
+        match parse_str(a) {
+            Ok(Command::Cluster(c)) => c,
+            other => panic!("{a:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_flag_of_the_reference_in_every_spelling() {
+        for f in upstream_flags::flags_of(Program::Controller) {
+            for args in upstream_flags::spellings(f) {
+                let on = !args[0].ends_with("=false");
+                match (f.name, parse(args.iter().map(OsString::from))) {
+                    ("help", Ok(Command::Help)) | ("version", Ok(Command::Version)) if on => {}
+                    (_, Ok(Command::Cluster(c))) => {
+                        assert!(!(on && ["help", "version"].contains(&f.name)), "{args:?}");
+                        let warned =
+                            c.logging.warnings.iter().any(|w| w.starts_with(&format!("--{} ", f.name)));
+                        assert_eq!(warned, f.handling == Handling::NoEffect, "{args:?}: {:?}", c.logging);
+                    }
+                    (_, other) => panic!("{args:?}: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(parse_str(&["-h"]), Ok(Command::Help));
+        assert_eq!(parse_str(&["--version=true"]), Ok(Command::Version));
+        // pflag has no single-dash long flags: `-kubeconfig` is -k, unknown there and here.
+        assert_eq!(parse_str(&["-kubeconfig", "k"]), Err("unexpected argument \"-k\": see --help".into()));
+    }
+
+    #[test]
+    fn the_logging_flags_reach_the_config() {
+        let c = cluster(&[
+            "--v=3",
+            "--vmodule=reconcile*=4",
+            "--vmodule",
+            "webhook=2",
+            "--log_flush_frequency=1s",
+            "--feature-gates=LoggingAlphaOptions=true",
+            "--log-text-split-stream",
+            "--log-json-info-buffer-size=1Mi",
+        ]);
+        assert_eq!(c.logging.config.verbosity, 3);
+        assert_eq!(
+            c.logging.config.vmodule,
+            [
+                VModuleRule { pattern: "reconcile*".into(), verbosity: 4 },
+                VModuleRule { pattern: "webhook".into(), verbosity: 2 }
+            ]
+        );
+        assert_eq!(c.logging.warnings.len(), 4, "{:?}", c.logging.warnings);
+        assert_eq!(
+            parse_str(&["--log-text-split-stream"]),
+            Err("--log-text-split-stream: needs the LoggingAlphaOptions feature gate, as in nvidia-k8s-ipam: \
+                 add --feature-gates=LoggingAlphaOptions=true: see --help"
+                .into())
+        );
+        assert_eq!(
+            parse_str(&["--vmodule=x"]),
+            Err("--vmodule \"x\" is not PATTERN=N: use comma-separated entries such as server=2,store*=4 \
+                 (N from 0 to 2147483647): see --help"
+                .into())
+        );
+    }
+
+    #[test]
+    fn blank_arguments_are_skipped_as_cobra_skips_them() {
+        assert!(cluster(&["", "--leader-elect", ""]).leader_elect);
+        assert_eq!(cluster(&["--", ""]).ippools_namespace, "kube-system");
+        assert_eq!(parse_str(&["--leader-elect", "x"]), Err("unexpected argument \"x\": see --help".into()));
     }
 
     #[test]
@@ -287,7 +388,7 @@ mod tests {
     fn go_style_spellings() {
         for (args, v) in [(&["-v=2"][..], 2), (&["--v=3"][..], 3), (&["-v4"][..], 4)] {
             let Ok(Command::Cluster(c)) = parse_str(args) else { panic!("{args:?}") };
-            assert_eq!(c.verbosity, v, "{args:?}");
+            assert_eq!(c.logging.config.verbosity, v, "{args:?}");
         }
         let Ok(Command::Cluster(c)) = parse_str(&["--leader-elect=false", "--metrics-bind-address=0"]) else {
             panic!("cluster mode")
@@ -322,6 +423,18 @@ mod tests {
         assert_eq!(parse_str(&["--webhook-cert-dir"]), Err("--webhook-cert-dir needs a value".into()));
         for flag in ["--webhook ", "--webhook-bind-address", "--webhook-cert-dir", "allow-reallocation"] {
             assert!(USAGE.contains(flag), "--help mentions {flag}");
+        }
+    }
+
+    #[test]
+    fn help_names_every_flag_of_the_reference() {
+        let help = usage();
+        for f in upstream_flags::flags_of(Program::Controller) {
+            assert!(
+                help.contains(&format!("--{} ", f.name)) || help.contains(&format!("--{}\n", f.name)),
+                "{}",
+                f.name
+            );
         }
     }
 

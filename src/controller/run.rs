@@ -110,9 +110,11 @@ impl std::error::Error for RunError {}
 
 /// Runs cluster mode until SIGTERM or SIGINT.
 pub fn run(args: &ClusterArgs) -> Result<(), RunError> {
-    let level = crate::logging::level_for_verbosity(args.verbosity);
-    crate::logging::init(level, args.logging_format, crate::logging::LogTarget::Stderr)
+    crate::logging::init_config(&args.logging.config, crate::logging::LogTarget::Stderr)
         .map_err(RunError::Logging)?;
+    for w in &args.logging.warnings {
+        log::warn!("{w}");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RunError::Signal)?;

@@ -1,8 +1,10 @@
 //! `ipam-node` flags: the reference's names and defaults, parsed once into [`NodeConfig`].
 //!
-//! Owns: which flags exist, their defaults and usage text. Value syntax (durations, booleans,
-//! `-v`, `--logging-format`) is `crate::flags`', shared with `ipam-controller`; default paths
-//! are `crate::default_paths`'. Must not: act on the values.
+//! Owns: which flags exist, their defaults and usage text. Value syntax (durations, booleans)
+//! is `crate::flags`', shared with `ipam-controller`; the logging flags every Kubernetes
+//! component has (`-v`, `--vmodule`, `--logging-format`, `--feature-gates`, ...) and the table
+//! of the reference's flags are `crate::upstream_flags`'; default paths are
+//! `crate::default_paths`'. Must not: act on the values.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use lexopt::prelude::*;
 
 use crate::default_paths;
 use crate::flags::{self, ValueError};
-use crate::logging::LogFormat;
+use crate::upstream_flags::{self, Logging, LoggingFlags};
 
 /// How often the pools file is checked for changes (standalone mode).
 pub const DEFAULT_POOLS_FILE_POLL: Duration = Duration::from_secs(1);
@@ -46,8 +48,8 @@ pub struct NodeConfig {
     pub cni_log_file: String,
     pub cni_log_level: String,
     pub cni_force_pool_name: bool,
-    pub verbosity: u32,
-    pub logging_format: LogFormat,
+    /// `-v`, `--vmodule`, `--logging-format`, and warnings for the flags with no effect.
+    pub logging: Logging,
     /// Cluster mode: kubeconfig path (else $KUBECONFIG, else in-cluster).
     pub kubeconfig: Option<PathBuf>,
     pub ippools_namespace: String,
@@ -93,6 +95,12 @@ impl From<lexopt::Error> for FlagError {
     }
 }
 
+/// The usage text `--help` prints: [`USAGE`] and the logging flags' section.
+pub fn usage() -> String {
+    format!("{USAGE}\n{}", upstream_flags::help_section())
+}
+
+/// Usage text of the node daemon's own flags (see [`usage`]).
 pub const USAGE: &str = "usage: ipam-node --node-name NAME [flags]
 
   --node-name NAME                    this node's name (required; default $NODE_NAME)
@@ -116,8 +124,7 @@ pub const USAGE: &str = "usage: ipam-node --node-name NAME [flags]
   --stale-ip-check-interval DUR       cluster mode: stale reservation check period (default 1m)
   --stale-ip-check-count-before-release N  consecutive stale checks before release (default 3)
   --released-ip-cooldown DUR          released IPs are not reused by round-robin for DUR (default 0 = off)
-  -v, --v LEVEL                       log verbosity (0 info, 1-3 debug, 4+ trace)
-  --logging-format text|json          log line format (default text)
+  -h, --help                          print this and exit
   --version                           print the version and exit
 
 DUR is a Go duration: 90s, 1.5m, 1h30m, 500ms (units ns, us, ms, s, m, h), at most 24h.
@@ -161,8 +168,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
         cni_log_file: default_paths::CNI_LOG_FILE.into(),
         cni_log_level: "info".into(),
         cni_force_pool_name: false,
-        verbosity: 0,
-        logging_format: LogFormat::Text,
+        logging: Logging::default(),
         kubeconfig: None,
         ippools_namespace: DEFAULT_IPPOOLS_NAMESPACE.into(),
         health_probe_bind_address: String::new(),
@@ -172,6 +178,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
         released_ip_cooldown: Duration::ZERO,
     };
     let mut health: Option<String> = None;
+    let mut logging = LoggingFlags::default();
     while let Some(arg) = p.next()? {
         let flag = flags::shown(&arg);
         let s = |p: &mut lexopt::Parser| -> Result<String, FlagError> { Ok(flags::text(&flag, p.value()?)?) };
@@ -180,39 +187,53 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
         };
         let duration =
             |v: &str| -> Result<Duration, FlagError> { Ok(flags::duration(&flag, v, MAX_DURATION)?) };
-        match arg {
-            Long("node-name") => node_name = s(&mut p)?,
-            Long("bind-address") => bind = s(&mut p)?,
-            Long("store-file") => c.store_file = s(&mut p)?.into(),
-            Long("pools-file") => c.pools_file = Some(s(&mut p)?.into()),
-            Long("cni-bin-dir") => c.cni_bin_dir = s(&mut p)?.into(),
-            Long("cni-nv-ipam-bin-file") => c.cni_nv_ipam_bin_file = s(&mut p)?.into(),
-            Long("cni-skip-nv-ipam-binary-copy") => c.cni_skip_binary_copy = boolean(&mut p)?,
-            Long("cni-skip-nv-ipam-config-creation") => c.cni_skip_config_creation = boolean(&mut p)?,
-            Long("cni-conf-dir") => c.cni_conf_dir = s(&mut p)?.into(),
-            Long("cni-daemon-socket") => cni_socket = Some(s(&mut p)?),
-            Long("cni-daemon-call-timeout") => {
+        let Some(name) = upstream_flags::name(&arg) else {
+            match arg {
+                // cobra lets the reference's daemons run with empty arguments (a blank
+                // templated line), and nothing else.
+                Value(v) if v.is_empty() => continue,
+                other => return Err(other.unexpected().into()),
+            }
+        };
+        if let Some(f) = upstream_flags::logging_flag(&name) {
+            let v = upstream_flags::value(f, &mut p)?;
+            logging.set(f, &flag, v)?;
+            continue;
+        }
+        match name.as_str() {
+            "version" if boolean(&mut p)? => return Ok(Command::Version),
+            "help" | "-h" if boolean(&mut p)? => return Ok(Command::Help),
+            "version" | "help" | "-h" => {}
+            "node-name" => node_name = s(&mut p)?,
+            "bind-address" => bind = s(&mut p)?,
+            "store-file" => c.store_file = s(&mut p)?.into(),
+            "pools-file" => c.pools_file = Some(s(&mut p)?.into()),
+            "cni-bin-dir" => c.cni_bin_dir = s(&mut p)?.into(),
+            "cni-nv-ipam-bin-file" => c.cni_nv_ipam_bin_file = s(&mut p)?.into(),
+            "cni-skip-nv-ipam-binary-copy" => c.cni_skip_binary_copy = boolean(&mut p)?,
+            "cni-skip-nv-ipam-config-creation" => c.cni_skip_config_creation = boolean(&mut p)?,
+            "cni-conf-dir" => c.cni_conf_dir = s(&mut p)?.into(),
+            "cni-daemon-socket" => cni_socket = Some(s(&mut p)?),
+            "cni-daemon-call-timeout" => {
                 let v = s(&mut p)?;
                 c.cni_daemon_call_timeout = v.trim_end_matches('s').parse().map_err(|_| {
                     FlagError(format!("--cni-daemon-call-timeout: {v:?} is not a number of seconds"))
                 })?;
             }
-            Long("cni-log-file") => c.cni_log_file = s(&mut p)?,
-            Long("cni-log-level") => c.cni_log_level = s(&mut p)?,
-            Long("cni-force-pool-name") => c.cni_force_pool_name = boolean(&mut p)?,
-            Short('v') | Long("v") => c.verbosity = flags::verbosity(&s(&mut p)?)?,
-            Long("logging-format") => c.logging_format = flags::log_format(&s(&mut p)?)?,
-            Long("kubeconfig") => c.kubeconfig = Some(s(&mut p)?.into()),
-            Long("ippools-namespace") => c.ippools_namespace = s(&mut p)?,
-            Long("health-probe-bind-address") => health = Some(s(&mut p)?),
-            Long("metrics-bind-address") => c.metrics_bind_address = s(&mut p)?,
-            Long("stale-ip-check-interval") => {
+            "cni-log-file" => c.cni_log_file = s(&mut p)?,
+            "cni-log-level" => c.cni_log_level = s(&mut p)?,
+            "cni-force-pool-name" => c.cni_force_pool_name = boolean(&mut p)?,
+            "kubeconfig" => c.kubeconfig = Some(s(&mut p)?.into()),
+            "ippools-namespace" => c.ippools_namespace = s(&mut p)?,
+            "health-probe-bind-address" => health = Some(s(&mut p)?),
+            "metrics-bind-address" => c.metrics_bind_address = s(&mut p)?,
+            "stale-ip-check-interval" => {
                 c.stale_ip_check_interval = duration(&s(&mut p)?)?;
                 if c.stale_ip_check_interval.is_zero() {
                     return Err(FlagError("--stale-ip-check-interval must be more than 0".into()));
                 }
             }
-            Long("stale-ip-check-count-before-release") => {
+            "stale-ip-check-count-before-release" => {
                 let v = s(&mut p)?;
                 c.stale_ip_check_count = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
                     FlagError(format!(
@@ -220,12 +241,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
                     ))
                 })?;
             }
-            Long("released-ip-cooldown") => c.released_ip_cooldown = duration(&s(&mut p)?)?,
-            Long("version") => return Ok(Command::Version),
-            Short('h') | Long("help") => return Ok(Command::Help),
-            other => return Err(other.unexpected().into()),
+            "released-ip-cooldown" => c.released_ip_cooldown = duration(&s(&mut p)?)?,
+            _ => return Err(lexopt::Error::UnexpectedOption(flag).into()),
         }
     }
+    c.logging = logging.finish()?;
     if node_name.is_empty() {
         return Err(FlagError("--node-name is required (or set NODE_NAME)".into()));
     }
@@ -243,6 +263,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logging::LogFormat;
+    use crate::upstream_flags::{Handling, Program};
+    use std::ffi::OsString;
 
     fn run(args: &[&str]) -> Result<NodeConfig, FlagError> {
         match parse(args.iter().map(|a| a.into()))? {
@@ -276,8 +299,8 @@ mod tests {
         .expect("parse");
         assert_eq!(c.bind_socket, PathBuf::from("/tmp/x.sock"));
         assert!(c.cni_skip_binary_copy && !c.cni_skip_config_creation);
-        assert_eq!(c.logging_format, LogFormat::Json);
-        assert_eq!(c.verbosity, 4);
+        assert_eq!(c.logging.config.format, LogFormat::Json);
+        assert_eq!(c.logging.config.verbosity, 4);
     }
 
     /// A duration flag's syntax (crate::flags, shared with ipam-controller).
@@ -307,8 +330,11 @@ mod tests {
         let e = run(&["--node-name=n", "--cni-force-pool-name=yes"]).expect_err("not a boolean");
         assert_eq!(e.to_string(), "--cni-force-pool-name=\"yes\": use true or false; see ipam-node --help");
         let e = run(&["--node-name=n", "-v", "loud"]).expect_err("not a number");
-        assert_eq!(e.to_string(), "-v \"loud\" is not a number: use e.g. -v 2; see ipam-node --help");
-        assert_eq!(run(&["--node-name=n", "--v=9"]).expect("-v").verbosity, 9);
+        assert_eq!(
+            e.to_string(),
+            "-v \"loud\" is not a number from 0 to 2147483647: use e.g. -v 2; see ipam-node --help"
+        );
+        assert_eq!(run(&["--node-name=n", "--v=9"]).expect("-v").logging.config.verbosity, 9);
     }
 
     #[test]
@@ -340,6 +366,77 @@ mod tests {
             assert!(e.to_string().contains("--released-ip-cooldown"), "{e}");
         }
         assert!(run(&["--node-name=n", "--stale-ip-check-count-before-release=0"]).is_err());
+    }
+
+    #[test]
+    fn every_flag_of_the_reference_in_every_spelling() {
+        for f in upstream_flags::flags_of(Program::Node) {
+            for spelled in upstream_flags::spellings(f) {
+                let on = !spelled[0].ends_with("=false");
+                // the reference's node takes any --bind-address scheme; ours unix only (the
+                // examples are unix), and needs --node-name (given first, unless spelled here).
+                let mut args = vec!["--node-name=n0".to_string()];
+                args.extend(spelled.iter().cloned());
+                match (f.name, parse(args.iter().map(OsString::from))) {
+                    ("help", Ok(Command::Help)) | ("version", Ok(Command::Version)) if on => {}
+                    (_, Ok(Command::Run(c))) => {
+                        assert!(!(on && ["help", "version"].contains(&f.name)), "{args:?}");
+                        let warned =
+                            c.logging.warnings.iter().any(|w| w.starts_with(&format!("--{} ", f.name)));
+                        assert_eq!(warned, f.handling == Handling::NoEffect, "{args:?}: {:?}", c.logging);
+                        if f.name == "node-name" {
+                            assert_eq!(c.node_name, "node1", "{args:?}: the later one wins");
+                        }
+                    }
+                    (_, other) => panic!("{args:?}: {other:?}"),
+                }
+            }
+        }
+        assert!(matches!(parse(["-h".into()]), Ok(Command::Help)));
+        // pflag has no single-dash long flags: `-node-name` is -n, unknown there and here.
+        assert!(run(&["-node-name", "n"]).is_err());
+    }
+
+    #[test]
+    fn the_logging_flags_reach_the_config() {
+        let c = run(&[
+            "--node-name=n",
+            "-v=1",
+            "--vmodule=server=2",
+            "--logging-format=text",
+            "--feature-gates=",
+        ])
+        .expect("parse");
+        assert_eq!(c.logging.config.verbosity, 1);
+        assert_eq!(c.logging.config.vmodule.len(), 1);
+        assert_eq!(
+            c.logging.warnings,
+            ["--feature-gates is accepted for compatibility with nvidia-k8s-ipam and has no effect here"]
+        );
+        let e = run(&["--node-name=n", "--vmodule=server=2", "--logging-format=json"]).expect_err("json");
+        assert_eq!(
+            e.to_string(),
+            "--vmodule: works only with --logging-format=text, as in nvidia-k8s-ipam: drop one of them; \
+             see ipam-node --help"
+        );
+        let e = run(&["--node-name=n", "--log-flush-frequency"]).expect_err("no value");
+        assert!(e.to_string().contains("--log-flush-frequency"), "{e}");
+        assert!(
+            run(&["--node-name=n", "", "--cni-force-pool-name", ""]).is_ok(),
+            "blank arguments, as cobra"
+        );
+    }
+
+    #[test]
+    fn help_names_every_flag_of_the_reference() {
+        let help = usage();
+        for f in upstream_flags::flags_of(Program::Node) {
+            assert!(
+                help.contains(&format!("--{} ", f.name)) || help.contains(&format!("--{}\n", f.name)),
+                "{}",
+                f.name
+            );
+        }
     }
 
     #[test]

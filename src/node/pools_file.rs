@@ -190,7 +190,12 @@ pub fn watch(path: PathBuf, node: String, interval: Duration, service: Arc<Servi
     let mut w = Watcher::new(path, node);
     while !stop.is_stopping() {
         let current = service.pools();
-        match w.poll(&current) {
+        let polled = w.poll(&current);
+        if let Some(Ok(pools)) = &polled {
+            // The file's identity changed: say what the poller saw, even when the pools did not.
+            log::debug!("pools file {} re-read: {} pools for node {}", w.path.display(), pools.len(), w.node);
+        }
+        match polled {
             Some(Ok(pools)) if *current != pools => {
                 log::info!("pools file changed: {} pools for node {}", pools.len(), w.node);
                 pools::log_changes(&current, &pools);

@@ -34,6 +34,8 @@ pub struct Daemon {
     pub stderr_file: PathBuf,
     /// Cluster mode's flags; `None` = standalone (`--pools-file`).
     pub cluster: Option<ClusterOpts>,
+    /// More flags, after all others (a repeated flag's last value wins), in either mode.
+    pub extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -78,6 +80,7 @@ impl Daemon {
             stderr_file: sandbox.path("ipam-node.stderr"),
             sandbox,
             cluster: None,
+            extra: Vec::new(),
             child: None,
         };
         for dir in [d.sandbox.path("state"), d.sandbox.path("run"), d.bin_dir.clone()] {
@@ -156,6 +159,7 @@ impl Daemon {
                     .args(&k.extra);
             }
         }
+        c.args(&self.extra);
         c
     }
 
