@@ -31,8 +31,19 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// The CNI versions the plugin claims and the tests exercise IPAM-only.
-pub const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// The CNI versions the plugin claims (libcni's `version.All`, which the reference lists) and
+/// the tests exercise IPAM-only.
+pub const VERSIONS: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// Whether results of `version` use the 0.1.0/0.2.0 layout (`ip4`/`ip6` objects, no `ips`).
+pub fn per_family(version: &str) -> bool {
+    matches!(version, "0.1.0" | "0.2.0")
+}
+
+/// Whether `version` allows CHECK (0.4.0 and later).
+pub fn allows_check(version: &str) -> bool {
+    !matches!(version, "0.1.0" | "0.2.0" | "0.3.0" | "0.3.1")
+}
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -134,12 +145,44 @@ impl CniOut {
         self
     }
 
-    /// `ips[].address` of a success result.
+    /// The addresses of a success result in any version's layout: `ips[].address`, or
+    /// `ip4.ip` then `ip6.ip` (0.1.0, 0.2.0).
     pub fn addresses(&self) -> Vec<String> {
-        self.json["ips"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|ip| ip["address"].as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
+        self.ip_entries().iter().filter_map(|e| e["address"].as_str().map(str::to_string)).collect()
+    }
+
+    /// The result's address entries as `{"address", "gateway"?}` objects in any version's
+    /// layout: `ips[]` as they are, or `ip4` then `ip6` with `ip` renamed `address`.
+    pub fn ip_entries(&self) -> Vec<Value> {
+        if let Some(ips) = self.json["ips"].as_array() {
+            return ips.clone();
+        }
+        ["ip4", "ip6"]
+            .iter()
+            .filter_map(|k| self.json.get(*k))
+            .map(|f| {
+                let mut e = f.clone();
+                if let Some(o) = e.as_object_mut() {
+                    if let Some(ip) = o.remove("ip") {
+                        o.insert("address".into(), ip);
+                    }
+                    o.remove("routes");
+                }
+                e
+            })
+            .collect()
+    }
+
+    /// The result's routes in any version's layout: top-level `routes`, or those under `ip4`
+    /// then `ip6` (0.1.0, 0.2.0).
+    pub fn routes(&self) -> Vec<Value> {
+        if self.json.get("ip4").is_some() || self.json.get("ip6").is_some() {
+            return ["ip4", "ip6"]
+                .iter()
+                .flat_map(|k| self.json[*k]["routes"].as_array().cloned().unwrap_or_default())
+                .collect();
+        }
+        self.json["routes"].as_array().cloned().unwrap_or_default()
     }
 }
 
