@@ -253,6 +253,26 @@ pub fn run_plugin_within(
     }
 }
 
+/// A binary of the test-binaries cache (`hack/build-testbins.sh`), `rel` inside its bin dir
+/// (`cni-plugins/bridge`). `$NV_IPAM_TESTBINS` names the dir (hack/test.sh and
+/// hack/control-plane.sh export it). When it is unset the test skips with one line on stderr,
+/// as tests that need the control plane do, and fails instead when
+/// `NV_IPAM_REQUIRE_CONTROL_PLANE=1` (hack/test.sh); when it is set, the binary must be there.
+pub fn testbin(rel: &str) -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os("NV_IPAM_TESTBINS").filter(|d| !d.is_empty()) else {
+        let how = "set NV_IPAM_TESTBINS=$(hack/build-testbins.sh), or run under hack/control-plane.sh";
+        if std::env::var(kube::REQUIRE_CONTROL_PLANE).is_ok_and(|v| v == "1") {
+            panic!("NV_IPAM_TESTBINS is not set, {rel} is needed: {how}");
+        }
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        let _ = writeln!(std::io::stderr(), "skipped {test}: needs {rel} from the test binaries; {how}");
+        return None;
+    };
+    let p = PathBuf::from(dir).join(rel);
+    assert!(p.is_file(), "{} is missing: rebuild the test binaries with hack/build-testbins.sh", p.display());
+    Some(p)
+}
+
 /// The plugin under test, built by cargo for this test run.
 pub fn nv_ipam_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nv-ipam"))
