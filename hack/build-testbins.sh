@@ -8,7 +8,10 @@
 #     deploy/, and the end-to-end cluster (hack/cluster.sh);
 #   - the Multus thin plugin (hack/testbins/multus) and, beside it, Multus' own
 #     deployments/multus-daemonset.yml from the module zip (hack/cluster.sh takes the
-#     NetworkAttachmentDefinition CRD from it).
+#     NetworkAttachmentDefinition CRD from it);
+#   - upstream's bridge and macvlan CNI plugins (hack/testbins/cni-plugins), which speak CNI
+#     1.1.0 (Debian's stop at 1.0.0): tests/cni_netns.rs runs them at that version. They sit in
+#     a cni-plugins/ subdirectory, so that a PATH holding the bin dir keeps iproute2's `bridge`.
 # Prints the bin dir (one directory holding all of them) on stdout; progress goes to stderr.
 #
 #   hack/build-testbins.sh            # build what is missing, print the bin dir
@@ -16,8 +19,9 @@
 #   NV_IPAM_TESTBINS_CACHE=DIR ...    # cache root (default /var/cache/nv-ipam-testbins)
 #
 # Layout: $CACHE/<wrapper>-<version>-<sha256(go.sum)[:12]>/<binaries>
-#         $CACHE/bin-<kubernetes key>+<etcd key>+<multus key>/{etcd,kube-apiserver,kubectl,kubelet,
-#           kube-controller-manager,kube-scheduler,multus,multus-daemonset.yml} -> symlinks
+#         $CACHE/bin-<kubernetes key>+<etcd key>+<multus key>+<cni-plugins key>/{etcd,kube-apiserver,
+#           kubectl,kubelet,kube-controller-manager,kube-scheduler,multus,multus-daemonset.yml,
+#           cni-plugins/{bridge,macvlan}} -> symlinks (cni-plugins: to the directory)
 # A binary that exists is not rebuilt, and `go` is then not needed.
 set -euo pipefail
 
@@ -51,7 +55,7 @@ go_build() { # dir outdir ldflags pkg...
   local dir=$1 outdir=$2 ldflags=$3 start=$SECONDS tmp p
   shift 3
   need_go
-  log "building $* (cold, on 2 cores: etcd ~4 min, the five Kubernetes programs ~15 min, multus ~2 min) ..."
+  log "building $* (cold, on 2 cores: etcd ~4 min, the five Kubernetes programs ~15 min, multus ~2 min, bridge+macvlan ~10 s) ..."
   tmp=$outdir/.tmp.$$
   rm -rf "$tmp"
   mkdir -p "$tmp"
@@ -175,12 +179,34 @@ else
   log "cached: $MOUT/multus"
 fi
 
+# --- upstream CNI plugins (bridge, macvlan) --------------------------------------------
+CDIR=$ROOT/hack/testbins/cni-plugins
+CMOD=github.com/containernetworking/plugins
+CNI_PROGS=(bridge macvlan)
+read -r CVER CKEY < <(component_key cni-plugins "$CDIR" "$CMOD")
+COUT=$CACHE/$CKEY
+mkdir -p "$COUT"
+missing=()
+for p in "${CNI_PROGS[@]}"; do [[ -x $COUT/$p ]] || missing+=("$CMOD/plugins/main/$p"); done
+if ((${#missing[@]})); then
+  go_build "$CDIR" "$COUT" "-s -w -X $CMOD/pkg/utils/buildversion.BuildVersion=$CVER" "${missing[@]}"
+else
+  log "cached: $COUT/{${CNI_PROGS[*]}}"
+fi
+for p in "${CNI_PROGS[@]}"; do
+  # without CNI_COMMAND a plugin prints its name, version and CNI versions on stderr
+  about=$(env -i "$COUT/$p" 2>&1 || true)
+  [[ $about == *"CNI $p plugin $CVER"* ]] || die "$p says '$about', expected version $CVER"
+  [[ $about == *"CNI protocol versions supported:"*"1.1.0"* ]] || die "$p does not support CNI 1.1.0: '$about'"
+done
+
 # --- publish ----------------------------------------------------------------------
-BIN=$CACHE/bin-$KKEY+$EKEY+$MKEY
+BIN=$CACHE/bin-$KKEY+$EKEY+$MKEY+$CKEY
 links=("${KUBE_PROGS[@]/#/$KKEY/}" "$EKEY/etcd" "$MKEY/multus" "$MKEY/multus-daemonset.yml")
 mkdir -p "$BIN"
 for l in "${links[@]}"; do
   [[ -e $BIN/${l##*/} ]] || ln -sfn "../$l" "$BIN/${l##*/}"
 done
-log "Kubernetes $KVER (${KUBE_PROGS[*]}), etcd $EVER, multus $MVER"
+[[ -e $BIN/cni-plugins ]] || ln -sfn "../$CKEY" "$BIN/cni-plugins"
+log "Kubernetes $KVER (${KUBE_PROGS[*]}), etcd $EVER, multus $MVER, CNI plugins $CVER (${CNI_PROGS[*]})"
 printf '%s\n' "$BIN"

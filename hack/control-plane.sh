@@ -7,7 +7,7 @@
 #       start etcd + kube-apiserver with fresh certificates and static tokens,
 #       wait until ready, install the CRDs of DIR (if any), run CMD with
 #       KUBECONFIG and NV_IPAM_CP_DIR (and NV_IPAM_KUBECTL, the kubectl of the
-#       same build) exported, tear everything down and exit
+#       same build, and NV_IPAM_TESTBINS, its bin dir) exported, tear everything down and exit
 #       with CMD's exit code. --keep-dir keeps state and logs in DIR afterwards.
 #
 #   hack/control-plane.sh stop-apiserver | start-apiserver | restart-apiserver
@@ -186,6 +186,8 @@ fi
 if [[ -z ${NV_IPAM_KUBECTL:-} && -x $BIN/kubectl ]]; then
   export NV_IPAM_KUBECTL=$BIN/kubectl
 fi
+# The whole bin dir, for tests that run other test binaries (upstream's CNI plugins).
+export NV_IPAM_TESTBINS=$BIN
 
 # -- state directory ---------------------------------------------------------
 if [[ -n $KEEP ]]; then

@@ -3,8 +3,8 @@
 #
 # Works on a fresh Debian 12 machine as root (installs the apt packages the
 # tests need, skipping apt when they are all present), with Go >= 1.26 and
-# Rust already installed. Steps: build the Kubernetes binaries, etcd and Multus (cached,
-# hack/build-testbins.sh), cargo fmt --check, cargo clippy, then the whole
+# Rust already installed. Steps: build the Kubernetes binaries, etcd, Multus and upstream's
+# CNI bridge/macvlan (cached, hack/build-testbins.sh), cargo fmt --check, cargo clippy, then the whole
 # cargo test suite under a real etcd + kube-apiserver (hack/control-plane.sh), then the
 # delivery checks: static binaries, the image archive, then the end-to-end tests on a real
 # single-node cluster (hack/e2e.sh: kubelet, containerd, Multus, the image and deploy/),
@@ -49,7 +49,7 @@ command -v go >/dev/null 2>&1 ||
   die "'go' not found in PATH: Go >= 1.26 (and the Go module proxy) are needed to build kube-apiserver, etcd and kubectl for the tests"
 command -v cargo >/dev/null 2>&1 || die "'cargo' not found in PATH"
 
-step "test binaries (kube-apiserver, kubectl, kubelet, kube-controller-manager, kube-scheduler, etcd, multus)"
+step "test binaries (kube-apiserver, kubectl, kubelet, kube-controller-manager, kube-scheduler, etcd, multus, CNI bridge and macvlan)"
 start=$SECONDS
 NV_IPAM_TESTBINS=$(hack/build-testbins.sh)
 # kubectl renders deploy/ (kubectl kustomize) and dry-run-applies it in tests/kube_overlays.rs

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use nv_ipam::cni::command::Daemon;
 use nv_ipam::cni::config::{self, Defaults};
+use nv_ipam::cni::version::Version;
 use nv_ipam::cni::{self, Env, args, paths};
 use nv_ipam::logging;
 use nv_ipam::protocol::client::ClientError;
@@ -58,6 +59,9 @@ const KEYS: &[&str] = &[
     "gateway",
     "interface",
     "version",
+    "ip4",
+    "ip6",
+    "ip",
     "cni.dev/valid-attachments",
     "cni.dev/attachments",
     "containerID",
@@ -70,6 +74,9 @@ fn text() -> impl Strategy<Value = String> {
         Just(String::new()),
         prop::sample::select(vec![
             "1.0.0",
+            "0.1.0",
+            "0.2.0",
+            "0.3.0",
             "0.3.1",
             "0.4.0",
             "1.1.0",
@@ -193,7 +200,9 @@ fn parse_everything(obj: &Map<String, Value>) {
     let _ = config::args_cni(&conf);
     let _ = config::add_params(&conf, &args::CniArgs::default());
     let _ = config::valid_attachments(&conf);
-    let _ = config::prev_result_ips(&conf);
+    for layout in [Version::new(0, 2, 0), Version::new(1, 0, 0)] {
+        let _ = config::prev_result_ips(&conf, layout);
+    }
     let conf_path = Path::new("/conf/nv-ipam.conf");
     // The same object as the node's conf file (its fields are the ipam ones).
     let file = config::parse_conf_file(conf_path, text.as_bytes()).ok();

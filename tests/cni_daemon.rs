@@ -8,7 +8,10 @@ use std::fs;
 use std::time::Duration;
 
 use common::daemon::Daemon;
-use common::{CniOut, VERSIONS, attachment_env, cni, env_refs, nv_ipam_bin, run_plugin_within, wait_until};
+use common::{
+    CniOut, VERSIONS, allows_check, attachment_env, cni, env_refs, nv_ipam_bin, per_family,
+    run_plugin_within, wait_until,
+};
 use serde_json::{Value, json};
 
 /// The seed's IPPool: 192.168.0.0/16, gateway .0.1, blocks of 4; node1 .1-.4, node2 .5-.8.
@@ -150,7 +153,7 @@ fn seed_cidrpool_first_pod_on_each_node_all_versions() {
             cfg["ipam"]["poolType"] = json!("cidrpool");
             let out = d.call("ADD", &cfg, &format!("c-{}", v.replace('.', "")), "eth0").ok();
             assert_eq!(out.json["cniVersion"], v, "{out}");
-            assert_eq!(out.json["ips"][0]["gateway"], gw, "{node} at {v}:\n{out}");
+            assert_eq!(out.ip_entries()[0]["gateway"], gw, "{node} at {v}:\n{out}");
             let addr = one_ip(&out);
             assert!(addr.ends_with("/24"), "{node} at {v}: expected a /24 address, got:\n{out}");
         }
@@ -172,7 +175,7 @@ fn seed_ippool_exact_first_address_every_version() {
             let d = Daemon::start(SEED_IPPOOL, node);
             let out = d.call("ADD", &d.config(v, "net1", "pool1"), "c1", "eth0").ok();
             assert_eq!(one_ip(&out), want, "{node} first pod at {v}:\n{out}");
-            assert_eq!(out.json["ips"][0]["gateway"], "192.168.0.1", "{node} at {v}:\n{out}");
+            assert_eq!(out.ip_entries()[0]["gateway"], "192.168.0.1", "{node} at {v}:\n{out}");
         }
     }
 }
@@ -186,7 +189,9 @@ fn dual_stack_two_ips_all_or_nothing() {
         let a = out.addresses();
         assert_eq!(a.len(), 2, "dual stack at {v}: expected two addresses, got:\n{out}");
         assert!(a[0].starts_with("10.1.0.") && a[1].starts_with("fd00:10::"), "at {v}: got {a:?}\n{out}");
-        if v.starts_with("0.") {
+        if per_family(v) {
+            assert!(out.json["ip4"].is_object() && out.json["ip6"].is_object(), "at {v}:\n{out}");
+        } else if v.starts_with("0.") {
             assert_eq!(out.json["ips"][1]["version"], "6", "{out}");
         }
         d.call("DEL", &cfg, "c1", "eth0").ok();
@@ -237,7 +242,7 @@ fn two_ifnames_two_addresses_independent() {
         let net1 = d.call("ADD", &cfg, "c1", "net1").ok();
         assert_ne!(one_ip(&eth0), one_ip(&net1), "two ifnames at {v} must get two addresses");
         d.call("DEL", &cfg, "c1", "net1").ok();
-        if v != "0.3.1" {
+        if allows_check(v) {
             d.call("CHECK", &with_prev(&cfg, &eth0.json), "c1", "eth0").ok();
             d.call("CHECK", &with_prev(&cfg, &net1.json), "c1", "net1");
             let out = d.call("CHECK", &with_prev(&cfg, &net1.json), "c1", "net1");
@@ -263,10 +268,23 @@ fn check_after_add_del_and_mismatch() {
         assert_ne!(out.exit, 0, "CHECK after DEL at {v} must fail:\n{out}");
         assert!(out.json["code"].is_u64(), "error JSON expected:\n{out}");
     }
+    // below 0.4.0 there is no CHECK: code 1, as libcni's skel answers
+    for v in VERSIONS.into_iter().filter(|v| !allows_check(v)) {
+        let d = Daemon::start(&big("p"), "node1");
+        let cfg = d.config(v, "net1", "p");
+        let add = d.call("ADD", &cfg, "c1", "eth0").ok();
+        let out = d.call("CHECK", &with_prev(&cfg, &add.json), "c1", "eth0").fails_with(1);
+        assert_eq!(out.json["cniVersion"], v, "{out}");
+    }
+    // a 0.2.0 result cached by a runtime, as prevResult of a 0.4.0 CHECK: read in its own
+    // layout; the right address passes, another one fails
     let d = Daemon::start(&big("p"), "node1");
-    let cfg = d.config("0.3.1", "net1", "p");
-    let add = d.call("ADD", &cfg, "c1", "eth0").ok();
-    d.call("CHECK", &with_prev(&cfg, &add.json), "c1", "eth0").fails_with(1);
+    let old = d.call("ADD", &d.config("0.2.0", "net1", "p"), "c1", "eth0").ok();
+    let cfg = d.config("0.4.0", "net1", "p");
+    d.call("CHECK", &with_prev(&cfg, &old.json), "c1", "eth0").ok();
+    let mut other = old.json.clone();
+    other["ip4"]["ip"] = json!("10.1.0.77/24");
+    d.call("CHECK", &with_prev(&cfg, &other), "c1", "eth0").fails_with(106);
 }
 
 #[test]
@@ -403,7 +421,8 @@ fn allocate_ip_with_index_and_default_gateway() {
         set_args_cni(&mut cfg, "allocateDefaultGateway", json!(true));
         let out = d.call("ADD", &cfg, "c2", "eth0").ok();
         assert_eq!(one_ip(&out), "10.1.0.1/24", "the gateway address at {v}:\n{out}");
-        assert!(out.json["ips"][0].get("gateway").is_none(), "a gateway pod has no gateway:\n{out}");
+        assert!(out.ip_entries()[0].get("gateway").is_none(), "a gateway pod has no gateway:\n{out}");
+        assert!(out.routes().is_empty(), "nor routes:\n{out}");
     }
 }
 
@@ -435,13 +454,13 @@ fn routes_and_default_gateway_in_result() {
     for v in VERSIONS {
         let d = Daemon::start(&pools, "node1");
         let out = d.call("ADD", &d.config(v, "net1", "r"), "c1", "eth0").ok();
-        let routes = out.json["routes"].as_array().cloned().unwrap_or_default();
+        let routes = out.routes();
         let dsts: Vec<&str> = routes.iter().filter_map(|r| r["dst"].as_str()).collect();
         assert!(
             dsts.contains(&"0.0.0.0/0") && dsts.contains(&"10.50.0.0/16"),
             "at {v}: expected routes 0.0.0.0/0 and 10.50.0.0/16, got {dsts:?}:\n{out}"
         );
-        assert_eq!(out.json["ips"][0]["gateway"], "10.3.0.1", "{out}");
+        assert_eq!(out.ip_entries()[0]["gateway"], "10.3.0.1", "{out}");
         for r in &routes {
             let keys: Vec<&String> = r.as_object().map(|o| o.keys().collect()).unwrap_or_default();
             assert!(

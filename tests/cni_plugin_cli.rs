@@ -174,10 +174,9 @@ fn assert_error(r: &Run, code: u64, needle: &str) {
 fn version_with_empty_stdin_and_no_other_env() {
     let r = run(&[("CNI_COMMAND", "VERSION")], b"");
     assert_eq!(r.status, 0, "{}", r.stdout);
-    let supported = r.json["supportedVersions"].as_array().expect("list").clone();
-    for v in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
-        assert!(supported.contains(&json!(v)), "{v} missing: {}", r.stdout);
-    }
+    // libcni's version.All, which the reference lists
+    assert_eq!(r.json["supportedVersions"], json!(common::VERSIONS), "{}", r.stdout);
+    assert_eq!(r.json["cniVersion"], "1.1.0", "{}", r.stdout);
     assert!(r.stderr.is_empty(), "nothing on stderr: {}", r.stderr);
 }
 
@@ -192,11 +191,11 @@ fn unsupported_version_is_1() {
     let s = PluginDir::new("cli-version");
     let r = run(&with("ADD", &[], &[]), &bytes(&s.conf("2.0.0", json!({}))));
     assert_error(&r, 1, "2.0.0");
-    assert_error(&r, 1, "0.3.1, 0.4.0, 1.0.0, 1.1.0");
+    assert_error(&r, 1, "0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0");
     assert_eq!(r.json["cniVersion"], "2.0.0");
-    let mut no_version = s.conf("1.0.0", json!({}));
-    no_version.as_object_mut().expect("object").remove("cniVersion");
-    assert_error(&run(&with("ADD", &[], &[]), &bytes(&no_version)), 1, "0.1.0");
+    for v in ["0.0.9", "0.5.0", "1.2.0"] {
+        assert_error(&run(&with("ADD", &[], &[]), &bytes(&s.conf(v, json!({})))), 1, v);
+    }
 }
 
 #[test]
@@ -282,7 +281,11 @@ fn bad_cni_args_ip_is_4_naming_it() {
 #[test]
 fn check_below_0_4_0_and_gc_below_1_1_0_are_1() {
     let s = PluginDir::new("cli-verbs");
-    assert_error(&run(&with("CHECK", &[], &[]), &bytes(&s.conf("0.3.1", json!({})))), 1, "CHECK");
+    for v in ["0.1.0", "0.2.0", "0.3.0", "0.3.1"] {
+        let r = run(&with("CHECK", &[], &[]), &bytes(&s.conf(v, json!({}))));
+        assert_error(&r, 1, "config version does not allow CHECK");
+        assert_eq!(r.json["cniVersion"], v, "the error keeps the request's version");
+    }
     let mut gc = s.conf("1.0.0", json!({}));
     gc["cni.dev/valid-attachments"] = json!([]);
     let empty = [("CNI_CONTAINERID", ""), ("CNI_NETNS", ""), ("CNI_IFNAME", ""), ("CNI_ARGS", "")];
@@ -367,20 +370,29 @@ fn allocation_reply() -> ResponseFrame {
 
 #[test]
 fn add_over_the_socket_at_every_version() {
-    for v in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+    // `None`: a config without cniVersion, which means 0.1.0
+    let versions = common::VERSIONS.map(Some).into_iter().chain([None]);
+    for v in versions {
         let s = PluginDir::new("cli-add-ok");
         let daemon = serve_once(&s, allocation_reply());
-        let r = run(&with("ADD", &[], &[]), &bytes(&s.conf(v, json!({}))));
-        assert_eq!(r.status, 0, "{v}: {}", r.stdout);
-        let mut ip = json!({"address": "192.168.0.7/16", "gateway": "192.168.0.1"});
-        if v.starts_with("0.") {
-            ip["version"] = json!("4");
+        let mut c = s.conf(v.unwrap_or("0.1.0"), json!({}));
+        if v.is_none() {
+            c.as_object_mut().expect("object").remove("cniVersion");
         }
-        assert_eq!(
-            r.json,
-            json!({"cniVersion": v, "ips": [ip], "routes": [{"dst": "0.0.0.0/0", "gw": "192.168.0.1"}]}),
-            "{v}"
-        );
+        let r = run(&with("ADD", &[], &[]), &bytes(&c));
+        assert_eq!(r.status, 0, "{v:?}: {}", r.stdout);
+        let v = v.unwrap_or("0.1.0");
+        let route = json!({"dst": "0.0.0.0/0", "gw": "192.168.0.1"});
+        let want = match v {
+            "0.1.0" | "0.2.0" => json!({"cniVersion": v,
+                "ip4": {"ip": "192.168.0.7/16", "gateway": "192.168.0.1", "routes": [route]}, "dns": {}}),
+            "0.3.0" | "0.3.1" | "0.4.0" => json!({"cniVersion": v,
+                "ips": [{"version": "4", "address": "192.168.0.7/16", "gateway": "192.168.0.1"}],
+                "routes": [route], "dns": {}}),
+            _ => json!({"cniVersion": v, "ips": [{"address": "192.168.0.7/16", "gateway": "192.168.0.1"}],
+                "routes": [route]}),
+        };
+        assert_eq!(r.json, want, "{v}");
         assert_eq!(r.stdout.lines().count(), 1, "stdout holds only the result");
         let Request::Allocate(req) = daemon.join().expect("stand-in").request else {
             panic!("not an allocate")

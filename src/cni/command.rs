@@ -97,7 +97,8 @@ pub fn add(call: &Call<'_>, att: &AttachmentEnv, env: &Env) -> Result<Value, Cni
         att.ifname,
         ips.join(",")
     );
-    Ok(result::render(call.cni_version, call.version, &reply.allocations))
+    let result = result::IpamResult::from_allocations(&reply.allocations);
+    result::render(call.cni_version, call.version.result_shape(), &result).map_err(CniError::Convert)
 }
 
 /// DEL: release; succeeds when nothing is reserved (the daemon's rule).
@@ -123,7 +124,7 @@ pub fn del(call: &Call<'_>, att: &AttachmentEnv) -> Result<(), CniError> {
 
 /// CHECK: the daemon confirms the reservation exists and holds exactly prevResult's addresses.
 pub fn check(call: &Call<'_>, att: &AttachmentEnv) -> Result<(), CniError> {
-    let ips = config::prev_result_ips(call.config)?;
+    let ips = config::prev_result_ips(call.config, call.version)?;
     let request = Request::Check(CheckRequest {
         network: call.network.to_string(),
         container_id: att.container_id.clone(),

@@ -13,7 +13,7 @@
 //! | 7    | invalid network config: name, `ipam`, conf file, `args.cni`, `runtimeConfig.ips`, `prevResult`, GC list |
 //! | 11   | daemon unreachable, timed out, or dropped the connection (also on DEL: the runtime retries) |
 //! | 50   | STATUS: the daemon is unreachable, refuses, or a pool is exhausted |
-//! | 100+ | the daemon refused the request: `ErrorCode::cni_code()` (100 also: protocol version mismatch, bad reply) |
+//! | 100+ | the daemon refused the request: `ErrorCode::cni_code()` (100 also: protocol version mismatch, bad reply, a reply no result of the request's version can carry) |
 //!
 //! Owns: the mapping to codes, the short `msg` and the longer `details`. Must not: print.
 
@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use super::args::ArgsError;
 use super::config::{ConfigError, DecodeError};
 use super::env::{Command, EnvError};
+use super::result::ConvertError;
 use super::version::{self, Version};
 use crate::protocol::client::ClientError;
 use crate::protocol::{ErrorCode, ErrorReply};
@@ -60,6 +61,9 @@ pub enum CniError {
         op: &'static str,
         problem: &'static str,
     },
+    /// The daemon's answer cannot be printed in the request's `cniVersion` (a 0.1.0/0.2.0
+    /// result without an address).
+    Convert(ConvertError),
     /// STATUS: an ADD could not succeed now.
     NotAvailable(Unavailable),
 }
@@ -103,7 +107,7 @@ impl CniError {
             CniError::Daemon(ClientError::VersionMismatch { .. }) => 100,
             CniError::Daemon(_) => 11,
             CniError::Refused { reply, .. } => reply.code.cni_code(),
-            CniError::BadReply { .. } => 100,
+            CniError::BadReply { .. } | CniError::Convert(_) => 100,
             CniError::NotAvailable(_) => 50,
         }
     }
@@ -130,7 +134,7 @@ impl CniError {
             }
             CniError::Daemon(_) => "ipam-node daemon unreachable".into(),
             CniError::Refused { reply, .. } => short_reason(reply.code).into(),
-            CniError::BadReply { .. } => "unexpected reply from ipam-node".into(),
+            CniError::BadReply { .. } | CniError::Convert(_) => "unexpected reply from ipam-node".into(),
             CniError::NotAvailable(_) => "nv-ipam not available".into(),
         }
     }
@@ -160,6 +164,7 @@ impl CniError {
             CniError::BadReply { op, problem } => {
                 format!("{op}: {problem}; ipam-node and nv-ipam may be mismatched versions")
             }
+            CniError::Convert(e) => e.to_string(),
             CniError::NotAvailable(u) => u.to_string(),
         }
     }
@@ -232,7 +237,7 @@ mod tests {
         assert_eq!(
             e.to_json("2.0.0"),
             json!({"cniVersion":"2.0.0","code":1,"msg":"incompatible CNI versions",
-                   "details":"cniVersion \"2.0.0\" is not supported; supported versions: 0.3.1, 0.4.0, 1.0.0, 1.1.0"})
+                   "details":"cniVersion \"2.0.0\" is not supported; supported versions: 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"})
         );
     }
 
@@ -267,6 +272,8 @@ mod tests {
         };
         assert_eq!(refused.code(), ErrorCode::PoolExhausted.cni_code());
         assert_eq!(refused.msg(), "no free IP addresses in the pool");
+        let convert = CniError::Convert(ConvertError::NoAddress { cni_version: "0.2.0".into() });
+        assert_eq!((convert.code(), convert.msg().as_str()), (100, "unexpected reply from ipam-node"));
         assert_eq!(
             refused.details(),
             "allocate refused by ipam-node (pool_exhausted): pool \"a\": no free address"

@@ -1,20 +1,29 @@
-//! CNI spec versions: which ones the plugin speaks, semver comparison, and the VERSION answer.
+//! CNI spec versions: which ones the plugin speaks, semver comparison, the result shape each
+//! one uses, and the VERSION answer.
 //!
 //! Owns: the supported-version list and what each version allows (CHECK from 0.4.0, GC and
-//! STATUS from 1.1.0, the `ips[].version` field below 1.0.0). Must not: read env or stdin.
+//! STATUS from 1.1.0, the result shape: `ip4`/`ip6` below 0.3.0, `ips[].version` below 1.0.0).
+//! Must not: read env or stdin.
 //!
-//! Why not 0.1.0/0.2.0: their result shape (`ip4`/`ip6`) can carry only one address per
-//! family and hangs routes under it; no runtime or multus release we target sends them, and
-//! the spec lets a plugin refuse them with code 1. Why not 0.3.0: it has the 0.3.1 shape but
-//! was superseded within weeks (0.3.1 only fixed its documentation); every main plugin that
-//! speaks 0.3.0 also speaks 0.3.1, and claiming exactly what we test keeps the list honest.
+//! The list is libcni's `version.All`, which the reference plugin hands to its skel: every
+//! version a runtime or a NetworkAttachmentDefinition may name, down to 0.1.0 (old NADs still say
+//! 0.3.0; a config without `cniVersion` means 0.1.0). Results are converted to each one as
+//! libcni converts a 1.x result (`cni::result`).
 
 use std::cmp::Ordering;
 use std::fmt;
 
-/// The versions this plugin answers in, oldest first, as the VERSION command lists them.
-pub const SUPPORTED: [Version; 4] =
-    [Version::new(0, 3, 1), Version::new(0, 4, 0), Version::new(1, 0, 0), Version::new(1, 1, 0)];
+/// The versions this plugin answers in, oldest first, as the VERSION command lists them: libcni's
+/// `version.All` (containernetworking/cni v1.3.0, the library the reference is built with).
+pub const SUPPORTED: [Version; 7] = [
+    Version::new(0, 1, 0),
+    Version::new(0, 2, 0),
+    Version::new(0, 3, 0),
+    Version::new(0, 3, 1),
+    Version::new(0, 4, 0),
+    Version::new(1, 0, 0),
+    Version::new(1, 1, 0),
+];
 
 /// The newest supported version: used to answer when the request names none we can echo.
 pub const LATEST: Version = Version::new(1, 1, 0);
@@ -25,8 +34,21 @@ pub const CHECK_SINCE: Version = Version::new(0, 4, 0);
 /// GC and STATUS exist from this version on (spec 1.1.0).
 pub const GC_STATUS_SINCE: Version = Version::new(1, 1, 0);
 
-/// The version a config without `cniVersion` implies (spec: missing means 0.1.0).
+/// The version a config without `cniVersion` implies (spec: missing means 0.1.0; libcni also
+/// reads an empty string so).
 pub const IMPLIED: Version = Version::new(0, 1, 0);
+
+/// How a result of a version is laid out (spec `SPEC.md` of each tag; libcni `pkg/types/020`,
+/// `040`, `100`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultShape {
+    /// 0.1.0, 0.2.0: `ip4` and `ip6` objects (`ip`, `gateway`, `routes`), one address per family.
+    PerFamily,
+    /// 0.3.0, 0.3.1, 0.4.0: `ips` with `"version":"4"|"6"`, top-level `routes`.
+    VersionedIps,
+    /// 1.0.0, 1.1.0: `ips` without `version`.
+    Ips,
+}
 
 /// A `major.minor.patch` version, compared numerically (so 0.10.0 > 0.4.0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,9 +85,16 @@ impl Version {
         SUPPORTED.contains(&self)
     }
 
-    /// 0.3.x and 0.4.0 results carry `"version":"4"|"6"` in each `ips` entry; 1.x dropped it.
-    pub fn ips_carry_version(self) -> bool {
-        self < Version::new(1, 0, 0)
+    /// The result layout of this version. Defined for every version (a `prevResult` may name
+    /// one we do not speak): below 0.3.0 per family, below 1.0.0 with `ips[].version`.
+    pub fn result_shape(self) -> ResultShape {
+        if self < Version::new(0, 3, 0) {
+            ResultShape::PerFamily
+        } else if self < Version::new(1, 0, 0) {
+            ResultShape::VersionedIps
+        } else {
+            ResultShape::Ips
+        }
     }
 }
 
@@ -87,7 +116,7 @@ impl fmt::Display for Version {
     }
 }
 
-/// The supported list as `0.3.1, 0.4.0, ...` for error details.
+/// The supported list as `0.1.0, 0.2.0, ...` for error details.
 pub fn supported_list() -> String {
     SUPPORTED.iter().map(Version::to_string).collect::<Vec<_>>().join(", ")
 }
@@ -115,29 +144,49 @@ mod tests {
         }
     }
 
+    /// libcni v1.3.0 `version.All`, as the reference's VERSION answer lists it.
+    const LIBCNI_ALL: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
     #[test]
-    fn supported_set() {
-        for v in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+    fn supported_set_is_libcnis() {
+        for v in LIBCNI_ALL {
             assert!(Version::parse(v).expect("parses").is_supported(), "{v}");
         }
-        for v in ["0.1.0", "0.2.0", "0.3.0", "1.2.0", "2.0.0"] {
+        for v in ["0.0.0", "0.0.1", "0.2.1", "0.3.2", "0.4.1", "0.5.0", "1.0.1", "1.2.0", "2.0.0"] {
             assert!(!Version::parse(v).expect("parses").is_supported(), "{v}");
         }
-        assert_eq!(supported_list(), "0.3.1, 0.4.0, 1.0.0, 1.1.0");
+        assert_eq!(supported_list(), LIBCNI_ALL.join(", "));
+        assert_eq!(Some(LATEST), SUPPORTED.last().copied());
+        assert!(IMPLIED.is_supported());
+        assert!(SUPPORTED.windows(2).all(|w| w[0] < w[1]), "oldest first");
     }
 
     #[test]
     fn verbs_by_version() {
         assert!(Version::new(0, 3, 1) < CHECK_SINCE);
+        assert!(Version::new(0, 4, 0) >= CHECK_SINCE);
         assert!(Version::new(1, 0, 0) < GC_STATUS_SINCE);
-        assert!(Version::new(0, 4, 0).ips_carry_version());
-        assert!(!Version::new(1, 0, 0).ips_carry_version());
+        assert!(Version::new(1, 1, 0) >= GC_STATUS_SINCE);
     }
 
     #[test]
-    fn version_answer_echoes() {
+    fn result_shapes_by_version() {
+        let shape = |s: &str| Version::parse(s).expect("parses").result_shape();
+        for v in ["0.0.0", "0.1.0", "0.2.0", "0.2.9"] {
+            assert_eq!(shape(v), ResultShape::PerFamily, "{v}");
+        }
+        for v in ["0.3.0", "0.3.1", "0.4.0", "0.99.0"] {
+            assert_eq!(shape(v), ResultShape::VersionedIps, "{v}");
+        }
+        for v in ["1.0.0", "1.1.0", "2.0.0"] {
+            assert_eq!(shape(v), ResultShape::Ips, "{v}");
+        }
+    }
+
+    #[test]
+    fn version_answer_echoes_and_lists_all() {
         let v = version_reply("0.4.0");
         assert_eq!(v["cniVersion"], "0.4.0");
-        assert_eq!(v["supportedVersions"], serde_json::json!(["0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+        assert_eq!(v["supportedVersions"], serde_json::json!(LIBCNI_ALL));
     }
 }

@@ -35,8 +35,19 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// The CNI versions the plugin claims and the tests exercise IPAM-only.
-pub const VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// The CNI versions the plugin claims (libcni's `version.All`, which the reference lists) and
+/// the tests exercise IPAM-only.
+pub const VERSIONS: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// Whether results of `version` use the 0.1.0/0.2.0 layout (`ip4`/`ip6` objects, no `ips`).
+pub fn per_family(version: &str) -> bool {
+    matches!(version, "0.1.0" | "0.2.0")
+}
+
+/// Whether `version` allows CHECK (0.4.0 and later).
+pub fn allows_check(version: &str) -> bool {
+    !matches!(version, "0.1.0" | "0.2.0" | "0.3.0" | "0.3.1")
+}
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -138,12 +149,44 @@ impl CniOut {
         self
     }
 
-    /// `ips[].address` of a success result.
+    /// The addresses of a success result in any version's layout: `ips[].address`, or
+    /// `ip4.ip` then `ip6.ip` (0.1.0, 0.2.0).
     pub fn addresses(&self) -> Vec<String> {
-        self.json["ips"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|ip| ip["address"].as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
+        self.ip_entries().iter().filter_map(|e| e["address"].as_str().map(str::to_string)).collect()
+    }
+
+    /// The result's address entries as `{"address", "gateway"?}` objects in any version's
+    /// layout: `ips[]` as they are, or `ip4` then `ip6` with `ip` renamed `address`.
+    pub fn ip_entries(&self) -> Vec<Value> {
+        if let Some(ips) = self.json["ips"].as_array() {
+            return ips.clone();
+        }
+        ["ip4", "ip6"]
+            .iter()
+            .filter_map(|k| self.json.get(*k))
+            .map(|f| {
+                let mut e = f.clone();
+                if let Some(o) = e.as_object_mut() {
+                    if let Some(ip) = o.remove("ip") {
+                        o.insert("address".into(), ip);
+                    }
+                    o.remove("routes");
+                }
+                e
+            })
+            .collect()
+    }
+
+    /// The result's routes in any version's layout: top-level `routes`, or those under `ip4`
+    /// then `ip6` (0.1.0, 0.2.0).
+    pub fn routes(&self) -> Vec<Value> {
+        if self.json.get("ip4").is_some() || self.json.get("ip6").is_some() {
+            return ["ip4", "ip6"]
+                .iter()
+                .flat_map(|k| self.json[*k]["routes"].as_array().cloned().unwrap_or_default())
+                .collect();
+        }
+        self.json["routes"].as_array().cloned().unwrap_or_default()
     }
 }
 
@@ -212,6 +255,26 @@ pub fn run_plugin_within(
             String::from_utf8_lossy(stdin)
         ),
     }
+}
+
+/// A binary of the test-binaries cache (`hack/build-testbins.sh`), `rel` inside its bin dir
+/// (`cni-plugins/bridge`). `$NV_IPAM_TESTBINS` names the dir (hack/test.sh and
+/// hack/control-plane.sh export it). When it is unset the test skips with one line on stderr,
+/// as tests that need the control plane do, and fails instead when
+/// `NV_IPAM_REQUIRE_CONTROL_PLANE=1` (hack/test.sh); when it is set, the binary must be there.
+pub fn testbin(rel: &str) -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os("NV_IPAM_TESTBINS").filter(|d| !d.is_empty()) else {
+        let how = "set NV_IPAM_TESTBINS=$(hack/build-testbins.sh), or run under hack/control-plane.sh";
+        if std::env::var(kube::REQUIRE_CONTROL_PLANE).is_ok_and(|v| v == "1") {
+            panic!("NV_IPAM_TESTBINS is not set, {rel} is needed: {how}");
+        }
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        let _ = writeln!(std::io::stderr(), "skipped {test}: needs {rel} from the test binaries; {how}");
+        return None;
+    };
+    let p = PathBuf::from(dir).join(rel);
+    assert!(p.is_file(), "{} is missing: rebuild the test binaries with hack/build-testbins.sh", p.display());
+    Some(p)
 }
 
 /// The plugin under test, built by cargo for this test run.

@@ -42,7 +42,7 @@ pub use ipam::{
     args_cni, parse_conf_file, parse_socket, resolve, stdin_ipam,
 };
 pub use params::{AddParams, add_params, prev_result_ips, valid_attachments};
-pub use stdin::{NetConf, cni_version, decode, echo_version, network_name};
+pub use stdin::{NetConf, SentVersion, cni_version, decode, echo_version, network_name, sent_version};
 
 use super::paths::Problem;
 use crate::bounded::clip_str;

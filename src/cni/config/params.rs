@@ -5,7 +5,8 @@
 //! ADD    static IPs = runtimeConfig.ips | args.cni.ips | CNI_ARGS IP=   (first non-empty source)
 //!        args.cni.allocateDefaultGateway, args.cni.allocateIPWithIndex
 //!        deviceID = top-level deviceID | runtimeConfig.deviceID
-//! CHECK  prevResult.ips[].address
+//! CHECK  prevResult.ips[].address                  (prevResult of 0.3.0 and later)
+//!        prevResult.ip4.ip, prevResult.ip6.ip       (prevResult of 0.1.0, 0.2.0)
 //! GC     cni.dev/valid-attachments | cni.dev/attachments (legacy)
 //! ```
 //!
@@ -23,6 +24,7 @@ use super::json::{self, NotAnObject};
 use super::stdin::NetConf;
 use super::{ConfigError, echo, not_an_object, opt_bool, opt_int, opt_str};
 use crate::cni::args::{self, CniArgs};
+use crate::cni::version::{ResultShape, Version};
 use crate::protocol::Attachment;
 
 /// What an ADD asks for beyond the attachment and pools.
@@ -151,12 +153,45 @@ fn attachment(item: &RawValue, field: impl Fn() -> String) -> Result<Attachment,
     }
 }
 
-/// The addresses in `prevResult.ips[].address` (CHECK). `prevResult` is the main plugin's full
-/// result, so `interfaces`, `ips[].interface`, `version` and anything else is tolerated. The
-/// first bad address is the error.
-pub fn prev_result_ips(conf: &NetConf<'_>) -> Result<Vec<IpAddr>, ConfigError> {
+/// The addresses of `prevResult` (CHECK), read in the layout of its version: its own
+/// `cniVersion` when that is a version string, else the request's (libcni's `ParsePrevResult`
+/// does the same). 0.1.0/0.2.0: `ip4.ip` then `ip6.ip`; later: `ips[].address`. `prevResult`
+/// is the main plugin's full result, so `interfaces`, `ips[].interface`, `version`, routes, DNS
+/// and anything else is tolerated. The first bad address is the error.
+pub fn prev_result_ips(conf: &NetConf<'_>, request: Version) -> Result<Vec<IpAddr>, ConfigError> {
     let prev = conf.prev_result.ok_or(ConfigError::MissingPrevResult)?;
-    let [ips] = json::members(prev.get(), &["ips"]).map_err(|NotAnObject| not_an_object("prevResult"))?;
+    let [cni_version, ips, ip4, ip6] = json::members(prev.get(), &["cniVersion", "ips", "ip4", "ip6"])
+        .map_err(|NotAnObject| not_an_object("prevResult"))?;
+    let version = cni_version.and_then(json::string).and_then(|s| Version::parse(&s)).unwrap_or(request);
+    match version.result_shape() {
+        ResultShape::PerFamily => per_family_ips(ip4, ip6),
+        ResultShape::VersionedIps | ResultShape::Ips => listed_ips(ips),
+    }
+}
+
+/// `prevResult.ip4.ip` and `prevResult.ip6.ip`, each optional.
+fn per_family_ips(ip4: Option<&RawValue>, ip6: Option<&RawValue>) -> Result<Vec<IpAddr>, ConfigError> {
+    let mut list = Vec::new();
+    for (key, family) in [("ip4", ip4), ("ip6", ip6)] {
+        let Some(family) = family else { continue };
+        let field = format!("prevResult.{key}");
+        let [ip] = json::members(family.get(), &["ip"]).map_err(|NotAnObject| not_an_object(&field))?;
+        let address = ip.and_then(json::string).unwrap_or_default();
+        match address.parse::<IpNet>() {
+            Ok(net) => list.push(net.addr()),
+            Err(_) => {
+                return Err(ConfigError::BadPrevResultAddress {
+                    field: format!("{field}.ip"),
+                    value: echo(&address),
+                });
+            }
+        }
+    }
+    Ok(list)
+}
+
+/// `prevResult.ips[].address`.
+fn listed_ips(ips: Option<&RawValue>) -> Result<Vec<IpAddr>, ConfigError> {
     let Some(ips) = ips else { return Ok(Vec::new()) };
     let (mut list, mut problem) = (Vec::new(), None);
     json::items(ips, |i, entry| {

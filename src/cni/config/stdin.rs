@@ -7,7 +7,8 @@
 //!         cni.dev/valid-attachments, cni.dev/attachments as raw slices; all else skipped unread
 //! ```
 //!
-//! Owns: [`decode`], [`NetConf`], [`echo_version`], [`cni_version`], [`network_name`]. Must
+//! Owns: [`decode`], [`NetConf`], [`sent_version`], [`echo_version`], [`cni_version`],
+//! [`network_name`]. Must
 //! not: read a member a command may not use (each command reads its own, so that a DEL never
 //! fails over an ADD parameter), or copy what it skips.
 
@@ -81,19 +82,47 @@ pub fn decode(stdin: &[u8]) -> Result<NetConf<'_>, DecodeError> {
     })
 }
 
-/// The `cniVersion` string for echoing in an error, read leniently from raw stdin (any
-/// non-empty string, even one we cannot parse). `None` when stdin does not decode or has none.
-/// Decoding again costs what the first decoding costs: no tree, milliseconds for 1 MiB.
-pub fn echo_version(stdin: &[u8]) -> Option<String> {
-    decode(stdin).ok()?.cni_version.and_then(json::string).filter(|s| !s.is_empty())
+/// What stdin says its `cniVersion` is, read leniently for echoing (VERSION, errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SentVersion {
+    /// A non-empty string, even one we cannot parse.
+    Sent(String),
+    /// A config object without one (missing, `null` or `""`): it means 0.1.0.
+    Missing,
+    /// Stdin is no JSON object, or `cniVersion` is no string.
+    Unknown,
 }
 
-/// `cniVersion` as sent (for echoing) and parsed. Missing means 0.1.0 (spec).
+/// Reads [`SentVersion`] from raw stdin. Decoding again costs what the first decoding costs:
+/// no tree, milliseconds for 1 MiB.
+pub fn sent_version(stdin: &[u8]) -> SentVersion {
+    let Ok(conf) = decode(stdin) else { return SentVersion::Unknown };
+    match conf.cni_version.map(json::string) {
+        None => SentVersion::Missing,
+        Some(None) => SentVersion::Unknown,
+        Some(Some(s)) if s.is_empty() => SentVersion::Missing,
+        Some(Some(s)) => SentVersion::Sent(s),
+    }
+}
+
+/// The `cniVersion` string as sent, when it is a non-empty string ([`SentVersion::Sent`]).
+pub fn echo_version(stdin: &[u8]) -> Option<String> {
+    match sent_version(stdin) {
+        SentVersion::Sent(s) => Some(s),
+        SentVersion::Missing | SentVersion::Unknown => None,
+    }
+}
+
+/// `cniVersion` as sent (for echoing) and parsed. Missing, `null` or `""` means 0.1.0 (spec;
+/// libcni's `DecodeVersion` reads `""` so too), echoed as `0.1.0`.
 pub fn cni_version(conf: &NetConf<'_>) -> Result<(String, Version), DecodeError> {
     let Some(raw) = conf.cni_version else {
         return Ok((IMPLIED.to_string(), IMPLIED));
     };
     let s = json::string(raw).ok_or(DecodeError::VersionNotAString)?;
+    if s.is_empty() {
+        return Ok((IMPLIED.to_string(), IMPLIED));
+    }
     match Version::parse(&s) {
         Some(v) => Ok((s, v)),
         None => Err(DecodeError::BadVersionString { value: echo(&s) }),
@@ -125,6 +154,8 @@ mod tests {
         assert_eq!(name(r#"{"name":"net-1.a_b"}"#).expect("valid"), "net-1.a_b");
         let version = |text: &str| cni_version(&decode(text.as_bytes()).expect("decodes"));
         assert_eq!(version("{}").expect("implied"), ("0.1.0".to_string(), IMPLIED));
+        assert_eq!(version(r#"{"cniVersion":null}"#).expect("implied"), ("0.1.0".to_string(), IMPLIED));
+        assert_eq!(version(r#"{"cniVersion":""}"#).expect("implied"), ("0.1.0".to_string(), IMPLIED));
         assert_eq!(version(r#"{"cniVersion":"1.1.0"}"#).expect("ok").0, "1.1.0");
         assert!(matches!(version(r#"{"cniVersion":"abc"}"#), Err(DecodeError::BadVersionString { .. })));
         assert!(matches!(version(r#"{"cniVersion":1}"#), Err(DecodeError::VersionNotAString)));
@@ -132,6 +163,13 @@ mod tests {
         assert_eq!(echo_version(b"garbage"), None);
         assert_eq!(echo_version(br#"{"cniVersion":"9.9","cniVersion":"1"}"#).as_deref(), Some("1"));
         assert_eq!(echo_version(br#"{"cniVersion":""}"#), None);
+        assert_eq!(sent_version(br#"{"cniVersion":"9.9"}"#), SentVersion::Sent("9.9".into()));
+        for missing in [&br#"{}"#[..], br#"{"cniVersion":null}"#, br#"{"cniVersion":""}"#] {
+            assert_eq!(sent_version(missing), SentVersion::Missing);
+        }
+        for unknown in [&b"garbage"[..], b"", b"[]", br#"{"cniVersion":1}"#, br#"{"cniVersion":{}}"#] {
+            assert_eq!(sent_version(unknown), SentVersion::Unknown);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::cni::config::decode;
+use crate::cni::version::Version;
 
 /// A decoded config; the text is leaked so the borrowed [`NetConf`] can outlive the call.
 fn obj(v: Value) -> NetConf<'static> {
@@ -88,6 +89,10 @@ fn gc_attachments() {
     assert_eq!(e.to_string(), "cni.dev/valid-attachments[0] needs a non-empty ifname");
 }
 
+const V040: Version = Version::new(0, 4, 0);
+const V100: Version = Version::new(1, 0, 0);
+const V020: Version = Version::new(0, 2, 0);
+
 #[test]
 fn prev_result_from_a_main_plugin() {
     let conf = obj(json!({"prevResult": {"cniVersion":"0.4.0",
@@ -95,23 +100,72 @@ fn prev_result_from_a_main_plugin() {
         "ips":[{"version":"4","interface":0,"address":"10.0.0.5/24","gateway":"10.0.0.1"},
                {"version":"6","interface":0,"address":"fd00::5/64"}],
         "dns":{}}}));
-    let got = prev_result_ips(&conf).expect("ips");
-    assert_eq!(got, vec!["10.0.0.5".parse::<IpAddr>().expect("v4"), "fd00::5".parse().expect("v6")]);
+    for request in [V040, V100, Version::new(1, 1, 0)] {
+        assert_eq!(prev_result_ips(&conf, request).expect("ips"), ips(&["10.0.0.5", "fd00::5"]));
+    }
+}
+
+#[test]
+fn prev_result_of_0_2_0_and_0_1_0() {
+    // A main plugin's 0.2.0 result (bridge: no interfaces in this version), both families.
+    let both = json!({"ip4":{"ip":"10.0.0.5/24","gateway":"10.0.0.1","routes":[{"dst":"0.0.0.0/0"}]},
+                      "ip6":{"ip":"fd00::5/64"},"dns":{}});
+    for version in ["0.1.0", "0.2.0"] {
+        let mut prev = both.clone();
+        prev["cniVersion"] = json!(version);
+        let conf = obj(json!({ "prevResult": prev }));
+        // the prevResult's own version decides, whatever the request's (libcni ParsePrevResult)
+        for request in [V020, V040, V100] {
+            assert_eq!(
+                prev_result_ips(&conf, request).expect("ips"),
+                ips(&["10.0.0.5", "fd00::5"]),
+                "{version}"
+            );
+        }
+    }
+    // without its own cniVersion the request's decides
+    let conf = obj(json!({ "prevResult": both }));
+    assert_eq!(prev_result_ips(&conf, V020).expect("ips"), ips(&["10.0.0.5", "fd00::5"]));
+    assert_eq!(prev_result_ips(&conf, V040).expect("no ips list"), ips(&[]));
+    // ip6 only; then neither
+    let v6 = obj(json!({"prevResult":{"cniVersion":"0.2.0","ip6":{"ip":"fd00::7/64"}}}));
+    assert_eq!(prev_result_ips(&v6, V040).expect("ips"), ips(&["fd00::7"]));
+    let none = obj(json!({"prevResult":{"cniVersion":"0.2.0","dns":{}}}));
+    assert_eq!(prev_result_ips(&none, V040).expect("empty"), ips(&[]));
+    // an unparsable or empty prevResult version falls back to the request's
+    let odd = obj(
+        json!({"prevResult":{"cniVersion":"","ip4":{"ip":"10.0.0.9/24"},"ips":[{"address":"10.0.0.8/24"}]}}),
+    );
+    assert_eq!(prev_result_ips(&odd, V020).expect("ip4"), ips(&["10.0.0.9"]));
+    assert_eq!(prev_result_ips(&odd, V100).expect("ips"), ips(&["10.0.0.8"]));
+    let odd = obj(json!({"prevResult":{"cniVersion":7,"ip4":{"ip":"10.0.0.9/24"}}}));
+    assert_eq!(prev_result_ips(&odd, V020).expect("ip4"), ips(&["10.0.0.9"]));
 }
 
 #[test]
 fn prev_result_errors() {
-    assert!(matches!(prev_result_ips(&obj(json!({}))), Err(ConfigError::MissingPrevResult)));
+    assert!(matches!(prev_result_ips(&obj(json!({})), V100), Err(ConfigError::MissingPrevResult)));
     let bad = obj(json!({"prevResult":{"ips":[{"address":"10.0.0.5"}]}}));
-    let e = prev_result_ips(&bad).expect_err("no prefix");
+    let e = prev_result_ips(&bad, V100).expect_err("no prefix");
     assert_eq!(e.to_string(), "prevResult.ips[0].address \"10.0.0.5\" is not an address in CIDR notation");
-    let e = prev_result_ips(&obj(json!({"prevResult":[]}))).expect_err("not an object");
+    let e = prev_result_ips(&obj(json!({"prevResult":[]})), V100).expect_err("not an object");
     assert_eq!(e.to_string(), "prevResult must be an object");
-    let e = prev_result_ips(&obj(json!({"prevResult":{"ips":{}}}))).expect_err("not a list");
+    let e = prev_result_ips(&obj(json!({"prevResult":{"ips":{}}})), V100).expect_err("not a list");
     assert_eq!(e.to_string(), "prevResult.ips must be a list");
-    let e =
-        prev_result_ips(&obj(json!({"prevResult":{"ips":["x", {"address":"10.0.0.5/24"}]}}))).expect_err("x");
+    let e = prev_result_ips(&obj(json!({"prevResult":{"ips":["x", {"address":"10.0.0.5/24"}]}})), V100)
+        .expect_err("x");
     assert_eq!(e.to_string(), "prevResult.ips[0].address \"\" is not an address in CIDR notation");
+    // 0.1.0/0.2.0 layout
+    let e = prev_result_ips(&obj(json!({"prevResult":{"ip4":"10.0.0.5/24"}})), V020).expect_err("ip4");
+    assert_eq!(e.to_string(), "prevResult.ip4 must be an object");
+    let e = prev_result_ips(
+        &obj(json!({"prevResult":{"ip4":{"ip":"10.0.0.5/24"},"ip6":{"ip":"fd00::5"}}})),
+        V020,
+    )
+    .expect_err("no prefix");
+    assert_eq!(e.to_string(), "prevResult.ip6.ip \"fd00::5\" is not an address in CIDR notation");
+    let e = prev_result_ips(&obj(json!({"prevResult":{"ip4":{}}})), V020).expect_err("no ip");
+    assert_eq!(e.to_string(), "prevResult.ip4.ip \"\" is not an address in CIDR notation");
 }
 
 #[test]
