@@ -219,6 +219,7 @@ impl Service {
                 pod_uid: r.pod.uid.clone(),
                 device_id: r.device_id.clone(),
                 created: now_secs(),
+                is_static: !round_robin,
             }));
             if *want == allocator::Request::Next {
                 ops.push(Op::Cursor { pool, ip });
