@@ -26,6 +26,6 @@ pub use error::KubeError;
 pub use reflector::{Change, reflect, reflect_from};
 pub use resource::{
     CIDRPOOLS, CONFIGMAPS, EVENTS, IPPOOLS, LEASES, ListOptions, NAMESPACES, NODES, ObjectList, PODS,
-    Resource, WatchEvent,
+    Resource, SERVICEACCOUNTS, SUBJECTACCESSREVIEWS, TOKENREVIEWS, WatchEvent,
 };
 pub use watch::WatchStream;
