@@ -83,6 +83,19 @@ impl Service {
         self.lock_store().state().reservations().filter(|r| keep(r)).cloned().collect()
     }
 
+    /// The allocations report of the endpoint (`inventory`): the current pools and a copy of
+    /// the store state, taken under the store lock (a copy only; the report is built after).
+    /// It shows the in-memory state, a change on its way to disk included.
+    pub fn allocations(&self) -> crate::inventory::NodeAllocations {
+        let pools = self.pools();
+        let state = self.lock_store().state().clone();
+        let served: Vec<crate::inventory::Served<'_>> = pools
+            .keys()
+            .filter_map(|k| pools.get(k).map(|pool| crate::inventory::Served { pool, held: pools.held(k) }))
+            .collect();
+        crate::inventory::build(&self.node, &served, &state, store::unix_ms())
+    }
+
     /// Per pool of the current pool set: `(pool key, allocated, free)` for metrics.
     pub fn usage(&self) -> Vec<(PoolKey, u64, u64)> {
         let pools = self.pools();
