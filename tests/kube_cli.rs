@@ -396,7 +396,8 @@ fn who_has_usage_and_check_report_exactly_the_planted_inconsistencies() {
     let o = run(&["usage", "-o", "json"]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     let u = json_of(&o);
-    let rows: Vec<(String, Option<u64>, Option<u64>, Option<u64>)> = u["rows"]
+    type Row = (String, Option<u64>, Option<u64>, Option<u64>);
+    let rows: Vec<Row> = u["rows"]
         .as_array()
         .unwrap()
         .iter()
