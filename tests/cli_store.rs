@@ -217,6 +217,9 @@ fn a_reader_changes_nothing_and_never_holds_up_a_daemon() {
         err.contains("is locked exclusively") && err.contains(&format!("pid {}", std::process::id())),
         "{err}"
     );
+    // unlock, not just close: a child another test forks at this moment shares the open file
+    // until its exec, and a close alone would leave the lock held that long
+    lock.unlock().unwrap();
     drop(lock);
 
     // what a reader holds while it reads (store.lock, shared) does not keep a daemon out
