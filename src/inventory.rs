@@ -335,6 +335,20 @@ mod tests {
     }
 
     #[test]
+    fn a_report_over_the_pool_limit_is_refused() {
+        let one = r#"{"name":"p","poolType":"ippool","subnet":"s","rangeStart":"10.0.0.1","rangeEnd":"10.0.0.2","size":2,"allocated":0,"static":0,"releasedInCooldown":0,"free":2}"#;
+        let doc = |n: usize| {
+            format!(
+                r#"{{"kind":"NodeAllocations","version":1,"node":"n","generatedAt":"x","pools":[{}],"reservations":[]}}"#,
+                vec![one; n].join(",")
+            )
+        };
+        let ok: NodeAllocations = serde_json::from_str(&doc(MAX_POOLS)).expect("at the limit");
+        assert_eq!(ok.pools.len(), MAX_POOLS);
+        assert!(serde_json::from_str::<NodeAllocations>(&doc(MAX_POOLS + 1)).is_err(), "one more");
+    }
+
+    #[test]
     fn a_report_over_the_reservation_limit_is_refused() {
         let one = r#"{"pool":"p","poolType":"ippool","ip":"10.0.0.1","containerId":"c","interface":"i"}"#;
         let doc = |n: usize| {

@@ -282,17 +282,18 @@ fn ask(c: &Client, args: &Args, node: &str, target: &Target, token: &str) -> Res
                 NODE_TIMEOUT,
             )
             .map_err(|e| e.to_string())?,
-        Target::Url(url) => direct(url, token)?,
+        Target::Url(url) => direct(url, token, MAX_ANSWER_BYTES, NODE_TIMEOUT)?,
     };
     decode(node, status, &body)
 }
 
-/// `GET <url>/v1/allocations` over plain HTTP (`--node-endpoint`).
-fn direct(url: &str, token: &str) -> Result<(u16, Vec<u8>), String> {
+/// `GET <url>/v1/allocations` over plain HTTP (`--node-endpoint`): at most `limit` bytes of
+/// body, all within `timeout`.
+fn direct(url: &str, token: &str, limit: u64, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .proxy(None)
-        .timeout_global(Some(NODE_TIMEOUT))
+        .timeout_global(Some(timeout))
         .user_agent(concat!("kubectl-nv_ipam/", env!("CARGO_PKG_VERSION")))
         .build()
         .new_agent();
@@ -303,12 +304,8 @@ fn direct(url: &str, token: &str) -> Result<(u16, Vec<u8>), String> {
         .call()
         .map_err(|e| format!("GET {full}: {e}"))?;
     let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_ANSWER_BYTES)
-        .read_to_vec()
-        .map_err(|e| format!("GET {full}: {e}"))?;
+    let body =
+        resp.body_mut().with_config().limit(limit).read_to_vec().map_err(|e| format!("GET {full}: {e}"))?;
     Ok((status, body))
 }
 
@@ -379,6 +376,11 @@ pub fn fix_missing_nodes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar};
+    use std::time::Instant;
 
     #[test]
     fn answers_are_checked_before_use() {
@@ -395,5 +397,107 @@ mod tests {
         assert!(
             decode("n1", 200, v2).expect_err("version").contains("version 2, not NodeAllocations version 1")
         );
+    }
+
+    /// Reads one request head from `s` (up to the blank line).
+    fn read_head(s: &mut TcpStream) {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+            head.push(b[0]);
+        }
+    }
+
+    /// A one-shot HTTP server answering `body` (after `before`, which may wait): its URL.
+    fn serve_once(body: Vec<u8>, before: impl FnOnce() + Send + 'static) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", l.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = l.accept() else { return };
+            read_head(&mut s);
+            before();
+            let head =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        });
+        url
+    }
+
+    #[test]
+    fn an_answer_at_the_byte_limit_is_read_and_one_byte_more_is_refused() {
+        let limit = 4096; // the same code path as MAX_ANSWER_BYTES, with a small body
+        let at = direct(&serve_once(vec![b' '; limit as usize], || {}), "t", limit, NODE_TIMEOUT);
+        assert_eq!(at.map(|(c, b)| (c, b.len())), Ok((200, limit as usize)));
+        let over = direct(&serve_once(vec![b' '; limit as usize + 1], || {}), "t", limit, NODE_TIMEOUT)
+            .expect_err("over the limit");
+        assert!(over.contains("limit") || over.contains("larger"), "{over}");
+    }
+
+    #[test]
+    fn a_slow_answer_is_cut_at_its_total_deadline() {
+        // a node that trickles: one byte every 100 ms, never done in time
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", l.local_addr().expect("addr"));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = l.accept() else { return };
+            read_head(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+            while !stop.load(Ordering::SeqCst) && s.write_all(b" ").is_ok() {
+                std::thread::sleep(Duration::from_millis(100)); // the trickle under test
+            }
+        });
+        // every read gets a byte within 100 ms, so only a total deadline can end this (the
+        // whole body would take 10,000 s)
+        let e = direct(&url, "t", MAX_ANSWER_BYTES, Duration::from_millis(800)).expect_err("cut");
+        done.store(true, Ordering::SeqCst);
+        assert!(e.to_lowercase().contains("timeout") || e.to_lowercase().contains("timed out"), "{e}");
+    }
+
+    fn report(node: &str) -> Vec<u8> {
+        format!(r#"{{"kind":"NodeAllocations","version":1,"node":"{node}","generatedAt":"t","pools":[],"reservations":[]}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn nodes_are_asked_at_most_max_parallel_at_once() {
+        let nodes = MAX_PARALLEL_NODES + 4;
+        // every server holds its answer until MAX_PARALLEL_NODES requests are in at once (or,
+        // for the last ones, until no more can come): more at once would show in `max`
+        let state = Arc::new((std::sync::Mutex::new((0usize, 0usize, 0usize)), Condvar::new()));
+        let mut targets = BTreeMap::new();
+        for i in 0..nodes {
+            let st = state.clone();
+            let node = format!("n{i:02}");
+            let url = serve_once(report(&node), move || {
+                let (m, cv) = &*st;
+                let mut g = m.lock().expect("lock");
+                g.0 += 1; // in flight
+                g.1 = g.1.max(g.0);
+                g.2 += 1; // arrived in all
+                cv.notify_all();
+                let end = Instant::now() + Duration::from_secs(10);
+                while g.0 < MAX_PARALLEL_NODES.min(nodes - (g.2 - g.0)) && Instant::now() < end {
+                    g = cv.wait_timeout(g, Duration::from_millis(50)).expect("wait").0;
+                }
+                g.0 -= 1;
+                cv.notify_all();
+            });
+            targets.insert(node, Ok(Target::Url(url)));
+        }
+        let cfg = ClusterConfig {
+            server: "https://127.0.0.1:1".into(),
+            ca_pem: None,
+            auth: kube::Auth::None,
+            insecure_skip_tls_verify: true,
+        };
+        let c = Client::new(cfg, "test").expect("client");
+        let args = super::super::args::parse(["usage"].map(std::ffi::OsString::from)).expect("args");
+        let (answers, _) = ask_all(&c, &args, targets, "t", false);
+        assert_eq!(answers.len(), nodes);
+        assert!(answers.values().all(Result::is_ok), "{answers:?}");
+        assert_eq!(state.0.lock().expect("lock").1, MAX_PARALLEL_NODES, "at most, and at the limit");
     }
 }

@@ -91,3 +91,25 @@ pub fn gather(args: &Args, store_file: &Path) -> Result<View, String> {
         standalone_node: Some(node),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pools_file_at_the_size_limit_is_read_and_one_byte_more_is_refused() {
+        let dir = std::env::temp_dir().join(format!("nv-ipam-cli-pools-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("pools.yaml");
+        let pool = "apiVersion: nv-ipam.nvidia.com/v1alpha1\nkind: IPPool\nmetadata: {name: p}\nspec: {subnet: 10.0.0.0/24, perNodeBlockSize: 4}\n";
+        let mut text = pool.to_string();
+        text.push_str(&"#".repeat(MAX_POOLS_FILE_BYTES as usize - pool.len()));
+        fs::write(&p, &text).expect("write");
+        assert_eq!(read_pools(&p).expect("at the limit").len(), 1);
+        text.push('#');
+        fs::write(&p, &text).expect("write");
+        let e = read_pools(&p).expect_err("over");
+        assert!(e.contains(&format!("larger than {MAX_POOLS_FILE_BYTES} bytes")), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
