@@ -511,10 +511,9 @@ pub fn check(view: &View, node_filter: Option<&str>) -> Check {
                 if let Some(why) = stale {
                     let mut f = finding(FindingKind::StaleAllocation, &key, node, Some(r));
                     f.detail = format!(
-                        "{} of pool {} is reserved for it; ipam-node's stale cleaner releases it within its check interval × count (3 min by default), or release it now",
+                        "{why}; {} of pool {} is reserved for it; ipam-node's stale cleaner releases it within its check interval × count (3 min by default), or release it now",
                         r.ip, r.pool
                     );
-                    f.detail = format!("{why}; {}", f.detail);
                     f.fix = cni_del(node, r);
                     findings.push(f);
                     continue; // its address is about to go: no other finding for it

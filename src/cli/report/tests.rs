@@ -315,8 +315,12 @@ fn unjudgeable_reservations_are_left_alone() {
     let a = v.answers.get_mut("a").expect("a").as_mut().expect("ok");
     // no pod names (podman, nerdctl): the pod check cannot judge it
     a.reservations.push(res("blue", PoolType::IpPool, "192.168.0.4", "", ""));
-    // a CIDRPool static address inside the node's prefix but outside the usable span? no: the
-    // prefix is the node's; and the pods of node a were not listed: no stale findings at all
+    // a CIDRPool address in the node's prefix but outside its usable span (the network
+    // address, asked for statically): the prefix is the node's
+    let mut net = res("red", PoolType::CidrPool, "10.10.1.0", "p1", "u1");
+    net.is_static = true;
+    a.reservations.push(net);
+    // the pods of node a were not listed (usage, who-has): no stale findings at all
     v.pods.remove("a");
     a.reservations.push(res("blue", PoolType::IpPool, "192.168.0.5", "not-listed", "x"));
     let c = check(&v, None);
