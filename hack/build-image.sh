@@ -2,7 +2,8 @@
 # Build the nv-ipam container image as an OCI archive, with no container engine or daemon:
 #
 #   hack/build-image.sh [OUTDIR]     (default: dist)
-#     -> OUTDIR/bin/{ipam-controller,ipam-node,nv-ipam}   (hack/build-static.sh)
+#     -> OUTDIR/bin/{ipam-controller,ipam-node,nv-ipam,kubectl-nv_ipam}   (hack/build-static.sh;
+#        the image holds the first three)
 #     -> OUTDIR/nv-ipam-image-<version>.oci.tar           image localhost/nv-ipam:<version>
 #
 # The image holds what the Containerfile copies. Load it where it is needed, e.g. on an

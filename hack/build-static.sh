@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build ipam-controller, ipam-node and nv-ipam as static x86_64 executables:
+# Build ipam-controller, ipam-node, nv-ipam and kubectl-nv_ipam (the `kubectl nv-ipam` plugin)
+# as static x86_64 executables:
 #
 #   hack/build-static.sh [OUTDIR]      (default: dist/bin)
 #
@@ -20,7 +21,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 OUTDIR=${1:-dist/bin}
-BINS=(ipam-controller ipam-node nv-ipam)
+BINS=(ipam-controller ipam-node nv-ipam kubectl-nv_ipam)
 die() { printf 'build-static.sh: error: %s\n' "$*" >&2; exit 1; }
 log() { printf 'build-static.sh: %s\n' "$*" >&2; }
 

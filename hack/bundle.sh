@@ -11,6 +11,8 @@
 #   UPGRADE.md                   upgrading, and replacing nvidia-k8s-ipam (docs/upgrade.md)
 #   VERSION                      the version, for the guide's commands
 #   bin/{ipam-controller,ipam-node,nv-ipam}   static x86_64 (hack/build-static.sh)
+#   bin/kubectl-nv_ipam          the `kubectl nv-ipam` plugin, static (not in the image: it runs
+#                                where kubectl does)
 #   image/nv-ipam-image-<version>.oci.tar     OCI image localhost/nv-ipam:<version> of those
 #                                             binaries (hack/build-image.sh, if present)
 #   manifests/{no-webhook,certmanager,openshift}.yaml   rendered overlays (hack/render-manifests.sh)
@@ -81,7 +83,7 @@ else
   hack/build-static.sh "$WORK/bin" >&2
   BIN_SRC=$WORK/bin
 fi
-for b in ipam-controller ipam-node nv-ipam; do
+for b in ipam-controller ipam-node nv-ipam kubectl-nv_ipam; do
   [[ -x $BIN_SRC/$b ]] || die "no static $b in $BIN_SRC (hack/build-static.sh)"
   cp "$BIN_SRC/$b" "$B/bin/$b"
 done

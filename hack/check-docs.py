@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Checks the docs' cross-references, offline: hack/check-docs.py [REPO_ROOT]
 
-1. Every relative Markdown link in README.md, docs/*.md, deploy/README.md and
-   protocol/README.md names a file or directory of the repository, and its #anchor (if any)
+1. Every relative Markdown link in README.md, docs/*.md, deploy/README.md,
+   protocol/README.md and protocol/allocations.md names a file or directory of the repository, and its #anchor (if any)
    is a heading of that Markdown file (GitHub's slug rules: lower case, punctuation dropped,
    spaces to hyphens, -1/-2 for repeats).
 2. Every path in the layout block of docs/develop.md (first word of each unindented line)
@@ -17,7 +17,7 @@ import re
 import sys
 
 ROOT = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), ".."))
-PAGES = ["README.md", "deploy/README.md", "protocol/README.md"] + sorted(
+PAGES = ["README.md", "deploy/README.md", "protocol/README.md", "protocol/allocations.md"] + sorted(
     os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))
 )
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")

@@ -10,8 +10,9 @@
 //! closes the connection (`Connection: close`), so there is no keep-alive state.
 //!
 //! Routes: `GET /healthz` and `GET /readyz` answer 200 `ok` or 503 `not ok`; `GET /metrics`
-//! answers the Prometheus text format 0.0.4 from [`Probe::metrics`]; anything else is 404, a
-//! method other than GET/HEAD is 405.
+//! answers the Prometheus text format 0.0.4 from [`Probe::metrics`]; any other path goes to
+//! [`Probe::route`] (`ipam-node`'s `/v1/allocations`), which answers 404 unless the program
+//! serves it; a method other than GET/HEAD is 405.
 //!
 //! Owns: the socket, the routes and [`HealthError`]. Must not: decide health; the
 //! [`Probe`] the program passes in does. Rendering metric lines is `metrics`.
@@ -50,6 +51,29 @@ pub trait Probe: Send + Sync {
     fn ready(&self) -> bool;
     /// The metrics in Prometheus text format 0.0.4 (see `metrics`).
     fn metrics(&self) -> String;
+    /// A path other than the probes' and `/metrics`; `None` answers 404. The answer is written
+    /// until `deadline` ([`RESPONSE_DEADLINE`] after the request was read): whatever the route
+    /// waits for on the way (API calls) must end well before it.
+    fn route(&self, _req: &http::Request, _deadline: Instant) -> Option<Answer> {
+        None
+    }
+}
+
+/// The answer of a [`Probe::route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    /// More header lines, the server's own constants (e.g. `WWW-Authenticate` of a 401).
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// A `text/plain` answer.
+    pub fn text(status: u16, body: impl Into<String>) -> Answer {
+        Answer { status, content_type: "text/plain", headers: Vec::new(), body: body.into().into_bytes() }
+    }
 }
 
 /// Why the server could not start.
@@ -152,7 +176,8 @@ fn handle_connection(stream: TcpStream, slot: &Slot, probe: &dyn Probe) {
     if !slot.serving() {
         return; // closed to make room while it was still sending
     }
-    stream.set(Instant::now() + RESPONSE_DEADLINE);
+    let deadline = Instant::now() + RESPONSE_DEADLINE;
+    stream.set(deadline);
     let req = match req {
         Ok(r) => r,
         Err(e) => {
@@ -162,25 +187,29 @@ fn handle_connection(stream: TcpStream, slot: &Slot, probe: &dyn Probe) {
             return;
         }
     };
-    let (status, ctype, body) = route(&req, probe);
-    let _ = http::respond(&mut stream, status, ctype, body.as_bytes(), req.method == "HEAD");
+    let a = route(&req, probe, deadline);
+    let _ =
+        http::respond_with(&mut stream, a.status, a.content_type, &a.headers, &a.body, req.method == "HEAD");
 }
 
 /// Prometheus text exposition format version 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn route(req: &http::Request, probe: &dyn Probe) -> (u16, &'static str, String) {
+fn route(req: &http::Request, probe: &dyn Probe, deadline: Instant) -> Answer {
     if req.method != "GET" && req.method != "HEAD" {
-        return (405, "text/plain", "method not allowed\n".into());
+        return Answer::text(405, "method not allowed\n");
     }
-    let yes_no = |ok: bool| {
-        if ok { (200, "text/plain", "ok".to_string()) } else { (503, "text/plain", "not ok".into()) }
-    };
+    let yes_no = |ok: bool| if ok { Answer::text(200, "ok") } else { Answer::text(503, "not ok") };
     match req.path.as_str() {
         "/healthz" | "/livez" => yes_no(probe.healthy()),
         "/readyz" => yes_no(probe.ready()),
-        "/metrics" => (200, METRICS_CONTENT_TYPE, probe.metrics()),
-        _ => (404, "text/plain", "not found\n".into()),
+        "/metrics" => Answer {
+            status: 200,
+            content_type: METRICS_CONTENT_TYPE,
+            headers: Vec::new(),
+            body: probe.metrics().into_bytes(),
+        },
+        _ => probe.route(req, deadline).unwrap_or_else(|| Answer::text(404, "not found\n")),
     }
 }
 
@@ -202,6 +231,15 @@ mod tests {
         }
         fn metrics(&self) -> String {
             "# TYPE x gauge\nx 1\n".into()
+        }
+        fn route(&self, req: &http::Request, deadline: Instant) -> Option<Answer> {
+            assert!(deadline > Instant::now(), "the route gets the answer's deadline");
+            (req.path == "/extra").then(|| Answer {
+                status: 401,
+                content_type: "text/plain",
+                headers: vec![("WWW-Authenticate", "Bearer")],
+                body: b"who?".to_vec(),
+            })
         }
     }
 
@@ -254,6 +292,9 @@ mod tests {
         let r = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
         assert!(r.contains("version=0.0.4") && r.ends_with("x 1\n"), "{r}");
         assert!(get(addr, b"GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+        let r = get(addr, b"GET /extra HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 401 ") && r.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{r}");
+        assert!(r.ends_with("\r\n\r\nwho?"), "{r}");
         assert!(get(addr, b"POST /healthz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405 "));
         assert!(get(addr, b"garbage\r\n\r\n").starts_with("HTTP/1.1 400 "));
         stop.store(true, Ordering::SeqCst);

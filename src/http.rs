@@ -77,7 +77,17 @@ pub struct Request {
     pub method: String,
     /// The target without its query string.
     pub path: String,
+    /// Every header line as (name, value), values trimmed, in order (bounded by
+    /// [`MAX_HEADER_BYTES`]).
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The values of every header named `name` (case-insensitive), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
 }
 
 /// Why a request could not be read; each maps to one response ([`ReadError::status`]).
@@ -128,7 +138,7 @@ pub fn read_request(stream: &mut impl Read, max_body: usize) -> Result<Request, 
         buf.extend_from_slice(&chunk[..n]);
     };
     let (head_len, sep_len) = end;
-    let (method, path, length) = parse_head(&buf[..head_len])?;
+    let (method, path, length, headers) = parse_head(&buf[..head_len])?;
     let length = length.unwrap_or(0);
     if length > max_body {
         return Err(ReadError::BodyTooLarge { limit: max_body });
@@ -141,7 +151,7 @@ pub fn read_request(stream: &mut impl Read, max_body: usize) -> Result<Request, 
     let have = body.len();
     body.resize(length, 0);
     stream.read_exact(&mut body[have..]).map_err(|_| ReadError::Closed)?;
-    Ok(Request { method, path, body })
+    Ok(Request { method, path, headers, body })
 }
 
 /// (end of head, length of the blank-line separator): the first blank line, CRLF or bare LF,
@@ -157,8 +167,10 @@ fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
-/// Method, path and `Content-Length` of a request head.
-fn parse_head(head: &[u8]) -> Result<(String, String, Option<usize>), ReadError> {
+/// Method, path, `Content-Length` and the headers of a request head.
+type Head = (String, String, Option<usize>, Vec<(String, String)>);
+
+fn parse_head(head: &[u8]) -> Result<Head, ReadError> {
     let text = std::str::from_utf8(head).map_err(|_| ReadError::Malformed)?;
     let mut lines = text.lines();
     let line = lines.next().ok_or(ReadError::Malformed)?;
@@ -170,9 +182,11 @@ fn parse_head(head: &[u8]) -> Result<(String, String, Option<usize>), ReadError>
         return Err(ReadError::Malformed);
     }
     let mut length = None;
+    let mut headers = Vec::new();
     for h in lines {
         let Some((name, value)) = h.split_once(':') else { return Err(ReadError::Malformed) };
         let (name, value) = (name.trim(), value.trim());
+        headers.push((name.to_string(), value.to_string()));
         if name.eq_ignore_ascii_case("content-length") {
             // digits only (RFC 9110): `+5` parses as a usize but other parsers may disagree
             if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
@@ -189,13 +203,15 @@ fn parse_head(head: &[u8]) -> Result<(String, String, Option<usize>), ReadError>
         }
     }
     let path = target.split('?').next().unwrap_or(target).to_string();
-    Ok((method.to_string(), path, length))
+    Ok((method.to_string(), path, length, headers))
 }
 
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         411 => "Length Required",
@@ -215,11 +231,24 @@ pub fn respond(
     body: &[u8],
     head_only: bool,
 ) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        reason(status),
-        body.len()
-    );
+    respond_with(stream, status, ctype, &[], body, head_only)
+}
+
+/// [`respond`] with more header lines (`WWW-Authenticate` of a 401); names and values are the
+/// server's own constants, never request input.
+pub fn respond_with(
+    stream: &mut impl Write,
+    status: u16,
+    ctype: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\n", reason(status));
+    for (name, value) in extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
     let mut out = head.into_bytes();
     if !head_only {
         out.extend_from_slice(body);
@@ -262,5 +291,21 @@ mod tests {
         assert_eq!(read_request(&mut &lf[..], 100).map(|r| r.body), Ok(b"a\r\n\r\nb".to_vec()));
         let none = b"GET /x HTTP/1.0\r\n\r\n";
         assert_eq!(read_request(&mut &none[..], 0).map(|r| r.body), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn headers_are_kept_in_order_and_found_by_any_case() {
+        let raw = b"GET /x HTTP/1.1\r\nAuthorization:  Bearer abc \r\nX-Nv-Ipam-Token: t\r\nauthorization: Basic x\r\n\r\n";
+        let r = read_request(&mut &raw[..], 0).expect("request");
+        assert_eq!(r.header_values("AUTHORIZATION").collect::<Vec<_>>(), ["Bearer abc", "Basic x"]);
+        assert_eq!(r.header_values("x-nv-ipam-token").collect::<Vec<_>>(), ["t"]);
+        assert_eq!(r.header_values("host").count(), 0);
+        let mut out = Vec::new();
+        respond_with(&mut out, 401, "text/plain", &[("WWW-Authenticate", "Bearer")], b"no", false)
+            .expect("write");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nWWW-Authenticate: Bearer\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno"
+        );
     }
 }

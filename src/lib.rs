@@ -10,12 +10,14 @@
 //! | [`bounded`]  | pure  | serde helpers that cap decoded list lengths; clipping of echoed input in messages |
 //! | [`api`]      | pure  | the pool kinds and their fixed names (`api::kind`), IPPool/CIDRPool/Node serde types (wire names kept), status types, manifest decoding, validation |
 //! | [`alloc`]    | pure  | what differs per pool kind (`alloc::kind::PoolKind`, one module per kind), block/prefix planners, node pool configs, the container-IP allocator |
-//! | [`store`]    | shell | the node's allocation store: flock, journal, compaction, refusal of damage |
+//! | [`store`]    | shell | the node's allocation store: flock, journal, compaction, refusal of damage, read-only snapshots |
 //! | [`protocol`] | shell | the length-prefixed JSON protocol between `nv-ipam` and `ipam-node` |
-//! | [`node`]     | shell | `ipam-node`: socket server, request handling, CNI install, pools file |
+//! | [`inventory`] | pure | what a node holds: the allocations endpoint's report, built from pools and a store state |
+//! | [`node`]     | shell | `ipam-node`: socket server, request handling, CNI install, pools file, allocations endpoint |
 //! | [`cni`]      | shell | the `nv-ipam` CNI plugin: env, config layering, results, errors |
 //! | [`kube`]     | shell | Kubernetes API: config, HTTPS client, page and watch decoding ([`kube::decode`]), reflector |
 //! | [`controller`] | shell | `ipam-controller`: `plan`, pure `reconcile`/`admission`, cluster mode ([`controller::run`]) |
+//! | [`cli`]      | shell | `kubectl-nv_ipam`: `who-has`, `usage`, `check` from nodes or a store file; pure reports |
 //! | [`health`]   | shell | the `/healthz`, `/readyz`, `/metrics` HTTP server of both daemons |
 //! | [`http`]     | shell | the minimal HTTP/1.1 request reader and response writer of both servers |
 //! | [`deadline`] | shell | a socket whose reads and writes end at one instant (whole-request deadlines) |
@@ -38,6 +40,7 @@
 pub mod alloc;
 pub mod api;
 pub mod bounded;
+pub mod cli;
 pub mod cni;
 pub mod controller;
 pub mod deadline;
@@ -45,6 +48,7 @@ pub mod default_paths;
 pub mod flags;
 pub mod health;
 pub mod http;
+pub mod inventory;
 pub mod ip;
 pub mod kube;
 pub mod logging;

@@ -164,6 +164,7 @@ fn bundle_is_complete_checksummed_and_reproducible_in_form() {
         "bin/ipam-controller",
         "bin/ipam-node",
         "bin/nv-ipam",
+        "bin/kubectl-nv_ipam",
         "examples/ippool.yaml",
         "examples/cidrpool.yaml",
         "examples/macvlan-networkattachment.yaml",
@@ -210,7 +211,7 @@ fn bundle_is_complete_checksummed_and_reproducible_in_form() {
     assert!(!st.success(), "sha256sum -c must notice a changed examples/ippool.yaml");
 
     // The binaries run with an empty environment (static: no loader, no libc on the host).
-    for bin in ["ipam-controller", "ipam-node"] {
+    for bin in ["ipam-controller", "ipam-node", "kubectl-nv_ipam"] {
         let out = run_ok(Command::new(b.path(&format!("bin/{bin}"))).arg("--version").env_clear(), bin);
         let v = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(v.contains(VERSION), "{bin} --version says {v:?}, expected {VERSION}");

@@ -8,9 +8,9 @@
 //! that a plain `cargo test` (no cluster) does not run them; outside the cluster they fail,
 //! never skip. The tests share one cluster and run one at a time in name order (libtest sorts
 //! them): t01-t06 with deploy/overlays/no-webhook, t07-t09 after switching to the webhook
-//! variant, t10-t11 change the node DaemonSet. Each test creates what it needs if an earlier
-//! one did not (so one test can be run alone with `--exact`), and waits on conditions with
-//! deadlines.
+//! variant, t10-t11 change the node DaemonSet, t13 runs `kubectl nv-ipam` through the pod proxy.
+//! Each test creates what it needs if an earlier one did not (so one test can be run alone with
+//! `--exact`), and waits on conditions with deadlines.
 //!
 //! Observables: pod annotations written by Multus (`k8s.v1.cni.cncf.io/network-status`), the
 //! addresses inside the pod (`ip -o addr` through `kubectl exec`), pool status, the node
@@ -1127,4 +1127,80 @@ fn t12_no_api_call_refused_by_rbac() {
     // the refused calls first: a reflector refused by RBAC never gets to watching
     assert_no_forbidden();
     assert!(watching, "pods whose reflectors are not all watching after 60 s: {last}");
+}
+
+// -- kubectl nv-ipam ---------------------------------------------------------------------------------
+
+/// Runs the real `kubectl-nv_ipam` with the cluster's kubeconfig on the pools of `nv-ipam`:
+/// (exit code, stdout, stderr).
+fn nv_ipam_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-nv_ipam"))
+        .env("KUBECONFIG", env("KUBECONFIG"))
+        .args(["-n", IPAM_NS])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `kubectl nv-ipam` reaches the node daemon through the apiserver's real pod proxy (the
+/// ipam-node pod found by the DaemonSet's labels, a token of the shipped `nv-ipam-viewer`
+/// ServiceAccount minted for the audience nv-ipam-node): `who-has` names a running pod's
+/// address holder, `usage` counts it, `check` has nothing to say about it; the endpoint refuses a
+/// proxied request without that token (the pod proxy passes no credentials of the caller).
+#[test]
+#[ignore = "end-to-end: run by hack/e2e.sh in the cluster of hack/cluster.sh"]
+fn t13_kubectl_nv_ipam_through_the_pod_proxy() {
+    ensure_networks();
+    let _pods = Pods(vec!["cli".into()]);
+    let ips = start_pod("cli", &[0]);
+    let ip = ips[&0].iter().find(|ip| ip.is_ipv4()).copied().expect("an IPv4 address on rail 0");
+    let pool = &rail_pools(0)[0].0;
+    let uid = get(&["-n", NS, "pod/cli"])["metadata"]["uid"].as_str().unwrap().to_string();
+
+    let (code, out, err) = nv_ipam_cli(&["who-has", &ip.to_string(), "-o", "json"]);
+    assert_eq!(code, 0, "who-has {ip}: {out}{err}");
+    let w: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(w["pools"][0]["pool"], pool.as_str(), "{w:#}");
+    assert_eq!(w["pools"][0]["node"], node(), "{w:#}");
+    let h = &w["holders"][0];
+    assert_eq!(
+        (h["node"].as_str(), h["podNamespace"].as_str(), h["podName"].as_str()),
+        (Some(node().as_str()), Some(NS), Some("cli"))
+    );
+    assert_eq!(h["podUid"], uid.as_str());
+    assert_eq!(h["interface"], "net1");
+    assert!(w["unreachable"].as_array().unwrap().is_empty(), "{w:#}");
+
+    let (code, out, err) = nv_ipam_cli(&["usage", "--pool", pool, "-o", "json"]);
+    assert_eq!(code, 0, "usage: {out}{err}");
+    let u: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(u["rows"][0]["node"], node(), "{u:#}");
+    assert!(u["rows"][0]["allocated"].as_u64().unwrap() >= 1, "{u:#}");
+
+    let (code, out, err) = nv_ipam_cli(&["check", "-o", "json"]);
+    assert!(code == 0 || code == 1, "check reached every node: {code} {out}{err}");
+    let c: Value = serde_json::from_str(&out).unwrap();
+    assert!(c["unreachable"].as_array().unwrap().is_empty(), "{c:#}");
+    let ours: Vec<&Value> = c["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["pod"].as_str().is_some_and(|p| p.contains("/cli")))
+        .collect();
+    assert!(ours.is_empty(), "the running pod is consistent: {ours:?}");
+
+    // the pod proxy passes no credentials of the caller: without the token, 401
+    let daemon = node_daemon_pod();
+    let r = kubectl_try(
+        &["get", "--raw", &format!("/api/v1/namespaces/{IPAM_NS}/pods/{daemon}:8083/proxy/v1/allocations")],
+        None,
+    );
+    let e = r.expect_err("no token: refused");
+    assert!(e.contains("401") || e.contains("Unauthorized"), "{e}");
+    assert_no_forbidden();
 }

@@ -336,6 +336,7 @@ fn check_rbac(objs: &[Value], extra: &[(&str, &str)]) {
         objs.iter().filter(|o| rbac_kinds.contains(&o["kind"].as_str().unwrap())).collect();
     let mut expected = yaml_docs("deploy/rbac/controller.yaml");
     expected.extend(yaml_docs("deploy/rbac/node.yaml"));
+    expected.extend(yaml_docs("deploy/rbac/viewer.yaml"));
     for want in &expected {
         let got = find(objs, want["kind"].as_str().unwrap(), want["metadata"]["name"].as_str().unwrap());
         assert_eq!(got, want, "rendered {} differs from deploy/rbac", want["metadata"]["name"]);

@@ -32,10 +32,13 @@ const LAYERS: &[(&str, u8)] = &[
     // planners and allocator over the API types; the wire protocol
     ("alloc", 3),
     ("protocol", 3),
+    // what a node holds, as its allocations endpoint and the CLI see it (over alloc and store)
+    ("inventory", 4),
     // the programs
-    ("node", 4),
-    ("cni", 4),
-    ("controller", 4),
+    ("node", 5),
+    ("cni", 5),
+    ("controller", 5),
+    ("cli", 5),
 ];
 
 /// `#[macro_export]` macros live at the crate root but belong to a module.

@@ -522,6 +522,7 @@ fn reservation(i: usize) -> Reservation {
         pod_uid: None,
         device_id: None,
         created: 1,
+        is_static: false,
     }
 }
 

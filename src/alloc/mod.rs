@@ -5,10 +5,11 @@
 //! node serves from one pool ([`NodePool`]). The kinds' names and a pool's key are `api::kind`'s.
 //! Must not: do I/O, read clocks or spawn threads; callers pass time and state in.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use crate::api::PoolKey;
-use crate::ip::IpRange;
+use crate::ip::{self, Family, IpRange};
 use ipnet::IpNet;
 
 pub mod cidrpool_planner;
@@ -39,5 +40,20 @@ pub struct NodePool {
     /// `spec.routes[].dst`, parsed.
     pub routes: Vec<IpNet>,
     pub default_gateway: bool,
+}
+
+impl NodePool {
+    /// Addresses a round-robin ADD could still take: the range minus exclusions, the gateway
+    /// and `unavailable` (reserved, or in their released-IP cooldown; an address in both
+    /// counts once; addresses outside the range, e.g. static ones, take nothing from it).
+    pub fn free_count(&self, unavailable: &HashSet<IpAddr>) -> u128 {
+        let excluded = ip::covered_count(&self.exclusions, &self.range);
+        let in_play =
+            |a: IpAddr| self.range.contains(a) && ip::find_containing(&self.exclusions, a).is_none();
+        let gw =
+            self.gateway.filter(|g| Family::of(*g) == self.range.family() && in_play(*g)).is_some() as u128;
+        let taken = unavailable.iter().filter(|a| in_play(**a) && Some(**a) != self.gateway).count() as u128;
+        self.range.len().saturating_sub(excluded).saturating_sub(gw).saturating_sub(taken)
+    }
 }
 pub mod allocator;

@@ -416,7 +416,7 @@ mod tests {
     use super::*;
 
     fn req(method: &str, path: &str, body: &[u8]) -> http::Request {
-        http::Request { method: method.into(), path: path.into(), body: body.to_vec() }
+        http::Request { method: method.into(), path: path.into(), headers: Vec::new(), body: body.to_vec() }
     }
 
     #[test]

@@ -193,6 +193,7 @@ impl Client {
         path: &str,
         content_type: &str,
         body: &[u8],
+        timeout: Option<Duration>,
     ) -> Result<ureq::http::Response<ureq::Body>, KubeError> {
         let url = self.url(path);
         let mut req = match verb {
@@ -204,6 +205,9 @@ impl Client {
         if let Some(b) = self.bearer()? {
             req = req.header("Authorization", b);
         }
+        if let Some(t) = timeout {
+            req = req.config().timeout_global(Some(t)).build();
+        }
         req.content_type(content_type).send(body).map_err(|e| map_ureq(verb, path, e))
     }
 
@@ -214,12 +218,23 @@ impl Client {
         content_type: &str,
         body: &B,
     ) -> Result<T, KubeError> {
+        self.send_json_within(verb, path, content_type, body, None)
+    }
+
+    fn send_json_within<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        verb: &'static str,
+        path: &str,
+        content_type: &str,
+        body: &B,
+        timeout: Option<Duration>,
+    ) -> Result<T, KubeError> {
         let bytes = serde_json::to_vec(body).map_err(|e| KubeError::Decode {
             verb,
             path: path.to_string(),
             detail: format!("cannot encode the request body: {e}"),
         })?;
-        let resp = self.call_with_body(verb, path, content_type, &bytes)?;
+        let resp = self.call_with_body(verb, path, content_type, &bytes, timeout)?;
         read_json(verb, path, resp)
     }
 
@@ -338,6 +353,77 @@ impl Client {
         obj: &B,
     ) -> Result<T, KubeError> {
         self.send_json("put", &object_path("put", r, ns, name)?, "application/json", obj)
+    }
+
+    /// POST of `body` to the collection, answered within `timeout` in total (connect, send,
+    /// answer): reviews (TokenReview, SubjectAccessReview) made while a caller waits. The
+    /// request and answer types differ (a review's answer adds `status`).
+    pub fn create_within<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, KubeError> {
+        self.send_json_within("post", &r.collection_path(ns), "application/json", body, Some(timeout))
+    }
+
+    /// POST of `body` to a subresource of one object, e.g. `serviceaccounts/<name>/token` (a
+    /// TokenRequest: nothing is stored).
+    pub fn create_subresource<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        subresource: &'static str,
+        body: &B,
+    ) -> Result<T, KubeError> {
+        let path = format!("{}/{subresource}", object_path("post", r, ns, name)?);
+        self.send_json("post", &path, "application/json", body)
+    }
+
+    /// GET `path` of a pod's port through the API server's pod proxy subresource
+    /// (`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy<path>`), with `headers` added, in
+    /// `timeout` in total. Any status comes back with at most `limit` bytes of body (more is a
+    /// `Decode` error): the pod behind the proxy may be hostile.
+    #[allow(clippy::too_many_arguments)]
+    pub fn proxy_get(
+        &self,
+        ns: &str,
+        pod: &str,
+        port: u16,
+        path: &str,
+        headers: &[(&str, &str)],
+        limit: u64,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), KubeError> {
+        let target = format!("{pod}:{port}");
+        let base = object_path("get", &super::resource::PODS, Some(ns), &target)?;
+        if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#') {
+            return Err(config_err(format!("proxy path {path:?} must be an absolute path without a query")));
+        }
+        let full = format!("{base}/proxy{path}");
+        let mut req = self.agent.get(self.url(&full));
+        if let Some(b) = self.bearer()? {
+            req = req.header("Authorization", b);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = req
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .call()
+            .map_err(|e| map_ureq("get", &full, e))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| map_ureq("get", &full, e))?;
+        Ok((status, body))
     }
 
     /// PUT: optimistic concurrency through `metadata.resourceVersion` (409 when stale).

@@ -168,31 +168,49 @@ impl ClusterConfig {
 
     /// The current context of the kubeconfig at `path`.
     pub fn from_kubeconfig(path: &Path) -> Result<ClusterConfig, KubeError> {
+        ClusterConfig::from_kubeconfig_context(path, None)
+    }
+
+    /// The context named `context` (`None`: the current context) of the kubeconfig at `path`.
+    pub fn from_kubeconfig_context(path: &Path, context: Option<&str>) -> Result<ClusterConfig, KubeError> {
         let origin = path.display().to_string();
         let text =
             std::fs::read_to_string(path).map_err(|e| cfg_err(&origin, format!("cannot read: {e}")))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        ClusterConfig::parse_kubeconfig(&text, base, &origin)
+        ClusterConfig::parse_kubeconfig_context(&text, base, &origin, context)
     }
 
     /// Parses kubeconfig YAML; relative file paths are resolved against `base_dir`; `origin`
     /// names the source in errors.
     pub fn parse_kubeconfig(text: &str, base_dir: &Path, origin: &str) -> Result<ClusterConfig, KubeError> {
+        ClusterConfig::parse_kubeconfig_context(text, base_dir, origin, None)
+    }
+
+    /// As [`ClusterConfig::parse_kubeconfig`], for the context named `context` (kubectl's
+    /// `--context`) instead of `current-context` when given.
+    pub fn parse_kubeconfig_context(
+        text: &str,
+        base_dir: &Path,
+        origin: &str,
+        context: Option<&str>,
+    ) -> Result<ClusterConfig, KubeError> {
         // libyaml's time is quadratic in flow nesting: refuse deep text before it parses
         crate::prescan::check_yaml(text.as_bytes(), crate::prescan::MAX_DEPTH)
             .map_err(|e| cfg_err(origin, format!("not a kubeconfig: {e}")))?;
         let cfg: KubeConfig =
             yaml_serde::from_str(text).map_err(|e| cfg_err(origin, format!("not a kubeconfig: {e}")))?;
-        if cfg.current_context.is_empty() {
+        let (name, what) = match context {
+            Some(c) => (c, "context (--context)"),
+            None => (cfg.current_context.as_str(), "current-context"),
+        };
+        if name.is_empty() {
             return Err(cfg_err(origin, "current-context is not set"));
         }
         let ctx = &cfg
             .contexts
             .iter()
-            .find(|c| c.name == cfg.current_context)
-            .ok_or_else(|| {
-                cfg_err(origin, format!("current-context {:?} is not in contexts", cfg.current_context))
-            })?
+            .find(|c| c.name == name)
+            .ok_or_else(|| cfg_err(origin, format!("{what} {name:?} is not in contexts")))?
             .context;
         let cluster = &cfg
             .clusters
@@ -239,13 +257,30 @@ impl ClusterConfig {
 
     /// `kubeconfig` (a flag), else `$KUBECONFIG` (its first path), else in-cluster.
     pub fn load(kubeconfig: Option<&Path>) -> Result<ClusterConfig, KubeError> {
+        ClusterConfig::load_with(kubeconfig, None, false)
+    }
+
+    /// As [`ClusterConfig::load`], with kubectl's `--context` (a context of the kubeconfig,
+    /// `None` for its current one) and, when `home_default`, `$HOME/.kube/config` if it exists
+    /// before in-cluster (kubectl's order; the daemons do not look there).
+    pub fn load_with(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+        home_default: bool,
+    ) -> Result<ClusterConfig, KubeError> {
         if let Some(p) = kubeconfig {
-            return ClusterConfig::from_kubeconfig(p);
+            return ClusterConfig::from_kubeconfig_context(p, context);
         }
         if let Some(v) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
             // KUBECONFIG may list several files; merging is not supported, the first one wins.
             if let Some(first) = std::env::split_paths(&v).find(|p| !p.as_os_str().is_empty()) {
-                return ClusterConfig::from_kubeconfig(&first);
+                return ClusterConfig::from_kubeconfig_context(&first, context);
+            }
+        }
+        if home_default && let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            let p = Path::new(&home).join(".kube/config");
+            if p.is_file() {
+                return ClusterConfig::from_kubeconfig_context(&p, context);
             }
         }
         ClusterConfig::in_cluster()
@@ -361,6 +396,18 @@ mod tests {
         let e =
             ClusterConfig::parse_kubeconfig(&kc("    exec: {command: x}"), Path::new("/"), "k").unwrap_err();
         assert!(e.to_string().contains("exec and auth-provider are not supported"), "{e}");
+    }
+
+    #[test]
+    fn a_named_context_replaces_the_current_one() {
+        let c =
+            ClusterConfig::parse_kubeconfig_context(&kc("    token: abc"), Path::new("/"), "t", Some("x"))
+                .unwrap();
+        assert_eq!(c.server, "https://other");
+        let e =
+            ClusterConfig::parse_kubeconfig_context(&kc("    token: abc"), Path::new("/"), "t", Some("nope"))
+                .unwrap_err();
+        assert!(e.to_string().contains("context (--context) \"nope\" is not in contexts"), "{e}");
     }
 
     #[test]

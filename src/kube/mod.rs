@@ -26,6 +26,6 @@ pub use error::KubeError;
 pub use reflector::{Change, reflect, reflect_from};
 pub use resource::{
     CIDRPOOLS, CONFIGMAPS, EVENTS, IPPOOLS, LEASES, ListOptions, NAMESPACES, NODEBLOCKSETS, NODES,
-    ObjectList, PODS, Resource, WatchEvent,
+    ObjectList, PODS, Resource, SERVICEACCOUNTS, SUBJECTACCESSREVIEWS, TOKENREVIEWS, WatchEvent,
 };
 pub use watch::WatchStream;

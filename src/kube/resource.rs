@@ -24,6 +24,17 @@ pub const NAMESPACES: Resource = core("namespaces", false);
 pub const CONFIGMAPS: Resource = core("configmaps", true);
 /// core/v1 events (what `kubectl describe` shows).
 pub const EVENTS: Resource = core("events", true);
+pub const SERVICEACCOUNTS: Resource = core("serviceaccounts", true);
+/// authentication.k8s.io/v1 TokenReview (create only; nothing is stored).
+pub const TOKENREVIEWS: Resource =
+    Resource { group: "authentication.k8s.io", version: "v1", plural: "tokenreviews", namespaced: false };
+/// authorization.k8s.io/v1 SubjectAccessReview (create only; nothing is stored).
+pub const SUBJECTACCESSREVIEWS: Resource = Resource {
+    group: "authorization.k8s.io",
+    version: "v1",
+    plural: "subjectaccessreviews",
+    namespaced: false,
+};
 pub const LEASES: Resource =
     Resource { group: "coordination.k8s.io", version: "v1", plural: "leases", namespaced: true };
 pub const IPPOOLS: Resource =
@@ -120,5 +131,14 @@ mod tests {
         );
         assert_eq!(NAMESPACES.object_path(None, "a"), "/api/v1/namespaces/a");
         assert_eq!(CIDRPOOLS.collection_path(None), "/apis/nv-ipam.nvidia.com/v1alpha1/cidrpools");
+        assert_eq!(TOKENREVIEWS.collection_path(Some("x")), "/apis/authentication.k8s.io/v1/tokenreviews");
+        assert_eq!(
+            SUBJECTACCESSREVIEWS.collection_path(None),
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+        );
+        assert_eq!(
+            SERVICEACCOUNTS.object_path(Some("nv-ipam"), "v"),
+            "/api/v1/namespaces/nv-ipam/serviceaccounts/v"
+        );
     }
 }

@@ -16,6 +16,7 @@
 //! and the stale cleaner, the health server, the signal waiter. A stop never depends on the socket
 //! file: main returns after the grace and the process exit ends the accept thread.
 
+pub mod allocations;
 pub mod cleaner;
 pub mod config;
 pub mod install;
@@ -125,13 +126,28 @@ pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
         }
     };
 
-    let probe = Arc::new(probe::NodeProbe::new(service.clone(), cluster.clone()));
+    let mut probe = probe::NodeProbe::new(service.clone(), cluster.clone());
+    if let Some(c) = &client {
+        // GET /v1/allocations for callers the API server vouches for (cluster mode only).
+        let reviewer = allocations::review::KubeReviewer {
+            client: c.clone(),
+            namespace: cfg.ippools_namespace.clone(),
+            node: cfg.node_name.clone(),
+        };
+        let endpoint =
+            allocations::Endpoint::new(service.clone(), Box::new(reviewer), cfg.ippools_namespace.clone());
+        probe = probe.with_allocations(Arc::new(endpoint));
+    }
+    let probe = Arc::new(probe);
     let mut addrs = vec![cfg.health_probe_bind_address.as_str()];
     if cfg.metrics_bind_address != cfg.health_probe_bind_address {
         addrs.push(cfg.metrics_bind_address.as_str());
     }
     for addr in addrs {
         match health::serve(addr, probe.clone(), halt.clone()) {
+            Ok(Some((bound, _))) if client.is_some() => {
+                log::info!("/healthz, /readyz, /metrics and {} on http://{bound}", crate::inventory::PATH)
+            }
             Ok(Some((bound, _))) => log::info!("/healthz, /readyz and /metrics on http://{bound}"),
             Ok(None) => {}
             // A busy default port (several daemons on one test host) must not stop IPAM; an

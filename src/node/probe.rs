@@ -5,13 +5,20 @@
 //! complete list from the API server) and the socket serves. Healthy means the process's
 //! serving loop is alive: false only once it stopped.
 //!
+//! Other paths: `/v1/allocations` goes to the allocations endpoint when there is one (cluster
+//! mode, see `allocations`); anything else is 404.
+//!
 //! Owns: the readiness flags. Must not: serve HTTP.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::health::Probe;
+use std::time::Instant;
 
+use crate::health::{Answer, Probe};
+use crate::http;
+
+use super::allocations::Endpoint;
 use super::pools_cluster::ClusterPools;
 use super::service::Service;
 
@@ -21,11 +28,25 @@ pub struct NodeProbe {
     cluster: Option<Arc<ClusterPools>>,
     serving: AtomicBool,
     stopped: AtomicBool,
+    /// The allocations endpoint (cluster mode only).
+    allocations: Option<Arc<Endpoint>>,
 }
 
 impl NodeProbe {
     pub fn new(service: Arc<Service>, cluster: Option<Arc<ClusterPools>>) -> NodeProbe {
-        NodeProbe { service, cluster, serving: AtomicBool::new(false), stopped: AtomicBool::new(false) }
+        NodeProbe {
+            service,
+            cluster,
+            serving: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            allocations: None,
+        }
+    }
+
+    /// Serves `/v1/allocations` from `endpoint`.
+    pub fn with_allocations(mut self, endpoint: Arc<Endpoint>) -> NodeProbe {
+        self.allocations = Some(endpoint);
+        self
     }
 
     pub fn set_serving(&self, on: bool) {
@@ -51,5 +72,10 @@ impl Probe for NodeProbe {
 
     fn metrics(&self) -> String {
         super::metrics::render(&self.service)
+    }
+
+    fn route(&self, req: &http::Request, deadline: Instant) -> Option<Answer> {
+        let e = self.allocations.as_ref().filter(|_| req.path == crate::inventory::PATH)?;
+        Some(e.answer(req, deadline))
     }
 }

@@ -22,7 +22,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::alloc::NodePool;
 use crate::alloc::allocator;
 use crate::api::PoolKey;
-use crate::ip::{self, Family};
 use crate::protocol::{
     AllocateRequest, Allocation, CheckRequest, ErrorCode, GcRequest, PoolStatus, ReleaseRequest, Reply,
     Request, StatusRequest,
@@ -82,6 +81,19 @@ impl Service {
     /// callers that go on to ask the API server must not stall requests meanwhile.
     pub fn snapshot(&self, keep: impl Fn(&Reservation) -> bool) -> Vec<Reservation> {
         self.lock_store().state().reservations().filter(|r| keep(r)).cloned().collect()
+    }
+
+    /// The allocations report of the endpoint (`inventory`): the current pools and a copy of
+    /// the store state, taken under the store lock (a copy only; the report is built after).
+    /// It shows the in-memory state, a change on its way to disk included.
+    pub fn allocations(&self) -> crate::inventory::NodeAllocations {
+        let pools = self.pools();
+        let state = self.lock_store().state().clone();
+        let served: Vec<crate::inventory::Served<'_>> = pools
+            .keys()
+            .filter_map(|k| pools.get(k).map(|pool| crate::inventory::Served { pool, held: pools.held(k) }))
+            .collect();
+        crate::inventory::build(&self.node, &served, &state, store::unix_ms())
     }
 
     /// Per pool of the current pool set: `(pool key, allocated, free)` for metrics.
@@ -219,6 +231,7 @@ impl Service {
                 pod_uid: r.pod.uid.clone(),
                 device_id: r.device_id.clone(),
                 created: now_secs(),
+                is_static: !round_robin,
             }));
             if *want == allocator::Request::Next {
                 ops.push(Op::Cursor { pool, ip });
@@ -378,26 +391,15 @@ impl Service {
 }
 
 /// `(key, allocated, free)` of one pool: `allocated` counts its reservations, `free` what a
-/// round-robin ADD could still take now (see [`free_count`]), saturating at `u64::MAX`.
+/// round-robin ADD could still take now (see [`NodePool::free_count`]), saturating at `u64::MAX`.
 fn pool_usage(cfg: &NodePool, state: &store::StoreState, now_ms: u64) -> (PoolKey, u64, u64) {
     let pool = cfg.key.to_string();
     let held: Vec<IpAddr> = state.reservations().filter(|res| res.pool == pool).map(|res| res.ip).collect();
     let mut unavailable: HashSet<IpAddr> = held.iter().copied().collect();
     unavailable
         .extend(state.cooldowns().filter(|(p, _, until)| *p == pool && *until > now_ms).map(|(_, ip, _)| ip));
-    let free = u64::try_from(free_count(cfg, &unavailable)).unwrap_or(u64::MAX);
+    let free = u64::try_from(cfg.free_count(&unavailable)).unwrap_or(u64::MAX);
     (cfg.key.clone(), held.len() as u64, free)
-}
-
-/// Addresses a round-robin ADD could still take: the range minus exclusions, the gateway and
-/// `unavailable` (reserved, or in their released-IP cooldown; a cooling address a static request
-/// took is in both and counted once).
-pub fn free_count(cfg: &NodePool, unavailable: &HashSet<IpAddr>) -> u128 {
-    let excluded = ip::covered_count(&cfg.exclusions, &cfg.range);
-    let in_play = |a: IpAddr| cfg.range.contains(a) && ip::find_containing(&cfg.exclusions, a).is_none();
-    let gw = cfg.gateway.filter(|g| Family::of(*g) == cfg.range.family() && in_play(*g)).is_some() as u128;
-    let taken = unavailable.iter().filter(|a| in_play(**a) && Some(**a) != cfg.gateway).count() as u128;
-    cfg.range.len().saturating_sub(excluded).saturating_sub(gw).saturating_sub(taken)
 }
 
 #[cfg(test)]

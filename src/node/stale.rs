@@ -188,6 +188,7 @@ mod tests {
             pod_uid: uid.map(String::from),
             device_id: None,
             created: 0,
+            is_static: false,
         }
     }
 

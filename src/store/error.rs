@@ -23,6 +23,11 @@ pub enum StoreError {
         path: PathBuf,
         holder: String,
     },
+    /// A read-only reader found `store.lock` held exclusively; `holder` says who.
+    ReadLocked {
+        path: PathBuf,
+        holder: String,
+    },
     /// A store file is a directory, FIFO, socket, device or symlink.
     NotRegular {
         path: PathBuf,
@@ -100,6 +105,11 @@ impl fmt::Display for StoreError {
             StoreError::Locked { path, holder } => write!(
                 f,
                 "store: {} is locked by another process ({holder}); another ipam-node already runs on this store: stop it first (two daemons on one store would hand out the same address)",
+                path.display()
+            ),
+            StoreError::ReadLocked { path, holder } => write!(
+                f,
+                "store: {} is locked exclusively ({holder}): an ipam-node older than this version, or a tool rewriting the store, is changing it; read it again when that process is done (a running ipam-node of this version shares the lock with readers)",
                 path.display()
             ),
             StoreError::NotRegular { path, kind } if *kind == "a symbolic link" => write!(

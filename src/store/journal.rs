@@ -174,6 +174,7 @@ mod tests {
             pod_uid: None,
             device_id: None,
             created: 1,
+            is_static: false,
         })
     }
 

@@ -81,6 +81,7 @@ pub fn import(bytes: &[u8]) -> Result<StoreState, String> {
                 pod_uid: non_empty(e.metadata.pod_uuid),
                 device_id: non_empty(e.metadata.device_id),
                 created: 0,
+                is_static: false,
             };
             state.apply(&Op::Reserve(r)).map_err(|e| format!("pool {key:?}: {e}"))?;
         }

@@ -7,8 +7,14 @@
 //!   is renamed, so deleting or replacing `store.lock` does not let a second daemon in, and a
 //!   daemon pointed at the renamed directory is kept out too. (A lock checked by path at every
 //!   commit would instead stop the running daemon when `store.lock` is deleted.)
-//! - on `store.lock`, which ipam-node versions before the directory lock took: an older daemon
-//!   started next to a newer one (a rolling update) is still kept out;
+//! - on `store.lock`, **shared**: ipam-node versions before the directory lock took it
+//!   exclusively, and a shared lock and an exclusive one exclude each other, so an older
+//!   daemon started next to a newer one (a rolling update) is still kept out, either way
+//!   round. Two daemons of this version both get it shared; the directory lock, taken first,
+//!   keeps the second out. Shared, because read-only readers (`snapshot`, `kubectl-nv_ipam
+//!   --store-file`) take it shared too: reading "under the shared lock" then keeps out exactly
+//!   the exclusive holders (an older daemon, a future offline tool that rewrites the store),
+//!   and a reader never makes a starting daemon fail its lock;
 //! - on the journal file, through its own open file (see `Store::open`): the reference's
 //!   `ipam-node` flocks the store file at start, so it refuses to start next to ours.
 //!
@@ -49,11 +55,28 @@ struct HolderInfo {
     since: String,
 }
 
-/// Opens (creating it, mode 0600) and flocks `lock_path`, or says who holds it.
+/// Opens (creating it, mode 0600) and flocks `lock_path` shared (see the module docs), or
+/// says who holds it exclusively.
 pub(super) fn lock_file(lock_path: &Path, euid: Option<u32>) -> Result<files::Opened, StoreError> {
     let lock = files::open_or_create(lock_path, euid)?;
-    try_lock(&lock.file, lock_path, lock_path)?;
-    Ok(lock)
+    match lock.file.try_lock_shared() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: lock_path.to_path_buf(),
+            holder: holder_of(&lock.file, lock_path),
+        }),
+        Err(fs::TryLockError::Error(source)) => {
+            Err(StoreError::Io { action: "lock", path: lock_path.to_path_buf(), source })
+        }
+    }
+}
+
+/// Who holds a lock on `file`'s inode (for an error message).
+pub(super) fn holder_of(file: &File, lock_path: &Path) -> String {
+    match file.metadata() {
+        Ok(m) => describe_holder(m.dev(), m.ino(), lock_path),
+        Err(e) => format!("holder unknown: {e}"),
+    }
 }
 
 /// Sets the lock file's mode to 0600 and records this process as the holder in it (once the
@@ -83,11 +106,7 @@ pub(super) fn try_lock(file: &File, what: &Path, lock_path: &Path) -> Result<(),
     match file.try_lock() {
         Ok(()) => Ok(()),
         Err(fs::TryLockError::WouldBlock) => {
-            let holder = match file.metadata() {
-                Ok(m) => describe_holder(m.dev(), m.ino(), lock_path),
-                Err(e) => format!("holder unknown: {e}"),
-            };
-            Err(StoreError::Locked { path: what.to_path_buf(), holder })
+            Err(StoreError::Locked { path: what.to_path_buf(), holder: holder_of(file, lock_path) })
         }
         Err(fs::TryLockError::Error(source)) => {
             Err(StoreError::Io { action: "lock", path: what.to_path_buf(), source })

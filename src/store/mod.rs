@@ -4,7 +4,7 @@
 //! Files (default `/var/lib/cni/nv-ipam/`), all regular files of the daemon's uid, mode 0600:
 //! ```text
 //! store             the journal: a header line, then one line per committed request
-//! store.lock        flock'ed for the daemon's lifetime, names the holder (never renamed over)
+//! store.lock        flock'ed (shared) for the daemon's lifetime, names the holder (never renamed over)
 //! store.prev        the previous generation, kept at every compaction
 //! store.tmp         a compaction in progress (removed on failure, and at start)
 //! store.torn-<ms>   the bytes of a torn last line cut off at a start (at most 8, 1 MiB each)
@@ -70,18 +70,23 @@
 //! # Lock
 //! See `lock`: a `flock` on the store's directory (survives `store.lock` being deleted or
 //! replaced, and the directory being renamed, because the lock is on the inode that holds the
-//! files) plus one on `store.lock` (older ipam-node versions) and one on the journal file (the
-//! reference's ipam-node flocks the store file itself). So one daemon serves one store
-//! directory (its pools cache lives there too). A refused daemon names the holder's pid and
+//! files) plus a shared one on `store.lock` (older ipam-node versions lock it exclusively;
+//! readers share it) and one on the journal file (the reference's ipam-node flocks the store
+//! file itself). So one daemon serves one store directory (its pools cache lives there too). A refused daemon names the holder's pid and
 //! command line. While serving, every commit first checks (one `stat`) that the store path
 //! still names the journal it appends to; if the file was moved, replaced or deleted, or its
 //! directory renamed, every later change is refused ([`StoreError::Moved`]) so that nothing is
 //! acknowledged into a file the next start would not read.
 //!
+//! # Read-only access
+//! [`Snapshot::read`] reads a store while a daemon serves it, under the shared lock on
+//! `store.lock` and without writing anything; `snapshot` says why that read is consistent and
+//! why it cannot disturb the daemon (which is why the daemon holds `store.lock` shared).
+//!
 //! Rooms: `record` (the line types), `journal` (encode, replay), `state` (the in-memory
 //! state), `files` (opening and creating safely), `lock`, `durability` (group commit),
 //! `compact` (new generations), `recovery` (the ways out of damage), `legacy` (the
-//! reference's JSON), `error` ([`StoreError`]); this file opens the store and commits.
+//! reference's JSON), `snapshot` (read-only readers), `error` ([`StoreError`]); this file opens the store and commits.
 //!
 //! Owns: the files above and their durability. Must not: decide allocations (see `alloc`) or
 //! be shared across processes except through the lock.
@@ -95,6 +100,7 @@ mod legacy;
 mod lock;
 pub mod record;
 mod recovery;
+pub mod snapshot;
 pub mod state;
 
 use std::fs::{self, File};
@@ -109,6 +115,7 @@ use error::io_err;
 pub use files::{MAX_TORN_BYTES, MAX_TORN_FILES};
 pub use record::{AttachmentKey, Header, Op, Reservation, Txn};
 pub use recovery::{Prev, Recovery};
+pub use snapshot::Snapshot;
 pub use state::{StateError, StoreState};
 
 use journal::{Content, ReplayError, Replayed, encode_line};

@@ -29,6 +29,17 @@ pub struct Reservation {
     pub device_id: Option<String>,
     /// Seconds since the Unix epoch when the reservation was made.
     pub created: u64,
+    /// The attachment asked for this address (`requestedIps`, `allocateIPWithIndex`,
+    /// `allocateDefaultGateway`) rather than taking the next free one. Written only when true;
+    /// absent in lines older than this field and in imports, which read as false (an older
+    /// ipam-node ignores it). An IPPool static address may lie anywhere in the pool's subnet,
+    /// outside the node's block: `kubectl-nv_ipam check` needs to know.
+    #[serde(default, rename = "static", skip_serializing_if = "is_false")]
+    pub is_static: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// An attachment's identity inside one pool.

@@ -219,6 +219,7 @@ mod tests {
             pod_uid: None,
             device_id: None,
             created: 0,
+            is_static: false,
         }
     }
 

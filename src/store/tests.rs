@@ -52,6 +52,7 @@ fn res(cid: &str, ip: &str) -> Reservation {
         pod_uid: None,
         device_id: None,
         created: 1,
+        is_static: false,
     }
 }
 
