@@ -1096,7 +1096,8 @@ fn t12_no_api_call_refused_by_rbac() {
     // Every reflector lists, then watches, at start: wait until each current pod has done both.
     // A count over all pods (the controllers' 6 lines) passed before the node daemon rolled out
     // by t11 had listed its pods, whose reflector its readiness does not wait for. A controller
-    // runs 3 reflectors (ippools, cidrpools, nodes), a node daemon 2 (its nodeblockset, pods).
+    // runs 4 reflectors (ippools, cidrpools, nodes, nodeblocksets), a node daemon 2 (its
+    // nodeblockset, pods).
     let mut last = String::new();
     let watching = poll(Duration::from_secs(60), || {
         let pods = get(&["-n", IPAM_NS, "pods", "-l", "app.kubernetes.io/name=nv-ipam"]);
@@ -1114,7 +1115,7 @@ fn t12_no_api_call_refused_by_rbac() {
         let short: Vec<&&str> = names
             .iter()
             .filter(|n| {
-                let want = if n.starts_with("nv-ipam-node-") { 2 } else { 3 };
+                let want = if n.starts_with("nv-ipam-node-") { 2 } else { 4 };
                 logs.lines()
                     .filter(|l| l.starts_with(&format!("[pod/{n}/")) && l.contains("; watching"))
                     .count()
