@@ -37,7 +37,8 @@ use serde_json::{Value, json};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const OVERLAYS: [&str; 3] = ["no-webhook", "certmanager", "openshift"];
-const CRDS: [&str; 2] = ["ippools.nv-ipam.nvidia.com", "cidrpools.nv-ipam.nvidia.com"];
+const CRDS: [&str; 3] =
+    ["ippools.nv-ipam.nvidia.com", "cidrpools.nv-ipam.nvidia.com", "nodeblocksets.nv-ipam.nvidia.com"];
 const IMAGE_PREFIX: &str = "localhost/nv-ipam";
 /// Field manager of the test's apply, distinct from hack/control-plane.sh's and the tests'.
 const FIELD_MANAGER: &str = "nv-ipam-bundle-test";
@@ -289,7 +290,7 @@ fn manifests_reference_nothing_outside_the_bundle() {
         paths.iter().flat_map(|p| yaml_docs(p.to_str().unwrap())).collect()
     };
     let want = crds_of(dir_docs(&repo().join("deploy/crds")));
-    assert_eq!(want.len(), CRDS.len(), "deploy/crds has the two CRDs");
+    assert_eq!(want.len(), CRDS.len(), "deploy/crds has the three CRDs");
     assert!(crds_of(dir_docs(&b.path("manifests/crds"))) == want, "manifests/crds/ differs from deploy/crds");
     for o in OVERLAYS {
         let rel = format!("manifests/{o}.yaml");

@@ -384,7 +384,11 @@ fn no_webhook_overlay_applies_and_is_the_base() {
     check_node(&objs, "nv-ipam", "/opt/cni/bin");
     check_rbac(&objs, &[]);
     // The CRDs are those hack/control-plane.sh installs for every test.
-    for f in ["nv-ipam.nvidia.com_ippools.yaml", "nv-ipam.nvidia.com_cidrpools.yaml"] {
+    for f in [
+        "nv-ipam.nvidia.com_ippools.yaml",
+        "nv-ipam.nvidia.com_cidrpools.yaml",
+        "nv-ipam.nvidia.com_nodeblocksets.yaml",
+    ] {
         let want = yaml_docs(&format!("deploy/crds/{f}")).remove(0);
         let got = find(&objs, "CustomResourceDefinition", want["metadata"]["name"].as_str().unwrap());
         assert_eq!(got, &want, "{f}");
