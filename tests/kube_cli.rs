@@ -149,6 +149,14 @@ impl Env {
             allocs.iter().map(|(n, s, e)| json!({"nodeName": n, "startIP": s, "endIP": e})).collect();
         obj["status"] = json!({ "allocations": allocations });
         self.admin.put(&format!("{path}/{name}/status"), &obj).expect_status(200, "write status");
+        // deliver to the nodes as ipam-controller would (their NodeBlockSets)
+        let pools = common::node_blocks::pools_of(&self.admin, &self.ns);
+        let mut nodes: Vec<&str> = allocs.iter().map(|(n, _, _)| *n).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        for n in nodes {
+            common::node_blocks::write(&self.admin, &self.ns, n, &pools);
+        }
     }
 
     fn pool_status(&self, name: &str) -> Value {

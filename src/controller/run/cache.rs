@@ -111,6 +111,8 @@ impl Shared {
         let keys: Vec<Key> = c.pools.keys().cloned().collect();
         c.queue.extend(keys);
         c.node_sets.primed = false;
+        // decisions of an earlier term may be stale: the new term decides again
+        c.node_sets.decided.clear();
         self.wake.notify_all();
     }
 }
@@ -139,6 +141,12 @@ pub(super) fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>)
             let same_gen = old.is_some_and(|o| o.generation() == v.generation());
             let own_echo = c.written.get(&k).is_some_and(|w| *w == v.status_hash);
             let same_status = old.is_some_and(|o| o.status_hash == v.status_hash);
+            if !own_echo && !same_status {
+                // a status we did not write (an old leader, kubectl): its nodes' objects follow
+                let changed =
+                    old.map(|o| super::node_sets::nodes_differing(&o.pool, &v.pool)).unwrap_or_default();
+                c.node_sets.dirty.extend(changed);
+            }
             if !(same_gen && (own_echo || same_status)) {
                 log::debug!(
                     "pool {} {:?} changed (generation changed: {}, status: {}): queued",
@@ -167,7 +175,12 @@ pub(super) fn forget(c: &mut Cache, k: &Key) {
         });
         c.node_sets.dirty.extend(nodes);
     }
-    c.node_sets.decided.remove(k);
+    if let Some(d) = c.node_sets.decided.remove(k) {
+        let nodes = super::node_sets::node_names(&d);
+        c.node_sets.dirty.extend(nodes);
+    }
+    let named = super::node_sets::objects_naming(&c.node_sets, k);
+    c.node_sets.dirty.extend(named);
     c.node_sets.spec_hash.remove(k);
     c.queue.remove(k);
     c.written.remove(k);

@@ -25,6 +25,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -86,7 +87,17 @@ pub(super) struct NodeSets {
     pub(super) deciding: BTreeSet<Key>,
     /// Hash of each pool's spec (and validity) as last projected: a change dirties its nodes.
     pub(super) spec_hash: HashMap<Key, u64>,
+    /// Since when dirty nodes wait for pools to settle (see [`MAX_SETTLE_WAIT`]).
+    pub(super) waiting_since: Option<Instant>,
+    /// Nodes not to write before the given time (after a conflict or an error).
+    pub(super) retry_at: HashMap<String, Instant>,
 }
+
+/// Longest time dirty nodes wait for pool decisions to settle: under a steady stream of joins
+/// the queue is never empty, and a joining node must not wait for it to be.
+pub const MAX_SETTLE_WAIT: Duration = Duration::from_millis(200);
+/// Wait before writing a node again after a 409 or 404 (the watch brings the stored state).
+pub const CONFLICT_RETRY: Duration = Duration::from_millis(100);
 
 impl NodeSets {
     /// Nodes whose object is not written as desired yet (dirty or being written).
@@ -211,10 +222,22 @@ fn write_loop(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool) {
                 c.node_sets.dirty.extend(all);
                 c.node_sets.primed = true;
             }
-            // decisions first: a burst becomes one write per node
+            // decisions first: a burst becomes one write per node, unless it lasts
+            let now = Instant::now();
             let settled = c.queue.is_empty() && c.node_sets.deciding.is_empty();
-            let pick = (ready && settled)
-                .then(|| c.node_sets.dirty.iter().find(|n| !c.node_sets.writing.contains(*n)).cloned())
+            let since = match (settled || c.node_sets.dirty.is_empty(), c.node_sets.waiting_since) {
+                (true, _) => None,
+                (false, None) => Some(now),
+                (false, Some(t)) => Some(t),
+            };
+            c.node_sets.waiting_since = since;
+            let go = since.is_none_or(|t| now.duration_since(t) >= MAX_SETTLE_WAIT);
+            c.node_sets.retry_at.retain(|_, at| *at > now);
+            let s = &c.node_sets;
+            let pick = (ready && go)
+                .then(|| {
+                    s.dirty.iter().find(|n| !s.writing.contains(*n) && !s.retry_at.contains_key(*n)).cloned()
+                })
                 .flatten();
             match pick {
                 Some(name) => {
@@ -244,19 +267,19 @@ fn write_loop(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool) {
                 shared.node_set_writes.fetch_add(1, Ordering::Relaxed);
                 c.node_sets.objects.remove(&name);
             }
-            Err(e) if e.is_conflict() || e.is_not_found() => {
+            Err(e) if e.is_conflict() || (e.is_not_found() && !matches!(action, Action::Create(_))) => {
                 // changed or deleted meanwhile: its watch event brings the state; decide again
                 log::debug!("node block set {ns}/{name} changed meanwhile: {e}");
                 if e.is_not_found() {
                     c.node_sets.objects.remove(&name);
                 }
+                c.node_sets.retry_at.insert(name.clone(), Instant::now() + CONFLICT_RETRY);
                 c.node_sets.dirty.insert(name);
             }
             Err(e) => {
                 log::warn!("cannot write node block set {ns}/{name}: {e}; retrying in {ERROR_REQUEUE:?}");
+                c.node_sets.retry_at.insert(name.clone(), Instant::now() + ERROR_REQUEUE);
                 c.node_sets.dirty.insert(name);
-                let _ = shared.wake.wait_timeout(c, ERROR_REQUEUE);
-                continue;
             }
         }
         shared.wake.notify_all();
@@ -332,20 +355,45 @@ fn write(client: &Client, ns: &str, name: &str, action: &Action) -> Result<Optio
     }
 }
 
-/// Marks dirty the nodes whose entry of pool `k` differs between `before` and `after` (both
-/// sorted by node name), or every node of either when the pool's spec changed.
+/// Marks dirty the nodes whose entry of pool `k` differs between what nodes may hold now
+/// (`held`: the stored status, the previous decision, the intents) and `after`, or every node of
+/// any when the pool's spec changed.
 pub(super) fn mark_decision(
     s: &mut NodeSets,
     k: &Key,
     spec_hash: u64,
-    before: &AnyAllocations,
+    held: &[&AnyAllocations],
     after: &AnyAllocations,
 ) {
     let spec_changed = s.spec_hash.insert(k.clone(), spec_hash) != Some(spec_hash);
-    crate::with_pool_kind!(AnyAllocations: before, b, K => {
-        let a = K::of_allocations(after).unwrap_or(&[]);
-        changed_nodes::<K>(b, a, spec_changed, &mut s.dirty)
+    for before in held {
+        crate::with_pool_kind!(AnyAllocations: *before, b, K => {
+            let a = K::of_allocations(after).unwrap_or(&[]);
+            changed_nodes::<K>(b, a, spec_changed, &mut s.dirty)
+        });
+    }
+}
+
+/// The nodes whose entry differs between two versions of one pool's status.
+pub(super) fn nodes_differing(old: &crate::api::AnyPool, new: &crate::api::AnyPool) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    crate::with_pool_kind!(old, o, K => {
+        if let Some(n) = K::of(new) {
+            changed_nodes::<K>(K::allocations(o), K::allocations(n), false, &mut out);
+        }
     });
+    out
+}
+
+/// The node names of an allocation list.
+pub(super) fn node_names(a: &AnyAllocations) -> Vec<String> {
+    crate::with_pool_kind!(AnyAllocations: a, a, K => a.iter().map(|e| K::node_name(e).to_string()).collect())
+}
+
+/// The nodes whose stored object names pool `k`.
+pub(super) fn objects_naming(s: &NodeSets, k: &Key) -> Vec<String> {
+    let tag = pool_tag(k);
+    s.objects.iter().filter(|(_, st)| st.pools.binary_search(&tag).is_ok()).map(|(n, _)| n.clone()).collect()
 }
 
 fn changed_nodes<K: PoolKind>(

@@ -57,7 +57,8 @@ fn reconcile_loop(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool,
                 c.queue.insert(k);
             }
             let leader = shared.is_leader.load(Ordering::SeqCst);
-            let ready = c.pools_synced() && c.synced_nodes;
+            // NodeBlockSets listed too: a decision must see the entries they hold (intents)
+            let ready = c.pools_synced() && c.synced_nodes && c.node_sets.synced;
             let free = c.queue.iter().find(|k| !c.in_flight.contains(*k)).cloned();
             if leader
                 && ready
@@ -135,13 +136,14 @@ pub(super) fn reconcile_pool(
     for attempt in 1..=MAX_STATUS_ATTEMPTS {
         let intents = read_intents(client, ns, shared, k, &raw)?;
         let outcome = decide(&raw, &nodes, &holds, grace, intents.as_ref());
-        record_decision(shared, k, &raw, &outcome);
+        record_decision(shared, k, &raw, &outcome, intents.as_ref());
         if !outcome.changed {
             record(shared, k, &raw, &outcome, None);
             emit_events(client, ns, shared, k, &raw, &outcome.events);
             return Ok(());
         }
         if !shared.is_leader.load(Ordering::SeqCst) {
+            shared.lock().node_sets.decided.remove(k);
             return Ok(()); // lost the lease meanwhile: the new leader decides
         }
         let rv = raw.resource_version();
@@ -176,7 +178,10 @@ pub(super) fn reconcile_pool(
                     client.get::<WirePool<K>>(resource(k.0), Some(ns), &k.1)?.into_cached()
                 }));
             }
-            Err(e) if e.is_not_found() => return Ok(()), // deleted meanwhile
+            Err(e) if e.is_not_found() => {
+                shared.lock().node_sets.decided.remove(k);
+                return Ok(()); // deleted meanwhile
+            }
             Err(e) => return Err(e),
         }
     }
@@ -193,6 +198,10 @@ fn read_intents(
 ) -> Result<Option<AnyAllocations>, KubeError> {
     let candidates = {
         let c = shared.lock();
+        // our own decision not confirmed by a status write yet: what its nodes were sent
+        if let Some(d) = c.node_sets.decided.get(k) {
+            return Ok(Some((**d).clone()));
+        }
         crate::with_pool_kind!(&raw.pool, p, K => {
             let status = K::allocations(p);
             let has_entry = |n: &str| status.binary_search_by(|a| K::node_name(a).cmp(n)).is_ok();
@@ -216,13 +225,27 @@ fn read_intents(
 /// Hands a decision to the NodeBlockSet writers before its status write: the nodes whose entry
 /// changed (all of the pool's when its spec changed) are marked dirty, and the decision is what
 /// they read until the stored status replaces it.
-fn record_decision(shared: &Shared, k: &Key, raw: &CachedPool, o: &Outcome) {
+fn record_decision(
+    shared: &Shared,
+    k: &Key,
+    raw: &CachedPool,
+    o: &Outcome,
+    intents: Option<&AnyAllocations>,
+) {
     let (spec_hash, before) = crate::with_pool_kind!(&raw.pool, p, K => {
         (json_hash(&(K::spec(p), raw.valid)), K::into_any_allocations(K::allocations(p).to_vec()))
     });
     let mut c = shared.lock();
+    if !c.pools.contains_key(k) {
+        c.node_sets.deciding.remove(k);
+        return; // deleted meanwhile: forget() marked its nodes
+    }
     let s = &mut c.node_sets;
-    node_sets::mark_decision(s, k, spec_hash, &before, &o.allocations);
+    let previous = s.decided.get(k).cloned();
+    let mut held: Vec<&AnyAllocations> = vec![&before];
+    held.extend(previous.as_deref());
+    held.extend(intents);
+    node_sets::mark_decision(s, k, spec_hash, &held, &o.allocations);
     if o.changed {
         s.decided.insert(k.clone(), Arc::new(o.allocations.clone()));
     } else {
@@ -278,8 +301,8 @@ pub(super) fn record(shared: &Shared, k: &Key, raw: &CachedPool, o: &Outcome, st
     c.node_sets.decided.remove(k);
     if let Some(stored) = stored {
         c.written.insert(k.clone(), stored.status_hash);
-        // the write's answer is at least as new as the cache; the watch echo is then ignored
-        if c.pools.contains_key(k) {
+        // the write's answer replaces the cache unless the watch brought something newer meanwhile
+        if c.pools.get(k).is_some_and(|p| p.resource_version() == raw.resource_version()) {
             c.pools.insert(k.clone(), Arc::new(stored));
         }
     } else if c.pools.get(k).is_some_and(|p| p.resource_version() == raw.resource_version()) {
