@@ -181,7 +181,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
             }
             Short('n') | Long("namespace") => a.namespace = s(&mut p)?,
             Long("node-namespace") => node_namespace = Some(s(&mut p)?),
-            Long("kubeconfig") => a.kubeconfig = Some(s(&mut p)?.into()),
+            // empty: not given, as kubectl takes it
+            Long("kubeconfig") => a.kubeconfig = Some(s(&mut p)?).filter(|v| !v.is_empty()).map(Into::into),
             Long("context") => a.context = Some(s(&mut p)?),
             Long("node") => a.node = Some(s(&mut p)?),
             Long("pool") => a.pool = Some(s(&mut p)?),
@@ -286,6 +287,14 @@ mod tests {
         assert_eq!(a.store_file, Some(PathBuf::from("/s")));
         assert_eq!(parse_str(&["--help"]).expect("help").command, Command::Help);
         assert_eq!(parse_str(&["usage", "--version"]).expect("v").command, Command::Version);
+    }
+
+    #[test]
+    fn empty_kubeconfig_is_not_given() {
+        let a = parse_str(&["usage", "--kubeconfig="]).expect("usage");
+        assert_eq!(a.kubeconfig, None);
+        let a = parse_str(&["usage", "--kubeconfig", "/k"]).expect("usage");
+        assert_eq!(a.kubeconfig, Some(std::path::PathBuf::from("/k")));
     }
 
     #[test]

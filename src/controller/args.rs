@@ -210,7 +210,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ArgsEr
             "version" | "-V" if boolean(&mut p)? => return Ok(Command::Version),
             "help" | "-h" if boolean(&mut p)? => return Ok(Command::Help),
             "version" | "-V" | "help" | "-h" => {}
-            "kubeconfig" => c.kubeconfig = Some(PathBuf::from(p.value().map_err(from_lexopt)?)),
+            // empty: not given (controller-runtime then reads $KUBECONFIG, else in-cluster)
+            "kubeconfig" => {
+                c.kubeconfig =
+                    Some(PathBuf::from(p.value().map_err(from_lexopt)?)).filter(|v| !v.as_os_str().is_empty())
+            }
             "ippools-namespace" => c.ippools_namespace = string(&mut p)?,
             "leader-elect" => c.leader_elect = boolean(&mut p)?,
             "webhook" => c.webhook = boolean(&mut p)?,
@@ -257,6 +261,14 @@ mod tests {
 
     fn parse_str(a: &[&str]) -> Result<Command, String> {
         parse(a.iter().map(OsString::from)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_kubeconfig_is_not_given() {
+        let Ok(Command::Cluster(c)) = parse_str(&["--kubeconfig="]) else { panic!("cluster mode") };
+        assert_eq!(c.kubeconfig, None);
+        let Ok(Command::Cluster(c)) = parse_str(&["--kubeconfig", "/k"]) else { panic!("cluster mode") };
+        assert_eq!(c.kubeconfig, Some(PathBuf::from("/k")));
     }
 
     #[test]

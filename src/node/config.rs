@@ -223,7 +223,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
             "cni-log-file" => c.cni_log_file = s(&mut p)?,
             "cni-log-level" => c.cni_log_level = s(&mut p)?,
             "cni-force-pool-name" => c.cni_force_pool_name = boolean(&mut p)?,
-            "kubeconfig" => c.kubeconfig = Some(s(&mut p)?.into()),
+            // empty: not given (controller-runtime then reads $KUBECONFIG, else in-cluster)
+            "kubeconfig" => c.kubeconfig = Some(s(&mut p)?).filter(|v| !v.is_empty()).map(Into::into),
             "ippools-namespace" => c.ippools_namespace = s(&mut p)?,
             "health-probe-bind-address" => health = Some(s(&mut p)?),
             "metrics-bind-address" => c.metrics_bind_address = s(&mut p)?,
@@ -283,6 +284,14 @@ mod tests {
         assert_eq!(c.cni_conf_dir, PathBuf::from("/etc/cni/net.d/nv-ipam.d"));
         assert_eq!(c.cni_nv_ipam_bin_file, PathBuf::from("/nv-ipam"));
         assert_eq!((c.cni_daemon_call_timeout, c.cni_log_level.as_str()), (5, "info"));
+    }
+
+    #[test]
+    fn empty_kubeconfig_is_not_given() {
+        let c = run(&["--node-name=n1", "--kubeconfig="]).expect("parse");
+        assert_eq!(c.kubeconfig, None);
+        let c = run(&["--node-name=n1", "--kubeconfig", "/k"]).expect("parse");
+        assert_eq!(c.kubeconfig, Some(PathBuf::from("/k")));
     }
 
     #[test]
