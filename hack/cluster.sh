@@ -6,10 +6,11 @@
 #       Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd and
 #       kubelet (Kubernetes v1.37.2 from hack/build-testbins.sh, Debian's containerd and runc)
 #       in network namespace nv-ipam-e2e, with Multus (thin plugin) -> Debian's CNI plugins
-#       for pod networking, load the nv-ipam image (--image, default: hack/build-image.sh
-#       dist) and the local pause and busybox images, install the NetworkAttachmentDefinition
-#       CRD, and deploy nv-ipam (default: the webhook variant, certificates made here). Returns
-#       once everything is Ready; on failure it tears down what it started.
+#       for pod networking (and upstream's macvlan v1.9.0 as type macvlan-v1.9.0), load the
+#       nv-ipam image (--image, default: hack/build-image.sh dist) and the local pause and
+#       busybox images, install the NetworkAttachmentDefinition CRD, and deploy nv-ipam
+#       (default: the webhook variant, certificates made here). Returns once everything is
+#       Ready; on failure it tears down what it started.
 #   hack/cluster.sh down
 #       Stop everything and put the host back as `up` found it. Safe to run twice, after a
 #       failed `up` or after a crash: it works from the state file and from the fixed names.
@@ -415,6 +416,9 @@ setup_cni() {
   local bin=$HOSTROOT/opt/cni/bin p
   for p in /usr/lib/cni/*; do ln -sfn "$p" "$bin/${p##*/}"; done
   install -m 0755 "$BIN/multus" "$bin/multus"
+  # Debian's plugins speak CNI up to 1.0.0; upstream's macvlan v1.9.0 (hack/testbins/cni-plugins)
+  # speaks 1.1.0, for the NetworkAttachmentDefinitions of every cniVersion (tests/e2e_cluster.rs).
+  install -m 0755 "$BIN/cni-plugins/macvlan" "$bin/macvlan-v1.9.0"
   # the benchmark's timing shim (hack/cluster/ipam-timer.c), under two names
   install -m 0755 "$D/images/ipam-timer" "$bin/ipam-timer"
   ln -sfn ipam-timer "$bin/timed-nv-ipam"
@@ -655,7 +659,8 @@ cmd_up() {
   IMAGE=$(cd "$(dirname "$IMAGE")" && pwd)/$(basename "$IMAGE")
   if [[ -n ${NV_IPAM_TESTBINS:-} ]]; then BIN=$NV_IPAM_TESTBINS; else BIN=$("$ROOT/hack/build-testbins.sh"); fi
   local b
-  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl multus multus-daemonset.yml; do
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl multus multus-daemonset.yml \
+    cni-plugins/macvlan; do
     [[ -e $BIN/$b ]] || die "no $b in $BIN (hack/build-testbins.sh builds it)"
   done
 

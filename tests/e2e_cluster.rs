@@ -8,9 +8,10 @@
 //! that a plain `cargo test` (no cluster) does not run them; outside the cluster they fail,
 //! never skip. The tests share one cluster and run one at a time in name order (libtest sorts
 //! them): t01-t06 with deploy/overlays/no-webhook, t07-t09 after switching to the webhook
-//! variant, t10-t11 change the node DaemonSet, t13 runs `kubectl nv-ipam` through the pod proxy.
-//! Each test creates what it needs if an earlier one did not (so one test can be run alone with
-//! `--exact`), and waits on conditions with deadlines.
+//! variant, t10-t11 change the node DaemonSet, t13 runs `kubectl nv-ipam` through the pod
+//! proxy, t14 gives one pod a NetworkAttachmentDefinition per `cniVersion`, t15 rolls out with
+//! every flag of the reference. Each test creates what it needs if an earlier one did not (so
+//! one test can be run alone with `--exact`), and waits on conditions with deadlines.
 //!
 //! Observables: pod annotations written by Multus (`k8s.v1.cni.cncf.io/network-status`), the
 //! addresses inside the pod (`ip -o addr` through `kubectl exec`), pool status, the node
@@ -1204,5 +1205,229 @@ fn t13_kubectl_nv_ipam_through_the_pod_proxy() {
     let e = r.expect_err("no token: refused");
     // kubectl words a 401 as "You must be logged in to the server"
     assert!(e.contains("401") || e.contains("Unauthorized") || e.contains("must be logged in"), "{e}");
+    assert_no_forbidden();
+}
+
+/// Every `cniVersion` nvidia-k8s-ipam (libcni) accepts, with the main plugin that speaks it:
+/// Debian's macvlan up to 1.0.0, upstream's macvlan v1.9.0 for 1.1.0.
+const CNI_VERSIONS: [(&str, &str); 7] = [
+    ("0.1.0", "macvlan"),
+    ("0.2.0", "macvlan"),
+    ("0.3.0", "macvlan"),
+    ("0.3.1", "macvlan"),
+    ("0.4.0", "macvlan"),
+    ("1.0.0", "macvlan"),
+    ("1.1.0", "macvlan-v1.9.0"),
+];
+
+/// The rail whose pools and NIC the NAD of `CNI_VERSIONS[k]` uses: IPPools and CIDRPools in turn.
+fn version_rail(k: usize) -> usize {
+    if k.is_multiple_of(2) { 0 } else { 4 }
+}
+
+fn version_nad(k: usize) -> (String, Value) {
+    let (version, plugin) = CNI_VERSIONS[k];
+    let name = format!("cni-v{}", version.replace('.', ""));
+    let [(v4, kind, _), (v6, _, _)] = rail_pools(version_rail(k));
+    let config = json!({
+        "cniVersion": version,
+        "name": name,
+        "type": plugin,
+        "master": nics()[version_rail(k)],
+        "mode": "bridge",
+        "ipam": {"type": "nv-ipam", "poolName": format!("{v4},{v6}"), "poolType": kind.to_lowercase(),
+                 "confDir": conf_dir()},
+    });
+    let nad = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                     "metadata": {"name": name, "namespace": NS},
+                     "spec": {"config": config.to_string()}});
+    (name, nad)
+}
+
+/// One pod with a NetworkAttachmentDefinition per `cniVersion` from 0.1.0 to 1.1.0, each
+/// through a real macvlan that speaks it (Multus passes the NAD's config to it unchanged; the
+/// main plugin calls nv-ipam with that version and converts its answer): every interface
+/// `netN` holds one IPv4 and one IPv6 address inside the node's blocks (for 0.3.0 and later
+/// exactly those Multus reports; it reports no network from an older result), and deleting
+/// the pod releases all of them through DEL of each version.
+#[test]
+#[ignore = "end-to-end: run by hack/e2e.sh in the cluster of hack/cluster.sh"]
+fn t14_nad_per_cni_version_gets_addresses() {
+    ensure_networks();
+    let nads: Vec<(String, Value)> = (0..CNI_VERSIONS.len()).map(version_nad).collect();
+    apply(&json!({"apiVersion": "v1", "kind": "List",
+                  "items": nads.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>()}));
+    let base = allocated();
+    let pod = "cni-versions";
+    let pods = Pods(vec![pod.into()]);
+    let mut manifest = pod_manifest(pod, &[]);
+    let names: Vec<&str> = nads.iter().map(|(n, _)| n.as_str()).collect();
+    manifest["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] = json!(names.join(","));
+    apply(&manifest);
+    wait_pod_ready(pod);
+
+    let p = get(&["-n", NS, "pod", pod]);
+    let status: Value = serde_json::from_str(
+        p["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].as_str().expect("network-status"),
+    )
+    .unwrap();
+    let inside = pod_addrs(pod);
+    let mut want = base.clone();
+    for (k, (name, _)) in nads.iter().enumerate() {
+        let version = CNI_VERSIONS[k].0;
+        // Multus names the interfaces net1, net2, ... in the order of the annotation
+        let ifname = format!("net{}", k + 1);
+        let ips = inside.get(&ifname).cloned().unwrap_or_default();
+        assert_eq!(
+            ips.len(),
+            2,
+            "cniVersion {version}: one IPv4 and one IPv6 address on {ifname} ({inside:?})"
+        );
+        for ip in &ips {
+            let (pool, kind, _) = &rail_pools(version_rail(k))[usize::from(ip.is_ipv6())];
+            let block =
+                node_block(kind, pool).unwrap_or_else(|| panic!("{kind} {pool}: no block for the node"));
+            assert!(
+                block.contains(*ip),
+                "cniVersion {version}: {ip} outside the node's block {block:?} of {pool}"
+            );
+            *want.get_mut(pool).unwrap() += 1;
+        }
+        // Multus reports a network only from a result that lists interfaces (0.3.0 and later)
+        let reported = status.as_array().unwrap().iter().find(|n| n["name"] == format!("{NS}/{name}"));
+        if version >= "0.3.0" {
+            let net = reported.unwrap_or_else(|| panic!("cniVersion {version}: {name} not in {status:#}"));
+            let reported: BTreeSet<IpAddr> = net["ips"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|ip| ip.as_str().unwrap().parse().unwrap())
+                .collect();
+            assert_eq!(reported, ips, "cniVersion {version}: what Multus reports is on {ifname}");
+        }
+    }
+    wait_allocated(&want, "the 14 addresses of the 7 networks are allocated");
+    let stale_before = stale_released();
+    delete_pod(pod);
+    wait_allocated(&base, "DEL of every cniVersion released the pod's addresses");
+    assert_eq!(stale_released(), stale_before, "released by the CNI DEL, not by the stale cleanup");
+    drop(pods);
+    assert_no_forbidden();
+}
+
+/// `args` plus every flag of the reference's `program` that `args` does not name, as
+/// `--name=value`: `overrides` where a pod needs a particular value, else the table's example.
+fn with_every_upstream_flag(
+    program: nv_ipam::upstream_flags::Program,
+    args: &[String],
+    overrides: &[(&str, &str)],
+) -> Vec<String> {
+    use nv_ipam::upstream_flags::Kind;
+    let named =
+        |name: &str| args.iter().any(|a| a == &format!("--{name}") || a.starts_with(&format!("--{name}=")));
+    let mut out = args.to_vec();
+    for f in nv_ipam::upstream_flags::flags_of(program).filter(|f| !named(f.name)) {
+        out.push(match overrides.iter().find(|(n, _)| *n == f.name) {
+            Some((_, v)) => format!("--{}={v}", f.name),
+            None if f.kind == Kind::Bool && f.example.is_empty() => format!("--{}", f.name),
+            None => format!("--{}={}", f.name, f.example),
+        });
+    }
+    out
+}
+
+fn container_args(resource: &str) -> Vec<String> {
+    let w = get(&["-n", IPAM_NS, resource]);
+    w["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn set_container_args(resource: &str, args: &[String]) {
+    let patch = json!([{"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": args}]);
+    kubectl(&["-n", IPAM_NS, "patch", resource, "--type=json", "-p", &patch.to_string()]);
+}
+
+/// The shipped node DaemonSet and controller Deployment (the reference's arguments) with every
+/// other flag the reference's `ipam-node` and `ipam-controller` accept added, values a pod can
+/// run with (an empty `--kubeconfig` is in-cluster, as in controller-runtime; the probe
+/// addresses the manifests probe; an empty `--vmodule` beside the node's JSON logs): both roll out, every pod is Ready, each pod logs one warning
+/// per flag that has no effect here, and a new pod gets addresses inside the node's blocks.
+/// The arguments are put back afterwards.
+#[test]
+#[ignore = "end-to-end: run by hack/e2e.sh in the cluster of hack/cluster.sh"]
+fn t15_every_upstream_flag_rolls_out() {
+    use nv_ipam::upstream_flags::{Handling, Program};
+    ensure_networks();
+    let (node_ds, controller) = ("daemonset/nv-ipam-node", "deployment/nv-ipam-controller");
+    let (node_args, controller_args) = (container_args(node_ds), container_args(controller));
+    let common = [("help", "false"), ("version", "false"), ("kubeconfig", "")];
+    let node_overrides: Vec<(&str, &str)> = common
+        .into_iter()
+        .chain([
+            ("health-probe-bind-address", ":8083"),
+            ("metrics-bind-address", "0"),
+            // the node logs JSON, and --vmodule works only with text (as in the reference)
+            ("vmodule", ""),
+            ("cni-skip-nv-ipam-binary-copy", "false"),
+            ("cni-force-pool-name", "false"),
+        ])
+        .collect();
+    let controller_overrides: Vec<(&str, &str)> = common
+        .into_iter()
+        .chain([("health-probe-bind-address", ":8081"), ("metrics-bind-address", ":8080")])
+        .collect();
+    let node_all = with_every_upstream_flag(Program::Node, &node_args, &node_overrides);
+    let controller_all =
+        with_every_upstream_flag(Program::Controller, &controller_args, &controller_overrides);
+    assert!(node_all.len() > node_args.len() + 10 && controller_all.len() > controller_args.len() + 10);
+    set_container_args(node_ds, &node_all);
+    set_container_args(controller, &controller_all);
+    rollouts_ready();
+
+    for (program, selector) in [
+        (Program::Node, "app.kubernetes.io/component=node"),
+        (Program::Controller, "app.kubernetes.io/component=controller"),
+    ] {
+        let pods = get(&["-n", IPAM_NS, "pods", "-l", selector]);
+        let pods = pods["items"].as_array().unwrap();
+        assert!(!pods.is_empty(), "{selector}: pods");
+        for p in pods {
+            let name = p["metadata"]["name"].as_str().unwrap();
+            assert_eq!(
+                p["spec"]["containers"][0]["args"].as_array().unwrap().len(),
+                if program == Program::Node { node_all.len() } else { controller_all.len() },
+                "{name} runs with every flag"
+            );
+            let mut log = String::new();
+            for f in nv_ipam::upstream_flags::flags_of(program).filter(|f| f.handling == Handling::NoEffect) {
+                let line = format!(
+                    "--{} is accepted for compatibility with nvidia-k8s-ipam and has no effect here",
+                    f.name
+                );
+                // the warnings are logged at start; the pod is Ready, so they are there
+                wait_until(
+                    Duration::from_secs(30),
+                    &format!("{name} logs the warning for --{}", f.name),
+                    || {
+                        log = kubectl(&["-n", IPAM_NS, "logs", name, "--tail=-1"]);
+                        log.contains(&line)
+                    },
+                );
+                assert_eq!(log.matches(&line).count(), 1, "{name}: one warning for --{}:\n{log}", f.name);
+            }
+        }
+    }
+    let pods = Pods(vec!["flags".into()]);
+    start_pod("flags", &[0, 4]);
+    assert_addresses_in_blocks("flags", &[0, 4]);
+    drop(pods);
+
+    set_container_args(node_ds, &node_args);
+    set_container_args(controller, &controller_args);
+    rollouts_ready();
     assert_no_forbidden();
 }
