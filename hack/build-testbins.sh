@@ -84,10 +84,11 @@ go_binary_name() {
   printf '%s' "$last"
 }
 
-# Version stamping of a k8s.io/kubernetes command as upstream hack/lib/version.sh
-# does it: without it the binary reports v0.0.0-master. buildDate is the tag's
-# time from the proxy, so the binary does not depend on when it was built. The
-# proxy does not tell the git commit; an empty gitCommit beats "$Format:%H$".
+# Version stamping of a k8s.io/kubernetes command as Kubernetes' own build does it
+# (https://github.com/kubernetes/kubernetes/blob/master/hack/lib/version.sh): without
+# it the binary reports v0.0.0-master. buildDate is the tag's time from the proxy, so
+# the binary does not depend on when it was built. The proxy does not tell the git
+# commit; an empty gitCommit beats "$Format:%H$".
 kube_version_ldflags() { # wrapper_dir version
   local dir=$1 ver=$2 btime x="" p
   btime=$(cd "$dir" && GOTOOLCHAIN=local go list -m -f '{{with .Time}}{{.UTC.Format "2006-01-02T15:04:05Z"}}{{end}}' k8s.io/kubernetes)

@@ -25,8 +25,10 @@ pub const KIND: &str = "NodeAllocations";
 /// The report's format version; a reader refuses others (a field's meaning may have changed).
 pub const FORMAT_VERSION: u32 = 1;
 /// The header that carries the bearer token when `Authorization` cannot: the API server's pod
-/// proxy removes `Authorization` from a request once it authenticated the caller
-/// (k8s.io/apiserver, filters `WithAuthentication`), and passes other headers on.
+/// proxy removes `Authorization` from a request once it authenticated the caller (the API
+/// server's authentication filter,
+/// https://pkg.go.dev/k8s.io/apiserver/pkg/endpoints/filters#WithAuthentication), and passes
+/// other headers on.
 pub const TOKEN_HEADER: &str = "X-Nv-Ipam-Token";
 /// The audience a token must be bound to (TokenRequest `spec.audiences`): the node asks its
 /// TokenReview for this audience only, so a token sent to a node is not accepted by the API

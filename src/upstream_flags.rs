@@ -108,15 +108,17 @@ impl Kind {
 /// Who registers the flag in the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// Its own options packages (`cmd/*/app/options`, `pkg/cmdoptions`).
+    /// Its own options packages: each daemon's `app/options` and the shared
+    /// https://github.com/Mellanox/nvidia-k8s-ipam/tree/main/pkg/cmdoptions.
     Reference,
-    /// component-base `logs/api/v1` (`logsapi.AddFlags`).
+    /// component-base's `logsapi.AddFlags` (https://pkg.go.dev/k8s.io/component-base/logs/api/v1).
     Logs,
-    /// component-base `featuregate` (`FeatureGate.AddFlag`).
+    /// component-base's `FeatureGate.AddFlag` (https://pkg.go.dev/k8s.io/component-base/featuregate).
     FeatureGates,
-    /// controller-runtime `pkg/client/config` (`ctrl.RegisterFlags`).
+    /// controller-runtime's `RegisterFlags`
+    /// (https://pkg.go.dev/sigs.k8s.io/controller-runtime/pkg/client/config).
     ControllerRuntime,
-    /// cobra's default help flag.
+    /// cobra's default help flag (https://github.com/spf13/cobra).
     Cobra,
 }
 
@@ -178,10 +180,10 @@ use Programs::{Both, Only};
 const CONTROLLER: Programs = Only(Program::Controller);
 const NODE: Programs = Only(Program::Node);
 
-/// Every flag of the reference's two daemons. Read from nvidia-k8s-ipam's
-/// `cmd/ipam-controller/app/options`, `cmd/ipam-node/app/options` and `pkg/cmdoptions`, and
-/// from what they call at the versions its go.mod pins: component-base v0.36.2
-/// (`logsapi.AddFlags`: `--logging-format`, `--log-flush-frequency`, `-v`, `--vmodule`,
+/// Every flag of the reference's two daemons. Read from its options packages (each daemon's
+/// `app/options` under https://github.com/Mellanox/nvidia-k8s-ipam/tree/main/cmd and the shared
+/// `pkg/cmdoptions` there), and from what they call at the versions its go.mod pins: component-base
+/// v0.36.2 (`logsapi.AddFlags`: `--logging-format`, `--log-flush-frequency`, `-v`, `--vmodule`,
 /// `--log-text-*`, and `--log-json-*` because the JSON format is registered;
 /// `logs.AddFlags` adds nothing more; `FeatureGate.AddFlag`: `--feature-gates`),
 /// controller-runtime v0.24.1 (`RegisterFlags`: `--kubeconfig`) and cobra v1.10.2 (`-h`,

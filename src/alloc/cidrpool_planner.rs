@@ -1,4 +1,5 @@
-//! The CIDRPool prefix planner (the reference's `pkg/ipam-controller/controllers/cidrpool`) and
+//! The CIDRPool prefix planner (the reference's
+//! https://github.com/Mellanox/nvidia-k8s-ipam/tree/main/pkg/ipam-controller/controllers/cidrpool) and
 //! the status-entry check it shares with the node (`validateAllocation`).
 //!
 //! Reproduces the reference for valid specs: valid existing entries are kept, static

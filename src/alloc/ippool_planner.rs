@@ -1,6 +1,7 @@
-//! The IPPool block planner (the reference's `pkg/ipam-controller/allocator` in
-//! https://github.com/Mellanox/nvidia-k8s-ipam): which block of `perNodeBlockSize` addresses
-//! each node holds, given the validated pool, the matching nodes and the previous status.
+//! The IPPool block planner (the reference's
+//! https://github.com/Mellanox/nvidia-k8s-ipam/tree/main/pkg/ipam-controller/allocator): which
+//! block of `perNodeBlockSize` addresses each node holds, given the validated pool, the matching
+//! nodes and the previous status.
 //!
 //! Reproduces the reference for valid specs: offset 1 (0 for /31, /32, /127, /128), aligned
 //! blocks, existing entries kept when still valid, first fit for the first new node and a

@@ -1,6 +1,7 @@
 //! Validation: raw IPPool/CIDRPool specs become [`ValidIpPool`]/[`ValidCidrPool`], or every
-//! broken rule of the reference's validation (`api/v1alpha1/*_validate.go` in
-//! https://github.com/Mellanox/nvidia-k8s-ipam) is reported by JSON field path.
+//! broken rule of the reference's validation (the `*_validate.go` files of
+//! https://github.com/Mellanox/nvidia-k8s-ipam/tree/main/api/v1alpha1) is reported by JSON field
+//! path.
 //!
 //! The error types are `error`'s ([`FieldError`], [`PoolErrors`]).
 //!

@@ -11,7 +11,9 @@
 //!                       "routes":[{"dst":"0.0.0.0/0","gw":"10.0.0.1"}]},"dns":{}}
 //! ```
 //!
-//! The conversions (libcni `pkg/types/100` `convertTo04x`, `pkg/types/040` `convertTo02x`):
+//! The conversions, as libcni's result types make them (`convertTo04x` in
+//! https://github.com/containernetworking/cni/blob/main/pkg/types/100/types.go, `convertTo02x`
+//! in https://github.com/containernetworking/cni/blob/main/pkg/types/040/types.go):
 //! - to 0.3.x/0.4.0: each `ips` entry gains `version` from its address family; routes are kept
 //!   as they are. `dns` is always printed (`{}` when empty: Go's `omitempty` never drops a
 //!   struct), while 1.x drops an empty `dns`.

@@ -38,8 +38,9 @@ pub const GC_STATUS_SINCE: Version = Version::new(1, 1, 0);
 /// reads an empty string so).
 pub const IMPLIED: Version = Version::new(0, 1, 0);
 
-/// How a result of a version is laid out (spec `SPEC.md` of each tag; libcni `pkg/types/020`,
-/// `040`, `100`).
+/// How a result of a version is laid out: the spec at each version's tag
+/// (https://github.com/containernetworking/cni/blob/spec-v1.1.0/SPEC.md and earlier tags), and
+/// libcni's result types of each layout (https://pkg.go.dev/github.com/containernetworking/cni/pkg/types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResultShape {
     /// 0.1.0, 0.2.0: `ip4` and `ip6` objects (`ip`, `gateway`, `routes`), one address per family.

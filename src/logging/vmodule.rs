@@ -256,7 +256,9 @@ mod tests {
 
     #[test]
     fn globs_as_go_matches_them() {
-        // From Go's path/filepath match_test.go (the cases without a path separator).
+        // Cases of Go's own tests of `filepath.Match`
+        // (https://github.com/golang/go/blob/master/src/path/filepath/match_test.go); `None`
+        // where Go answers `ErrBadPattern`.
         let cases: &[(&str, &str, Option<bool>)] = &[
             ("abc", "abc", Some(true)),
             ("*", "abc", Some(true)),
