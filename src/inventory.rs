@@ -1,5 +1,5 @@
 //! What one node holds, as `ipam-node`'s read-only allocations endpoint tells it
-//! (`GET /v1/allocations`, protocol/README.md "Allocations endpoint") and as `kubectl-nv_ipam`
+//! (`GET /v1/allocations`, protocol/allocations.md "The report") and as `kubectl-nv_ipam`
 //! reads it back, from a node or from a store file: the wire types ([`NodeAllocations`]), the
 //! endpoint's fixed names (path, token header and audience, the authorization attributes) and
 //! [`build`], which turns a node's pool configurations and its store state into the report.

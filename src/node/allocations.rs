@@ -1,6 +1,7 @@
 //! `ipam-node`'s read-only allocations endpoint: `GET /v1/allocations` on the health/metrics
-//! listener (`--health-probe-bind-address`), in cluster mode only. It answers the node's pools
-//! and reservations ([`crate::inventory`], format in protocol/README.md) to callers the API
+//! listener (`--health-probe-bind-address`), in cluster mode only (protocol/allocations.md,
+//! "Request" and "Responses"). It answers the node's pools and reservations
+//! ([`crate::inventory`], format in protocol/allocations.md "The report") to callers the API
 //! server vouches for, as kube-rbac-proxy does:
 //!
 //! 1. the bearer token: `Authorization: Bearer` or, through the API server's pod proxy (which
