@@ -154,10 +154,14 @@ fn attachment(item: &RawValue, field: impl Fn() -> String) -> Result<Attachment,
 }
 
 /// The addresses of `prevResult` (CHECK), read in the layout of its version: its own
-/// `cniVersion` when that is a version string, else the request's (libcni's `ParsePrevResult`
-/// does the same). 0.1.0/0.2.0: `ip4.ip` then `ip6.ip`; later: `ips[].address`. `prevResult`
-/// is the main plugin's full result, so `interfaces`, `ips[].interface`, `version`, routes, DNS
-/// and anything else is tolerated. The first bad address is the error.
+/// `cniVersion` when that is a version string, else the request's (the network config's).
+/// libcni's `ParsePrevResult` instead always parses it in the layout of the config's
+/// `cniVersion` (which also stands in for a missing one) and refuses a result whose own version
+/// is of another layout. So the two read alike wherever libcni succeeds; a result of another
+/// layout (a runtime's cached 0.2.0 result under a 0.4.0 config) is read here as written rather
+/// than refused. 0.1.0/0.2.0: `ip4.ip` then `ip6.ip`; later: `ips[].address`. `prevResult` is the
+/// main plugin's full result, so `interfaces`, `ips[].interface`, `version`, routes, DNS and
+/// anything else is tolerated. The first bad address is the error.
 pub fn prev_result_ips(conf: &NetConf<'_>, request: Version) -> Result<Vec<IpAddr>, ConfigError> {
     let prev = conf.prev_result.ok_or(ConfigError::MissingPrevResult)?;
     let [cni_version, ips, ip4, ip6] = json::members(prev.get(), &["cniVersion", "ips", "ip4", "ip6"])

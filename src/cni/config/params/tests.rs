@@ -114,7 +114,8 @@ fn prev_result_of_0_2_0_and_0_1_0() {
         let mut prev = both.clone();
         prev["cniVersion"] = json!(version);
         let conf = obj(json!({ "prevResult": prev }));
-        // the prevResult's own version decides, whatever the request's (libcni ParsePrevResult)
+        // the prevResult's own version decides, whatever the request's (libcni would refuse
+        // the mismatched layouts; we read what the main plugin wrote)
         for request in [V020, V040, V100] {
             assert_eq!(
                 prev_result_ips(&conf, request).expect("ips"),
