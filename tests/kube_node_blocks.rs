@@ -1,7 +1,7 @@
 //! `ipam-node` in cluster mode follows its own NodeBlockSet (`<ns>/<node>`) and nothing else,
 //! against the real kube-apiserver of `hack/control-plane.sh`: pools added and removed, a block
-//! moved, an invalid spec (kept: the last valid one serves), the object deleted (the node keeps
-//! serving and says why once), other nodes' objects (never received: the node logs every
+//! moved, an invalid spec (kept: the last valid one serves), the object deleted (no pools,
+//! reservations kept, said once), other nodes' objects (never received: the node logs every
 //! event of the object it watches and would warn about another's), and a restart with the
 //! object absent (served from the pools cache; a node with neither waits without serving). The
 //! test plays ipam-controller (`common::cluster`, `common::node_blocks`); daemons run as the node
@@ -43,7 +43,7 @@ fn wait_add_in(d: &Daemon, pool: &str, octets: std::ops::RangeInclusive<u32>, wh
 }
 
 #[test]
-fn the_node_follows_its_node_block_set_and_keeps_serving_when_it_is_deleted() {
+fn the_node_follows_its_node_block_set_and_serves_nothing_once_it_is_deleted() {
     crate::needs_control_plane!();
     let t = TestNs::new();
     let node = unique_name("nf");
@@ -81,24 +81,26 @@ fn the_node_follows_its_node_block_set_and_keeps_serving_when_it_is_deleted() {
     assert!((21..=30).contains(&last_octet(&ip_of(&held))), "{held}");
     assert_eq!(held.json["ips"][0]["gateway"], "10.91.0.1", "{held}");
 
-    // the object deleted: nothing changes for the node, which says once that it waits
+    // the object deleted after it was seen (ipam-controller deletes it only when the node has
+    // no entries left): no pools, reservations kept, the node still ready (it knows its pools)
     node_blocks::delete(&t.admin, &t.name, &node);
-    let waits =
-        format!("NodeBlockSet {}/{node} was deleted: waiting for ipam-controller to write it", t.name);
-    wait_until(FOLLOW, "the node logs that it waits for its object", || d.stderr().contains(&waits));
-    let during = add(&d, "a", &anon_env("deleted")).ok();
-    assert!((21..=30).contains(&last_octet(&ip_of(&during))), "{during}");
-    assert_eq!(during.json["ips"][0]["gateway"], "10.91.0.1", "{during}");
+    let gone = format!("NodeBlockSet {}/{node} was deleted: no pools on this node", t.name);
+    wait_until(FOLLOW, "the node logs that it has no pools", || d.stderr().contains(&gone));
+    let mut k = 0;
+    wait_until(FOLLOW, "ADDs fail once the object is deleted", || {
+        k += 1;
+        add(&d, "a", &anon_env(&format!("deleted{k}"))).exit != 0
+    });
     assert!(d.ready(), "a deleted object must not make the node unready");
-    assert!(holds(&d, "a", &e0, &first));
 
-    // written again (spec fixed, block moved): followed
+    // written again (spec fixed, block moved): followed, the reservation made before kept
     let mut obj = t.get_pool("a");
     obj["spec"]["gateway"] = json!("10.91.0.1");
     t.put_pool(&obj);
     t.set_status("a", &[(&node, "10.91.0.31", "10.91.0.40")]);
     wait_add_in(&d, "a", 31..=40, "the node follows its object written again");
-    assert_eq!(d.stderr().matches(&waits).count(), 1, "the wait is logged once per absence");
+    assert!(holds(&d, "a", &e0, &first), "dropping the pools must not drop reservations");
+    assert_eq!(d.stderr().matches(&gone).count(), 1, "the deletion is logged once");
 }
 
 #[test]

@@ -14,10 +14,15 @@
 //! The view is the object's entries as pool objects (`NodeBlockSetSpec::pools`: spec and one
 //! status entry each), by pool key:
 //! - object present: authoritative; a pool not in it is dropped, as a deleted pool always was;
-//! - object absent (not written yet, e.g. while an older ipam-controller runs during an upgrade,
-//!   or deleted): nothing changes. The node keeps serving what it has (the cache or the last
-//!   object; with neither it does not serve and `/readyz` stays 503) and logs once that it
-//!   waits for ipam-controller. An empty object, not a missing one, means "no pools here";
+//! - object absent from the start (not written yet, e.g. while an older ipam-controller runs
+//!   during an upgrade): nothing changes. The node keeps serving what it has (the cache; without
+//!   one it does not serve and `/readyz` stays 503) and logs once that it waits for
+//!   ipam-controller;
+//! - object deleted after it was seen (a delete event, or a relist without it): "no pools", like
+//!   an empty object. ipam-controller deletes a node's object only when no pool holds an entry
+//!   for the node any more (its Node gone past the release grace period), so serving the last
+//!   object would hand out blocks that are another node's by now; an object deleted by hand is
+//!   written again at once (its Node exists);
 //! - the CRD missing (404): the reflector retries with its backoff; the cache serves meanwhile;
 //! - an object of another name (the API server applies the field selector, so none arrives):
 //!   ignored, with a warning.
@@ -255,8 +260,20 @@ impl ClusterPools {
         self.changed(view);
     }
 
-    /// The node's object is not there: keep everything, say so once per absence.
+    /// The node's object is not there. Never seen: keep everything (an older ipam-controller
+    /// writes none), say so once per absence. Seen before: deleted, which ipam-controller does
+    /// only when the node has no entries left: no pools.
     fn absent(&self, view: &mut View, how: &str) {
+        if view.seen == Seen::Present {
+            view.objects.clear();
+            view.seen = Seen::Absent;
+            log::warn!(
+                "NodeBlockSet {} {how}: no pools on this node until ipam-controller writes it again",
+                self.object_name()
+            );
+            self.changed(view);
+            return;
+        }
         if view.seen == Seen::Absent {
             return;
         }
@@ -299,6 +316,9 @@ impl ClusterPools {
                 }
                 match own {
                     Some(o) => self.present(&mut v, o),
+                    None if v.seen == Seen::Present => {
+                        self.absent(&mut v, "was deleted (relisted without it)")
+                    }
                     None => self.absent(&mut v, "does not exist"),
                 }
             }

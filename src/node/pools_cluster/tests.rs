@@ -129,16 +129,36 @@ fn the_node_follows_its_object_and_only_its_object() {
     ]));
     assert_eq!(cp.service.pools(), before);
 
-    // deleted, or listed absent: the node keeps serving what it has
+    // deleted after it was seen (ipam-controller does so when no entry is left): no pools
     cp.on_change(Change::Deleted(object("n1", vec![moved.clone()], "6")));
+    assert!(cp.service.pools().is_empty());
+    assert!(cached(&dir).ip_pools.is_empty(), "a restart must not serve the deleted object's blocks");
+    assert!(cp.known() && cp.waiting_for().contains("does not exist yet"), "{}", cp.waiting_for());
+    // written again, then gone from a relist (deleted while the watch was down): no pools
+    cp.on_change(Change::Applied(object("n1", vec![moved.clone()], "7")));
     assert_eq!(cp.service.pools(), before);
     cp.on_change(Change::Reset(Vec::new()));
-    assert_eq!(cp.service.pools(), before);
-    assert!(cp.known() && cp.waiting_for().contains("does not exist yet"), "{}", cp.waiting_for());
-    // an empty object is authoritative: no pools
-    cp.on_change(Change::Applied(object("n1", vec![], "7")));
+    assert!(cp.service.pools().is_empty());
+    // an empty object is authoritative too
+    cp.on_change(Change::Applied(object("n1", vec![moved.clone()], "8")));
+    cp.on_change(Change::Applied(object("n1", vec![], "9")));
     assert!(cp.service.pools().is_empty());
     assert!(cached(&dir).ip_pools.is_empty());
+}
+
+#[test]
+fn with_a_cache_an_object_absent_from_the_start_keeps_the_cached_pools() {
+    let dir = TempDir::new("pools-cluster-absent-cached");
+    let cp = source(&dir);
+    cp.on_change(Change::Reset(vec![object("n1", vec![two_node_pool("a")], "1")]));
+    let served_before = served(&cp);
+    drop(cp);
+    // restarted while an older ipam-controller runs: the object is not there, the cache serves
+    let cp = source(&dir);
+    cp.on_change(Change::Reset(Vec::new()));
+    assert_eq!(served(&cp), served_before);
+    cp.on_change(Change::Deleted(object("n2", vec![], "2")));
+    assert_eq!(served(&cp), served_before, "another node's object changes nothing");
 }
 
 #[test]
