@@ -110,9 +110,7 @@ impl Shared {
         let mut c = self.lock();
         let keys: Vec<Key> = c.pools.keys().cloned().collect();
         c.queue.extend(keys);
-        c.node_sets.primed = false;
-        // decisions of an earlier term may be stale: the new term decides again
-        c.node_sets.decided.clear();
+        c.node_sets.new_term();
         self.wake.notify_all();
     }
 }
@@ -130,6 +128,14 @@ pub(super) fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>)
                 forget(&mut c, &k);
             }
             for (k, v) in fresh {
+                // what changed while the watch was down reaches the nodes it concerns
+                let changed = c
+                    .pools
+                    .get(&k)
+                    .filter(|o| o.status_hash != v.status_hash)
+                    .map(|o| super::node_sets::nodes_differing(&o.pool, &v.pool));
+                c.node_sets.dirty.extend(changed.into_iter().flatten());
+                drop_held_decision(&mut c, &k, &v);
                 c.queue.insert(k.clone());
                 c.pools.insert(k, v);
             }
@@ -157,6 +163,7 @@ pub(super) fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>)
                 );
                 c.queue.insert(k.clone());
             }
+            drop_held_decision(&mut c, &k, &v);
             c.pools.insert(k, Arc::new(v));
         }
         Change::Deleted(v) => {
@@ -165,6 +172,14 @@ pub(super) fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>)
         }
     }
     shared.wake.notify_all();
+}
+
+/// The nodes read the status again once it holds the decision they were sent (our write's echo,
+/// also when the write's answer could not replace the cache: see `worker::record`).
+fn drop_held_decision(c: &mut Cache, k: &Key, v: &CachedPool) {
+    if c.node_sets.decided.get(k).is_some_and(|d| super::node_sets::status_holds(d, &v.pool)) {
+        c.node_sets.decided.remove(k);
+    }
 }
 
 pub(super) fn forget(c: &mut Cache, k: &Key) {
@@ -182,6 +197,8 @@ pub(super) fn forget(c: &mut Cache, k: &Key) {
     let named = super::node_sets::objects_naming(&c.node_sets, k);
     c.node_sets.dirty.extend(named);
     c.node_sets.spec_hash.remove(k);
+    c.node_sets.decided_now(k);
+    c.node_sets.decided_in_term.remove(k);
     c.queue.remove(k);
     c.written.remove(k);
     c.holds.remove(k);

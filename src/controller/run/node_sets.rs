@@ -81,8 +81,15 @@ pub(super) struct NodeSets {
     pub(super) primed: bool,
     pub(super) dirty: BTreeSet<String>,
     pub(super) writing: HashSet<String>,
-    /// A reconcile's decision while its status write is under way (newer than the cache).
+    /// A reconcile's decision until the cached status holds it (newer than the cache).
     pub(super) decided: HashMap<Key, Arc<AnyAllocations>>,
+    /// Pools decided since this term began. Until a pool is, its status may lack entries that
+    /// objects hold (intents: a restart between a node write and its status write), and no
+    /// write may drop those before the reconcile has read them.
+    pub(super) decided_in_term: HashSet<Key>,
+    /// Nodes not written because that would drop an entry of a pool not decided this term:
+    /// dirty again at each decision.
+    pub(super) held: BTreeSet<String>,
     /// Pools popped by a reconcile loop and not decided yet: node writes wait for them.
     pub(super) deciding: BTreeSet<Key>,
     /// Hash of each pool's spec (and validity) as last projected: a change dirties its nodes.
@@ -100,10 +107,32 @@ pub const MAX_SETTLE_WAIT: Duration = Duration::from_millis(200);
 pub const CONFLICT_RETRY: Duration = Duration::from_millis(100);
 
 impl NodeSets {
-    /// Nodes whose object is not written as desired yet (dirty or being written).
+    /// Nodes whose object is not written as desired yet (dirty, held or being written).
     pub(super) fn pending(&self) -> usize {
-        self.dirty.len() + self.writing.len()
+        self.dirty.len() + self.held.len() + self.writing.len()
     }
+
+    /// A new leadership term: every pool is decided again before its entries may be dropped.
+    pub(super) fn new_term(&mut self) {
+        self.primed = false;
+        // decisions of an earlier term may be stale
+        self.decided.clear();
+        self.decided_in_term.clear();
+        let held = std::mem::take(&mut self.held);
+        self.dirty.extend(held);
+    }
+
+    /// Pool `k` was decided (or is gone): the nodes held for it may be written.
+    pub(super) fn decided_now(&mut self, k: &Key) {
+        self.decided_in_term.insert(k.clone());
+        let held = std::mem::take(&mut self.held);
+        self.dirty.extend(held);
+    }
+}
+
+/// Whether the cached status of pool `p` holds decision `d` (the watch brought our write).
+pub(super) fn status_holds(d: &AnyAllocations, p: &crate::api::AnyPool) -> bool {
+    crate::with_pool_kind!(p, p, K => K::of_allocations(d).is_some_and(|a| a == K::allocations(p)))
 }
 
 /// The reflector's callback: records the object's state and marks the node dirty unless the
@@ -242,11 +271,17 @@ fn write_loop(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool) {
             match pick {
                 Some(name) => {
                     c.node_sets.dirty.remove(&name);
-                    let action = plan_write(&c, &name);
-                    if action.is_some() {
-                        c.node_sets.writing.insert(name.clone());
+                    match plan_write(&c, &name) {
+                        Plan::Write(action) => {
+                            c.node_sets.writing.insert(name.clone());
+                            Some((name, action))
+                        }
+                        Plan::Hold => {
+                            c.node_sets.held.insert(name);
+                            None
+                        }
+                        Plan::Nothing => None,
                     }
-                    action.map(|a| (name, a))
                 }
                 None => {
                     let _ = shared.wake.wait_timeout(c, WORKER_POLL);
@@ -286,8 +321,18 @@ fn write_loop(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool) {
     }
 }
 
-/// What to write for `name` now, from the cache; `None` when the stored object is as desired.
-fn plan_write(c: &super::cache::Cache, name: &str) -> Option<Action> {
+/// What a writer does with a dirty node.
+enum Plan {
+    Write(Action),
+    /// The stored object is as desired.
+    Nothing,
+    /// Writing now would drop an entry of a pool not decided this term (see
+    /// [`NodeSets::decided_in_term`]): wait for that decision.
+    Hold,
+}
+
+/// What to do for `name` now, from the cache.
+fn plan_write(c: &super::cache::Cache, name: &str) -> Plan {
     let s = &c.node_sets;
     let sources = c.pools.iter().map(|(k, p)| Source {
         pool: &p.pool,
@@ -296,13 +341,24 @@ fn plan_write(c: &super::cache::Cache, name: &str) -> Option<Action> {
     });
     let spec = desired(name, sources);
     let node_exists = c.nodes.binary_search_by(|n| n.name().cmp(name)).is_ok();
-    match s.objects.get(name) {
-        Some(st) if node_exists || !spec.is_empty() => {
-            (st.hash != json_hash(&spec)).then(|| Action::Replace(st.resource_version.clone(), spec))
+    let stored = s.objects.get(name);
+    if let Some(st) = stored {
+        let kept = pool_tags(&spec);
+        let undecided = || c.pools.keys().filter(|k| !s.decided_in_term.contains(*k)).map(pool_tag);
+        let drops_undecided =
+            undecided().any(|t| st.pools.binary_search(&t).is_ok() && kept.binary_search(&t).is_err());
+        if drops_undecided {
+            return Plan::Hold;
         }
-        Some(_) => Some(Action::Delete),
-        None if node_exists || !spec.is_empty() => Some(Action::Create(spec)),
-        None => None,
+    }
+    match stored {
+        Some(st) if node_exists || !spec.is_empty() => match st.hash != json_hash(&spec) {
+            true => Plan::Write(Action::Replace(st.resource_version.clone(), spec)),
+            false => Plan::Nothing,
+        },
+        Some(_) => Plan::Write(Action::Delete),
+        None if node_exists || !spec.is_empty() => Plan::Write(Action::Create(spec)),
+        None => Plan::Nothing,
     }
 }
 
@@ -334,7 +390,18 @@ fn write(client: &Client, ns: &str, name: &str, action: &Action) -> Result<Optio
     };
     match action {
         Action::Create(spec) => {
-            let w: Written = client.create_as(&NODEBLOCKSETS, Some(ns), &object(None, spec))?;
+            let w: Written = match client.create_as(&NODEBLOCKSETS, Some(ns), &object(None, spec)) {
+                Ok(w) => w,
+                // there though the watch has not shown it: not yet, or never, because it does
+                // not decode (written by someone else); replace it with the one we want
+                Err(e) if e.is_conflict() => {
+                    let found: Written = client.get(&NODEBLOCKSETS, Some(ns), name)?;
+                    let rv = found.metadata.rest.get("resourceVersion").and_then(|v| v.as_str());
+                    log::info!("node block set {ns}/{name} exists unseen by the watch: replacing it");
+                    client.replace_as(&NODEBLOCKSETS, Some(ns), name, &object(rv, spec))?
+                }
+                Err(e) => return Err(e),
+            };
             log::debug!("node block set {ns}/{name} created ({} pools)", spec.len());
             Ok(Some(state(w, spec)))
         }
@@ -419,3 +486,6 @@ fn changed_nodes<K: PoolKind>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,4 @@
-//! The controller's `/healthz`, `/readyz` and `/metrics` answers: ready once the three caches
+//! The controller's `/healthz`, `/readyz` and `/metrics` answers: ready once the four caches
 //! listed (and, with `--webhook`, a serving certificate loaded); metrics from the counters and
 //! per-pool gauges of the cache.
 //!
@@ -29,7 +29,7 @@ impl Probe for Health {
     fn ready(&self) -> bool {
         let synced = {
             let c = self.0.lock();
-            c.pools_synced() && c.synced_nodes
+            c.pools_synced() && c.synced_nodes && c.node_sets.synced
         };
         synced && self.1.as_ref().is_none_or(|(certs, _)| certs.loaded())
     }

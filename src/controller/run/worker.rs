@@ -225,7 +225,7 @@ fn read_intents(
 /// Hands a decision to the NodeBlockSet writers before its status write: the nodes whose entry
 /// changed (all of the pool's when its spec changed) are marked dirty, and the decision is what
 /// they read until the stored status replaces it.
-fn record_decision(
+pub(super) fn record_decision(
     shared: &Shared,
     k: &Key,
     raw: &CachedPool,
@@ -252,6 +252,7 @@ fn record_decision(
         s.decided.remove(k);
     }
     s.deciding.remove(k);
+    s.decided_now(k);
     shared.wake.notify_all();
 }
 
@@ -297,13 +298,16 @@ pub(super) fn decide(
 /// Stores what the next reconcile and the metrics need.
 pub(super) fn record(shared: &Shared, k: &Key, raw: &CachedPool, o: &Outcome, stored: Option<CachedPool>) {
     let mut c = shared.lock();
-    // the cache (or the stored status) now holds the decision
-    c.node_sets.decided.remove(k);
     if let Some(stored) = stored {
         c.written.insert(k.clone(), stored.status_hash);
-        // the write's answer replaces the cache unless the watch brought something newer meanwhile
+        // The write's answer replaces the cache unless the watch moved meanwhile (its echo came
+        // first, another writer's change came, or after a 409 the cache is older than the
+        // re-read `raw`). Then the nodes keep reading the decision until the watch brings a
+        // status holding it (`cache::pool_changed`) or the pool is decided again: projecting a
+        // cache older than our write would send them a state that no later event corrects.
         if c.pools.get(k).is_some_and(|p| p.resource_version() == raw.resource_version()) {
             c.pools.insert(k.clone(), Arc::new(stored));
+            c.node_sets.decided.remove(k);
         }
     } else if c.pools.get(k).is_some_and(|p| p.resource_version() == raw.resource_version()) {
         c.written.insert(k.clone(), raw.status_hash);
