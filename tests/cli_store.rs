@@ -257,3 +257,58 @@ fn reads_upstream_format_and_names_a_missing_store() {
     assert!(w["holders"][0].get("created").is_none(), "upstream keeps no creation time we read");
     assert_eq!(files_of(&dir), before, "not imported: that is ipam-node's job");
 }
+
+/// Runs the CLI on `d`'s store with only `files` (no pools file unless given there).
+fn cli_with(d: &Daemon, files: &[&str], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kubectl-nv_ipam"))
+        .env_clear()
+        .arg("--store-file")
+        .arg(&d.store_file)
+        .args(files)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn findings(o: &Output) -> Vec<(String, String)> {
+    json_of(o)["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap().into(), f["ip"].as_str().unwrap_or_default().into()))
+        .collect()
+}
+
+#[test]
+fn check_judges_blocks_only_when_the_pools_file_gives_the_node_one() {
+    let mut d = Daemon::start(POOLS, "node1");
+    assert_eq!(add(&d, "blue", "a", None), "10.60.0.2");
+    assert_eq!(add(&d, "blue", "b", None), "10.60.0.3");
+    assert_eq!(add(&d, "red", "a", None), "10.61.1.1");
+    d.stop();
+    let pools = d.pools_file.to_str().unwrap().to_string();
+
+    // no pools file: the blocks are unknown, nothing is outside them
+    let o = cli_with(&d, &["--node-name", "node1"], &["check", "-o", "json"]);
+    assert_eq!(code(&o), 0, "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(findings(&o), []);
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+
+    // a pools file but another node name: one warning, no findings
+    let o = cli_with(&d, &["--pools-file", &pools, "--node-name", "other"], &["check", "-o", "json"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(findings(&o), []);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("warning: no pool of") && err.contains("\"other\"") && err.contains("--node-name"),
+        "{err}"
+    );
+
+    // the pools file with node1's block shrunk to .1-.2: 10.60.0.3 is outside it, only that
+    d.write_pools(&POOLS.replace("endIP: 10.60.0.10", "endIP: 10.60.0.2"));
+    let o = cli_with(&d, &["--pools-file", &pools, "--node-name", "node1"], &["check", "-o", "json"]);
+    assert_eq!(code(&o), 1, "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(findings(&o), [("outside-block".to_string(), "10.60.0.3".to_string())]);
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+}

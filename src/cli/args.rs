@@ -119,7 +119,8 @@ Flags:
   --daemon-port PORT      ipam-node's --health-probe-bind-address port (default 8083)
   --store-file PATH       standalone host: read this store (read-only, shared lock) instead of
                           a cluster; needs the store's owner (root)
-  --pools-file PATH       standalone: the ipam-node --pools-file, for the blocks
+  --pools-file PATH       standalone: the ipam-node --pools-file, for the blocks (without it
+                          check judges no blocks)
   --node-name NAME        standalone: the ipam-node --node-name (default $NODE_NAME, then the
                           host name)
   -h, --help              this text

@@ -84,6 +84,13 @@ fn run(args: &Args) -> Result<(String, u8), String> {
             (render::usage(&r, args.output), !r.unreachable.is_empty(), true)
         }
         Command::Check { .. } => {
+            if let (Some(pools_file), Some(host)) = (&args.pools_file, report::node_without_any_block(&view))
+            {
+                eprintln!(
+                    "kubectl-nv_ipam: warning: no pool of {} has a block for node {host:?}: addresses were not checked against blocks; give the node name ipam-node runs with (--node-name, or $NODE_NAME) and the pools file it serves (--pools-file)",
+                    pools_file.display()
+                );
+            }
             let mut r = report::check(&view, node);
             if fix && let Some(c) = &client {
                 let done =

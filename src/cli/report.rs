@@ -12,7 +12,8 @@
 //! - `outside-block`: an address outside its node's block of the pool (the block moved, the
 //!   pool was re-created or deleted). Static addresses of an IPPool may lie anywhere in its
 //!   subnet and are not reported. Fix: delete the pod; its owner re-creates it with an address
-//!   of the node's block.
+//!   of the node's block. On a standalone host only pools of the pools file are judged, and
+//!   none when no pool gives the node a block (no pools file, or a wrong node name).
 //! - `duplicate-address`: one address of one pool held on two nodes. Fix: delete the pods
 //!   whose node's block does not hold it.
 //! - `status-for-missing-node`: a pool status entry of a node that does not exist. Safe to fix
@@ -448,10 +449,31 @@ fn finding(kind: FindingKind, key: &PoolKey, node: &str, r: Option<&ReservationI
     }
 }
 
+/// Standalone: the host's node name when no pool gives it a block: no pools file, or none of
+/// its pools has a status entry for that name (a wrong `--node-name`). Every address would look
+/// outside its block then, so `check` judges no blocks. `None` in a cluster.
+pub fn node_without_any_block(view: &View) -> Option<&str> {
+    node_without_any_block_in(view, &facts(view))
+}
+
+fn node_without_any_block_in<'v>(view: &'v View, facts: &[PoolFacts]) -> Option<&'v str> {
+    view.standalone_node.as_deref().filter(|n| !facts.iter().any(|f| f.blocks.contains_key(*n)))
+}
+
 /// Whether `r` on `node` is inside the node's block, per the pool's facts: `Ok` when it is
-/// (or cannot be judged), `Err(detail)` when not.
-fn block_verdict(facts: Option<&PoolFacts>, node: &str, r: &ReservationInfo) -> Result<(), String> {
+/// (or cannot be judged), `Err(detail)` when not. `facts` is `None` for a pool the view does
+/// not have: in a cluster it does not exist; on a standalone host the pools file may just not
+/// list it, so nothing is known of its blocks.
+fn block_verdict(
+    view: &View,
+    facts: Option<&PoolFacts>,
+    node: &str,
+    r: &ReservationInfo,
+) -> Result<(), String> {
     let Some(f) = facts else {
+        if view.standalone_node.is_some() {
+            return Ok(());
+        }
         return Err(format!(
             "pool {} ({}) does not exist (deleted, or in another namespace)",
             r.pool, r.pool_type
@@ -484,6 +506,7 @@ fn block_verdict(facts: Option<&PoolFacts>, node: &str, r: &ReservationInfo) -> 
 pub fn check(view: &View, node_filter: Option<&str>) -> Check {
     let facts = facts(view);
     let by_key: BTreeMap<&PoolKey, &PoolFacts> = facts.iter().map(|f| (&f.key, f)).collect();
+    let judge_blocks = node_without_any_block_in(view, &facts).is_none();
     let mut findings = Vec::new();
     let mut holders: BTreeMap<(PoolKey, IpAddr), Vec<(&str, &ReservationInfo)>> = BTreeMap::new();
     for (node, report) in answered(view).filter(|(n, _)| node_filter.is_none_or(|f| f == n.as_str())) {
@@ -519,7 +542,7 @@ pub fn check(view: &View, node_filter: Option<&str>) -> Check {
                     continue; // its address is about to go: no other finding for it
                 }
             }
-            if let Err(detail) = block_verdict(by_key.get(&key).copied(), node, r) {
+            if judge_blocks && let Err(detail) = block_verdict(view, by_key.get(&key).copied(), node, r) {
                 let mut f = finding(FindingKind::OutsideBlock, &key, node, Some(r));
                 f.detail = format!("{detail}: the pod keeps an address its node does not own");
                 f.fix = delete_pod(r).unwrap_or_else(|| cni_del(node, r));
@@ -534,7 +557,7 @@ pub fn check(view: &View, node_filter: Option<&str>) -> Check {
         }
         let facts = by_key.get(key).copied();
         let mut wrong: Vec<&(&str, &ReservationInfo)> =
-            held.iter().filter(|(n, r)| block_verdict(facts, n, r).is_err()).collect();
+            held.iter().filter(|(n, r)| block_verdict(view, facts, n, r).is_err()).collect();
         if wrong.is_empty() || wrong.len() == held.len() {
             // no block tells them apart: keep the oldest reservation
             let mut by_age: Vec<&(&str, &ReservationInfo)> = held.iter().collect();

@@ -362,3 +362,40 @@ fn fix_commands_quote_what_nodes_say() {
     let cmd = cni_del("a", &r);
     assert!(cmd.contains("CNI_CONTAINERID='$(reboot)' CNI_IFNAME='`id`'"), "{cmd}");
 }
+
+#[test]
+fn a_standalone_host_judges_only_the_blocks_its_pools_file_gives_it() {
+    let host = |node: &str, pools: Vec<AnyPool>| {
+        let mut v = View { pools, standalone_node: Some(node.into()), ..View::default() };
+        v.answers.insert(
+            node.into(),
+            Ok(report(
+                node,
+                vec![],
+                vec![
+                    res("blue", PoolType::IpPool, "192.168.0.2", "p1", "u1"),
+                    res("blue", PoolType::IpPool, "192.168.0.50", "p2", "u2"),
+                    res("unlisted", PoolType::IpPool, "172.16.0.2", "p3", "u3"),
+                ],
+            )),
+        );
+        v
+    };
+    // no pools file: nothing is known of any block
+    let v = host("a", Vec::new());
+    assert_eq!(node_without_any_block(&v), Some("a"));
+    assert_eq!(check(&v, None).findings, Vec::new());
+    // a pools file without an entry for this node name: every address would look outside
+    let v = host("h", pools());
+    assert_eq!(node_without_any_block(&v), Some("h"));
+    assert_eq!(check(&v, None).findings, Vec::new());
+    // the right name: its block is judged; a pool the file does not list is not
+    let v = host("a", pools());
+    assert_eq!(node_without_any_block(&v), None);
+    let c = check(&v, None);
+    let got: Vec<(FindingKind, Option<String>)> =
+        c.findings.iter().map(|f| (f.kind, f.ip.map(|i| i.to_string()))).collect();
+    assert_eq!(got, [(FindingKind::OutsideBlock, Some("192.168.0.50".into()))], "{c:#?}");
+    // a cluster knows every pool: one it does not have was deleted
+    assert_eq!(node_without_any_block(&clean()), None);
+}
