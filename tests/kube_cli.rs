@@ -1,12 +1,14 @@
 //! `kubectl-nv_ipam` and ipam-node's allocations endpoint against the real kube-apiserver of
 //! `hack/control-plane.sh` and real cluster-mode `ipam-node` daemons (as the node identity,
-//! `deploy/rbac/node.yaml` applied), with `deploy/rbac/viewer.yaml`'s ClusterRole bound to the
-//! ServiceAccount `nv-ipam-viewer` of the test's namespace.
+//! `deploy/rbac/node.yaml` applied), with `deploy/rbac/viewer.yaml`'s ServiceAccount
+//! `nv-ipam-viewer` and its RoleBinding (to ClusterRole `nv-ipam-allocations-reader`) in the
+//! test's namespace.
 //!
 //! - Who may read the endpoint: no token, a bad one, a token the apiserver accepts but not
 //!   for the audience, a ServiceAccount token of the audience without the RBAC (401, 401, 401,
-//!   403), with it (200); tokens come from the apiserver's TokenRequest API. The probes and
-//!   `/metrics` still answer without a token. A token at and over its length limit.
+//!   403), with it (200), and the ServiceAccount has no right but that one; tokens come from
+//!   the apiserver's TokenRequest API. The probes and `/metrics` still answer without a
+//!   token. A token at and over its length limit.
 //! - Planted inconsistencies (a leaked allocation of a pod that does not exist, the same
 //!   address on two nodes, a status entry of a deleted node, a node a pool selects without a
 //!   block): `who-has`, `usage` and `check` report exactly those, in each output format, with
@@ -117,17 +119,22 @@ impl Env {
         r.expect_status(201, "TokenRequest")["status"]["token"].as_str().unwrap().to_string()
     }
 
-    /// Waits until the apiserver's authorizer lets ServiceAccount `sa` read `node`'s allocations.
-    fn wait_allowed(&self, sa: &str, node: &str) {
+    /// Whether the apiserver's authorizer lets ServiceAccount `sa` do `attrs` (the
+    /// SubjectAccessReview's resourceAttributes, in this namespace).
+    fn allowed(&self, sa: &str, mut attrs: Value) -> bool {
+        attrs["namespace"] = json!(self.ns);
         let user = format!("system:serviceaccount:{}:{sa}", self.ns);
         let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
             "spec": {"user": user, "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", self.ns), "system:authenticated"],
-                "resourceAttributes": {"namespace": self.ns, "verb": "get", "group": "nv-ipam.nvidia.com",
-                    "resource": "nodeallocations", "name": node}}});
-        wait_until(SETTLE, "the viewer binding reaches the authorizer", || {
-            let r = self.admin.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", &review);
-            r.expect_status(201, "SubjectAccessReview")["status"]["allowed"] == true
-        });
+                "resourceAttributes": attrs}});
+        let r = self.admin.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", &review);
+        r.expect_status(201, "SubjectAccessReview")["status"]["allowed"] == true
+    }
+
+    /// Waits until the apiserver's authorizer lets ServiceAccount `sa` read `node`'s allocations.
+    fn wait_allowed(&self, sa: &str, node: &str) {
+        let attrs = json!({"verb": "get", "group": "nv-ipam.nvidia.com", "resource": "nodeallocations", "name": node});
+        wait_until(SETTLE, "the viewer binding reaches the authorizer", || self.allowed(sa, attrs.clone()));
     }
 
     /// A Node object with `labels`, deleted on drop.
@@ -259,6 +266,17 @@ fn the_endpoint_answers_only_whom_the_apiserver_vouches_for() {
     );
     // with it: the report, through either header
     env.wait_allowed("nv-ipam-viewer", &node);
+    // and nothing else: its tokens reach the nodes, so they carry only that right
+    for (verb, resource, sub) in [
+        ("get", "pods", "proxy"),
+        ("list", "pods", ""),
+        ("create", "serviceaccounts", "token"),
+        ("list", "ippools", ""),
+    ] {
+        let group = if resource == "ippools" { "nv-ipam.nvidia.com" } else { "" };
+        let attrs = json!({"verb": verb, "group": group, "resource": resource, "subresource": sub});
+        assert!(!env.allowed("nv-ipam-viewer", attrs), "the ServiceAccount may {verb} {resource}/{sub}");
+    }
     let viewer = env.token("nv-ipam-viewer", Some("nv-ipam-node"));
     for header in ["Authorization", "X-Nv-Ipam-Token"] {
         let value = if header == "Authorization" { bearer(&viewer) } else { viewer.clone() };

@@ -11,7 +11,8 @@
 //!    against the API): not authenticated: 401;
 //! 3. a SubjectAccessReview of that user: `get` of `nodeallocations` (group
 //!    `nv-ipam.nvidia.com`) named after this node in the pools' namespace (no CRD; the
-//!    ClusterRole `nv-ipam-viewer` of deploy/rbac/viewer.yaml grants it): not allowed: 403.
+//!    ClusterRoles `nv-ipam-allocations-reader` and `nv-ipam-viewer` of
+//!    deploy/rbac/viewer.yaml grant it): not allowed: 403.
 //!
 //! Verdicts are cached ([`access::ReviewCache`]); at most [`MAX_CONCURRENT_REVIEWS`] reviews
 //! run at once (another caller that needs one gets 503 at once, and retries); the reviews end
@@ -124,7 +125,7 @@ impl Endpoint {
                 Answer::text(
                     403,
                     format!(
-                        "forbidden: user {user:?} may not get {AUTHZ_RESOURCE} {node:?} in namespace {:?}; bind the ClusterRole nv-ipam-viewer in that namespace (deploy/rbac/viewer.yaml)\n",
+                        "forbidden: user {user:?} may not get {AUTHZ_RESOURCE} {node:?} in namespace {:?}; bind the ClusterRole nv-ipam-allocations-reader (a ServiceAccount) or nv-ipam-viewer (a person) in that namespace (deploy/rbac/viewer.yaml)\n",
                         self.namespace
                     ),
                 )
