@@ -12,7 +12,8 @@
 //! - Planted inconsistencies (a leaked allocation of a pod that does not exist, the same
 //!   address on two nodes, a status entry of a deleted node, a node a pool selects without a
 //!   block): `who-has`, `usage` and `check` report exactly those, in each output format, with
-//!   the documented exit codes; `check --fix` removes the status entry; a node that does not
+//!   the documented exit codes; `check --fix` removes the status entry once no pod is bound to
+//!   that node name (and says why not before), `--fix --force` even then; a node that does not
 //!   answer is reported (exit 3), not fatal. The CLI mints its own token (TokenRequest) and,
 //!   there being no pods to proxy to here, reaches the daemons with `--node-endpoint`; the pod
 //!   proxy path is tests/e2e_cluster.rs's.
@@ -480,6 +481,21 @@ fn who_has_usage_and_check_report_exactly_the_planted_inconsistencies() {
     assert!(table.contains("4 inconsistencies found, 4 open (1 fixable by check --fix)"), "{table}");
     assert_eq!(yaml_serde::from_str::<Value>(&stdout(&run(&["check", "-o", "yaml"]))).unwrap(), ch);
 
+    // check --fix while a pod is still bound to the missing node's name: the entry stays, and
+    // the finding says why and what to run
+    env.pod("orphan", &gone);
+    let o = run(&["check", "--fix", "-o", "json"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let held = json_of(&o);
+    let why = held["findings"][2]["fixed"].as_str().unwrap();
+    assert!(why.starts_with(&format!("not fixed: pods are still bound to node {gone}")), "{held:#}");
+    assert!(why.contains(&format!("kubectl delete pods -A --field-selector spec.nodeName={gone}")), "{why}");
+    assert_eq!(env.pool_status("blue")["allocations"].as_array().unwrap().len(), 3, "nothing written");
+    // no kubelet will confirm the deletion: delete it at once, as the pod GC would
+    env.admin
+        .delete(&format!("/api/v1/namespaces/{ns}/pods/orphan?gracePeriodSeconds=0"))
+        .expect_status(200, "delete pod");
+
     // check --fix: the status entry of the missing node goes, nothing else is written
     let o = run(&["check", "--fix", "-o", "json"]);
     assert_eq!(code(&o), 1, "three remain open\n{}", stdout(&o));
@@ -492,6 +508,31 @@ fn who_has_usage_and_check_report_exactly_the_planted_inconsistencies() {
     assert_eq!(status["allocatedNodes"], 2);
     let after = json_of(&run(&["check", "-o", "json"]));
     assert_eq!(after["findings"].as_array().unwrap().len(), 3);
+
+    // --fix --force removes an entry even while pods are bound to its node
+    let gone2 = unique_name("it-cli-gone");
+    let path = format!("{POOL_API}/namespaces/{ns}/ippools/blue");
+    let mut obj = env.admin.get(&path).expect_status(200, "get pool");
+    obj["status"]["allocations"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"nodeName": gone2, "startIP": "10.91.0.31", "endIP": "10.91.0.40"}));
+    env.admin.put(&format!("{path}/status"), &obj).expect_status(200, "write status");
+    env.pod("orphan2", &gone2);
+    let o = run(&["check", "--fix", "-o", "json"]);
+    assert!(
+        stdout(&o).contains(&format!("not fixed: pods are still bound to node {gone2}")),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(env.pool_status("blue")["allocations"].as_array().unwrap().len(), 3);
+    let o = run(&["check", "--fix", "--force", "-o", "json"]);
+    assert_eq!(code(&o), 1, "three remain open\n{}", stdout(&o));
+    assert_eq!(json_of(&o)["findings"][2]["fixed"], "fixed", "{}", stdout(&o));
+    let status = env.pool_status("blue");
+    let nodes: Vec<&str> =
+        status["allocations"].as_array().unwrap().iter().map(|x| x["nodeName"].as_str().unwrap()).collect();
+    assert_eq!(nodes, [a.as_str(), b.as_str()]);
 
     // a node that does not answer is reported, the others still are, exit 3
     let dead = format!("it-cli-dead=http://127.0.0.1:{}", common::free_port());

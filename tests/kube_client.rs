@@ -215,6 +215,10 @@ fn crud_paging_conflict_and_patch() {
     assert!(!list.resource_version.is_empty());
     let all = client.list::<Value>(&CONFIGMAPS, ns_name, &ListOptions::default()).unwrap();
     assert_eq!(all.items.len(), 8);
+    // any: one item is enough, none is false
+    assert!(client.any(&CONFIGMAPS, ns_name, &opts).unwrap());
+    let none = ListOptions { label_selector: Some(format!("set={label}-none")), ..Default::default() };
+    assert!(!client.any(&CONFIGMAPS, ns_name, &none).unwrap());
 
     // replace with optimistic concurrency
     let first: Value = client.get(&CONFIGMAPS, ns_name, "cm0").unwrap();

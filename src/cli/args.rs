@@ -24,7 +24,12 @@ pub const DEFAULT_DAEMON_PORT: u16 = 8083;
 pub enum Command {
     WhoHas(IpAddr),
     Usage,
-    Check { fix: bool },
+    /// `fix`: remove the status entries of missing nodes that no pod is bound to; `force`: those
+    /// with pods too.
+    Check {
+        fix: bool,
+        force: bool,
+    },
     Help,
     Version,
 }
@@ -97,10 +102,12 @@ Commands:
                       (namespace, name, UID), container ID, interface and since when
   usage               per pool and node: block, size, allocated, free, static, released in
                       cooldown; fullest blocks first (--pool P, --node N to narrow)
-  check [--fix]       inconsistencies, each with the command that fixes it: allocations of
+  check [--fix [--force]]
+                      inconsistencies, each with the command that fixes it: allocations of
                       pods that are gone, addresses outside their node's block, one address on
-                      two nodes, pool status entries of deleted nodes (--fix removes those),
-                      nodes a pool selects that have no block
+                      two nodes, pool status entries of deleted nodes (--fix removes those no
+                      pod is bound to any more; --force those too), nodes a pool selects that
+                      have no block
 
 Flags:
   -o, --output table|json|yaml   output format (default table)
@@ -165,6 +172,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
     let mut node_namespace = None;
     let mut positional: Vec<String> = Vec::new();
     let mut fix = false;
+    let mut force = false;
     let mut help = false;
     let mut version = false;
     while let Some(arg) = p.next()? {
@@ -210,6 +218,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
             Long("pools-file") => a.pools_file = Some(s(&mut p)?.into()),
             Long("node-name") => a.node_name = Some(s(&mut p)?),
             Long("fix") => fix = flags::boolean(&flag, p.optional_value())?,
+            Long("force") => force = flags::boolean(&flag, p.optional_value())?,
             Short('h') | Long("help") => help = true,
             Long("version") => version = true,
             Value(v) => positional.push(flags::text("argument", v)?),
@@ -229,7 +238,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
     a.command = match cmd.as_str() {
         "who-has" => Command::WhoHas(one_ip(rest)?),
         "usage" if rest.is_empty() => Command::Usage,
-        "check" if rest.is_empty() => Command::Check { fix },
+        "check" if rest.is_empty() => Command::Check { fix, force },
         "usage" | "check" => {
             return Err(UsageError(format!("{cmd} takes no arguments, got {:?}", rest.join(" "))));
         }
@@ -237,6 +246,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
     };
     if fix && !matches!(a.command, Command::Check { .. }) {
         return Err(UsageError("--fix is a flag of check".into()));
+    }
+    if force && !fix {
+        return Err(UsageError("--force goes with check --fix".into()));
     }
     if a.pool.is_some() && a.command != Command::Usage {
         return Err(UsageError("--pool is a flag of usage".into()));
@@ -246,7 +258,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Args,
             "--pools-file and --node-name go with --store-file (a standalone host)".into(),
         ));
     }
-    if a.store_file.is_some() && matches!(a.command, Command::Check { fix: true }) {
+    if a.store_file.is_some() && matches!(a.command, Command::Check { fix: true, .. }) {
         return Err(UsageError("check --fix needs a cluster; a store file is only read".into()));
     }
     Ok(a)
@@ -279,8 +291,10 @@ mod tests {
         let a = parse_str(&["check", "--fix", "--node-namespace", "sys", "--context", "c"]).expect("check");
         assert_eq!(
             (a.command, a.node_namespace.as_str(), a.context.as_deref()),
-            (Command::Check { fix: true }, "sys", Some("c"))
+            (Command::Check { fix: true, force: false }, "sys", Some("c"))
         );
+        let a = parse_str(&["check", "--fix", "--force"]).expect("force");
+        assert_eq!(a.command, Command::Check { fix: true, force: true });
         let a = parse_str(&["--node-endpoint", "n1=http://127.0.0.1:9/", "check"]).expect("endpoint");
         assert_eq!(a.node_endpoints, vec![("n1".to_string(), "http://127.0.0.1:9".to_string())]);
         let a = parse_str(&["--store-file", "/s", "--pools-file", "/p", "--node-name", "h", "usage"])
@@ -308,6 +322,7 @@ mod tests {
         assert!(e(&["frobnicate"]).contains("unknown command \"frobnicate\""));
         assert!(e(&["usage", "extra"]).contains("usage takes no arguments"));
         assert!(e(&["usage", "--fix"]).contains("--fix is a flag of check"));
+        assert!(e(&["check", "--force"]).contains("--force goes with check --fix"));
         assert!(e(&["check", "--pool", "p"]).contains("--pool is a flag of usage"));
         assert!(e(&["-o", "xml", "usage"]).contains("-o \"xml\": use table, json or yaml"));
         assert!(e(&["--daemon-port", "0", "usage"]).contains("is not a port"));

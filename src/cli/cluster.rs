@@ -332,10 +332,22 @@ pub fn decode(node: &str, status: u16, body: &[u8]) -> Result<NodeAllocations, S
     Ok(r)
 }
 
+/// The field selector of the pods bound to `node`, its value escaped as apimachinery's
+/// `fields.EscapeValue` does (a node name from a pool's status could otherwise add terms).
+fn bound_to(node: &str) -> String {
+    let mut v = String::with_capacity(node.len());
+    for ch in node.chars() {
+        if matches!(ch, '\\' | ',' | '=') {
+            v.push('\\');
+        }
+        v.push(ch);
+    }
+    format!("spec.nodeName={v}")
+}
+
 /// The pods bound to `node` (every namespace), as the node's stale cleaner sees them.
 fn node_pods(c: &Client, node: &str) -> Result<Pods, String> {
-    let opts =
-        ListOptions { field_selector: Some(format!("spec.nodeName={node}")), ..ListOptions::default() };
+    let opts = ListOptions { field_selector: Some(bound_to(node)), ..ListOptions::default() };
     let list: Vec<Pod> = c.list(&kube::PODS, None, &opts).map_err(|e| e.to_string())?.items;
     Ok(list
         .into_iter()
@@ -343,6 +355,14 @@ fn node_pods(c: &Client, node: &str) -> Result<Pods, String> {
             ((p.metadata.namespace, p.metadata.name), PodState { uid: p.metadata.uid, phase: p.status.phase })
         })
         .collect())
+}
+
+/// Whether any pod (any namespace, any phase) is still bound to `node`: one pod is enough to
+/// know (`limit=1`).
+pub fn pods_bound(c: &Client, node: &str) -> Result<bool, String> {
+    let opts =
+        ListOptions { field_selector: Some(bound_to(node)), metadata_only: true, ..ListOptions::default() };
+    c.any(&kube::PODS, None, &opts).map_err(|e| e.to_string())
 }
 
 /// `check --fix`: writes each pool's status without the entries of missing nodes (merge patch
@@ -381,6 +401,13 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::sync::{Arc, Condvar};
     use std::time::Instant;
+
+    #[test]
+    fn a_node_name_stays_one_field_selector_value() {
+        assert_eq!(bound_to("node-1.example"), "spec.nodeName=node-1.example");
+        assert_eq!(bound_to("a,spec.nodeName!=b"), "spec.nodeName=a\\,spec.nodeName!\\=b");
+        assert_eq!(bound_to("a\\b"), "spec.nodeName=a\\\\b");
+    }
 
     #[test]
     fn answers_are_checked_before_use() {

@@ -64,7 +64,10 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> u8 {
 
 /// The report's text and the exit code; `Err`: nothing could be read (exit 3).
 fn run(args: &Args) -> Result<(String, u8), String> {
-    let fix = matches!(args.command, Command::Check { fix: true });
+    let (fix, force) = match args.command {
+        Command::Check { fix, force } => (fix, force),
+        _ => (false, false),
+    };
     let (view, client) = match &args.store_file {
         Some(store) => (local::gather(args, store)?, None),
         None => {
@@ -93,12 +96,21 @@ fn run(args: &Args) -> Result<(String, u8), String> {
             }
             let mut r = report::check(&view, node);
             if fix && let Some(c) = &client {
-                let done =
-                    cluster::fix_missing_nodes(c, &args.namespace, report::missing_node_fixes(&view, &r));
-                for f in r.findings.iter_mut().filter(|f| f.fixable) {
-                    let key = crate::api::PoolKey::new(f.pool_type, f.pool.clone());
-                    f.fixed = done.get(&key).cloned();
+                // an entry goes only once no pod is bound to its node (module docs of report)
+                let mut held = std::collections::BTreeMap::new();
+                for n in report::missing_nodes(&r).into_iter().filter(|_| !force) {
+                    let why = match cluster::pods_bound(c, n) {
+                        Ok(false) => continue,
+                        Ok(true) => report::pods_still_bound(n),
+                        Err(e) => format!(
+                            "not fixed: cannot tell whether pods are bound to node {n} ({e}); run check --fix again, or check --fix --force to remove the entry anyway"
+                        ),
+                    };
+                    held.insert(n.to_string(), why);
                 }
+                let fixes = report::missing_node_fixes(&view, &r, &held);
+                let done = cluster::fix_missing_nodes(c, &args.namespace, fixes);
+                report::record_fixes(&mut r, &done, &held);
             }
             (render::check(&r, args.output), !r.unreachable.is_empty(), r.open() == 0)
         }

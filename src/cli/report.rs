@@ -16,11 +16,13 @@
 //!   none when no pool gives the node a block (no pools file, or a wrong node name).
 //! - `duplicate-address`: one address of one pool held on two nodes. Fix: delete the pods
 //!   whose node's block does not hold it.
-//! - `status-for-missing-node`: a pool status entry of a node that does not exist. Safe to fix
-//!   (`--fix`): no Node object means the pod garbage collector deletes every pod bound to it,
-//!   so nothing keeps an address from that block, and ipam-controller would drop the entry
-//!   itself after its release grace period; the write names the pool's resourceVersion, so a
-//!   controller write in between wins (409) and nothing is lost.
+//! - `status-for-missing-node`: a pool status entry of a node that does not exist.
+//!   ipam-controller drops it itself after its release grace period; pods still bound to that
+//!   node name may hold addresses of the block until then (the pod garbage collector deletes
+//!   them, in its own time). So `--fix` removes an entry only once no pod is bound to the node
+//!   (else the finding says which command to run, or `--fix --force` removes it anyway); the
+//!   write names the pool's resourceVersion, so a controller write in between wins (409) and
+//!   nothing is lost.
 //! - `node-without-block`: a node a pool's nodeSelector matches that has no entry (the pool is
 //!   full, or ipam-controller does not run). Not fixable here: planning is the controller's.
 //!
@@ -641,14 +643,38 @@ pub fn check(view: &View, node_filter: Option<&str>) -> Check {
     Check { findings, unreachable: unreachable(view, node_filter) }
 }
 
+/// The missing nodes of the `status-for-missing-node` findings.
+pub fn missing_nodes(check: &Check) -> BTreeSet<&str> {
+    check
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::StatusForMissingNode)
+        .filter_map(|f| f.node.as_deref())
+        .collect()
+}
+
+/// Why `--fix` leaves the entries of missing node `node` alone: pods are still bound to it.
+pub fn pods_still_bound(node: &str) -> String {
+    let sel = sh(&format!("spec.nodeName={node}"));
+    format!(
+        "not fixed: pods are still bound to node {node} and may hold addresses of its block; the pod garbage collector deletes them, or run `kubectl delete pods -A --field-selector {sel}`; then run check --fix again, or check --fix --force to remove the entry now"
+    )
+}
+
 /// The pools' new `status.allocations` for `--fix`: each pool with status entries of missing
-/// nodes, as (pool key, resourceVersion, the entries to keep as JSON, how many stay).
-pub fn missing_node_fixes(view: &View, check: &Check) -> Vec<(PoolKey, String, serde_json::Value, usize)> {
+/// nodes not in `held`, as (pool key, resourceVersion, the entries to keep as JSON, how many
+/// stay).
+pub fn missing_node_fixes(
+    view: &View,
+    check: &Check,
+    held: &BTreeMap<String, String>,
+) -> Vec<(PoolKey, String, serde_json::Value, usize)> {
     let gone: BTreeSet<(PoolKey, &str)> = check
         .findings
         .iter()
         .filter(|f| f.kind == FindingKind::StatusForMissingNode)
         .filter_map(|f| Some((PoolKey::new(f.pool_type, f.pool.clone()), f.node.as_deref()?)))
+        .filter(|(_, n)| !held.contains_key(*n))
         .collect();
     let mut out = Vec::new();
     for p in &view.pools {
@@ -661,6 +687,17 @@ pub fn missing_node_fixes(view: &View, check: &Check) -> Vec<(PoolKey, String, s
         out.push((key, rv, kept.to_json(), n));
     }
     out
+}
+
+/// After `--fix`: each fixable finding says what happened: why its node was `held` back, else
+/// what the write of its pool did (`done`, per pool).
+pub fn record_fixes(check: &mut Check, done: &BTreeMap<PoolKey, String>, held: &BTreeMap<String, String>) {
+    for f in check.findings.iter_mut().filter(|f| f.fixable) {
+        f.fixed = match f.node.as_ref().and_then(|n| held.get(n)) {
+            Some(why) => Some(why.clone()),
+            None => done.get(&PoolKey::new(f.pool_type, f.pool.clone())).cloned(),
+        };
+    }
 }
 
 /// The status entries of `p` whose node is not in `gone`, and the pool's resourceVersion.

@@ -286,6 +286,18 @@ impl Client {
         self.paged(r, ns, opts, decode_page_decoded)
     }
 
+    /// Whether any object matches `opts`: one request with `limit=1`, never paged, so a large
+    /// collection costs at most one item (e.g. whether any pod is still bound to a node).
+    pub fn any(&self, r: &Resource, ns: Option<&str>, opts: &ListOptions) -> Result<bool, KubeError> {
+        let path = r.collection_path(ns);
+        let accept = if opts.metadata_only { ACCEPT_METADATA_LIST } else { "application/json" };
+        let mut q = selector_query(opts);
+        q.push(("limit", "1".to_string()));
+        let resp = self.call_no_body("list", &path, &q, accept, READ_TIMEOUT)?;
+        let page: Page<IgnoredAny> = read_json("list", &path, resp)?;
+        Ok(page.items.is_some_and(|items| !items.is_empty()))
+    }
+
     /// The paging loop of both lists: one request per page (at most `page_size` items, body at
     /// most `MAX_BODY_BYTES`), `decode` turns a page's bytes into items and its list metadata.
     fn paged<I>(

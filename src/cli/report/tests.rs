@@ -299,7 +299,7 @@ fn each_planted_inconsistency_is_found_once() {
     );
 
     // the fix of the missing node: the pool's entries without it, with the resourceVersion read
-    let fixes = missing_node_fixes(&v, &c);
+    let fixes = missing_node_fixes(&v, &c, &BTreeMap::new());
     assert_eq!(fixes.len(), 1);
     let (key, rv, kept, n) = &fixes[0];
     assert_eq!((key.name.as_str(), rv.as_str(), *n), ("blue", "41", 2));
@@ -398,4 +398,44 @@ fn a_standalone_host_judges_only_the_blocks_its_pools_file_gives_it() {
     assert_eq!(got, [(FindingKind::OutsideBlock, Some("192.168.0.50".into()))], "{c:#?}");
     // a cluster knows every pool: one it does not have was deleted
     assert_eq!(node_without_any_block(&clean()), None);
+}
+
+#[test]
+fn fix_leaves_the_entries_of_missing_nodes_that_pods_are_bound_to() {
+    let mut v = clean();
+    v.pools = pools(); // blue's status has entries of a, b and "gone"
+    // a second missing node, with pods still bound to it
+    if let AnyPool::Ip(p) = &mut v.pools[0] {
+        let mut e = p.status.as_ref().expect("status").allocations[2].clone();
+        e.node_name = "busy".into();
+        e.start_ip = "192.168.0.31".into();
+        e.end_ip = "192.168.0.40".into();
+        p.status.as_mut().expect("status").allocations.push(e);
+    }
+    let mut c = check(&v, None);
+    assert_eq!(missing_nodes(&c), BTreeSet::from(["busy", "gone"]));
+    let held = BTreeMap::from([("busy".to_string(), pods_still_bound("busy"))]);
+    let fixes = missing_node_fixes(&v, &c, &held);
+    assert_eq!(fixes.len(), 1);
+    let (key, _, kept, n) = &fixes[0];
+    assert_eq!((key.name.as_str(), *n), ("blue", 3));
+    assert_eq!(
+        kept.as_array().map(|a| a.iter().map(|x| x["nodeName"].clone()).collect::<Vec<_>>()),
+        Some(vec!["a".into(), "b".into(), "busy".into()]),
+        "only gone's entry goes"
+    );
+    let done = BTreeMap::from([(key.clone(), "fixed".to_string())]);
+    record_fixes(&mut c, &done, &held);
+    let fixed = |node: &str| {
+        c.findings.iter().find(|f| f.node.as_deref() == Some(node)).and_then(|f| f.fixed.clone())
+    };
+    assert_eq!(fixed("gone").as_deref(), Some("fixed"));
+    let why = fixed("busy").expect("busy held");
+    assert!(why.starts_with("not fixed: pods are still bound to node busy"), "{why}");
+    assert!(why.contains("kubectl delete pods -A --field-selector spec.nodeName=busy"), "{why}");
+    assert!(why.contains("check --fix --force"), "{why}");
+    assert_eq!(c.open(), c.findings.len() - 1, "busy stays open");
+    // nothing held back (--force): both go in one write
+    let all = missing_node_fixes(&v, &c, &BTreeMap::new());
+    assert_eq!(all[0].3, 2);
 }
