@@ -11,9 +11,11 @@
 //!   now with a CNI DEL on the node. Reservations without pod names are not judged.
 //! - `outside-block`: an address outside its node's block of the pool (the block moved, the
 //!   pool was re-created or deleted). Static addresses of an IPPool may lie anywhere in its
-//!   subnet and are not reported. Fix: delete the pod; its owner re-creates it with an address
-//!   of the node's block. On a standalone host only pools of the pools file are judged, and
-//!   none when no pool gives the node a block (no pools file, or a wrong node name).
+//!   subnet and are not reported; nor, for reservations imported from the reference (no
+//!   static marker), the pool's gateway or an address of the subnet in no other node's block.
+//!   Fix: delete the pod; its owner re-creates it with an address of the node's block. On a
+//!   standalone host only pools of the pools file are judged, and none when no pool gives the
+//!   node a block (no pools file, or a wrong node name).
 //! - `duplicate-address`: one address of one pool held on two nodes. Fix: delete the pods
 //!   whose node's block does not hold it.
 //! - `status-for-missing-node`: a pool status entry of a node that does not exist.
@@ -462,6 +464,13 @@ fn node_without_any_block_in<'v>(view: &'v View, facts: &[PoolFacts]) -> Option<
     view.standalone_node.as_deref().filter(|n| !facts.iter().any(|f| f.blocks.contains_key(*n)))
 }
 
+/// Whether `r` may be static without saying so: reservations imported from the reference's
+/// store (src/store/legacy.rs) carry neither the static marker nor a creation time. Every
+/// reservation ipam-node makes records both.
+fn static_marker_unknown(r: &ReservationInfo) -> bool {
+    !r.is_static && r.created.is_none()
+}
+
 /// Whether `r` on `node` is inside the node's block, per the pool's facts: `Ok` when it is
 /// (or cannot be judged), `Err(detail)` when not. `facts` is `None` for a pool the view does
 /// not have: in a cluster it does not exist; on a standalone host the pools file may just not
@@ -484,6 +493,15 @@ fn block_verdict(
     let Some(net) = f.net else { return Ok(()) }; // invalid spec: blocks cannot be judged
     if r.is_static && r.pool_type == PoolType::IpPool && net.contains(&r.ip) {
         return Ok(()); // static IPPool addresses may lie anywhere in the subnet
+    }
+    if static_marker_unknown(r) && r.pool_type == PoolType::IpPool && net.contains(&r.ip) {
+        // it may be static: round robin never hands out the gateway, and a static address
+        // only conflicts where another node's round robin may hand it out too
+        let gateway = f.blocks.values().any(|b| b.gateway == Some(r.ip));
+        let others = f.blocks.iter().any(|(n, b)| n != node && b.range.contains(r.ip));
+        if gateway || !others {
+            return Ok(());
+        }
     }
     match f.blocks.get(node) {
         Some(b) if b.range.contains(r.ip) => Ok(()),

@@ -439,3 +439,33 @@ fn fix_leaves_the_entries_of_missing_nodes_that_pods_are_bound_to() {
     let all = missing_node_fixes(&v, &c, &BTreeMap::new());
     assert_eq!(all[0].3, 2);
 }
+
+#[test]
+fn imported_reservations_may_be_static_where_no_other_node_hands_out_their_address() {
+    let mut v = clean();
+    // as imported from the reference's store: no static marker, no creation time, no network
+    let imported = |ip: &str, pod: &str| {
+        let mut r = res("blue", PoolType::IpPool, ip, pod, "");
+        (r.created, r.network) = (None, String::new());
+        r
+    };
+    let b = v.answers.get_mut("b").expect("b").as_mut().expect("ok");
+    b.reservations.push(imported("192.168.0.200", "p2")); // in the subnet, in no block
+    b.reservations.push(imported("192.168.0.1", "p2")); // the gateway (allocateDefaultGateway)
+    b.reservations.push(imported("192.168.0.5", "p3")); // in node a's block
+    b.reservations.push(imported("10.0.0.9", "p3")); // outside the subnet
+    // one ipam-node made: not static, so outside its block it is (the block moved)
+    b.reservations.push(res("blue", PoolType::IpPool, "192.168.0.201", "p2", "u2"));
+    let c = check(&v, None);
+    let got: Vec<(FindingKind, Option<String>)> =
+        c.findings.iter().map(|f| (f.kind, f.ip.map(|i| i.to_string()))).collect();
+    assert_eq!(
+        got,
+        [
+            (FindingKind::OutsideBlock, Some("10.0.0.9".into())),
+            (FindingKind::OutsideBlock, Some("192.168.0.5".into())),
+            (FindingKind::OutsideBlock, Some("192.168.0.201".into())),
+        ],
+        "{c:#?}"
+    );
+}
