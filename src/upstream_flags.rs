@@ -323,7 +323,7 @@ pub const FLAGS: &[Flag] = &[
         CONTROLLER,
         Source::Reference,
         Honoured,
-        "namespace of the Lease (default: --ippools-namespace)",
+        "namespace of the Lease (default kube-system)",
         "kube-system",
     ),
     row(

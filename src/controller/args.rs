@@ -34,7 +34,7 @@ flags:
   --kubeconfig FILE                   kubeconfig (default: $KUBECONFIG, else in-cluster)
   --ippools-namespace NS              namespace of the pools (default kube-system)
   --leader-elect                      run leader election (Lease dd1643cf.nvidia.com)
-  --leader-elect-namespace NS         namespace of the Lease (default: --ippools-namespace)
+  --leader-elect-namespace NS         namespace of the Lease (default kube-system)
   --metrics-bind-address ADDR         /metrics address, \"0\" disables (default :8080)
   --health-probe-bind-address ADDR    /healthz, /readyz address, \"0\" disables (default :8081)
   --node-release-grace-period DUR     how long a deleted or unlabelled node keeps its block
@@ -63,6 +63,9 @@ commands:
 
 /// Default of `--ippools-namespace`, shared with ipam-node.
 pub use crate::flags::DEFAULT_IPPOOLS_NAMESPACE;
+/// Default of `--leader-elect-namespace`: the reference's, whatever `--ippools-namespace`
+/// says, so that a replica of either holds the same Lease in a rolling upgrade.
+pub const DEFAULT_LEADER_ELECT_NAMESPACE: &str = "kube-system";
 /// Default of `--metrics-bind-address` (controller-runtime's).
 pub const DEFAULT_METRICS_BIND_ADDRESS: &str = ":8080";
 /// Default of `--health-probe-bind-address` (the reference's).
@@ -166,7 +169,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ArgsEr
         kubeconfig: None,
         ippools_namespace: DEFAULT_IPPOOLS_NAMESPACE.into(),
         leader_elect: false,
-        leader_elect_namespace: String::new(),
+        leader_elect_namespace: DEFAULT_LEADER_ELECT_NAMESPACE.into(),
         metrics_bind_address: DEFAULT_METRICS_BIND_ADDRESS.into(),
         health_probe_bind_address: DEFAULT_HEALTH_PROBE_BIND_ADDRESS.into(),
         node_release_grace: DEFAULT_NODE_RELEASE_GRACE,
@@ -230,7 +233,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ArgsEr
         }
     }
     if c.leader_elect_namespace.is_empty() {
-        c.leader_elect_namespace = c.ippools_namespace.clone();
+        // a blank templated value: not given
+        c.leader_elect_namespace = DEFAULT_LEADER_ELECT_NAMESPACE.into();
     }
     c.logging = logging.finish()?;
     Ok(Command::Cluster(c))
@@ -294,7 +298,14 @@ mod tests {
         ]) else {
             panic!("cluster mode")
         };
-        assert_eq!((c.ippools_namespace.as_str(), c.leader_elect_namespace.as_str()), ("ns1", "ns1"));
+        // the Lease stays where the reference keeps it, wherever the pools are
+        assert_eq!((c.ippools_namespace.as_str(), c.leader_elect_namespace.as_str()), ("ns1", "kube-system"));
+        let lease_ns = |a: &[&str]| match parse_str(a) {
+            Ok(Command::Cluster(c)) => c.leader_elect_namespace,
+            other => panic!("cluster mode: {other:?}"),
+        };
+        assert_eq!(lease_ns(&["--ippools-namespace=ns1", "--leader-elect-namespace", "ns2"]), "ns2");
+        assert_eq!(lease_ns(&["--ippools-namespace=ns1", "--leader-elect-namespace="]), "kube-system");
         assert!(c.leader_elect);
         assert_eq!(c.node_release_grace, Duration::from_secs(90));
         assert_eq!((c.logging.config.verbosity, c.logging.config.format), (2, LogFormat::Json));
