@@ -56,11 +56,14 @@ use probes::Health;
 use wire::{PoolWire, WirePool};
 use worker::{resource, worker};
 
-/// Pools decided and written at once. Each status write of a big pool is one round trip that
-/// keeps the API server busy for a few hundred milliseconds at 5,000 nodes
+/// Pools decided at once: a join that concerns ten pools has all ten decided (a few ms each)
+/// and its node's NodeBlockSet written without waiting for the status writes before them.
+pub const MAX_CONCURRENT_RECONCILES: usize = 10;
+/// Pool status writes in flight. Each status write of a big pool is one round trip that keeps
+/// the API server busy for a few hundred milliseconds at 5,000 nodes
 /// (docs/benchmarks-scale.md); a few in flight overlap the round trips, more only add memory
-/// (each holds a decoded status) while the API server's cores are already busy.
-pub const MAX_CONCURRENT_RECONCILES: usize = 3;
+/// (each holds a status body and its answer) while the API server's cores are already busy.
+pub const MAX_CONCURRENT_STATUS_WRITES: usize = 3;
 /// NodeBlockSet writes in flight. Each is one small object (a few hundred bytes per pool); at
 /// a few ms per round trip, 8 at once keep the API server busy without queueing more on it
 /// than it has cores to serve.

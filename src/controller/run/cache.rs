@@ -62,6 +62,8 @@ pub(super) struct Cache {
     pub(super) queue: BTreeSet<Key>,
     /// Pools a reconcile loop holds now: no other loop takes them until it is done.
     pub(super) in_flight: BTreeSet<Key>,
+    /// Status writes under way (at most `MAX_CONCURRENT_STATUS_WRITES`).
+    pub(super) status_writes: usize,
     /// Hash ([`status_hash`]) of the status we last wrote per pool: a watch event carrying it
     /// is our own echo. A hash, not a copy: a copy of a 5,000-entry status is megabytes.
     pub(super) written: HashMap<Key, u64>,

@@ -18,7 +18,8 @@ use super::cache::{CachedPool, Key, PoolGauges, Shared};
 use super::node_sets;
 use super::wire::{PatchMeta, PoolWire, StatusPatch, WirePool, json_hash, status_hash};
 use super::{
-    COMPONENT, ERROR_REQUEUE, MAX_CONCURRENT_RECONCILES, MAX_ERROR_REQUEUE, MAX_STATUS_ATTEMPTS, WORKER_POLL,
+    COMPONENT, ERROR_REQUEUE, MAX_CONCURRENT_RECONCILES, MAX_CONCURRENT_STATUS_WRITES, MAX_ERROR_REQUEUE,
+    MAX_STATUS_ATTEMPTS, WORKER_POLL,
 };
 use crate::alloc::PoolKind;
 use crate::api::{API_VERSION, AnyAllocations, Condition, Node, PoolType, StatusRef};
@@ -27,9 +28,10 @@ use crate::controller::reconcile::{Event, Input, Outcome, reconcile};
 use crate::kube::{Client, EVENTS, KubeError, Resource};
 
 /// Runs [`MAX_CONCURRENT_RECONCILES`] reconcile loops until `stop`: different pools are decided
-/// and written in parallel (each write is one round trip of a status that can be hundreds of
-/// KB, so one at a time left the API server's other cores idle); one pool is never in two
-/// loops at once, so its writes stay ordered.
+/// in parallel and written [`MAX_CONCURRENT_STATUS_WRITES`] at a time (each write is one round
+/// trip of a status that can be hundreds of KB, so one at a time left the API server's other
+/// cores idle; deciding is not held up by earlier pools' writes, so the nodes' objects are);
+/// one pool is never in two loops at once, so its writes stay ordered.
 pub(super) fn worker(client: &Client, ns: &str, shared: &Shared, stop: &AtomicBool, grace: Duration) {
     std::thread::scope(|s| {
         for i in 1..MAX_CONCURRENT_RECONCILES {
@@ -135,10 +137,10 @@ pub(super) fn reconcile_pool(
     };
     for attempt in 1..=MAX_STATUS_ATTEMPTS {
         let intents = read_intents(client, ns, shared, k, &raw)?;
-        let outcome = decide(&raw, &nodes, &holds, grace, intents.as_ref());
-        record_decision(shared, k, &raw, &outcome, intents.as_ref());
+        let (outcome, decision) = decide_shared(&raw, &nodes, &holds, grace, intents.as_ref());
+        record_decision(shared, k, &raw, &outcome, &decision, intents.as_ref());
         if !outcome.changed {
-            record(shared, k, &raw, &outcome, None);
+            record(shared, k, &raw, &outcome, &decision, None);
             emit_events(client, ns, shared, k, &raw, &outcome.events);
             return Ok(());
         }
@@ -147,16 +149,19 @@ pub(super) fn reconcile_pool(
             return Ok(()); // lost the lease meanwhile: the new leader decides
         }
         let rv = raw.resource_version();
-        let written = crate::with_pool_kind!(AnyAllocations: &outcome.allocations, a, K => {
-            write_status::<K>(client, ns, shared, k, rv, a, &outcome.conditions)
-        });
+        let written = {
+            let _slot = StatusWriteSlot::take(shared);
+            crate::with_pool_kind!(AnyAllocations: &*decision, a, K => {
+                write_status::<K>(client, ns, shared, k, rv, a, &outcome.conditions)
+            })
+        };
         match written {
             Ok(stored) => {
                 log::info!(
                     "pool status written type={} pool={} nodes={} conditions={}",
                     k.0,
                     k.1,
-                    outcome.allocations.len(),
+                    decision.len(),
                     outcome
                         .conditions
                         .iter()
@@ -164,7 +169,7 @@ pub(super) fn reconcile_pool(
                         .collect::<Vec<_>>()
                         .join(",")
                 );
-                record(shared, k, &raw, &outcome, Some(stored));
+                record(shared, k, &raw, &outcome, &decision, Some(stored));
                 emit_events(client, ns, shared, k, &raw, &outcome.events);
                 return Ok(());
             }
@@ -186,6 +191,27 @@ pub(super) fn reconcile_pool(
         }
     }
     Ok(())
+}
+
+/// One of the [`MAX_CONCURRENT_STATUS_WRITES`] slots, held for one status write.
+struct StatusWriteSlot<'a>(&'a Shared);
+
+impl<'a> StatusWriteSlot<'a> {
+    fn take(shared: &'a Shared) -> StatusWriteSlot<'a> {
+        let mut c = shared.lock();
+        while c.status_writes >= MAX_CONCURRENT_STATUS_WRITES {
+            c = shared.wake.wait_timeout(c, WORKER_POLL).map_or_else(|p| p.into_inner().0, |(c, _)| c);
+        }
+        c.status_writes += 1;
+        StatusWriteSlot(shared)
+    }
+}
+
+impl Drop for StatusWriteSlot<'_> {
+    fn drop(&mut self) {
+        self.0.lock().status_writes -= 1;
+        self.0.wake.notify_all();
+    }
 }
 
 /// Entries of pool `k` that NodeBlockSets hold and its status does not (see `node_sets`).
@@ -230,6 +256,7 @@ pub(super) fn record_decision(
     k: &Key,
     raw: &CachedPool,
     o: &Outcome,
+    decision: &Arc<AnyAllocations>,
     intents: Option<&AnyAllocations>,
 ) {
     let (spec_hash, before) = crate::with_pool_kind!(&raw.pool, p, K => {
@@ -245,9 +272,9 @@ pub(super) fn record_decision(
     let mut held: Vec<&AnyAllocations> = vec![&before];
     held.extend(previous.as_deref());
     held.extend(intents);
-    node_sets::mark_decision(s, k, spec_hash, &held, &o.allocations);
+    node_sets::mark_decision(s, k, spec_hash, &held, decision);
     if o.changed {
-        s.decided.insert(k.clone(), Arc::new(o.allocations.clone()));
+        s.decided.insert(k.clone(), Arc::clone(decision));
     } else {
         s.decided.remove(k);
     }
@@ -276,6 +303,26 @@ pub(super) fn write_status<K: PoolKind>(
     Ok(stored.into_cached())
 }
 
+/// [`decide`], with the decided allocations moved out of the outcome into an `Arc`: the
+/// NodeBlockSet writers read the same copy that the status write sends (a decision of a
+/// 5,000-node pool is most of a MB, and up to `MAX_CONCURRENT_RECONCILES` wait for a write).
+/// The outcome's own `allocations` is left empty.
+pub(super) fn decide_shared(
+    raw: &CachedPool,
+    nodes: &[Node],
+    holds: &BTreeMap<String, SystemTime>,
+    grace: Duration,
+    intents: Option<&AnyAllocations>,
+) -> (Outcome, Arc<AnyAllocations>) {
+    let mut outcome = decide(raw, nodes, holds, grace, intents);
+    let empty = match &outcome.allocations {
+        AnyAllocations::Ip(_) => AnyAllocations::Ip(Vec::new()),
+        AnyAllocations::Cidr(_) => AnyAllocations::Cidr(Vec::new()),
+    };
+    let decision = Arc::new(std::mem::replace(&mut outcome.allocations, empty));
+    (outcome, decision)
+}
+
 pub(super) fn decide(
     raw: &CachedPool,
     nodes: &[Node],
@@ -296,7 +343,14 @@ pub(super) fn decide(
 }
 
 /// Stores what the next reconcile and the metrics need.
-pub(super) fn record(shared: &Shared, k: &Key, raw: &CachedPool, o: &Outcome, stored: Option<CachedPool>) {
+pub(super) fn record(
+    shared: &Shared,
+    k: &Key,
+    raw: &CachedPool,
+    o: &Outcome,
+    decision: &AnyAllocations,
+    stored: Option<CachedPool>,
+) {
     let mut c = shared.lock();
     if let Some(stored) = stored {
         c.written.insert(k.clone(), stored.status_hash);
@@ -321,7 +375,7 @@ pub(super) fn record(shared: &Shared, k: &Key, raw: &CachedPool, o: &Outcome, st
             c.recheck.remove(k);
         }
     }
-    let allocated = o.allocations.len() as u64;
+    let allocated = decision.len() as u64;
     c.gauges.insert(
         k.clone(),
         PoolGauges {
