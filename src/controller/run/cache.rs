@@ -216,6 +216,8 @@ pub(super) fn nodes_changed(shared: &Shared, ch: Change<Node>) {
     let mut c = shared.lock();
     let mut changes = Vec::new();
     let find = |nodes: &[Node], name: &str| nodes.binary_search_by(|n| n.name().cmp(name));
+    // a (re)list may make the cache synced: the loops wait for that
+    let relisted = matches!(ch, Change::Reset(_));
     match ch {
         Change::Reset(mut fresh) => {
             fresh.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -273,9 +275,15 @@ pub(super) fn nodes_changed(shared: &Shared, ch: Change<Node>) {
         }
     }
     // a Node appearing gets its (maybe empty) object; one going may lose it
-    let appeared_or_gone = changes.iter().filter(|ch| ch.before.is_none() || ch.after.is_none());
-    c.node_sets.dirty.extend(appeared_or_gone.map(|ch| ch.name.clone()));
-    shared.wake.notify_all();
+    let appeared_or_gone: Vec<String> = changes
+        .iter()
+        .filter(|ch| ch.before.is_none() || ch.after.is_none())
+        .map(|ch| ch.name.clone())
+        .collect();
+    if relisted || !appeared_or_gone.is_empty() {
+        c.node_sets.dirty.extend(appeared_or_gone);
+        shared.wake.notify_all();
+    }
     if changes.is_empty() {
         log::trace!("node change without name or label change ignored");
         return;
