@@ -512,23 +512,47 @@ fn leader_election_one_reconciles_kill_and_release_hand_over() {
 fn restart_writes_nothing_when_nothing_changed() {
     crate::needs_control_plane!();
     let w = World::new("it-ctl-restart");
-    w.create_node("node1", "a");
-    w.create_node("node2", "a");
+    let nodes = [w.create_node("node1", "a"), w.create_node("node2", "a")];
     w.create_pool(
         "ippools",
         "IPPool",
         "p",
         json!({"subnet": "192.168.0.0/16", "perNodeBlockSize": 4, "nodeSelector": w.selector("a")}),
     );
+    let set_rv = |node: &str| {
+        let path = format!("{API}/namespaces/{}/nodeblocksets/{node}", w.ns);
+        let r = w.admin.get(&path);
+        (r.status == 200 && r.body["spec"]["ipPools"].as_array().is_some_and(|p| p.len() == 1))
+            .then(|| r.body["metadata"]["resourceVersion"].clone())
+    };
     let mut c = w.start("first", &[]);
     wait_until(SETTLE, "two blocks", || w.ip_allocations("p").len() == 2);
+    wait_until(SETTLE, "both NodeBlockSets written", || nodes.iter().all(|n| set_rv(n).is_some()));
     c.signal("-TERM");
     assert_eq!(c.wait_exit(Duration::from_secs(20)).code(), Some(0));
     let rv = w.pool("ippools", "p")["metadata"]["resourceVersion"].clone();
-    // status.allocations is the only truth: a new process decides the same and writes nothing
-    let c2 = w.start("second", &[]);
+    let set_rvs: Vec<_> = nodes.iter().map(|n| set_rv(n)).collect();
+    // status.allocations is the only truth: a new process decides the same and writes nothing,
+    // neither the pool nor the NodeBlockSets (compared by hash, not rewritten; the apiserver
+    // would not bump the resourceVersion of a no-op update, so its debug log tells)
+    let c2 = w.start("second", &["--v=1"]);
     wait_until(SETTLE, "the new process reconciled the pool", || c2.reconciles() >= 1.0);
     assert_eq!(w.pool("ippools", "p")["metadata"]["resourceVersion"], rv, "the pool was rewritten");
+    // a node added after the restart is written only once the writers went through the
+    // existing ones (they are taken in name order, and its name sorts after theirs)
+    let node3 = w.create_node("node3", "a");
+    wait_until(SETTLE, "the new node's NodeBlockSet", || set_rv(&node3).is_some());
+    wait_until(SETTLE, "nothing pending", || c2.metric("nv_ipam_node_block_sets_pending") == Some(0.0));
+    let after: Vec<_> = nodes.iter().map(|n| set_rv(n)).collect();
+    assert_eq!(after, set_rvs, "a restart rewrote NodeBlockSets that were as desired");
+    let log = c2.log();
+    assert!(log.contains(&format!("node block set {}/{node3} ", w.ns)), "writes are logged at -v 1: {log}");
+    for n in &nodes {
+        assert!(
+            !log.contains(&format!("node block set {}/{n} ", w.ns)),
+            "{n} rewritten after a restart: {log}"
+        );
+    }
 }
 
 #[test]
