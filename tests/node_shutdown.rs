@@ -123,7 +123,11 @@ fn a_stale_socket_file_is_replaced() {
     let d = Daemon::prepare(POOLS, "node1", None);
     // a socket nobody listens on any more (a daemon killed with -9 leaves one)
     drop(UnixListener::bind(&d.socket).expect("bind"));
-    assert!(UnixStream::connect(&d.socket).is_err(), "stale: connection refused");
+    // a process that another test forks meanwhile holds the listener until its exec (the fd is
+    // close-on-exec, not close-on-fork): it is stale once that child has exec'd
+    wait_until(Duration::from_secs(5), "stale: connection refused", || {
+        UnixStream::connect(&d.socket).is_err()
+    });
     let mut p = spawn_node(&d, &[]);
     let conf = d.config("1.0.0", "net1", "pool1");
     d.call("ADD", &conf, "c-stale", "net1").ok();
