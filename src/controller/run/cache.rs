@@ -137,7 +137,7 @@ pub(super) fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>)
                     .filter(|o| o.status_hash != v.status_hash)
                     .map(|o| super::node_sets::nodes_differing(&o.pool, &v.pool));
                 c.node_sets.dirty.extend(changed.into_iter().flatten());
-                drop_held_decision(&mut c, &k, &v);
+                drop_stored_decision(&mut c, &k, &v);
                 c.queue.insert(k.clone());
                 c.pools.insert(k, v);
             }
@@ -165,7 +165,7 @@ pub(super) fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>)
                 );
                 c.queue.insert(k.clone());
             }
-            drop_held_decision(&mut c, &k, &v);
+            drop_stored_decision(&mut c, &k, &v);
             c.pools.insert(k, Arc::new(v));
         }
         Change::Deleted(v) => {
@@ -178,7 +178,7 @@ pub(super) fn pool_changed(shared: &Shared, t: PoolType, ch: Change<CachedPool>)
 
 /// The nodes read the status again once it holds the decision they were sent (our write's echo,
 /// also when the write's answer could not replace the cache: see `worker::record`).
-fn drop_held_decision(c: &mut Cache, k: &Key, v: &CachedPool) {
+fn drop_stored_decision(c: &mut Cache, k: &Key, v: &CachedPool) {
     if c.node_sets.decided.get(k).is_some_and(|d| super::node_sets::status_holds(d, &v.pool)) {
         c.node_sets.decided.remove(k);
     }
@@ -199,8 +199,7 @@ pub(super) fn forget(c: &mut Cache, k: &Key) {
     let named = super::node_sets::objects_naming(&c.node_sets, k);
     c.node_sets.dirty.extend(named);
     c.node_sets.spec_hash.remove(k);
-    c.node_sets.decided_now(k);
-    c.node_sets.decided_in_term.remove(k);
+    c.node_sets.forget(k);
     c.queue.remove(k);
     c.written.remove(k);
     c.holds.remove(k);

@@ -118,13 +118,22 @@ impl NodeSets {
         // decisions of an earlier term may be stale
         self.decided.clear();
         self.decided_in_term.clear();
-        let held = std::mem::take(&mut self.held);
-        self.dirty.extend(held);
+        self.release_held();
     }
 
-    /// Pool `k` was decided (or is gone): the nodes held for it may be written.
+    /// Pool `k` was decided: the nodes held for it may be written.
     pub(super) fn decided_now(&mut self, k: &Key) {
         self.decided_in_term.insert(k.clone());
+        self.release_held();
+    }
+
+    /// Pool `k` is gone: nothing of it is held back any more.
+    pub(super) fn forget(&mut self, k: &Key) {
+        self.decided_in_term.remove(k);
+        self.release_held();
+    }
+
+    fn release_held(&mut self) {
         let held = std::mem::take(&mut self.held);
         self.dirty.extend(held);
     }

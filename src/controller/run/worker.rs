@@ -137,7 +137,7 @@ pub(super) fn reconcile_pool(
     };
     for attempt in 1..=MAX_STATUS_ATTEMPTS {
         let intents = read_intents(client, ns, shared, k, &raw)?;
-        let (outcome, decision) = decide_shared(&raw, &nodes, &holds, grace, intents.as_ref());
+        let (outcome, decision) = decide(&raw, &nodes, &holds, grace, intents.as_ref());
         record_decision(shared, k, &raw, &outcome, &decision, intents.as_ref());
         if !outcome.changed {
             record(shared, k, &raw, &outcome, &decision, None);
@@ -303,34 +303,18 @@ pub(super) fn write_status<K: PoolKind>(
     Ok(stored.into_cached())
 }
 
-/// [`decide`], with the decided allocations moved out of the outcome into an `Arc`: the
-/// NodeBlockSet writers read the same copy that the status write sends (a decision of a
-/// 5,000-node pool is most of a MB, and up to `MAX_CONCURRENT_RECONCILES` wait for a write).
-/// The outcome's own `allocations` is left empty.
-pub(super) fn decide_shared(
-    raw: &CachedPool,
-    nodes: &[Node],
-    holds: &BTreeMap<String, SystemTime>,
-    grace: Duration,
-    intents: Option<&AnyAllocations>,
-) -> (Outcome, Arc<AnyAllocations>) {
-    let mut outcome = decide(raw, nodes, holds, grace, intents);
-    let empty = match &outcome.allocations {
-        AnyAllocations::Ip(_) => AnyAllocations::Ip(Vec::new()),
-        AnyAllocations::Cidr(_) => AnyAllocations::Cidr(Vec::new()),
-    };
-    let decision = Arc::new(std::mem::replace(&mut outcome.allocations, empty));
-    (outcome, decision)
-}
-
+/// Decides pool `raw` (`reconcile`), with the decided allocations moved out of the outcome into
+/// an `Arc`: the NodeBlockSet writers read the same copy that the status write sends (a decision
+/// of a 5,000-node pool is most of a MB, and up to `MAX_CONCURRENT_RECONCILES` wait for a
+/// write). The outcome's own `allocations` is left empty.
 pub(super) fn decide(
     raw: &CachedPool,
     nodes: &[Node],
     holds: &BTreeMap<String, SystemTime>,
     grace: Duration,
     intents: Option<&AnyAllocations>,
-) -> Outcome {
-    reconcile(&Input {
+) -> (Outcome, Arc<AnyAllocations>) {
+    let mut outcome = reconcile(&Input {
         pool: &raw.pool,
         conditions: &raw.conditions,
         generation: raw.generation(),
@@ -339,7 +323,13 @@ pub(super) fn decide(
         now: SystemTime::now(),
         grace,
         intents,
-    })
+    });
+    let empty = match &outcome.allocations {
+        AnyAllocations::Ip(_) => AnyAllocations::Ip(Vec::new()),
+        AnyAllocations::Cidr(_) => AnyAllocations::Cidr(Vec::new()),
+    };
+    let decision = Arc::new(std::mem::replace(&mut outcome.allocations, empty));
+    (outcome, decision)
 }
 
 /// Stores what the next reconcile and the metrics need.

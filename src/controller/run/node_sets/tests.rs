@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::super::cache::{Cache, CachedPool, pool_changed};
 use super::super::wire::{PoolWire, WirePool};
-use super::super::worker::{decide_shared, record, record_decision};
+use super::super::worker::{decide, record, record_decision};
 use super::*;
 use crate::alloc::kind::ippool::IpPoolKind;
 use crate::api::{IpAllocation, Node, PoolType};
@@ -96,7 +96,7 @@ fn a_new_term_holds_writes_that_would_drop_an_undecided_pools_entry() {
     // b decided with n2's entry read back as an intent: kept, and n2 is written with it
     let intents = allocations(&[("n2", "10.0.0.11", "10.0.0.20")]);
     let nodes = Arc::clone(&sh.lock().nodes);
-    let (outcome, decision) = decide_shared(&b, &nodes, &Default::default(), GRACE, Some(&intents));
+    let (outcome, decision) = decide(&b, &nodes, &Default::default(), GRACE, Some(&intents));
     record_decision(&sh, &key("b"), &b, &outcome, &decision, Some(&intents));
     let c = sh.lock();
     assert!(c.node_sets.held.is_empty() && c.node_sets.dirty.contains("n2"), "a decision releases the held");
@@ -134,7 +134,7 @@ fn after_a_conflict_the_decision_is_read_until_the_watch_brings_it() {
     let sh = shared(&["n1", "n2"], vec![cached]);
     let reread = pool("a", "2", &[("n1", "10.0.0.21", "10.0.0.30")]);
     let nodes = Arc::clone(&sh.lock().nodes);
-    let (outcome, decision) = decide_shared(&reread, &nodes, &Default::default(), GRACE, None);
+    let (outcome, decision) = decide(&reread, &nodes, &Default::default(), GRACE, None);
     assert!(outcome.changed, "n2 needs a block");
     record_decision(&sh, &key("a"), &reread, &outcome, &decision, None);
     let entries: Vec<(String, String, String)> = match &*decision {
@@ -174,7 +174,7 @@ fn a_write_answer_on_the_cached_version_replaces_the_cache_and_ends_the_decision
     let cached = pool("a", "1", &[("n1", "10.0.0.1", "10.0.0.10")]);
     let sh = shared(&["n1", "n2"], vec![cached.clone()]);
     let nodes = Arc::clone(&sh.lock().nodes);
-    let (outcome, decision) = decide_shared(&cached, &nodes, &Default::default(), GRACE, None);
+    let (outcome, decision) = decide(&cached, &nodes, &Default::default(), GRACE, None);
     record_decision(&sh, &key("a"), &cached, &outcome, &decision, None);
     assert!(sh.lock().node_sets.decided.contains_key(&key("a")));
     let stored = pool("a", "2", &[("n1", "10.0.0.1", "10.0.0.10"), ("n2", "10.0.0.11", "10.0.0.20")]);
