@@ -332,17 +332,9 @@ pub fn decode(node: &str, status: u16, body: &[u8]) -> Result<NodeAllocations, S
     Ok(r)
 }
 
-/// The field selector of the pods bound to `node`, its value escaped as apimachinery's
-/// `fields.EscapeValue` does (a node name from a pool's status could otherwise add terms).
+/// The field selector of the pods bound to `node` (a name read from a pool's status).
 fn bound_to(node: &str) -> String {
-    let mut v = String::with_capacity(node.len());
-    for ch in node.chars() {
-        if matches!(ch, '\\' | ',' | '=') {
-            v.push('\\');
-        }
-        v.push(ch);
-    }
-    format!("spec.nodeName={v}")
+    kube::field_equals("spec.nodeName", node)
 }
 
 /// The pods bound to `node` (every namespace), as the node's stale cleaner sees them.
@@ -401,13 +393,6 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::sync::{Arc, Condvar};
     use std::time::Instant;
-
-    #[test]
-    fn a_node_name_stays_one_field_selector_value() {
-        assert_eq!(bound_to("node-1.example"), "spec.nodeName=node-1.example");
-        assert_eq!(bound_to("a,spec.nodeName!=b"), "spec.nodeName=a\\,spec.nodeName!\\=b");
-        assert_eq!(bound_to("a\\b"), "spec.nodeName=a\\\\b");
-    }
 
     #[test]
     fn answers_are_checked_before_use() {

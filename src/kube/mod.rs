@@ -27,5 +27,6 @@ pub use reflector::{Change, reflect, reflect_from};
 pub use resource::{
     CIDRPOOLS, CONFIGMAPS, EVENTS, IPPOOLS, LEASES, ListOptions, NAMESPACES, NODEBLOCKSETS, NODES,
     ObjectList, PODS, Resource, SERVICEACCOUNTS, SUBJECTACCESSREVIEWS, TOKENREVIEWS, WatchEvent,
+    field_equals,
 };
 pub use watch::WatchStream;

@@ -84,6 +84,19 @@ pub struct ListOptions {
     pub metadata_only: bool,
 }
 
+/// The field selector `field=value`, the value escaped as apimachinery's `fields.EscapeValue`
+/// does, so that a value from an object (a node name in a pool's status) stays one term.
+pub fn field_equals(field: &str, value: &str) -> String {
+    let mut v = String::with_capacity(value.len());
+    for ch in value.chars() {
+        if matches!(ch, '\\' | ',' | '=') {
+            v.push('\\');
+        }
+        v.push(ch);
+    }
+    format!("{field}={v}")
+}
+
 /// Accept header for a metadata-only list.
 pub const ACCEPT_METADATA_LIST: &str =
     "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
@@ -113,6 +126,16 @@ pub enum WatchEvent<T> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn a_field_selector_value_stays_one_term() {
+        assert_eq!(field_equals("spec.nodeName", "node-1.example"), "spec.nodeName=node-1.example");
+        assert_eq!(
+            field_equals("spec.nodeName", "a,spec.nodeName!=b"),
+            "spec.nodeName=a\\,spec.nodeName!\\=b"
+        );
+        assert_eq!(field_equals("spec.nodeName", "a\\b"), "spec.nodeName=a\\\\b");
+    }
+
     use super::*;
 
     #[test]

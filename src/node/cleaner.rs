@@ -110,8 +110,10 @@ pub fn start(
     let mut threads = Vec::new();
     {
         let (client, cache, stop) = (client.clone(), cache.clone(), stop.clone());
-        let opts =
-            ListOptions { field_selector: Some(format!("spec.nodeName={node}")), ..ListOptions::default() };
+        let opts = ListOptions {
+            field_selector: Some(kube::field_equals("spec.nodeName", &node)),
+            ..ListOptions::default()
+        };
         threads.push(thread::Builder::new().name("reflect-pods".into()).spawn(move || {
             kube::reflect(&client, &kube::PODS, None, &opts, &stop, &mut |c| cache.apply(c))
         })?);

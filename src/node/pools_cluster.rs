@@ -340,7 +340,7 @@ impl ClusterPools {
     pub fn start(self: &Arc<Self>, client: &Client, stop: Arc<AtomicBool>) -> io::Result<JoinHandle<()>> {
         let (me, client) = (self.clone(), client.clone());
         let opts = ListOptions {
-            field_selector: Some(format!("metadata.name={}", self.node)),
+            field_selector: Some(kube::field_equals("metadata.name", &self.node)),
             ..ListOptions::default()
         };
         thread::Builder::new().name(format!("reflect-{}", NODEBLOCKSETS.plural)).spawn(move || {
